@@ -1,0 +1,29 @@
+//! `users`: one row per person; email unique (stored lower-case).
+
+use sea_orm::entity::prelude::*;
+
+/// A user.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "users")]
+pub struct Model {
+    /// Id.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    /// Normalised email, unique.
+    #[sea_orm(unique)]
+    pub email: String,
+    /// Name shown in the UI.
+    pub display_name: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Creation time.
+    pub created_at: DateTimeUtc,
+    /// Set while the user is disabled.
+    pub disabled_at: Option<DateTimeUtc>,
+}
+
+/// No navigable relations are needed.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,105 @@
+//! The sessions service's errors and their wire mapping.
+
+use std::time::Duration;
+
+use sea_orm::DbErr;
+use twig_crypto::PasswordError;
+use twig_errors::ApiError;
+
+/// Everything that can go wrong in the sessions service.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// A request field is not valid.
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Unknown email, wrong password or disabled user: one answer for all.
+    #[error("email or password is wrong")]
+    BadCredentials,
+    /// The presented token is malformed, unknown, expired or revoked.
+    #[error("the token is not valid; sign in again")]
+    InvalidToken,
+    /// The refresh token was traded in moments ago by a concurrent refresh.
+    #[error("this refresh token was just used by another refresh; use the newest tokens")]
+    RefreshRace,
+    /// Too many failed logins from this address.
+    #[error("too many failed logins from this address; retry later")]
+    TooManyFailures(Duration),
+    /// Sign-up with an email that has an account.
+    #[error("an account with this email exists; sign in instead")]
+    EmailTaken,
+    /// The thing is absent or belongs to someone else.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The user is a member already.
+    #[error("the user is a member of this organisation already")]
+    AlreadyMember,
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The current password given to ChangePassword is wrong.
+    #[error("current password is wrong")]
+    WrongCurrentPassword,
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    /// Password hashing failed.
+    #[error("password hashing: {0}")]
+    Hashing(String),
+}
+
+impl SessionError {
+    /// A field error.
+    pub fn field(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// Maps a password rule failure to the field it concerns.
+    pub fn password(field: &'static str, err: PasswordError) -> Self {
+        match err {
+            PasswordError::TooShort(_) | PasswordError::TooLong(_) => {
+                Self::field(field, err.to_string())
+            }
+            PasswordError::CorruptHash | PasswordError::Hashing(_) => {
+                Self::Hashing(err.to_string())
+            }
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(err: SessionError) -> Self {
+        match &err {
+            SessionError::InvalidField { field, reason } => ApiError::invalid_field(*field, reason),
+            SessionError::BadCredentials
+            | SessionError::InvalidToken
+            | SessionError::RefreshRace => ApiError::unauthenticated(err.to_string()),
+            SessionError::TooManyFailures(retry) => {
+                ApiError::resource_exhausted(err.to_string(), *retry)
+            }
+            SessionError::EmailTaken | SessionError::AlreadyMember => {
+                ApiError::already_exists(err.to_string())
+            }
+            SessionError::NotFound(_) => ApiError::not_found(err.to_string()),
+            SessionError::Forbidden(_) => ApiError::permission_denied(err.to_string()),
+            SessionError::WrongCurrentPassword => {
+                ApiError::invalid_field("current_password", "is wrong")
+            }
+            SessionError::Db(db) => twig_db::api_error(db),
+            SessionError::Hashing(_) => ApiError::internal(&err),
+        }
+    }
+}
+
+impl From<SessionError> for tonic::Status {
+    fn from(err: SessionError) -> Self {
+        ApiError::from(err).into()
+    }
+}

@@ -1,0 +1,320 @@
+//! `twig.sessions.v1.SessionService` on the wire: decoding requests,
+//! reading the caller, encoding answers. The logic is in [`Sessions`].
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tonic::{Request, Response, Status};
+use twig_auth::{Principal, Role, principal, require_internal};
+use twig_errors::ApiError;
+use twig_proto::sessions::v1 as pb;
+use uuid::Uuid;
+
+use crate::entity::{organization, user};
+use crate::service::{ClientContext, IssuedTokens, Sessions};
+
+/// The gRPC face of the sessions service.
+#[derive(Clone)]
+pub struct SessionsGrpc {
+    inner: Arc<Sessions>,
+}
+
+impl SessionsGrpc {
+    /// Wraps the service.
+    pub fn new(inner: Arc<Sessions>) -> Self {
+        Self { inner }
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    })
+}
+
+fn client<T>(request: &Request<T>) -> ClientContext {
+    ClientContext {
+        ip: request.remote_addr().map(|a| a.ip().to_canonical()),
+        user_agent: request
+            .metadata()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect()),
+    }
+}
+
+fn me<T>(request: &Request<T>) -> Result<Principal, Status> {
+    principal(request).cloned().map_err(Status::from)
+}
+
+fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::invalid_field(field, "must be a UUID").into())
+}
+
+fn role_to_pb(role: Role) -> pb::Role {
+    match role {
+        Role::Owner => pb::Role::Owner,
+        Role::Admin => pb::Role::Admin,
+        Role::Member => pb::Role::Member,
+    }
+}
+
+fn role_from_pb(raw: i32) -> Result<Role, Status> {
+    match pb::Role::try_from(raw) {
+        Ok(pb::Role::Owner) => Ok(Role::Owner),
+        Ok(pb::Role::Admin) => Ok(Role::Admin),
+        Ok(pb::Role::Member) => Ok(Role::Member),
+        _ => Err(ApiError::invalid_field("role", "must be OWNER, ADMIN or MEMBER").into()),
+    }
+}
+
+fn user_to_pb(u: &user::Model) -> pb::User {
+    pb::User {
+        id: u.id.to_string(),
+        email: u.email.clone(),
+        display_name: u.display_name.clone(),
+        created_at: ts(u.created_at),
+        disabled: u.disabled_at.is_some(),
+    }
+}
+
+fn org_to_pb(o: &organization::Model) -> pb::Organization {
+    pb::Organization {
+        id: o.id.to_string(),
+        name: o.name.clone(),
+        created_at: ts(o.created_at),
+    }
+}
+
+fn tokens_to_pb(t: &IssuedTokens) -> pb::SessionTokens {
+    pb::SessionTokens {
+        session_id: t.session_id.to_string(),
+        access_token: t.access.expose().to_string(),
+        access_expires_at: ts(t.access_expires_at),
+        refresh_token: t.refresh.expose().to_string(),
+        refresh_expires_at: ts(t.refresh_expires_at),
+    }
+}
+
+fn count(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[tonic::async_trait]
+impl pb::session_service_server::SessionService for SessionsGrpc {
+    async fn sign_up(
+        &self,
+        request: Request<pb::SignUpRequest>,
+    ) -> Result<Response<pb::SignUpResponse>, Status> {
+        let client = client(&request);
+        let r = request.into_inner();
+        let (user, org, tokens) = self
+            .inner
+            .sign_up(
+                &r.email,
+                &r.password,
+                &r.display_name,
+                &r.organization_name,
+                &client,
+            )
+            .await?;
+        Ok(Response::new(pb::SignUpResponse {
+            user: Some(user_to_pb(&user)),
+            organization: Some(org_to_pb(&org)),
+            tokens: Some(tokens_to_pb(&tokens)),
+        }))
+    }
+
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let client = client(&request);
+        let r = request.into_inner();
+        let org = if r.organization_id.is_empty() {
+            None
+        } else {
+            Some(parse_id("organization_id", &r.organization_id)?)
+        };
+        let (user, org_id, tokens) = self
+            .inner
+            .login(&r.email, &r.password, org, &client)
+            .await?;
+        Ok(Response::new(pb::LoginResponse {
+            user: Some(user_to_pb(&user)),
+            organization_id: org_id.to_string(),
+            tokens: Some(tokens_to_pb(&tokens)),
+        }))
+    }
+
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::RefreshResponse>, Status> {
+        let client = client(&request);
+        let tokens = self
+            .inner
+            .refresh(&request.get_ref().refresh_token, &client)
+            .await?;
+        Ok(Response::new(pb::RefreshResponse {
+            tokens: Some(tokens_to_pb(&tokens)),
+        }))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let me = me(&request)?;
+        self.inner.logout(&me, &client(&request)).await?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    async fn logout_everywhere(
+        &self,
+        request: Request<pb::LogoutEverywhereRequest>,
+    ) -> Result<Response<pb::LogoutEverywhereResponse>, Status> {
+        let me = me(&request)?;
+        let ended = self.inner.logout_everywhere(&me, &client(&request)).await?;
+        Ok(Response::new(pb::LogoutEverywhereResponse {
+            sessions_ended: count(ended),
+        }))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let me = me(&request)?;
+        let sessions = self.inner.list_sessions(&me).await?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions
+                .into_iter()
+                .map(|s| pb::SessionInfo {
+                    id: s.row.id.to_string(),
+                    organization_id: s.row.org_id.to_string(),
+                    created_at: ts(s.row.created_at),
+                    last_seen_at: ts(s.last_seen_at),
+                    ip: s.row.ip.clone().unwrap_or_default(),
+                    user_agent: s.row.user_agent.clone().unwrap_or_default(),
+                    expires_at: ts(s.row.idle_expires_at.min(s.row.absolute_expires_at)),
+                    current: s.row.id == me.session_id,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<pb::RevokeSessionRequest>,
+    ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
+        let me = me(&request)?;
+        let id = parse_id("session_id", &request.get_ref().session_id)?;
+        self.inner
+            .revoke_session(&me, id, &client(&request))
+            .await?;
+        Ok(Response::new(pb::RevokeSessionResponse {}))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let me = me(&request)?;
+        let client = client(&request);
+        let r = request.into_inner();
+        let ended = self
+            .inner
+            .change_password(&me, &r.current_password, &r.new_password, &client)
+            .await?;
+        Ok(Response::new(pb::ChangePasswordResponse {
+            other_sessions_ended: count(ended),
+        }))
+    }
+
+    async fn get_current_user(
+        &self,
+        request: Request<pb::GetCurrentUserRequest>,
+    ) -> Result<Response<pb::GetCurrentUserResponse>, Status> {
+        let me = me(&request)?;
+        let (user, memberships) = self.inner.current_user(&me).await?;
+        Ok(Response::new(pb::GetCurrentUserResponse {
+            user: Some(user_to_pb(&user)),
+            memberships: memberships
+                .iter()
+                .map(|(org, role)| pb::Membership {
+                    organization: Some(org_to_pb(org)),
+                    role: role_to_pb(*role) as i32,
+                })
+                .collect(),
+            session_id: me.session_id.to_string(),
+            organization_id: me.org_id.to_string(),
+        }))
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::AddMemberResponse>, Status> {
+        let me = me(&request)?;
+        let client = client(&request);
+        let r = request.into_inner();
+        let org = parse_id("organization_id", &r.organization_id)?;
+        let role = role_from_pb(r.role)?;
+        self.inner
+            .add_member(&me, org, &r.email, role, &client)
+            .await?;
+        Ok(Response::new(pb::AddMemberResponse {}))
+    }
+
+    async fn list_members(
+        &self,
+        request: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        let me = me(&request)?;
+        let org = parse_id("organization_id", &request.get_ref().organization_id)?;
+        let members = self.inner.list_members(&me, org).await?;
+        Ok(Response::new(pb::ListMembersResponse {
+            members: members
+                .iter()
+                .map(|(u, role)| pb::Member {
+                    user: Some(user_to_pb(u)),
+                    role: role_to_pb(*role) as i32,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn set_user_disabled(
+        &self,
+        request: Request<pb::SetUserDisabledRequest>,
+    ) -> Result<Response<pb::SetUserDisabledResponse>, Status> {
+        let me = me(&request)?;
+        let client = client(&request);
+        let r = request.into_inner();
+        let id = parse_id("user_id", &r.user_id)?;
+        let ended = self
+            .inner
+            .set_user_disabled(&me, id, r.disabled, &client)
+            .await?;
+        Ok(Response::new(pb::SetUserDisabledResponse {
+            sessions_ended: count(ended),
+        }))
+    }
+
+    async fn verify_session(
+        &self,
+        request: Request<pb::VerifySessionRequest>,
+    ) -> Result<Response<pb::VerifySessionResponse>, Status> {
+        require_internal(&request)?;
+        let p = self.inner.verify(&request.get_ref().access_token).await?;
+        Ok(Response::new(pb::VerifySessionResponse {
+            user_id: p.user_id.to_string(),
+            organization_id: p.org_id.to_string(),
+            roles: p.roles.iter().map(|r| role_to_pb(*r) as i32).collect(),
+            session_id: p.session_id.to_string(),
+            expires_at: ts(p.expires_at),
+        }))
+    }
+}

@@ -1,0 +1,39 @@
+//! The sessions service: organisations, users, email/password login,
+//! access and rotating refresh tokens, and `VerifySession` for the other
+//! services.
+//!
+//! - [`service::Sessions`]: the logic;
+//! - [`grpc::SessionsGrpc`]: `twig.sessions.v1.SessionService` on the wire;
+//! - [`SessionAuthenticator`]: access tokens for the shared auth layer.
+
+pub mod cache;
+pub mod clock;
+pub mod email;
+pub mod entity;
+pub mod error;
+pub mod grpc;
+pub mod last_seen;
+pub mod migration;
+pub mod service;
+pub mod throttle;
+
+use std::sync::Arc;
+
+use twig_auth::{Authenticator, principal::AuthFuture};
+use twig_errors::ApiError;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use migration::Migrator;
+pub use service::Sessions;
+
+/// The fully-qualified gRPC service name.
+pub const SERVICE_NAME: &str = "twig.sessions.v1.SessionService";
+
+/// Authenticates session access tokens for [`twig_auth::AuthLayer`].
+pub struct SessionAuthenticator(pub Arc<Sessions>);
+
+impl Authenticator for SessionAuthenticator {
+    fn authenticate<'a>(&'a self, bearer: &'a str) -> AuthFuture<'a> {
+        Box::pin(async move { self.0.verify(bearer).await.map_err(ApiError::from) })
+    }
+}

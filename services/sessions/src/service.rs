@@ -1,0 +1,1011 @@
+//! The sessions service's logic, independent of the wire.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+};
+use sha2::{Digest, Sha256};
+use twig_audit::{AuditEvent, Outcome};
+use twig_auth::{Principal, Role};
+use twig_config::SessionsConfig;
+use twig_crypto::{PasswordHasher, PasswordPolicy, Token, TokenHash, TokenKind, VerifyOutcome};
+use uuid::Uuid;
+
+use crate::cache::VerifyCache;
+use crate::clock::Clock;
+use crate::email::Email;
+use crate::entity::{login_failure, membership, organization, refresh_token, session, user};
+use crate::error::SessionError;
+use crate::last_seen::LastSeen;
+use crate::throttle::{IpLimiter, account_delay};
+
+type Result<T> = std::result::Result<T, SessionError>;
+
+/// Where a request came from.
+#[derive(Debug, Clone, Default)]
+pub struct ClientContext {
+    /// The peer address.
+    pub ip: Option<IpAddr>,
+    /// The `user-agent` header, cut to 512 bytes.
+    pub user_agent: Option<String>,
+}
+
+impl ClientContext {
+    fn ip_string(&self) -> Option<String> {
+        self.ip.map(|ip| ip.to_string())
+    }
+}
+
+/// The credentials of a session, shown to the client once.
+#[derive(Debug)]
+pub struct IssuedTokens {
+    /// The session.
+    pub session_id: Uuid,
+    /// The access token.
+    pub access: Token,
+    /// Its expiry.
+    pub access_expires_at: DateTime<Utc>,
+    /// The refresh token.
+    pub refresh: Token,
+    /// Its expiry.
+    pub refresh_expires_at: DateTime<Utc>,
+}
+
+/// A session as listed to its owner.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    /// The stored row.
+    pub row: session::Model,
+    /// Last use, including uses not yet flushed.
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// The sessions service.
+pub struct Sessions {
+    db: DatabaseConnection,
+    config: SessionsConfig,
+    hasher: PasswordHasher,
+    policy: PasswordPolicy,
+    clock: Arc<dyn Clock>,
+    cache: VerifyCache,
+    last_seen: LastSeen,
+    ip_limiter: IpLimiter,
+}
+
+fn chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn email_hash(email: &Email) -> Vec<u8> {
+    Sha256::digest(email.as_str().as_bytes()).to_vec()
+}
+
+fn clean_name(field: &'static str, raw: &str, fallback: String) -> Result<String> {
+    let name = raw.trim();
+    let name = if name.is_empty() {
+        fallback
+    } else {
+        name.to_string()
+    };
+    if name.chars().count() > 200 {
+        return Err(SessionError::field(field, "must be at most 200 characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(SessionError::field(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(name)
+}
+
+impl Sessions {
+    /// Builds the service.
+    pub fn new(
+        db: DatabaseConnection,
+        config: SessionsConfig,
+        hasher: PasswordHasher,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            policy: PasswordPolicy {
+                min_chars: config.password_min_chars,
+                max_bytes: config.password_max_bytes,
+            },
+            cache: VerifyCache::new(config.verify_cache_ttl),
+            ip_limiter: IpLimiter::new(config.failed_logins_per_ip_per_minute),
+            last_seen: LastSeen::default(),
+            db,
+            config,
+            hasher,
+            clock,
+        }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Writes pending last-seen times.
+    pub async fn flush_last_seen(&self) -> Result<usize> {
+        Ok(self.last_seen.flush(&self.db).await?)
+    }
+
+    // ----- sign-up and login -------------------------------------------
+
+    /// Creates a user who owns a new organisation, and signs them in.
+    pub async fn sign_up(
+        &self,
+        email: &str,
+        password: &str,
+        display_name: &str,
+        org_name: &str,
+        client: &ClientContext,
+    ) -> Result<(user::Model, organization::Model, IssuedTokens)> {
+        let email = Email::parse(email).map_err(|r| SessionError::field("email", r))?;
+        self.policy
+            .check_new(password)
+            .map_err(|e| SessionError::password("password", e))?;
+        let display_name =
+            clean_name("display_name", display_name, email.local_part().to_string())?;
+        let org_name = clean_name(
+            "organization_name",
+            org_name,
+            format!("{display_name}'s organisation"),
+        )?;
+        if user::Entity::find()
+            .filter(user::Column::Email.eq(email.as_str()))
+            .count(&self.db)
+            .await?
+            > 0
+        {
+            return Err(SessionError::EmailTaken);
+        }
+        let password_hash = self
+            .hasher
+            .hash(password)
+            .await
+            .map_err(|e| SessionError::password("password", e))?;
+
+        let now = self.clock.now();
+        let txn = self.db.begin().await?;
+        let (user, org) =
+            insert_user_and_org(&txn, &email, &display_name, &password_hash, &org_name, now)
+                .await
+                .map_err(|e| {
+                    if twig_db::is_unique_violation(&e) {
+                        SessionError::EmailTaken
+                    } else {
+                        e.into()
+                    }
+                })?;
+        let tokens = self.issue(&txn, user.id, org.id, client, now).await?;
+        AuditEvent::new("user.signed_up", Outcome::Success)
+            .org(org.id)
+            .actor(format!("user:{}", user.id))
+            .target(format!("session:{}", tokens.session_id))
+            .ip(client.ip_string())
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        Ok((user, org, tokens))
+    }
+
+    /// Email and password to a new session.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        org_id: Option<Uuid>,
+        client: &ClientContext,
+    ) -> Result<(user::Model, Uuid, IssuedTokens)> {
+        if let Some(ip) = client.ip
+            && let Err(retry) = self.ip_limiter.check(ip)
+        {
+            return Err(SessionError::TooManyFailures(retry));
+        }
+        let email = Email::parse(email).map_err(|r| SessionError::field("email", r))?;
+        self.policy
+            .check_presented(password)
+            .map_err(|e| SessionError::password("password", e))?;
+
+        let failures = self.recent_failures(&email).await?;
+        let delay = account_delay(
+            failures,
+            self.config.login_delay_after_failures,
+            self.config.login_delay_base,
+            self.config.login_delay_max,
+        );
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+
+        let found = user::Entity::find()
+            .filter(user::Column::Email.eq(email.as_str()))
+            .one(&self.db)
+            .await?;
+        let outcome = self
+            .hasher
+            .verify(password, found.as_ref().map(|u| u.password_hash.as_str()))
+            .await
+            .map_err(|e| SessionError::password("password", e))?;
+
+        let user = match (found, &outcome) {
+            (Some(user), VerifyOutcome::Match | VerifyOutcome::MatchRehashed(_))
+                if user.disabled_at.is_none() =>
+            {
+                if let VerifyOutcome::MatchRehashed(new_hash) = outcome {
+                    user::Entity::update_many()
+                        .col_expr(user::Column::PasswordHash, Expr::value(new_hash))
+                        .filter(user::Column::Id.eq(user.id))
+                        .exec(&self.db)
+                        .await?;
+                }
+                user
+            }
+            (found, _) => {
+                self.record_failure(&email, found.as_ref(), failures + 1, client)
+                    .await?;
+                return Err(SessionError::BadCredentials);
+            }
+        };
+
+        let memberships = membership::Entity::find()
+            .filter(membership::Column::UserId.eq(user.id))
+            .order_by_asc(membership::Column::CreatedAt)
+            .all(&self.db)
+            .await?;
+        let org = match org_id {
+            Some(wanted) => memberships.iter().find(|m| m.org_id == wanted),
+            None => memberships.first(),
+        }
+        .ok_or(SessionError::NotFound("organisation membership"))?
+        .org_id;
+
+        let now = self.clock.now();
+        let txn = self.db.begin().await?;
+        login_failure::Entity::delete_by_id(email_hash(&email))
+            .exec(&txn)
+            .await?;
+        let tokens = self.issue(&txn, user.id, org, client, now).await?;
+        AuditEvent::new("session.login", Outcome::Success)
+            .org(org)
+            .actor(format!("user:{}", user.id))
+            .target(format!("session:{}", tokens.session_id))
+            .ip(client.ip_string())
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        Ok((user, org, tokens))
+    }
+
+    async fn recent_failures(&self, email: &Email) -> Result<u32> {
+        let cutoff = self.clock.now() - chrono(self.config.login_failure_window);
+        Ok(login_failure::Entity::find_by_id(email_hash(email))
+            .one(&self.db)
+            .await?
+            .filter(|f| f.last_failure_at > cutoff)
+            .map_or(0, |f| f.failures.max(0) as u32))
+    }
+
+    async fn record_failure(
+        &self,
+        email: &Email,
+        user: Option<&user::Model>,
+        failures_now: u32,
+        client: &ClientContext,
+    ) -> Result<()> {
+        if let Some(ip) = client.ip {
+            self.ip_limiter.record_failure(ip);
+        }
+        let now = self.clock.now();
+        let cutoff = now - chrono(self.config.login_failure_window);
+        let hash = email_hash(email);
+        let txn = self.db.begin().await?;
+        // Restart the count if the last failure is outside the window,
+        // otherwise add one; insert when there is no row yet.
+        let restarted = login_failure::Entity::update_many()
+            .col_expr(login_failure::Column::Failures, Expr::value(1))
+            .col_expr(login_failure::Column::LastFailureAt, Expr::value(now))
+            .filter(login_failure::Column::EmailHash.eq(hash.clone()))
+            .filter(login_failure::Column::LastFailureAt.lte(cutoff))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if restarted == 0 {
+            login_failure::Entity::insert(login_failure::ActiveModel {
+                email_hash: Set(hash.clone()),
+                failures: Set(1),
+                last_failure_at: Set(now),
+            })
+            .on_conflict(
+                OnConflict::column(login_failure::Column::EmailHash)
+                    .value(
+                        login_failure::Column::Failures,
+                        sea_orm::sea_query::ExprTrait::add(
+                            Expr::col((login_failure::Entity, login_failure::Column::Failures)),
+                            1,
+                        ),
+                    )
+                    .value(login_failure::Column::LastFailureAt, Expr::value(now))
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        }
+        let mut event = AuditEvent::new("session.login", Outcome::Failure)
+            .ip(client.ip_string())
+            .details(serde_json::json!({
+                "reason": "bad_credentials",
+                "recent_failures": failures_now,
+            }));
+        if let Some(user) = user {
+            event = event.target(format!("user:{}", user.id));
+        }
+        event.record_at(&txn, now).await?;
+        if failures_now == self.config.login_delay_after_failures {
+            let mut event = AuditEvent::new("session.login_delay_started", Outcome::Failure)
+                .ip(client.ip_string())
+                .details(serde_json::json!({ "recent_failures": failures_now }));
+            if let Some(user) = user {
+                event = event.target(format!("user:{}", user.id));
+            }
+            event.record_at(&txn, now).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Mints a session and its first tokens inside `txn`.
+    async fn issue(
+        &self,
+        txn: &impl ConnectionTrait,
+        user_id: Uuid,
+        org_id: Uuid,
+        client: &ClientContext,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedTokens> {
+        let absolute = now + chrono(self.config.refresh_absolute_ttl);
+        let access = Token::generate(TokenKind::SessionAccess);
+        let refresh = Token::generate(TokenKind::SessionRefresh);
+        let access_expires_at = (now + chrono(self.config.access_ttl)).min(absolute);
+        let refresh_expires_at = (now + chrono(self.config.refresh_idle_ttl)).min(absolute);
+        let id = Uuid::now_v7();
+        session::ActiveModel {
+            id: Set(id),
+            user_id: Set(user_id),
+            org_id: Set(org_id),
+            access_token_hash: Set(access.hash().as_bytes().to_vec()),
+            access_expires_at: Set(access_expires_at),
+            idle_expires_at: Set(refresh_expires_at),
+            absolute_expires_at: Set(absolute),
+            created_at: Set(now),
+            last_seen_at: Set(now),
+            ip: Set(client.ip_string()),
+            user_agent: Set(client.user_agent.clone()),
+            revoked_at: Set(None),
+            revoked_reason: Set(None),
+        }
+        .insert(txn)
+        .await?;
+        refresh_token::ActiveModel {
+            token_hash: Set(refresh.hash().as_bytes().to_vec()),
+            session_id: Set(id),
+            issued_at: Set(now),
+            expires_at: Set(refresh_expires_at),
+            used_at: Set(None),
+        }
+        .insert(txn)
+        .await?;
+        Ok(IssuedTokens {
+            session_id: id,
+            access,
+            access_expires_at,
+            refresh,
+            refresh_expires_at,
+        })
+    }
+
+    // ----- refresh -----------------------------------------------------
+
+    /// Trades a refresh token for new tokens. The first trade of a token
+    /// wins (a conditional UPDATE decides); a later trade within
+    /// `refresh_reuse_grace` is refused, after it the session is revoked.
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        client: &ClientContext,
+    ) -> Result<IssuedTokens> {
+        Token::check_format(TokenKind::SessionRefresh, refresh_token)
+            .map_err(|_| SessionError::InvalidToken)?;
+        let hash = TokenHash::of(refresh_token).as_bytes().to_vec();
+        let now = self.clock.now();
+        let txn = self.db.begin().await?;
+        let won = refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
+            .filter(refresh_token::Column::TokenHash.eq(hash.clone()))
+            .filter(refresh_token::Column::UsedAt.is_null())
+            .filter(refresh_token::Column::ExpiresAt.gt(now))
+            .exec(&txn)
+            .await?
+            .rows_affected
+            == 1;
+        let Some(token) = refresh_token::Entity::find_by_id(hash).one(&txn).await? else {
+            return Err(SessionError::InvalidToken);
+        };
+        let Some(sess) = session::Entity::find_by_id(token.session_id)
+            .one(&txn)
+            .await?
+        else {
+            return Err(SessionError::InvalidToken);
+        };
+        if !won {
+            let Some(used_at) = token.used_at else {
+                return Err(SessionError::InvalidToken); // expired, never used
+            };
+            if sess.revoked_at.is_some() {
+                return Err(SessionError::InvalidToken);
+            }
+            if now - used_at <= chrono(self.config.refresh_reuse_grace) {
+                return Err(SessionError::RefreshRace);
+            }
+            revoke_sessions(
+                &txn,
+                session::Column::Id.eq(sess.id),
+                "refresh_token_reuse",
+                now,
+            )
+            .await?;
+            AuditEvent::new("session.refresh_reuse", Outcome::Failure)
+                .org(sess.org_id)
+                .actor(format!("user:{}", sess.user_id))
+                .target(format!("session:{}", sess.id))
+                .ip(client.ip_string())
+                .details(serde_json::json!({ "action": "session revoked" }))
+                .record_at(&txn, now)
+                .await?;
+            txn.commit().await?;
+            self.cache.forget_sessions(&[sess.id]);
+            tracing::warn!(session = %sess.id, "refresh token reuse: session revoked");
+            return Err(SessionError::InvalidToken);
+        }
+        if sess.revoked_at.is_some() || sess.absolute_expires_at <= now {
+            return Err(SessionError::InvalidToken);
+        }
+        let access = Token::generate(TokenKind::SessionAccess);
+        let refresh = Token::generate(TokenKind::SessionRefresh);
+        let access_expires_at =
+            (now + chrono(self.config.access_ttl)).min(sess.absolute_expires_at);
+        let refresh_expires_at =
+            (now + chrono(self.config.refresh_idle_ttl)).min(sess.absolute_expires_at);
+        session::Entity::update_many()
+            .col_expr(
+                session::Column::AccessTokenHash,
+                Expr::value(access.hash().as_bytes().to_vec()),
+            )
+            .col_expr(
+                session::Column::AccessExpiresAt,
+                Expr::value(access_expires_at),
+            )
+            .col_expr(
+                session::Column::IdleExpiresAt,
+                Expr::value(refresh_expires_at),
+            )
+            .col_expr(session::Column::LastSeenAt, Expr::value(now))
+            .filter(session::Column::Id.eq(sess.id))
+            .exec(&txn)
+            .await?;
+        refresh_token::ActiveModel {
+            token_hash: Set(refresh.hash().as_bytes().to_vec()),
+            session_id: Set(sess.id),
+            issued_at: Set(now),
+            expires_at: Set(refresh_expires_at),
+            used_at: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        self.cache.forget_sessions(&[sess.id]);
+        Ok(IssuedTokens {
+            session_id: sess.id,
+            access,
+            access_expires_at,
+            refresh,
+            refresh_expires_at,
+        })
+    }
+
+    // ----- verification ------------------------------------------------
+
+    /// Access token → principal. Garbage and unknown, expired or revoked
+    /// tokens are all [`SessionError::InvalidToken`]; a database outage is
+    /// an error, never a success.
+    pub async fn verify(&self, access_token: &str) -> Result<Principal> {
+        Token::check_format(TokenKind::SessionAccess, access_token)
+            .map_err(|_| SessionError::InvalidToken)?;
+        let hash = TokenHash::of(access_token);
+        let now = self.clock.now();
+        if let Some(principal) = self.cache.get(&hash)
+            && principal.expires_at > now
+        {
+            self.last_seen.touch(principal.session_id, now);
+            return Ok(principal);
+        }
+        let sess = session::Entity::find()
+            .filter(session::Column::AccessTokenHash.eq(hash.as_bytes().to_vec()))
+            .one(&self.db)
+            .await?
+            .ok_or(SessionError::InvalidToken)?;
+        if sess.revoked_at.is_some()
+            || sess.access_expires_at <= now
+            || sess.absolute_expires_at <= now
+        {
+            return Err(SessionError::InvalidToken);
+        }
+        let member = membership::Entity::find_by_id((sess.org_id, sess.user_id))
+            .one(&self.db)
+            .await?
+            .ok_or(SessionError::InvalidToken)?;
+        let user = user::Entity::find_by_id(sess.user_id)
+            .one(&self.db)
+            .await?
+            .ok_or(SessionError::InvalidToken)?;
+        if user.disabled_at.is_some() {
+            return Err(SessionError::InvalidToken);
+        }
+        let principal = Principal {
+            user_id: sess.user_id,
+            org_id: sess.org_id,
+            roles: Role::parse(&member.role).into_iter().collect(),
+            session_id: sess.id,
+            expires_at: sess.access_expires_at,
+        };
+        let valid_for = (sess.access_expires_at - now).to_std().unwrap_or_default();
+        self.cache.put(hash, principal.clone(), valid_for);
+        self.last_seen.touch(sess.id, now);
+        Ok(principal)
+    }
+
+    // ----- ending sessions ---------------------------------------------
+
+    /// Ends the caller's session.
+    pub async fn logout(&self, principal: &Principal, client: &ClientContext) -> Result<()> {
+        let now = self.clock.now();
+        let txn = self.db.begin().await?;
+        revoke_sessions(
+            &txn,
+            session::Column::Id.eq(principal.session_id),
+            "logout",
+            now,
+        )
+        .await?;
+        AuditEvent::new("session.logout", Outcome::Success)
+            .org(principal.org_id)
+            .actor(format!("user:{}", principal.user_id))
+            .target(format!("session:{}", principal.session_id))
+            .ip(client.ip_string())
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        self.cache.forget_sessions(&[principal.session_id]);
+        Ok(())
+    }
+
+    /// Ends every session of the caller.
+    pub async fn logout_everywhere(
+        &self,
+        principal: &Principal,
+        client: &ClientContext,
+    ) -> Result<u64> {
+        let now = self.clock.now();
+        let txn = self.db.begin().await?;
+        let ended = revoke_sessions(
+            &txn,
+            session::Column::UserId.eq(principal.user_id),
+            "logout_everywhere",
+            now,
+        )
+        .await?;
+        AuditEvent::new("session.logout_everywhere", Outcome::Success)
+            .org(principal.org_id)
+            .actor(format!("user:{}", principal.user_id))
+            .ip(client.ip_string())
+            .details(serde_json::json!({ "sessions_ended": ended }))
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        self.cache.forget_user(principal.user_id);
+        Ok(ended)
+    }
+
+    /// The caller's live sessions, newest first.
+    pub async fn list_sessions(&self, principal: &Principal) -> Result<Vec<SessionSummary>> {
+        let now = self.clock.now();
+        let rows = session::Entity::find()
+            .filter(session::Column::UserId.eq(principal.user_id))
+            .filter(session::Column::RevokedAt.is_null())
+            .filter(session::Column::IdleExpiresAt.gt(now))
+            .filter(session::Column::AbsoluteExpiresAt.gt(now))
+            .order_by_desc(session::Column::CreatedAt)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| SessionSummary {
+                last_seen_at: self
+                    .last_seen
+                    .pending(row.id)
+                    .map_or(row.last_seen_at, |t| t.max(row.last_seen_at)),
+                row,
+            })
+            .collect())
+    }
+
+    /// Ends one of the caller's sessions; someone else's is NOT_FOUND.
+    pub async fn revoke_session(
+        &self,
+        principal: &Principal,
+        session_id: Uuid,
+        client: &ClientContext,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let txn = self.db.begin().await?;
+        let ended = revoke_sessions(
+            &txn,
+            sea_orm::sea_query::ExprTrait::and(
+                session::Column::Id.eq(session_id),
+                session::Column::UserId.eq(principal.user_id),
+            ),
+            "revoked_by_user",
+            now,
+        )
+        .await?;
+        if ended == 0 {
+            return Err(SessionError::NotFound("session"));
+        }
+        AuditEvent::new("session.revoked", Outcome::Success)
+            .org(principal.org_id)
+            .actor(format!("user:{}", principal.user_id))
+            .target(format!("session:{session_id}"))
+            .ip(client.ip_string())
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        self.cache.forget_sessions(&[session_id]);
+        Ok(())
+    }
+
+    /// Changes the caller's password and ends every other session.
+    pub async fn change_password(
+        &self,
+        principal: &Principal,
+        current: &str,
+        new: &str,
+        client: &ClientContext,
+    ) -> Result<u64> {
+        self.policy
+            .check_presented(current)
+            .map_err(|e| SessionError::password("current_password", e))?;
+        self.policy
+            .check_new(new)
+            .map_err(|e| SessionError::password("new_password", e))?;
+        let user = user::Entity::find_by_id(principal.user_id)
+            .one(&self.db)
+            .await?
+            .ok_or(SessionError::InvalidToken)?;
+        match self
+            .hasher
+            .verify(current, Some(&user.password_hash))
+            .await
+            .map_err(|e| SessionError::password("current_password", e))?
+        {
+            VerifyOutcome::Mismatch => return Err(SessionError::WrongCurrentPassword),
+            VerifyOutcome::Match | VerifyOutcome::MatchRehashed(_) => {}
+        }
+        let new_hash = self
+            .hasher
+            .hash(new)
+            .await
+            .map_err(|e| SessionError::password("new_password", e))?;
+        let now = self.clock.now();
+        let txn = self.db.begin().await?;
+        user::Entity::update_many()
+            .col_expr(user::Column::PasswordHash, Expr::value(new_hash))
+            .filter(user::Column::Id.eq(user.id))
+            .exec(&txn)
+            .await?;
+        let ended = revoke_sessions(
+            &txn,
+            sea_orm::sea_query::ExprTrait::and(
+                session::Column::UserId.eq(user.id),
+                session::Column::Id.ne(principal.session_id),
+            ),
+            "password_changed",
+            now,
+        )
+        .await?;
+        AuditEvent::new("user.password_changed", Outcome::Success)
+            .org(principal.org_id)
+            .actor(format!("user:{}", user.id))
+            .target(format!("user:{}", user.id))
+            .ip(client.ip_string())
+            .details(serde_json::json!({ "other_sessions_ended": ended }))
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        self.cache.forget_user(user.id);
+        Ok(ended)
+    }
+
+    // ----- users and organisations -------------------------------------
+
+    /// The caller's user and memberships.
+    pub async fn current_user(
+        &self,
+        principal: &Principal,
+    ) -> Result<(user::Model, Vec<(organization::Model, Role)>)> {
+        let user = user::Entity::find_by_id(principal.user_id)
+            .one(&self.db)
+            .await?
+            .ok_or(SessionError::InvalidToken)?;
+        let memberships = membership::Entity::find()
+            .filter(membership::Column::UserId.eq(user.id))
+            .order_by_asc(membership::Column::CreatedAt)
+            .all(&self.db)
+            .await?;
+        let mut out = Vec::with_capacity(memberships.len());
+        for m in memberships {
+            if let (Some(org), Some(role)) = (
+                organization::Entity::find_by_id(m.org_id)
+                    .one(&self.db)
+                    .await?,
+                Role::parse(&m.role),
+            ) {
+                out.push((org, role));
+            }
+        }
+        Ok((user, out))
+    }
+
+    fn require_manager(principal: &Principal, org_id: Uuid) -> Result<()> {
+        if principal.org_id != org_id {
+            // Another organisation's data: not revealed to exist.
+            return Err(SessionError::NotFound("organisation"));
+        }
+        if !principal.can_manage_org() {
+            return Err(SessionError::Forbidden(
+                "only owners and admins of the organisation may do this",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds an existing user to the caller's organisation.
+    pub async fn add_member(
+        &self,
+        principal: &Principal,
+        org_id: Uuid,
+        email: &str,
+        role: Role,
+        client: &ClientContext,
+    ) -> Result<()> {
+        Self::require_manager(principal, org_id)?;
+        if role == Role::Owner && !principal.roles.contains(&Role::Owner) {
+            return Err(SessionError::Forbidden("only owners may add owners"));
+        }
+        let email = Email::parse(email).map_err(|r| SessionError::field("email", r))?;
+        let user = user::Entity::find()
+            .filter(user::Column::Email.eq(email.as_str()))
+            .one(&self.db)
+            .await?
+            .ok_or(SessionError::NotFound("user"))?;
+        let now = self.clock.now();
+        let txn = self.db.begin().await?;
+        membership::ActiveModel {
+            org_id: Set(org_id),
+            user_id: Set(user.id),
+            role: Set(role.as_str().to_string()),
+            created_at: Set(now),
+        }
+        .insert(&txn)
+        .await
+        .map_err(|e| {
+            if twig_db::is_unique_violation(&e) {
+                SessionError::AlreadyMember
+            } else {
+                e.into()
+            }
+        })?;
+        AuditEvent::new("org.member_added", Outcome::Success)
+            .org(org_id)
+            .actor(format!("user:{}", principal.user_id))
+            .target(format!("user:{}", user.id))
+            .ip(client.ip_string())
+            .details(serde_json::json!({ "role": role.as_str() }))
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Members of the caller's organisation.
+    pub async fn list_members(
+        &self,
+        principal: &Principal,
+        org_id: Uuid,
+    ) -> Result<Vec<(user::Model, Role)>> {
+        if principal.org_id != org_id {
+            return Err(SessionError::NotFound("organisation"));
+        }
+        let memberships = membership::Entity::find()
+            .filter(membership::Column::OrgId.eq(org_id))
+            .order_by_asc(membership::Column::CreatedAt)
+            .all(&self.db)
+            .await?;
+        let mut out = Vec::with_capacity(memberships.len());
+        for m in memberships {
+            if let (Some(user), Some(role)) = (
+                user::Entity::find_by_id(m.user_id).one(&self.db).await?,
+                Role::parse(&m.role),
+            ) {
+                out.push((user, role));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Disables (ending every session) or re-enables a member of the
+    /// caller's organisation.
+    pub async fn set_user_disabled(
+        &self,
+        principal: &Principal,
+        user_id: Uuid,
+        disabled: bool,
+        client: &ClientContext,
+    ) -> Result<u64> {
+        Self::require_manager(principal, principal.org_id)?;
+        if user_id == principal.user_id {
+            return Err(SessionError::Forbidden("you cannot disable yourself"));
+        }
+        let member = membership::Entity::find_by_id((principal.org_id, user_id))
+            .one(&self.db)
+            .await?
+            .ok_or(SessionError::NotFound("user"))?;
+        if member.role == Role::Owner.as_str() && !principal.roles.contains(&Role::Owner) {
+            return Err(SessionError::Forbidden("only owners may disable owners"));
+        }
+        let now = self.clock.now();
+        let txn = self.db.begin().await?;
+        user::Entity::update_many()
+            .col_expr(
+                user::Column::DisabledAt,
+                Expr::value(disabled.then_some(now)),
+            )
+            .filter(user::Column::Id.eq(user_id))
+            .exec(&txn)
+            .await?;
+        let ended = if disabled {
+            revoke_sessions(
+                &txn,
+                session::Column::UserId.eq(user_id),
+                "user_disabled",
+                now,
+            )
+            .await?
+        } else {
+            0
+        };
+        AuditEvent::new(
+            if disabled {
+                "user.disabled"
+            } else {
+                "user.enabled"
+            },
+            Outcome::Success,
+        )
+        .org(principal.org_id)
+        .actor(format!("user:{}", principal.user_id))
+        .target(format!("user:{user_id}"))
+        .ip(client.ip_string())
+        .details(serde_json::json!({ "sessions_ended": ended }))
+        .record_at(&txn, now)
+        .await?;
+        txn.commit().await?;
+        self.cache.forget_user(user_id);
+        Ok(ended)
+    }
+
+    /// Creates the first organisation and its owner, with a generated
+    /// password returned once. Refuses when any organisation exists.
+    pub async fn bootstrap(
+        &self,
+        org_name: &str,
+        email: &str,
+    ) -> Result<(user::Model, organization::Model, String)> {
+        let email = Email::parse(email).map_err(|r| SessionError::field("email", r))?;
+        let org_name = clean_name("organization_name", org_name, "Default organisation".into())?;
+        if organization::Entity::find().count(&self.db).await? > 0 {
+            return Err(SessionError::Forbidden(
+                "bootstrap has run already: an organisation exists",
+            ));
+        }
+        let password = Token::generate(TokenKind::SessionRefresh).expose()[8..40].to_string();
+        let hash = self
+            .hasher
+            .hash(&password)
+            .await
+            .map_err(|e| SessionError::password("password", e))?;
+        let now = self.clock.now();
+        let txn = self.db.begin().await?;
+        let (user, org) =
+            insert_user_and_org(&txn, &email, "Administrator", &hash, &org_name, now).await?;
+        AuditEvent::new("system.bootstrapped", Outcome::Success)
+            .org(org.id)
+            .actor("system:bootstrap")
+            .target(format!("user:{}", user.id))
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        Ok((user, org, password))
+    }
+}
+
+async fn insert_user_and_org(
+    txn: &impl ConnectionTrait,
+    email: &Email,
+    display_name: &str,
+    password_hash: &str,
+    org_name: &str,
+    now: DateTime<Utc>,
+) -> std::result::Result<(user::Model, organization::Model), sea_orm::DbErr> {
+    let user = user::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        email: Set(email.as_str().to_string()),
+        display_name: Set(display_name.to_string()),
+        password_hash: Set(password_hash.to_string()),
+        created_at: Set(now),
+        disabled_at: Set(None),
+    }
+    .insert(txn)
+    .await?;
+    let org = organization::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        name: Set(org_name.to_string()),
+        created_at: Set(now),
+    }
+    .insert(txn)
+    .await?;
+    membership::ActiveModel {
+        org_id: Set(org.id),
+        user_id: Set(user.id),
+        role: Set(Role::Owner.as_str().to_string()),
+        created_at: Set(now),
+    }
+    .insert(txn)
+    .await?;
+    Ok((user, org))
+}
+
+/// Marks the live sessions matching `filter` revoked; returns how many.
+async fn revoke_sessions(
+    txn: &impl ConnectionTrait,
+    filter: Expr,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    Ok(session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(now))
+        .col_expr(session::Column::RevokedReason, Expr::value(reason))
+        .filter(filter)
+        .filter(session::Column::RevokedAt.is_null())
+        .exec(txn)
+        .await?
+        .rows_affected)
+}

@@ -1,0 +1,157 @@
+//! The tower layer that authenticates every request once.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use http::{HeaderMap, Request};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use twig_config::Secret;
+use twig_errors::ApiError;
+
+use crate::principal::{Authentication, Authenticator, InternalCaller};
+
+/// Header that carries the internal service credential.
+pub const INTERNAL_TOKEN_HEADER: &str = "x-twig-internal-token";
+
+/// Headers starting with this are ours to set; a client's copy is removed.
+const PRINCIPAL_HEADER_PREFIX: &str = "x-twig-principal";
+
+/// Builds [`AuthService`]s.
+#[derive(Clone)]
+pub struct AuthLayer {
+    authenticator: Arc<dyn Authenticator>,
+    /// SHA-256 of the internal credential, so comparisons are fixed-length.
+    internal_token: Option<[u8; 32]>,
+}
+
+impl AuthLayer {
+    /// A layer that authenticates bearers with `authenticator` and accepts
+    /// `internal_token` (if configured) from internal callers.
+    pub fn new(authenticator: Arc<dyn Authenticator>, internal_token: Option<&Secret>) -> Self {
+        Self {
+            authenticator,
+            internal_token: internal_token.map(|t| Sha256::digest(t.expose().as_bytes()).into()),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] wraps around the routes.
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+impl<S, B> tower::Service<Request<B>> for AuthService<S>
+where
+    S: tower::Service<Request<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // The clone is not ready; keep the ready one for this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            strip_principal_headers(request.headers_mut());
+            if layer.is_internal(request.headers()) {
+                request.extensions_mut().insert(InternalCaller);
+            }
+            if let Some(bearer) = bearer(request.headers()) {
+                let outcome = match bearer {
+                    Ok(token) => layer.authenticator.authenticate(&token).await,
+                    Err(e) => Err(e),
+                };
+                request.extensions_mut().insert(Authentication(outcome));
+            }
+            inner.call(request).await
+        })
+    }
+}
+
+impl AuthLayer {
+    fn is_internal(&self, headers: &HeaderMap) -> bool {
+        let (Some(expected), Some(given)) =
+            (&self.internal_token, headers.get(INTERNAL_TOKEN_HEADER))
+        else {
+            return false;
+        };
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        expected.ct_eq(&given).into()
+    }
+}
+
+fn strip_principal_headers(headers: &mut HeaderMap) {
+    let forged: Vec<_> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with(PRINCIPAL_HEADER_PREFIX))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+}
+
+/// The bearer token, if an `authorization` header is present.
+fn bearer(headers: &HeaderMap) -> Option<Result<String, ApiError>> {
+    let value = headers.get(http::header::AUTHORIZATION)?;
+    let malformed = || ApiError::unauthenticated("authorization header must be `Bearer <token>`");
+    let Ok(value) = value.to_str() else {
+        return Some(Err(malformed()));
+    };
+    let mut parts = value.splitn(2, ' ');
+    let scheme = parts.next().unwrap_or_default();
+    let token = parts.next().unwrap_or_default().trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Some(Err(malformed()));
+    }
+    Some(Ok(token.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_is_parsed_case_insensitively() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "bearer abc".parse().unwrap());
+        assert_eq!(bearer(&h).unwrap().unwrap(), "abc");
+        h.insert("authorization", "Basic abc".parse().unwrap());
+        assert!(bearer(&h).unwrap().is_err());
+        h.insert("authorization", "Bearer ".parse().unwrap());
+        assert!(bearer(&h).unwrap().is_err());
+    }
+
+    #[test]
+    fn client_principal_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("x-twig-principal-user", "someone".parse().unwrap());
+        h.insert("x-twig-principal", "someone".parse().unwrap());
+        h.insert("x-other", "kept".parse().unwrap());
+        strip_principal_headers(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+}

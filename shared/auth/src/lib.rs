@@ -1,0 +1,44 @@
+//! Who is calling: the one authentication layer in front of every service.
+//!
+//! [`AuthLayer`] runs once per request, before any service code:
+//! - it strips every `x-twig-principal*` header a client sent (the
+//!   principal travels in request extensions, which a client cannot set);
+//! - `authorization: Bearer <token>` goes to the configured
+//!   [`Authenticator`]; the result is stored as an [`Authentication`];
+//! - `x-twig-internal-token` is compared in constant time with the
+//!   configured service credential; a match stores [`InternalCaller`].
+//!
+//! Services then ask [`principal`] or [`require_internal`] and authorize
+//! their own operations (org scoping, roles).
+
+mod layer;
+pub mod principal;
+
+pub use layer::{AuthLayer, AuthService, INTERNAL_TOKEN_HEADER};
+pub use principal::{Authentication, Authenticator, InternalCaller, Principal, Role};
+
+use twig_errors::ApiError;
+
+/// The authenticated principal of a request, or UNAUTHENTICATED (or
+/// UNAVAILABLE when the credential store is down).
+pub fn principal<T>(request: &tonic::Request<T>) -> Result<&Principal, ApiError> {
+    match request.extensions().get::<Authentication>() {
+        Some(Authentication(Ok(p))) => Ok(p),
+        Some(Authentication(Err(e))) => Err(e.clone()),
+        None => Err(ApiError::unauthenticated(
+            "this call needs `authorization: Bearer <access token>`",
+        )),
+    }
+}
+
+/// PERMISSION_DENIED unless the request carried the internal service
+/// credential.
+pub fn require_internal<T>(request: &tonic::Request<T>) -> Result<(), ApiError> {
+    if request.extensions().get::<InternalCaller>().is_some() {
+        Ok(())
+    } else {
+        Err(ApiError::permission_denied(
+            "internal RPC: present the service credential in x-twig-internal-token",
+        ))
+    }
+}

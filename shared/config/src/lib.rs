@@ -1,0 +1,304 @@
+//! Configuration of the whole binary: defaults, then an optional TOML file,
+//! then `TWIG__SECTION__KEY` environment variables (and the standard
+//! `DATABASE_URL`). Everything is validated before any port is bound.
+//!
+//! Secrets live in [`Secret`], which never prints its value.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+mod secret;
+
+pub use secret::Secret;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listening port and shutdown.
+    pub server: ServerConfig,
+    /// The database.
+    pub database: DatabaseConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+    /// Service-to-service credentials.
+    pub auth: AuthConfig,
+    /// The sessions service.
+    pub sessions: SessionsConfig,
+}
+
+/// Listening port and shutdown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the one gRPC port.
+    pub listen: SocketAddr,
+    /// How long in-flight requests may run after a shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://…` or `postgres://…`. Also read from `DATABASE_URL`.
+    /// May hold a password, so it is a secret.
+    pub url: Secret,
+    /// Largest connection pool.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("sqlite://./twig-data/twig.db?mode=rwc"),
+            max_connections: 16,
+        }
+    }
+}
+
+/// Logs and traces. OTLP export turns on when the standard
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` variable is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// One JSON object per log line instead of human-readable lines.
+    pub json_logs: bool,
+    /// `tracing` filter, e.g. `info,twig_sessions=debug`. `RUST_LOG` wins.
+    pub log_filter: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            json_logs: false,
+            log_filter: "info".into(),
+        }
+    }
+}
+
+/// Service-to-service credentials.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The credential internal callers present in `x-twig-internal-token`
+    /// to reach internal RPCs such as `VerifySession`. Unset: internal RPCs
+    /// are refused.
+    pub internal_token: Option<Secret>,
+}
+
+/// The sessions service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Lifetime of an access (session) token.
+    #[serde(with = "humantime_serde")]
+    pub access_ttl: Duration,
+    /// A session not refreshed for this long ends.
+    #[serde(with = "humantime_serde")]
+    pub refresh_idle_ttl: Duration,
+    /// A session ends this long after login, however often it is refreshed.
+    #[serde(with = "humantime_serde")]
+    pub refresh_absolute_ttl: Duration,
+    /// Two refreshes with the same token this close together are a race of
+    /// one client (the loser is refused); further apart, the second one is
+    /// reuse of a stolen token and ends the session.
+    #[serde(with = "humantime_serde")]
+    pub refresh_reuse_grace: Duration,
+    /// How long a verified access token is answered from memory.
+    #[serde(with = "humantime_serde")]
+    pub verify_cache_ttl: Duration,
+    /// Shortest password, in Unicode scalar values.
+    pub password_min_chars: usize,
+    /// Longest password, in UTF-8 bytes; longer ones are refused unhashed.
+    pub password_max_bytes: usize,
+    /// Failed logins per account before the growing delay starts.
+    pub login_delay_after_failures: u32,
+    /// First delay; it doubles with each further failure.
+    #[serde(with = "humantime_serde")]
+    pub login_delay_base: Duration,
+    /// Largest delay.
+    #[serde(with = "humantime_serde")]
+    pub login_delay_max: Duration,
+    /// Failures are forgotten this long after the last one.
+    #[serde(with = "humantime_serde")]
+    pub login_failure_window: Duration,
+    /// Failed logins one IP address may make per minute.
+    pub failed_logins_per_ip_per_minute: u32,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_idle_ttl: Duration::from_secs(7 * 24 * 3600),
+            refresh_absolute_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_reuse_grace: Duration::from_secs(2),
+            verify_cache_ttl: Duration::from_secs(2),
+            password_min_chars: 12,
+            password_max_bytes: 1024,
+            login_delay_after_failures: 3,
+            login_delay_base: Duration::from_millis(500),
+            login_delay_max: Duration::from_secs(10),
+            login_failure_window: Duration::from_secs(15 * 60),
+            failed_logins_per_ip_per_minute: 30,
+        }
+    }
+}
+
+/// Configuration could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source could not be parsed.
+    #[error("cannot read configuration: {0}")]
+    Read(#[from] Box<figment::Error>),
+    /// Values parsed but break a rule.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(Env::prefixed("TWIG__").split("__"));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules no type can express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let url = self.database.url.expose();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            problems.push(
+                "database.url must start with sqlite:, postgres:// or postgresql://".to_string(),
+            );
+        }
+        if self.database.max_connections == 0 {
+            problems.push("database.max_connections must be at least 1".into());
+        }
+        if let Some(token) = &self.auth.internal_token
+            && token.expose().len() < 32
+        {
+            problems.push("auth.internal_token must be at least 32 characters".into());
+        }
+        let s = &self.sessions;
+        if s.access_ttl.is_zero() {
+            problems.push("sessions.access_ttl must be more than 0".into());
+        }
+        if s.refresh_idle_ttl < s.access_ttl {
+            problems.push("sessions.refresh_idle_ttl must be at least sessions.access_ttl".into());
+        }
+        if s.refresh_absolute_ttl < s.refresh_idle_ttl {
+            problems.push(
+                "sessions.refresh_absolute_ttl must be at least sessions.refresh_idle_ttl".into(),
+            );
+        }
+        if s.password_min_chars < 8 {
+            problems.push("sessions.password_min_chars must be at least 8".into());
+        }
+        if s.password_max_bytes < s.password_min_chars * 4 || s.password_max_bytes > 64 * 1024 {
+            problems.push(
+                "sessions.password_max_bytes must be between 4 × password_min_chars and 65536"
+                    .into(),
+            );
+        }
+        if s.login_delay_max < s.login_delay_base {
+            problems.push("sessions.login_delay_max must be at least login_delay_base".into());
+        }
+        if s.failed_logins_per_ip_per_minute == 0 {
+            problems.push("sessions.failed_logins_per_ip_per_minute must be at least 1".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "twig.toml",
+                "[server]\nlisten = \"127.0.0.1:7000\"\n[sessions]\naccess_ttl = \"5m\"\n",
+            )?;
+            jail.set_env("TWIG__SESSIONS__ACCESS_TTL", "7m");
+            let config = Config::load(Some(Path::new("twig.toml"))).unwrap();
+            assert_eq!(config.server.listen.port(), 7000);
+            assert_eq!(config.sessions.access_ttl, Duration::from_secs(420));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn database_url_variable_is_honoured() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://u:hunter2@db/twig");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.database.url.expose(), "postgres://u:hunter2@db/twig");
+            assert!(!format!("{config:?}").contains("hunter2"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_are_all_reported() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TWIG__DATABASE__URL", "mysql://x");
+            jail.set_env("TWIG__SESSIONS__PASSWORD_MIN_CHARS", "3");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("database.url"), "{err}");
+            assert!(err.contains("password_min_chars"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("twig.toml", "[server]\nlisten_on = \"x\"\n")?;
+            assert!(Config::load(Some(Path::new("twig.toml"))).is_err());
+            Ok(())
+        });
+    }
+}

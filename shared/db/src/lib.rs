@@ -1,0 +1,132 @@
+//! The database: one sea-orm connection from a URL (SQLite embedded,
+//! PostgreSQL in production), per-service migrations, and the mapping of
+//! database failures to wire errors.
+//!
+//! Services never branch on the backend in their queries; only DDL that
+//! the two dialects spell differently (triggers) looks at it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sea_orm::sqlx;
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
+    SqlErr,
+};
+use sea_orm_migration::MigratorTrait;
+use twig_errors::ApiError;
+
+pub use sea_orm;
+pub use sea_orm_migration;
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The folder for the SQLite file could not be created.
+    #[error("cannot create the folder {folder} for the SQLite database: {source}")]
+    Folder {
+        /// The folder.
+        folder: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The server refused or could not be reached.
+    #[error(
+        "cannot connect to the database ({backend}): {source}; check database.url / DATABASE_URL"
+    )]
+    Connect {
+        /// `sqlite` or `postgres`.
+        backend: &'static str,
+        /// The cause.
+        source: DbErr,
+    },
+}
+
+/// Opens a pool for `url` (`sqlite://path?mode=rwc`, `sqlite::memory:` or
+/// `postgres://…`). For a SQLite file, its folder is created and the file is
+/// put in WAL mode so readers do not wait for writers.
+pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, OpenError> {
+    let sqlite = url.starts_with("sqlite:");
+    let memory = url.contains(":memory:");
+    if sqlite && !memory {
+        let path = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:")
+            .split('?')
+            .next()
+            .unwrap_or_default();
+        if let Some(folder) = Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(folder).map_err(|source| OpenError::Folder {
+                folder: folder.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(if memory { 1 } else { max_connections })
+        .min_connections(if memory { 1 } else { 0 })
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    if sqlite {
+        options.map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    }
+    Database::connect(options)
+        .await
+        .map_err(|source| OpenError::Connect {
+            backend: if sqlite { "sqlite" } else { "postgres" },
+            source,
+        })
+}
+
+/// Applies every pending migration of one service's migrator.
+pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), DbErr> {
+    M::up(db, None).await
+}
+
+/// True for PostgreSQL.
+pub fn is_postgres(db: &impl ConnectionTrait) -> bool {
+    db.get_database_backend() == DbBackend::Postgres
+}
+
+/// True when the error means the database cannot be reached (down, pool
+/// exhausted, connection lost) rather than that the query was wrong.
+pub fn is_unavailable(err: &DbErr) -> bool {
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => matches!(
+            e.as_ref(),
+            sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Tls(_)
+        ),
+        _ => false,
+    }
+}
+
+/// True when the error is a unique-constraint violation.
+pub fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// The wire error for a database failure: UNAVAILABLE when the database
+/// is down (so verification never answers OK), INTERNAL otherwise.
+pub fn api_error(err: &DbErr) -> ApiError {
+    if is_unavailable(err) {
+        tracing::warn!(error = %err, "database unavailable");
+        ApiError::unavailable("the database is unavailable; retry later")
+    } else {
+        ApiError::internal(err)
+    }
+}

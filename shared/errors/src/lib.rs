@@ -1,0 +1,265 @@
+//! One mapping from domain errors to the wire: gRPC status codes with rich
+//! error details, and HTTP status codes for the plain HTTP routes.
+//!
+//! Each service has its own `thiserror` enum and converts it into
+//! [`ApiError`]; `ApiError` alone knows how to become a [`tonic::Status`].
+
+use std::fmt;
+use std::time::Duration;
+
+use tonic::Code;
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The small set of outcomes every client understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The request is malformed; field violations say which field and why.
+    InvalidArgument,
+    /// No credential, or a credential that is not valid.
+    Unauthenticated,
+    /// A valid credential that may not do this.
+    PermissionDenied,
+    /// The thing does not exist (or the caller may not know it does).
+    NotFound,
+    /// The thing to create exists already.
+    AlreadyExists,
+    /// The system is not in the state the request needs.
+    FailedPrecondition,
+    /// A limit was hit; retry after the given delay.
+    ResourceExhausted,
+    /// A dependency (database, Redis) is down; retry later.
+    Unavailable,
+    /// A bug or an unexpected failure; details are logged, not returned.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The gRPC status code.
+    pub fn grpc(self) -> Code {
+        match self {
+            Self::InvalidArgument => Code::InvalidArgument,
+            Self::Unauthenticated => Code::Unauthenticated,
+            Self::PermissionDenied => Code::PermissionDenied,
+            Self::NotFound => Code::NotFound,
+            Self::AlreadyExists => Code::AlreadyExists,
+            Self::FailedPrecondition => Code::FailedPrecondition,
+            Self::ResourceExhausted => Code::ResourceExhausted,
+            Self::Unavailable => Code::Unavailable,
+            Self::Internal => Code::Internal,
+        }
+    }
+
+    /// The HTTP status code for the same outcome.
+    pub fn http(self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            Self::InvalidArgument => S::BAD_REQUEST,
+            Self::Unauthenticated => S::UNAUTHORIZED,
+            Self::PermissionDenied => S::FORBIDDEN,
+            Self::NotFound => S::NOT_FOUND,
+            Self::AlreadyExists => S::CONFLICT,
+            Self::FailedPrecondition => S::PRECONDITION_FAILED,
+            Self::ResourceExhausted => S::TOO_MANY_REQUESTS,
+            Self::Unavailable => S::SERVICE_UNAVAILABLE,
+            Self::Internal => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// One field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The request field, e.g. `password`.
+    pub field: String,
+    /// What is wrong with it and what to do.
+    pub description: String,
+}
+
+/// An error as it leaves a service: a code, a message safe to show the
+/// caller, and optional details.
+///
+/// Messages never contain secrets (tokens, passwords, keys): the
+/// constructors take only what the caller already knows or may know.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+    violations: Vec<FieldViolation>,
+    retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            violations: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// INVALID_ARGUMENT for one field.
+    pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        let field = field.into();
+        let description = description.into();
+        Self::new(
+            ErrorCode::InvalidArgument,
+            format!("invalid {field}: {description}"),
+        )
+        .with_violation(field, description)
+    }
+
+    /// UNAUTHENTICATED.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, message)
+    }
+
+    /// PERMISSION_DENIED.
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::PermissionDenied, message)
+    }
+
+    /// NOT_FOUND.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    /// ALREADY_EXISTS.
+    pub fn already_exists(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::AlreadyExists, message)
+    }
+
+    /// FAILED_PRECONDITION.
+    pub fn failed_precondition(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::FailedPrecondition, message)
+    }
+
+    /// RESOURCE_EXHAUSTED with the delay after which a retry may succeed.
+    pub fn resource_exhausted(message: impl Into<String>, retry_after: Duration) -> Self {
+        let mut err = Self::new(ErrorCode::ResourceExhausted, message);
+        err.retry_after = Some(retry_after);
+        err
+    }
+
+    /// UNAVAILABLE: a dependency is down.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+
+    /// INTERNAL. The cause is logged here with its chain; the caller sees
+    /// only a generic message.
+    pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %ErrorChain(cause), "internal error");
+        Self::new(ErrorCode::Internal, "internal error; see the server log")
+    }
+
+    /// Adds a field violation.
+    pub fn with_violation(
+        mut self,
+        field: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        self.violations.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+        self
+    }
+
+    /// The code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The message shown to the caller.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Field violations, if any.
+    pub fn violations(&self) -> &[FieldViolation] {
+        &self.violations
+    }
+
+    /// The retry delay, for RESOURCE_EXHAUSTED.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<ApiError> for tonic::Status {
+    fn from(err: ApiError) -> Self {
+        let mut details = ErrorDetails::new();
+        for v in &err.violations {
+            details.add_bad_request_violation(v.field.clone(), v.description.clone());
+        }
+        if let Some(delay) = err.retry_after {
+            details.set_retry_info(Some(delay));
+        }
+        if err.violations.is_empty() && err.retry_after.is_none() {
+            tonic::Status::new(err.code.grpc(), err.message)
+        } else {
+            tonic::Status::with_error_details(err.code.grpc(), err.message, details)
+        }
+    }
+}
+
+/// Displays an error with its whole `source()` chain: `a: b: c`.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_violations_travel_as_rich_details() {
+        let status: tonic::Status = ApiError::invalid_field("email", "must contain @").into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("bad request details");
+        assert_eq!(bad.field_violations[0].field, "email");
+        assert_eq!(bad.field_violations[0].description, "must contain @");
+    }
+
+    #[test]
+    fn resource_exhausted_carries_retry_info() {
+        let status: tonic::Status =
+            ApiError::resource_exhausted("slow down", Duration::from_secs(3)).into();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let retry = status.get_error_details().retry_info().cloned().unwrap();
+        assert_eq!(retry.retry_delay, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn every_code_maps_to_its_http_status() {
+        assert_eq!(ErrorCode::InvalidArgument.http(), 400);
+        assert_eq!(ErrorCode::Unauthenticated.http(), 401);
+        assert_eq!(ErrorCode::PermissionDenied.http(), 403);
+        assert_eq!(ErrorCode::NotFound.http(), 404);
+        assert_eq!(ErrorCode::AlreadyExists.http(), 409);
+        assert_eq!(ErrorCode::FailedPrecondition.http(), 412);
+        assert_eq!(ErrorCode::ResourceExhausted.http(), 429);
+        assert_eq!(ErrorCode::Unavailable.http(), 503);
+    }
+}

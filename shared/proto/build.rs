@@ -1,0 +1,50 @@
+//! Generates Rust code for every `.proto` file under the workspace's `proto/`
+//! folder, plus one encoded descriptor set for server reflection.
+//!
+//! A fresh machine needs no `protoc`: the vendored one is used unless `PROTOC`
+//! is already set.
+
+use std::path::{Path, PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let root = root.canonicalize()?;
+
+    if std::env::var_os("PROTOC").is_none() {
+        let protoc = protoc_bin_vendored::protoc_bin_path()?;
+        let include = protoc_bin_vendored::include_path()?;
+        // SAFETY: build scripts are single-threaded; nothing else reads the
+        // environment concurrently.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("PROTOC", protoc);
+            std::env::set_var("PROTOC_INCLUDE", include);
+        }
+    }
+
+    let mut protos = Vec::new();
+    collect_protos(&root, &mut protos)?;
+    protos.sort();
+    for proto in &protos {
+        println!("cargo:rerun-if-changed={}", proto.display());
+    }
+    println!("cargo:rerun-if-changed={}", root.display());
+
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("twig_descriptor.bin"))
+        .compile_protos(&protos, &[root])?;
+    Ok(())
+}
+
+fn collect_protos(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_protos(&path, out)?;
+        } else if path.extension().is_some_and(|ext| ext == "proto") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

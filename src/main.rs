@@ -1,0 +1,127 @@
+//! `twig-identity`: serve, migrate, bootstrap.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use twig_config::Config;
+use twig_identity::{Deps, build, migrate, open_database, parse_services, run};
+
+/// The identity and access back end of the twig platform.
+#[derive(Parser)]
+#[command(name = "twig-identity", version)]
+struct Cli {
+    /// A TOML configuration file (optional; TWIG__… variables override it).
+    #[arg(long, short, env = "TWIG_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the services on one port (all of them unless --services).
+    Serve {
+        /// Comma-separated subset, e.g. `sessions`.
+        #[arg(long)]
+        services: Option<String>,
+    },
+    /// Applies database migrations and exits.
+    Migrate {
+        /// Comma-separated subset; default all.
+        #[arg(long)]
+        services: Option<String>,
+    },
+    /// Creates the first organisation and its owner; prints the owner's
+    /// password once. Refuses to run when an organisation exists.
+    Bootstrap {
+        /// Name of the first organisation.
+        #[arg(long, default_value = "Default organisation")]
+        org_name: String,
+        /// Email of the first owner.
+        #[arg(long)]
+        email: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // Configuration is read and validated before anything else starts.
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("twig-identity: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("twig-identity: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main_async(cli.command, config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("twig-identity: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn main_async(command: Command, config: Config) -> anyhow::Result<()> {
+    let telemetry = twig_telemetry::init(&config.telemetry)?;
+    let result = match command {
+        Command::Serve { services } => {
+            let services = parse_services(services.as_deref()).map_err(anyhow::Error::msg)?;
+            let db = open_database(&config).await?;
+            migrate(&db, &services).await?;
+            if config.auth.internal_token.is_none() {
+                tracing::warn!(
+                    "auth.internal_token is not set: internal RPCs such as VerifySession are refused"
+                );
+            }
+            let suite = build(&config, db, &services, Deps::default());
+            let listener = tokio::net::TcpListener::bind(config.server.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+            run(
+                listener,
+                suite,
+                config.server.drain_timeout,
+                twig_server::shutdown_signal(),
+            )
+            .await
+        }
+        Command::Migrate { services } => {
+            let services = parse_services(services.as_deref()).map_err(anyhow::Error::msg)?;
+            let db = open_database(&config).await?;
+            migrate(&db, &services).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Bootstrap { org_name, email } => {
+            let db = open_database(&config).await?;
+            migrate(&db, twig_identity::ServiceId::ALL).await?;
+            let suite = build(
+                &config,
+                db,
+                &[twig_identity::ServiceId::Sessions],
+                Deps::default(),
+            );
+            let sessions = suite.sessions.clone().context("sessions service missing")?;
+            let (user, org, password) = sessions
+                .bootstrap(&org_name, &email)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("organisation: {} ({})", org.name, org.id);
+            println!("owner:        {} ({})", user.email, user.id);
+            println!("password:     {password}");
+            println!("This password is shown once. Sign in and change it.");
+            Ok(())
+        }
+    };
+    telemetry.shutdown().await;
+    result
+}

@@ -1,0 +1,154 @@
+//! The `twig-identity` binary as an operator runs it.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use twig_tests::{Backend, TestDatabase, twig_binary};
+
+fn twig(db_url: &str) -> Command {
+    let mut cmd = Command::new(twig_binary());
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db_url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    cmd
+}
+
+#[test]
+fn invalid_configuration_is_refused_before_listening() {
+    let out = twig("mysql://nowhere")
+        .env("TWIG__SESSIONS__PASSWORD_MIN_CHARS", "2")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("database.url"), "{err}");
+    assert!(err.contains("password_min_chars"), "{err}");
+}
+
+#[test]
+fn unknown_service_names_are_refused() {
+    let dir = tempfile_dir();
+    let url = format!("sqlite://{dir}/twig.db?mode=rwc");
+    let out = twig(&url)
+        .args(["serve", "--services", "sessions,nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown service \"nope\""), "{err}");
+}
+
+fn tempfile_dir() -> String {
+    let dir = std::env::temp_dir().join(format!("twig-bin-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.display().to_string()
+}
+
+async fn bootstrap_prints_credentials_once(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let first = twig(&db.url)
+        .args([
+            "bootstrap",
+            "--org-name",
+            "Acme",
+            "--email",
+            "Admin@Acme.test",
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(out.contains("admin@acme.test"), "{out}");
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("password:"))
+        .map(str::trim)
+        .expect("password line");
+    assert!(password.len() >= 24);
+
+    let second = twig(&db.url)
+        .args([
+            "bootstrap",
+            "--org-name",
+            "Other",
+            "--email",
+            "other@acme.test",
+        ])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("bootstrap has run already"), "{err}");
+    assert!(!String::from_utf8_lossy(&second.stdout).contains("password"));
+}
+
+async fn serve_answers_and_stops_on_sigterm(backend: Backend) {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let db = TestDatabase::new(backend).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = twig(&db.url)
+        .env("TWIG__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TWIG__SERVER__DRAIN_TIMEOUT", "2s")
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut status = None;
+    for _ in 0..100 {
+        if let Ok(channel) = tonic::transport::Channel::from_shared(endpoint.clone())
+            .unwrap()
+            .connect()
+            .await
+        {
+            let mut health = HealthClient::new(channel);
+            if let Ok(r) = health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+            {
+                status = Some(r.into_inner().status);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, Some(1), "health SERVING");
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(code) = child.try_wait().unwrap() {
+            exited = Some(code);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let code = exited.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("server did not stop within 10 s of SIGTERM")
+    });
+    assert!(code.success(), "{code:?}");
+}
+
+on_both_backends!(
+    bootstrap_prints_credentials_once,
+    serve_answers_and_stops_on_sigterm
+);

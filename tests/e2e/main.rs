@@ -1,0 +1,32 @@
+//! End-to-end tests: the real suite on port 0, each test with its own
+//! database. Every storage test runs on SQLite and on PostgreSQL through
+//! [`on_both_backends!`].
+
+/// Runs each listed `async fn name(backend: Backend)` once per backend, as
+/// `sqlite::name` and `postgres::name`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(twig_tests::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(twig_tests::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+mod binary;
+mod server;
+mod sessions_abuse;
+mod sessions_flow;
+mod sessions_tokens;

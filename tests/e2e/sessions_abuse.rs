@@ -1,0 +1,349 @@
+//! Sessions under attack: enumeration, brute force, hostile input, leaks.
+
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait, Statement};
+use tonic::Code;
+use tonic_types::StatusExt;
+use twig_proto::sessions::v1 as pb;
+use twig_tests::{Backend, PASSWORD, TestApp, email};
+
+fn login_req(email: &str, password: &str) -> pb::LoginRequest {
+    pb::LoginRequest {
+        email: email.into(),
+        password: password.into(),
+        organization_id: String::new(),
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn unknown_email_and_wrong_password_look_the_same(backend: Backend) {
+    // Real OWASP hashing: the point is that both paths pay for one hash.
+    let app = TestApp::spawn(backend).await;
+    let ada = email("ada");
+    app.sign_up(&ada).await;
+    let mut client = app.sessions();
+    let wrong = client
+        .login(login_req(&ada, "wrong password!!"))
+        .await
+        .unwrap_err();
+    let unknown = client
+        .login(login_req(&email("nobody"), "wrong password!!"))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    assert_eq!(wrong.code(), unknown.code());
+    assert_eq!(wrong.message(), unknown.message());
+    assert_eq!(wrong.details(), unknown.details());
+
+    // Timing: the unknown-email path must not skip the hash. Each try uses
+    // a fresh email so no per-account delay applies; medians of 5.
+    let mut known_times = Vec::new();
+    let mut unknown_times = Vec::new();
+    for i in 0..5 {
+        let victim = email(&format!("v{i}"));
+        app.sign_up(&victim).await;
+        let start = Instant::now();
+        let _ = client.login(login_req(&victim, "wrong password!!")).await;
+        known_times.push(start.elapsed());
+        let start = Instant::now();
+        let _ = client
+            .login(login_req(&email(&format!("u{i}")), "wrong password!!"))
+            .await;
+        unknown_times.push(start.elapsed());
+    }
+    let (k, u) = (median(known_times), median(unknown_times));
+    let ratio = u.as_secs_f64() / k.as_secs_f64();
+    assert!((0.5..2.0).contains(&ratio), "known {k:?} vs unknown {u:?}");
+}
+
+async fn repeated_failures_slow_one_account_without_locking_it(backend: Backend) {
+    let app = TestApp::builder(backend)
+        .weak_hashing()
+        .config(|c| {
+            c.sessions.login_delay_after_failures = 3;
+            c.sessions.login_delay_base = Duration::from_millis(300);
+            c.sessions.login_delay_max = Duration::from_millis(1200);
+            c.sessions.failed_logins_per_ip_per_minute = 1000;
+        })
+        .spawn()
+        .await;
+    let victim = email("victim");
+    app.sign_up(&victim).await;
+    let mut client = app.sessions();
+    for _ in 0..3 {
+        let start = Instant::now();
+        assert_eq!(
+            client
+                .login(login_req(&victim, "guess guess guess"))
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated
+        );
+        assert!(
+            start.elapsed() < Duration::from_millis(300),
+            "no delay before the threshold"
+        );
+    }
+    // From here every attempt waits, growing: 300 ms, 600 ms, then capped.
+    let start = Instant::now();
+    let _ = client.login(login_req(&victim, "guess guess guess")).await;
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    let start = Instant::now();
+    let _ = client.login(login_req(&victim, "guess guess guess")).await;
+    assert!(start.elapsed() >= Duration::from_millis(600));
+    // The owner still gets in (after the delay): no lockout.
+    let start = Instant::now();
+    client.login(login_req(&victim, PASSWORD)).await.unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(1200));
+    // Success resets the count.
+    let start = Instant::now();
+    client.login(login_req(&victim, PASSWORD)).await.unwrap();
+    assert!(start.elapsed() < Duration::from_millis(300));
+    // Unknown emails are slowed alike, so the delay reveals nothing.
+    let ghost = email("ghost");
+    for _ in 0..3 {
+        let _ = client.login(login_req(&ghost, "guess guess guess")).await;
+    }
+    let start = Instant::now();
+    let _ = client.login(login_req(&ghost, "guess guess guess")).await;
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    let started = twig_audit::events_with_action(&app.db, "session.login_delay_started")
+        .await
+        .unwrap();
+    assert_eq!(started.len(), 2, "victim and ghost");
+    let failures = twig_audit::events_with_action(&app.db, "session.login")
+        .await
+        .unwrap();
+    assert!(failures.iter().filter(|e| e.outcome == "failure").count() >= 9);
+}
+
+async fn one_ip_trying_many_accounts_is_throttled(backend: Backend) {
+    let app = TestApp::builder(backend)
+        .weak_hashing()
+        .config(|c| c.sessions.failed_logins_per_ip_per_minute = 5)
+        .spawn()
+        .await;
+    let mut client = app.sessions();
+    for i in 0..6 {
+        let err = client
+            .login(login_req(&email(&format!("t{i}")), "guess guess guess"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "attempt {i}");
+    }
+    let err = client
+        .login(login_req(&email("next"), "guess guess guess"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    let retry = err
+        .get_error_details()
+        .retry_info()
+        .cloned()
+        .expect("RetryInfo");
+    assert!(retry.retry_delay.unwrap() > Duration::ZERO);
+}
+
+async fn long_unicode_passwords_work_and_huge_ones_are_refused_unhashed(backend: Backend) {
+    let app = TestApp::builder(backend).weak_hashing().spawn().await;
+    let mut client = app.sessions();
+    let ada = email("ada");
+    let long: String = "pässwörd-🦀-密码-".repeat(20); // 260 chars, ~520 bytes
+    client
+        .sign_up(pb::SignUpRequest {
+            email: ada.clone(),
+            password: long.clone(),
+            display_name: String::new(),
+            organization_name: String::new(),
+        })
+        .await
+        .unwrap();
+    client.login(login_req(&ada, &long)).await.unwrap();
+    // Not truncated: a prefix of the password is wrong.
+    let prefix: String = long.chars().take(200).collect();
+    assert_eq!(
+        client
+            .login(login_req(&ada, &prefix))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+
+    let huge = "a".repeat(1 << 20);
+    let start = Instant::now();
+    let err = client.login(login_req(&ada, &huge)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations[0]
+            .field,
+        "password"
+    );
+    let err = client
+        .sign_up(pb::SignUpRequest {
+            email: email("big"),
+            password: huge,
+            display_name: String::new(),
+            organization_name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+async fn garbage_tokens_are_unauthenticated_without_harm(backend: Backend) {
+    let app = TestApp::builder(backend).weak_hashing().spawn().await;
+    let long = format!("twig_st_{}", "A".repeat(10_000));
+    for token in [
+        "",
+        "twig_st_",
+        "twig_st_\0\0\0",
+        long.as_str(),
+        "twig_rt_abc",
+        "ünïcödé",
+    ] {
+        let err = app.verify(token).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{token:.20}");
+        let err = app
+            .sessions()
+            .refresh(pb::RefreshRequest {
+                refresh_token: token.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+    // The server is still fine.
+    let ada = email("ada");
+    app.sign_up(&ada).await;
+    app.login(&ada).await;
+}
+
+async fn secrets_never_appear_in_errors_or_audit(backend: Backend) {
+    let app = TestApp::builder(backend).weak_hashing().spawn().await;
+    let ada = email("ada");
+    app.sign_up(&ada).await;
+    let t = app.login(&ada).await;
+    let mut client = app.sessions();
+    let wrong = client
+        .login(login_req(&ada, "my secret guess!"))
+        .await
+        .unwrap_err();
+    assert!(!wrong.message().contains("my secret guess!"));
+    app.sessions()
+        .logout(twig_tests::bearer(&t.access_token, pb::LogoutRequest {}))
+        .await
+        .unwrap();
+    let dead = app.verify(&t.access_token).await.unwrap_err();
+    assert!(!dead.message().contains(&t.access_token));
+    let reused = client
+        .refresh(pb::RefreshRequest {
+            refresh_token: t.refresh_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(!reused.message().contains(&t.refresh_token));
+    for e in twig_audit::all_events(&app.db).await.unwrap() {
+        let text = format!("{e:?}");
+        for secret in [
+            t.access_token.as_str(),
+            t.refresh_token.as_str(),
+            PASSWORD,
+            "my secret guess!",
+        ] {
+            assert!(
+                !text.contains(secret),
+                "audit event leaks a secret: {}",
+                e.action
+            );
+        }
+    }
+}
+
+async fn the_audit_log_is_append_only(backend: Backend) {
+    let app = TestApp::builder(backend).weak_hashing().spawn().await;
+    app.sign_up(&email("ada")).await;
+    let b = app.db.get_database_backend();
+    for sql in [
+        "UPDATE audit_events SET action = 'x'",
+        "DELETE FROM audit_events",
+    ] {
+        let err = app
+            .db
+            .execute_raw(Statement::from_string(b, sql.to_string()))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+    }
+    assert!(!twig_audit::all_events(&app.db).await.unwrap().is_empty());
+}
+
+on_both_backends!(
+    unknown_email_and_wrong_password_look_the_same,
+    repeated_failures_slow_one_account_without_locking_it,
+    one_ip_trying_many_accounts_is_throttled,
+    long_unicode_passwords_work_and_huge_ones_are_refused_unhashed,
+    garbage_tokens_are_unauthenticated_without_harm,
+    secrets_never_appear_in_errors_or_audit,
+    the_audit_log_is_append_only,
+);
+
+/// PostgreSQL going away mid-flight: verification answers UNAVAILABLE,
+/// never OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_means_unavailable_not_ok() {
+    let app = TestApp::builder(Backend::Postgres)
+        .weak_hashing()
+        .config(|c| c.sessions.verify_cache_ttl = Duration::ZERO)
+        .spawn()
+        .await;
+    let ada = email("ada");
+    app.sign_up(&ada).await;
+    let t = app.login(&ada).await;
+    app.verify(&t.access_token).await.unwrap();
+    // Cut every connection of this test's database and forbid new ones.
+    let name = app
+        .config
+        .database
+        .url
+        .expose()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let admin = sea_orm::Database::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .await
+        .unwrap();
+    let err = app.verify(&t.access_token).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let err = app
+        .sessions()
+        .login(login_req(&ada, PASSWORD))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    admin
+        .execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+}

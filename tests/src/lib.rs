@@ -1,0 +1,244 @@
+//! Helpers for the end-to-end tests: [`TestApp`] starts the real suite on
+//! 127.0.0.1 port 0 with its own fresh database and gives typed clients.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::Request;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use twig_config::{Config, Secret};
+use twig_crypto::{PasswordHasher, argon2_params};
+use twig_proto::sessions::v1 as pb;
+use twig_proto::sessions::v1::session_service_client::SessionServiceClient;
+use twig_sessions::ManualClock;
+
+pub use twig_testkit::{Backend, TestDatabase};
+
+/// A strong-enough password for tests.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// How a [`TestApp`] is set up.
+pub struct TestAppBuilder {
+    backend: Backend,
+    config: Config,
+    weak_hashing: bool,
+}
+
+impl TestAppBuilder {
+    /// Changes the configuration before start.
+    pub fn config(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    /// Cheap argon2 parameters, for tests that log in many times.
+    pub fn weak_hashing(mut self) -> Self {
+        self.weak_hashing = true;
+        self
+    }
+
+    /// Starts the server.
+    pub async fn spawn(self) -> TestApp {
+        twig_testkit::init_logs();
+        let database = TestDatabase::new(self.backend).await;
+        let mut config = self.config;
+        config.database.url = Secret::new(database.url.clone());
+        config.database.max_connections = 8;
+        let internal_token = format!("internal-{}", uuid::Uuid::new_v4().simple());
+        config.auth.internal_token = Some(Secret::new(internal_token.clone()));
+        config.validate().expect("test configuration is valid");
+
+        let db = twig_identity::open_database(&config)
+            .await
+            .expect("open database");
+        twig_identity::migrate(&db, twig_identity::ServiceId::ALL)
+            .await
+            .expect("migrate");
+        let clock = Arc::new(ManualClock::default());
+        let hasher = if self.weak_hashing {
+            PasswordHasher::with_params(argon2_params(256, 1, 1).expect("params"), 4)
+        } else {
+            PasswordHasher::owasp()
+        };
+        let deps = twig_identity::Deps {
+            clock: clock.clone(),
+            hasher,
+        };
+        let suite = twig_identity::build(&config, db.clone(), twig_identity::ServiceId::ALL, deps);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (tx, rx) = oneshot::channel::<()>();
+        let drain = config.server.drain_timeout;
+        let server = tokio::spawn(async move {
+            twig_identity::run(listener, suite, drain, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        TestApp {
+            addr,
+            channel,
+            db,
+            clock,
+            internal_token,
+            config,
+            shutdown: Some(tx),
+            server: Some(server),
+            _database: database,
+        }
+    }
+}
+
+/// The running suite of one test.
+pub struct TestApp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// A channel to it.
+    pub channel: Channel,
+    /// The database, for checking what was stored.
+    pub db: DatabaseConnection,
+    /// The clock the services read.
+    pub clock: Arc<ManualClock>,
+    /// The internal service credential.
+    pub internal_token: String,
+    /// The configuration it runs with.
+    pub config: Config,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+    _database: TestDatabase,
+}
+
+impl TestApp {
+    /// Default configuration on `backend`.
+    pub fn builder(backend: Backend) -> TestAppBuilder {
+        TestAppBuilder {
+            backend,
+            config: Config::default(),
+            weak_hashing: false,
+        }
+    }
+
+    /// Default configuration on `backend`, started.
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::builder(backend).spawn().await
+    }
+
+    /// A sessions client.
+    pub fn sessions(&self) -> SessionServiceClient<Channel> {
+        SessionServiceClient::new(self.channel.clone())
+    }
+
+    /// Signs up a new user with [`PASSWORD`]; returns the response.
+    pub async fn sign_up(&self, email: &str) -> pb::SignUpResponse {
+        self.sessions()
+            .sign_up(pb::SignUpRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+                display_name: String::new(),
+                organization_name: String::new(),
+            })
+            .await
+            .expect("sign up")
+            .into_inner()
+    }
+
+    /// Logs in with [`PASSWORD`]; returns the tokens.
+    pub async fn login(&self, email: &str) -> pb::SessionTokens {
+        self.sessions()
+            .login(pb::LoginRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+                organization_id: String::new(),
+            })
+            .await
+            .expect("login")
+            .into_inner()
+            .tokens
+            .expect("tokens")
+    }
+
+    /// `VerifySession` as an internal caller.
+    pub async fn verify(
+        &self,
+        access_token: &str,
+    ) -> Result<pb::VerifySessionResponse, tonic::Status> {
+        self.sessions()
+            .verify_session(self.internal(pb::VerifySessionRequest {
+                access_token: access_token.into(),
+            }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Wraps `message` with the internal credential.
+    pub fn internal<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            "x-twig-internal-token",
+            MetadataValue::try_from(self.internal_token.as_str()).expect("ascii"),
+        );
+        request
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Wraps `message` with `authorization: Bearer token`.
+pub fn bearer<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {token}")).expect("ascii"),
+    );
+    request
+}
+
+/// A unique email for a test.
+pub fn email(name: &str) -> String {
+    format!("{name}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// The `twig-identity` binary next to the test executable (built by the
+/// test command before the tests run).
+pub fn twig_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target folder");
+    let bin = dir.join("twig-identity");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bin twig-identity` first (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
