@@ -26,6 +26,7 @@ macro_rules! on_both_backends {
 }
 
 mod binary;
+mod buf_curl;
 mod server;
 mod sessions_abuse;
 mod sessions_flow;

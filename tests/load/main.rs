@@ -1,1 +1,291 @@
-fn main() {}
+//! `twig-load`: the project's load tool. It drives a running server with
+//! one client and compares each RPC against a baseline that does no work
+//! (the health check), in the same run, so machine noise hits both.
+//!
+//! Scenarios:
+//! - `verify`: `VerifySession` (cache hit) vs `Health/Check` at each
+//!   concurrency: throughput, p50, p99;
+//! - `login`: logins per second with every core hashing, and
+//!   `VerifySession` p99 while logins saturate the CPU vs idle.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use twig_proto::sessions::v1 as pb;
+use twig_proto::sessions::v1::session_service_client::SessionServiceClient;
+
+#[derive(Parser)]
+#[command(name = "twig-load", about = "Load tool for twig-identity")]
+struct Args {
+    /// Server address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// The server's internal service credential (for VerifySession).
+    #[arg(long, env = "TWIG__AUTH__INTERNAL_TOKEN")]
+    internal_token: String,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrency levels.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Connections shared by the workers.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Skip the login scenario.
+    #[arg(long)]
+    no_login: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Rpc {
+    Health,
+    Verify,
+    Login,
+}
+
+struct Outcome {
+    ok: u64,
+    errors: u64,
+    elapsed: Duration,
+    hist: Histogram<u64>,
+}
+
+impl Outcome {
+    fn rps(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+    fn p(&self, q: f64) -> Duration {
+        Duration::from_micros(self.hist.value_at_quantile(q))
+    }
+}
+
+struct Client {
+    channels: Vec<Channel>,
+    internal_token: String,
+    access_token: String,
+    email: String,
+}
+
+impl Client {
+    async fn call(&self, worker: usize, rpc: Rpc) -> bool {
+        let channel = self.channels[worker % self.channels.len()].clone();
+        match rpc {
+            Rpc::Health => HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .is_ok(),
+            Rpc::Verify => {
+                let mut request = tonic::Request::new(pb::VerifySessionRequest {
+                    access_token: self.access_token.clone(),
+                });
+                request.metadata_mut().insert(
+                    "x-twig-internal-token",
+                    self.internal_token.parse().expect("ascii"),
+                );
+                SessionServiceClient::new(channel)
+                    .verify_session(request)
+                    .await
+                    .is_ok()
+            }
+            Rpc::Login => SessionServiceClient::new(channel)
+                .login(pb::LoginRequest {
+                    email: self.email.clone(),
+                    password: PASSWORD.into(),
+                    organization_id: String::new(),
+                })
+                .await
+                .is_ok(),
+        }
+    }
+}
+
+const PASSWORD: &str = "load test password 0123";
+
+async fn run(
+    client: Arc<Client>,
+    rpc: Rpc,
+    concurrency: usize,
+    length: Duration,
+    stop: Option<Arc<AtomicBool>>,
+) -> Outcome {
+    let start = Instant::now();
+    let deadline = start + length;
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let client = client.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            let (mut ok, mut errors) = (0u64, 0u64);
+            loop {
+                let now = Instant::now();
+                let stopped = stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+                if now >= deadline || stopped {
+                    break;
+                }
+                let t = Instant::now();
+                if client.call(worker, rpc).await {
+                    ok += 1;
+                    let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
+                } else {
+                    errors += 1;
+                }
+            }
+            (ok, errors, hist)
+        }));
+    }
+    let mut total = Outcome {
+        ok: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+    };
+    for task in tasks {
+        let (ok, errors, hist) = task.await.expect("worker");
+        total.ok += ok;
+        total.errors += errors;
+        total.hist.add(hist).expect("same bounds");
+    }
+    total.elapsed = start.elapsed();
+    total
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        channels.push(
+            Channel::from_shared(args.target.clone())?
+                .connect()
+                .await
+                .with_context(|| format!("connect to {}", args.target))?,
+        );
+    }
+    let email = format!("load-{}@example.com", uuid::Uuid::new_v4().simple());
+    let mut sessions = SessionServiceClient::new(channels[0].clone());
+    let signed_up = sessions
+        .sign_up(pb::SignUpRequest {
+            email: email.clone(),
+            password: PASSWORD.into(),
+            display_name: String::new(),
+            organization_name: String::new(),
+        })
+        .await
+        .context("sign up the load user")?
+        .into_inner();
+    let access_token = signed_up.tokens.context("tokens")?.access_token;
+    let client = Arc::new(Client {
+        channels,
+        internal_token: args.internal_token.clone(),
+        access_token,
+        email,
+    });
+    anyhow::ensure!(
+        client.call(0, Rpc::Verify).await,
+        "VerifySession fails: check --internal-token"
+    );
+
+    let length = Duration::from_secs(args.seconds);
+    // Warm-up.
+    run(client.clone(), Rpc::Health, 8, Duration::from_secs(1), None).await;
+    run(client.clone(), Rpc::Verify, 8, Duration::from_secs(1), None).await;
+
+    println!(
+        "## VerifySession (cache hit) vs baseline (Health/Check), {}s each\n",
+        args.seconds
+    );
+    println!(
+        "| concurrency | rpc | req/s | p50 ms | p99 ms | errors | vs baseline: throughput | p99 ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for &c in &args.concurrency {
+        let base = run(client.clone(), Rpc::Health, c, length, None).await;
+        let verify = run(client.clone(), Rpc::Verify, c, length, None).await;
+        for (name, o) in [("health (baseline)", &base), ("VerifySession", &verify)] {
+            let (tp, p99) = if name.starts_with("health") {
+                ("—".to_string(), "—".to_string())
+            } else {
+                (
+                    format!("{:.1}%", 100.0 * o.rps() / base.rps()),
+                    format!(
+                        "{:.2}×",
+                        o.p(0.99).as_secs_f64() / base.p(0.99).as_secs_f64()
+                    ),
+                )
+            };
+            println!(
+                "| {c} | {name} | {:.0} | {} | {} | {} | {tp} | {p99} |",
+                o.rps(),
+                ms(o.p(0.5)),
+                ms(o.p(0.99)),
+                o.errors
+            );
+        }
+    }
+
+    if !args.no_login {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        println!(
+            "\n## Login under CPU saturation ({cores} cores), {}s each\n",
+            args.seconds
+        );
+        let idle = run(client.clone(), Rpc::Verify, 1, length, None).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let logins = {
+            let client = client.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                run(
+                    client,
+                    Rpc::Login,
+                    cores * 4,
+                    length + Duration::from_secs(1),
+                    Some(stop),
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let busy = run(client.clone(), Rpc::Verify, 1, length, None).await;
+        stop.store(true, Ordering::Relaxed);
+        let logins = logins.await?;
+        println!("| measurement | value |");
+        println!("|---|---|");
+        println!(
+            "| logins/s (concurrency {}) | {:.1} (errors {}) |",
+            cores * 4,
+            logins.rps(),
+            logins.errors
+        );
+        println!(
+            "| login p50 / p99 ms | {} / {} |",
+            ms(logins.p(0.5)),
+            ms(logins.p(0.99))
+        );
+        println!("| VerifySession p99 idle ms | {} |", ms(idle.p(0.99)));
+        println!(
+            "| VerifySession p99 during logins ms | {} |",
+            ms(busy.p(0.99))
+        );
+        println!(
+            "| ratio busy/idle p99 | {:.2}× |",
+            busy.p(0.99).as_secs_f64() / idle.p(0.99).as_secs_f64()
+        );
+    }
+    Ok(())
+}

@@ -117,7 +117,8 @@ impl Token {
         if !text.starts_with(kind.prefix()) {
             return Err(TokenFormatError::WrongKind(kind));
         }
-        if text.len() != kind.token_len() || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        if text.len() != kind.token_len()
+            || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
             return Err(TokenFormatError::Malformed);
         }
