@@ -31,3 +31,4 @@ mod server;
 mod sessions_abuse;
 mod sessions_flow;
 mod sessions_tokens;
+mod telemetry;

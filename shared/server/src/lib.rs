@@ -15,7 +15,10 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use twig_auth::AuthLayer;
 
+mod trace;
+
 pub use tonic_health;
+pub use trace::TraceLayer;
 
 /// What [`serve`] needs besides the listener.
 pub struct ServeOptions {
@@ -79,6 +82,7 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
+        .layer(TraceLayer)
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(options.auth)
         .add_routes(routes)
