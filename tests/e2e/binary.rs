@@ -152,3 +152,120 @@ on_both_backends!(
     bootstrap_prints_credentials_once,
     serve_answers_and_stops_on_sigterm
 );
+
+/// Starts `serve` on a free port; returns the child and a connected channel.
+async fn start_server(
+    db_url: &str,
+    envs: &[(&str, &str)],
+) -> (std::process::Child, tonic::transport::Channel) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = twig(db_url);
+    cmd.env("TWIG__SERVER__LISTEN", format!("127.0.0.1:{port}"));
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if let Ok(c) = tonic::transport::Channel::from_shared(endpoint.clone())
+            .unwrap()
+            .connect()
+            .await
+        {
+            return (child, c);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("server did not start");
+}
+
+/// A login that takes `delay` because its email has failed three times.
+async fn slow_login(channel: tonic::transport::Channel) -> Result<(), tonic::Status> {
+    use twig_proto::sessions::v1 as pb;
+    let mut client = pb::session_service_client::SessionServiceClient::new(channel);
+    let req = |p: &str| pb::LoginRequest {
+        email: "slow@example.com".into(),
+        password: p.into(),
+        organization_id: String::new(),
+    };
+    for _ in 0..3 {
+        let _ = client.login(req("wrong wrong wrong")).await;
+    }
+    client.login(req("wrong wrong wrong")).await.map(|_| ())
+}
+
+fn sigterm(child: &std::process::Child) {
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+async fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::time::Instant {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if child.try_wait().unwrap().is_some() {
+            return std::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    panic!("server did not exit within {within:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_requests_finish_within_the_drain_deadline() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let slow = [
+        ("TWIG__SESSIONS__LOGIN_DELAY_BASE", "2s"),
+        ("TWIG__SESSIONS__LOGIN_DELAY_MAX", "2s"),
+        ("TWIG__SERVER__DRAIN_TIMEOUT", "10s"),
+    ];
+    let (mut child, channel) = start_server(&db.url, &slow).await;
+    let login = tokio::spawn(slow_login(channel));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    sigterm(&child);
+    // The in-flight login gets its real answer, not a dropped connection.
+    let answer = login.await.unwrap().unwrap_err();
+    assert_eq!(answer.code(), tonic::Code::Unauthenticated, "{answer:?}");
+    let status = {
+        wait_exit(&mut child, Duration::from_secs(10)).await;
+        child.wait().unwrap()
+    };
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_waiting_at_the_drain_deadline() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let slow = [
+        ("TWIG__SESSIONS__LOGIN_DELAY_BASE", "10s"),
+        ("TWIG__SESSIONS__LOGIN_DELAY_MAX", "10s"),
+        ("TWIG__SERVER__DRAIN_TIMEOUT", "500ms"),
+    ];
+    let (mut child, channel) = start_server(&db.url, &slow).await;
+    let login = tokio::spawn(slow_login(channel));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let signalled = std::time::Instant::now();
+    sigterm(&child);
+    let exited = wait_exit(&mut child, Duration::from_secs(8)).await;
+    assert!(
+        exited - signalled < Duration::from_secs(5),
+        "exited at the deadline, not after the 10 s login"
+    );
+    assert!(login.await.unwrap().is_err());
+}

@@ -101,7 +101,13 @@ async fn spans_reach_the_otlp_collector_in_the_callers_trace() {
 
     // SIGTERM: the server drains, then flushes its spans before exiting.
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap()
@@ -126,8 +132,8 @@ async fn spans_reach_the_otlp_collector_in_the_callers_trace() {
     let lines: Vec<_> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty());
     for line in lines {
-        let value: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(value.get("level").is_some(), "{line}");
     }
 }

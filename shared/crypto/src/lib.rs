@@ -3,6 +3,7 @@
 //! password hashing off the async runtime with bounded concurrency.
 
 mod password;
+mod pool;
 mod token;
 
 pub use password::{

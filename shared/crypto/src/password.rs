@@ -1,17 +1,19 @@
 //! Password hashing: argon2id with the OWASP parameters (m = 19 456 KiB,
 //! t = 2, p = 1), stored as PHC strings.
 //!
-//! Hashing is CPU-bound and slow by design, so it runs on the blocking pool
-//! and at most `permits` hashes run at once; callers queue on a semaphore
-//! instead of starving the async runtime.
+//! Hashing is CPU-bound and slow by design, so it runs on a fixed pool of
+//! low-priority threads ([`crate::pool`]): at most that many hashes run at
+//! once, callers queue instead of starving the async runtime, and a burst
+//! of logins yields the CPU to everything else.
 
 use std::sync::Arc;
 
 use argon2::{
     Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier, Version,
 };
-use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
+
+use crate::pool::HashPool;
 
 /// Length rules for new and presented passwords.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +76,7 @@ pub enum VerifyOutcome {
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
-    permits: Arc<Semaphore>,
+    pool: HashPool,
     /// A hash of a random password, verified against when the user is
     /// unknown so both paths cost one argon2 run.
     decoy: Arc<String>,
@@ -84,7 +86,7 @@ impl std::fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PasswordHasher")
             .field("params", &self.params)
-            .field("available_permits", &self.permits.available_permits())
+            .field("threads", &self.pool.threads())
             .finish()
     }
 }
@@ -107,7 +109,7 @@ impl PasswordHasher {
             .to_string();
         Self {
             params,
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            pool: HashPool::new(max_concurrent),
             decoy: Arc::new(decoy),
         }
     }
@@ -171,14 +173,10 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let _permit = self
-            .permits
-            .acquire()
+        self.pool
+            .run(work)
             .await
-            .map_err(|e| PasswordError::Hashing(e.to_string()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| PasswordError::Hashing(e.to_string()))?
+            .ok_or_else(|| PasswordError::Hashing("the hashing thread stopped".into()))?
     }
 }
 

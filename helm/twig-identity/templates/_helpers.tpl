@@ -1,0 +1,146 @@
+{{/* Chart name, at most 63 characters. */}}
+{{- define "twig.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Release-qualified name; the monolith's Deployment and Service use it. */}}
+{{- define "twig.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+"<fullname>-<suffix>", at most 63 characters: the fullname is shortened,
+never the suffix, so two names never collapse into one.
+Takes a list: the top context and the suffix.
+*/}}
+{{- define "twig.componentName" -}}
+{{- $root := index . 0 -}}
+{{- $suffix := index . 1 -}}
+{{- $base := include "twig.fullname" $root | trunc (int (sub 62 (len $suffix))) | trimSuffix "-" -}}
+{{- printf "%s-%s" $base $suffix -}}
+{{- end -}}
+
+{{/* Labels every object carries. */}}
+{{- define "twig.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "twig.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Labels that pick this release's pods (every component). */}}
+{{- define "twig.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "twig.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "twig.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* The Secret with DATABASE_URL and the internal token. */}}
+{{- define "twig.secretName" -}}
+{{- default (include "twig.fullname" .) .Values.existingSecret -}}
+{{- end -}}
+
+{{/*
+Fails rendering on database and credential settings that cannot work.
+Messages never repeat a secret value.
+*/}}
+{{- define "twig.validate" -}}
+{{- if .Values.existingSecret -}}
+{{- if or .Values.database.url .Values.auth.internalToken -}}
+{{- fail "existingSecret is set: leave database.url and auth.internalToken empty (the Secret holds them)" -}}
+{{- end -}}
+{{- else -}}
+{{- $url := required "database.url is required: a postgres:// URL, or set existingSecret to the name of a Secret you made" .Values.database.url -}}
+{{- if not (regexMatch "^postgres(ql)?://" $url) -}}
+{{- fail "database.url must start with postgres:// or postgresql:// (SQLite cannot be shared by several pods)" -}}
+{{- end -}}
+{{- $token := required "auth.internalToken is required (at least 32 characters), or set existingSecret" .Values.auth.internalToken -}}
+{{- if lt (len $token) 32 -}}
+{{- fail "auth.internalToken must be at least 32 characters" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What runs, as JSON {"items": [...]}: in monolith mode one component running
+`serve`; in split mode one per enabled service running `serve --services X`.
+*/}}
+{{- define "twig.components" -}}
+{{- $root := . -}}
+{{- $fullname := include "twig.fullname" . -}}
+{{- $items := list -}}
+{{- if eq .Values.mode "monolith" -}}
+{{- $items = append $items (dict "component" "monolith" "name" $fullname "args" (list "serve") "replicas" .Values.monolith.replicas "resources" (default .Values.resources .Values.monolith.resources)) -}}
+{{- else -}}
+{{- range $svc, $cfg := .Values.services -}}
+{{- if $cfg.enabled -}}
+{{- $name := include "twig.componentName" (list $root $svc) -}}
+{{- $items = append $items (dict "component" $svc "name" $name "args" (list "serve" "--services" $svc) "replicas" $cfg.replicas "resources" (default $root.Values.resources $cfg.resources)) -}}
+{{- end -}}
+{{- end -}}
+{{- if not $items -}}
+{{- fail "mode is split but no entry of services has enabled: true" -}}
+{{- end -}}
+{{- end -}}
+{{- dict "items" $items | toJson -}}
+{{- end -}}
+
+{{/*
+Environment of every twig-identity container. Takes a dict: "root" (the
+top context) and "secret" (the Secret to read credentials from).
+*/}}
+{{- define "twig.env" -}}
+{{- $v := .root.Values -}}
+- name: TWIG__SERVER__LISTEN
+  value: {{ printf "0.0.0.0:%d" (int $v.server.port) | quote }}
+- name: TWIG__TELEMETRY__JSON_LOGS
+  value: "true"
+- name: TWIG__TELEMETRY__LOG_FILTER
+  value: {{ $v.telemetry.logFilter | quote }}
+- name: TWIG__DATABASE__MAX_CONNECTIONS
+  value: {{ $v.database.maxConnections | quote }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: {{ $v.secretKeys.databaseUrl }}
+- name: TWIG__AUTH__INTERNAL_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: {{ $v.secretKeys.internalToken }}
+{{- with $v.telemetry.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- with $v.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The credentials, base64-encoded, for the chart's own Secrets. */}}
+{{- define "twig.secretData" -}}
+{{ .Values.secretKeys.databaseUrl }}: {{ .Values.database.url | b64enc | quote }}
+{{ .Values.secretKeys.internalToken }}: {{ .Values.auth.internalToken | b64enc | quote }}
+{{- end -}}
+
+{{/* Secret the migration Job reads: made as a hook, before the Job. */}}
+{{- define "twig.migrationSecretName" -}}
+{{- if .Values.existingSecret -}}
+{{- .Values.existingSecret -}}
+{{- else -}}
+{{- include "twig.componentName" (list . "migrate") -}}
+{{- end -}}
+{{- end -}}

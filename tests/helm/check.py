@@ -1,0 +1,463 @@
+"""Checks the Helm chart (helm/twig-identity) and the deploy/ files.
+
+Run through scripts/test-helm, which provides the Python packages. The chart
+is linted and rendered offline with the Helm v4 SDK (helm_python); every
+rendered object is validated with kubernetes-validate (strict) against the
+oldest Kubernetes the chart supports and the newest one the schemas know;
+then facts about the renders are asserted. Prints one line per check and
+ends with `N passed, M failed`; exits non-zero on any failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+import traceback
+from pathlib import Path
+
+try:
+    import helm_python as helm
+    import kubernetes_validate
+    import kubernetes_validate.utils
+    import yaml
+    from yamllint import linter
+    from yamllint.config import YamlLintConfig
+except ImportError as e:  # a missing dependency fails, never skips
+    print(f"tests/helm/check.py: missing dependency: {e}", file=sys.stderr)
+    print("0 passed, 1 failed")
+    sys.exit(1)
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "twig-identity"
+DEPLOY = ROOT / "deploy"
+OLDEST_KUBE = "1.30"  # Chart.yaml's kubeVersion floor
+NEWEST_KUBE = kubernetes_validate.utils.latest_version()
+RELEASE, NAMESPACE = "twig", "identity"
+
+# Credentials whose plain text may appear nowhere but (encoded) in a Secret.
+DB_URL = "postgres://twig:db-pw-5e1f0c@db.example:5432/twig"
+TOKEN = "internal-token-7b3e9a2d41c8f06e5a9b2c7d"
+CREDS = {"database": {"url": DB_URL}, "auth": {"internalToken": TOKEN}}
+
+VALUE_SETS = {
+    "default (split, sessions)": CREDS,
+    "monolith": {**CREDS, "mode": "monolith", "monolith": {"replicas": 3}},
+    "split, two services": {
+        **CREDS,
+        "mode": "split",
+        "services": {"api-keys": {"enabled": True, "replicas": 3}},
+    },
+    "existingSecret": {"existingSecret": "twig-creds"},
+    "NetworkPolicy off": {**CREDS, "networkPolicy": {"enabled": False}},
+    "namespace selector, OTLP, port 6000": {
+        **CREDS,
+        "server": {"port": 6000},
+        "telemetry": {"otlpEndpoint": "http://otel.obs:4317"},
+        "networkPolicy": {"allowFrom": {"namespaceLabels": {"team": "edge"}}},
+    },
+    "long release name": CREDS,
+}
+LONG_RELEASE = "a-very-long-release-name-for-the-identity-back-end"
+
+helm.disable_logging()
+chart = helm.Chart.load(CHART)
+_renders: dict[str, list[dict]] = {}
+
+
+def render(values: dict, release: str = RELEASE) -> dict[str, str]:
+    return chart.render(values, name=release, namespace=NAMESPACE, is_install=True)
+
+
+def objects(label: str) -> list[dict]:
+    """The rendered Kubernetes objects of one value set (cached)."""
+    if label not in _renders:
+        release = LONG_RELEASE if label == "long release name" else RELEASE
+        out = render(VALUE_SETS[label], release)
+        docs = []
+        for path, text in out.items():
+            if path.endswith("NOTES.txt"):
+                continue
+            docs += [d for d in yaml.safe_load_all(text) if d]
+        _renders[label] = docs
+    return _renders[label]
+
+
+def of_kind(label: str, kind: str) -> list[dict]:
+    return [o for o in objects(label) if o["kind"] == kind]
+
+
+def pod_specs(label: str) -> list[dict]:
+    return [o["spec"]["template"]["spec"] for o in objects(label) if o["kind"] in ("Deployment", "Job")]
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def expect(cond: bool, message: str) -> None:
+    if not cond:
+        raise AssertionError(message)
+
+
+def expect_failure(values: dict, error: type, *fragments: str) -> None:
+    """Rendering `values` must fail with `error` naming every fragment."""
+    try:
+        render(values)
+    except error as e:
+        for fragment in fragments:
+            expect(fragment in str(e), f"error lacks {fragment!r}: {e}")
+        return
+    raise AssertionError(f"rendering {values} should have failed ({', '.join(fragments)})")
+
+
+CHECKS = []
+
+
+def check(name):
+    def register(fn):
+        CHECKS.append((name, fn))
+        return fn
+
+    return register
+
+
+# --- lint -------------------------------------------------------------------
+
+
+@check("yamllint: values.yaml, Chart.yaml and deploy/*.yaml (strict)")
+def _():
+    config = YamlLintConfig("extends: default")
+    files = [CHART / "values.yaml", CHART / "Chart.yaml", DEPLOY / "compose.yaml", DEPLOY / "otel-collector.yaml"]
+    problems = []
+    for f in files:
+        for p in linter.run(f.read_text(), config, str(f)):
+            problems.append(f"{f.relative_to(ROOT)}:{p.line}:{p.column}: {p.level}: {p.message}")
+    expect(not problems, "\n  ".join(problems))
+
+
+for _label in VALUE_SETS:
+
+    @check(f"helm lint --strict ({_label}) on Kubernetes {OLDEST_KUBE} and {NEWEST_KUBE}")
+    def _(label=_label):
+        for kube in (OLDEST_KUBE, NEWEST_KUBE):
+            report = helm.lint(CHART, VALUE_SETS[label], strict=True, namespace=NAMESPACE, kube_version=f"v{kube}.0")
+            bad = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+            expect(not bad, f"Kubernetes {kube}: {bad}")
+
+
+# --- every rendered object is valid Kubernetes -------------------------------
+
+for _label in VALUE_SETS:
+
+    @check(f"render ({_label}): every object valid on Kubernetes {OLDEST_KUBE} and {NEWEST_KUBE} (strict)")
+    def _(label=_label):
+        objs = objects(label)
+        expect(objs, "nothing rendered")
+        names = [(o["kind"], o["metadata"]["name"]) for o in objs]
+        expect(len(names) == len(set(names)), f"two objects share a name: {sorted(names)}")
+        for obj in objs:
+            for kube in (OLDEST_KUBE, NEWEST_KUBE):
+                try:
+                    kubernetes_validate.validate(obj, kube, strict=True)
+                except kubernetes_validate.ValidationError as e:
+                    where = ".".join(str(p) for p in e.path)
+                    raise AssertionError(f"{obj['kind']}/{obj['metadata']['name']} on {kube}: {where}: {e.message}")
+            name = obj["metadata"]["name"]
+            expect(len(name) <= 63 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name), f"bad name {name!r}")
+
+
+# --- facts about the renders -------------------------------------------------
+
+
+def deployments_by_component(label: str) -> dict[str, dict]:
+    return {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in of_kind(label, "Deployment")}
+
+
+@check("split mode: one Deployment and Service per enabled service, running `serve --services <name>`")
+def _():
+    for label, expected in (("default (split, sessions)", {"sessions"}), ("split, two services", {"sessions", "api-keys"})):
+        deps = deployments_by_component(label)
+        expect(set(deps) == expected, f"{label}: Deployments for {sorted(deps)}, want {sorted(expected)}")
+        for name, d in deps.items():
+            (c,) = d["spec"]["template"]["spec"]["containers"]
+            expect(c["args"] == ["serve", "--services", name], f"{name}: args {c['args']}")
+            expect(d["metadata"]["name"] == f"{RELEASE}-twig-identity-{name}", f"name {d['metadata']['name']}")
+        expect(deps["sessions"]["spec"]["replicas"] == 2, "sessions replicas")
+        if "api-keys" in deps:
+            expect(deps["api-keys"]["spec"]["replicas"] == 3, "api-keys replicas")
+        services = {s["metadata"]["name"] for s in of_kind(label, "Service")}
+        expect(services == {d["metadata"]["name"] for d in deps.values()}, f"{label}: Services {sorted(services)}")
+
+
+@check("monolith mode: one Deployment running `serve` with monolith.replicas")
+def _():
+    (d,) = of_kind("monolith", "Deployment")
+    (c,) = d["spec"]["template"]["spec"]["containers"]
+    expect(c["args"] == ["serve"], f"args {c['args']}")
+    expect(d["spec"]["replicas"] == 3, f"replicas {d['spec']['replicas']}")
+    expect(len(of_kind("monolith", "Service")) == 1, "one Service")
+
+
+@check("each Service and Deployment selector picks its own pods and the gRPC port")
+def _():
+    for label in VALUE_SETS:
+        deps = {d["metadata"]["name"]: d for d in of_kind(label, "Deployment")}
+        for s in of_kind(label, "Service"):
+            d = deps[s["metadata"]["name"]]
+            pod_labels = d["spec"]["template"]["metadata"]["labels"]
+            for selector in (s["spec"]["selector"], d["spec"]["selector"]["matchLabels"]):
+                expect(selector.items() <= pod_labels.items(), f"{label}: selector {selector} misses the pods")
+            others = [o for o in deps.values() if o is not d]
+            for o in others:
+                other_labels = o["spec"]["template"]["metadata"]["labels"]
+                expect(not s["spec"]["selector"].items() <= other_labels.items(), f"{label}: Service also picks {o['metadata']['name']}")
+            (port,) = s["spec"]["ports"]
+            expect(port["targetPort"] == "grpc", f"{label}: targetPort {port['targetPort']}")
+
+
+@check("probes: startup, readiness and liveness are native gRPC probes on the listening port")
+def _():
+    for label in VALUE_SETS:
+        port = VALUE_SETS[label].get("server", {}).get("port", 50051)
+        for d in of_kind(label, "Deployment"):
+            (c,) = d["spec"]["template"]["spec"]["containers"]
+            expect(c["ports"] == [{"name": "grpc", "containerPort": port, "protocol": "TCP"}], f"ports {c['ports']}")
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                p = c.get(probe)
+                expect(p is not None, f"{label}: {probe} missing")
+                expect(p.get("grpc") == {"port": port}, f"{label}: {probe} is {p}")
+                expect(not {"httpGet", "tcpSocket", "exec"} & p.keys(), f"{label}: {probe} is not gRPC only")
+
+
+@check("every container listens on 0.0.0.0:<port> with JSON logs")
+def _():
+    for label in VALUE_SETS:
+        port = VALUE_SETS[label].get("server", {}).get("port", 50051)
+        for spec in pod_specs(label):
+            for c in spec["containers"]:
+                env = env_of(c)
+                expect(env["TWIG__SERVER__LISTEN"].get("value") == f"0.0.0.0:{port}", f"{label}: listen {env['TWIG__SERVER__LISTEN']}")
+                expect(env["TWIG__TELEMETRY__JSON_LOGS"].get("value") == "true", f"{label}: JSON logs off")
+
+
+@check("OTEL_EXPORTER_OTLP_ENDPOINT is set only when telemetry.otlpEndpoint is")
+def _():
+    for label in VALUE_SETS:
+        want = VALUE_SETS[label].get("telemetry", {}).get("otlpEndpoint")
+        for spec in pod_specs(label):
+            got = env_of(spec["containers"][0]).get("OTEL_EXPORTER_OTLP_ENDPOINT", {}).get("value")
+            expect(got == want, f"{label}: endpoint {got!r}, want {want!r}")
+
+
+@check("security: non-root, read-only root, no capabilities, no token mount, resources set")
+def _():
+    for label in VALUE_SETS:
+        for spec in pod_specs(label):
+            expect(spec["securityContext"].get("runAsNonRoot") is True, f"{label}: runAsNonRoot")
+            expect(spec.get("automountServiceAccountToken") is False, f"{label}: service account token mounted")
+            for c in spec["containers"]:
+                sc = c["securityContext"]
+                expect(sc.get("readOnlyRootFilesystem") is True, f"{label}: root file system writable")
+                expect(sc.get("allowPrivilegeEscalation") is False, f"{label}: privilege escalation")
+                expect(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{label}: capabilities {sc.get('capabilities')}")
+                res = c.get("resources", {})
+                expect(res.get("requests") and res.get("limits"), f"{label}: resources {res}")
+
+
+@check("credentials: only in a Secret (base64), containers read them through secretKeyRef")
+def _():
+    for label in VALUE_SETS:
+        secret_name = VALUE_SETS[label].get("existingSecret")
+        for obj in objects(label):
+            text = json.dumps(obj)
+            if obj["kind"] != "Secret":
+                expect(DB_URL not in text and TOKEN not in text, f"{label}: plain credential in {obj['kind']}")
+            else:
+                expect(not obj.get("stringData"), f"{label}: stringData in {obj['metadata']['name']}")
+                data = {k: base64.b64decode(v).decode() for k, v in obj["data"].items()}
+                expect(data == {"database-url": DB_URL, "internal-token": TOKEN}, f"{label}: Secret data {sorted(data)}")
+        for spec in pod_specs(label):
+            env = env_of(spec["containers"][0])
+            for var, key in (("DATABASE_URL", "database-url"), ("TWIG__AUTH__INTERNAL_TOKEN", "internal-token")):
+                ref = env[var].get("valueFrom", {}).get("secretKeyRef", {})
+                expect("value" not in env[var] and ref.get("key") == key, f"{label}: {var} is {env[var]}")
+                if secret_name:
+                    expect(ref["name"] == secret_name, f"{label}: {var} reads {ref['name']}")
+
+
+@check("existingSecret: the chart makes no Secret and every pod reads the operator's")
+def _():
+    expect(not of_kind("existingSecret", "Secret"), "a Secret was rendered")
+    for d in of_kind("existingSecret", "Deployment"):
+        annotations = d["spec"]["template"]["metadata"].get("annotations") or {}
+        expect("checksum/secret" not in annotations, "checksum of no Secret")
+
+
+@check("migration Job: pre-install/pre-upgrade hook running `migrate`, its Secret made before it")
+def _():
+    for label in VALUE_SETS:
+        (job,) = of_kind(label, "Job")
+        ann = job["metadata"]["annotations"]
+        expect(ann["helm.sh/hook"] == "pre-install,pre-upgrade", f"hook {ann['helm.sh/hook']}")
+        (c,) = job["spec"]["template"]["spec"]["containers"]
+        expect(c["args"] == ["migrate"], f"args {c['args']}")
+        expect(job["spec"]["template"]["spec"]["restartPolicy"] == "Never", "restartPolicy")
+        reads = env_of(c)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"]
+        if VALUE_SETS[label].get("existingSecret"):
+            continue
+        (hook_secret,) = [s for s in of_kind(label, "Secret") if s["metadata"]["name"] == reads]
+        sann = hook_secret["metadata"].get("annotations", {})
+        expect(sann.get("helm.sh/hook") == ann["helm.sh/hook"], f"{label}: the Job's Secret is not a hook")
+        expect(int(sann["helm.sh/hook-weight"]) < int(ann.get("helm.sh/hook-weight", "0")), "Secret not before Job")
+    expect(not of_kind_rendered({**CREDS, "migration": {"enabled": False}}, "Job"), "Job rendered when disabled")
+
+
+def of_kind_rendered(values: dict, kind: str) -> list[dict]:
+    docs = [d for p, t in render(values).items() if not p.endswith("NOTES.txt") for d in yaml.safe_load_all(t) if d]
+    return [d for d in docs if d["kind"] == kind]
+
+
+@check("NetworkPolicy: ingress to the gRPC port only, from the release and labelled clients")
+def _():
+    expect(not of_kind("NetworkPolicy off", "NetworkPolicy"), "rendered while disabled")
+    for label, port in (("default (split, sessions)", 50051), ("namespace selector, OTLP, port 6000", 6000)):
+        (np,) = of_kind(label, "NetworkPolicy")
+        spec = np["spec"]
+        expect(spec["policyTypes"] == ["Ingress"], f"policyTypes {spec['policyTypes']}")
+        expect(spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "twig-identity", "app.kubernetes.io/instance": RELEASE}, "podSelector")
+        (rule,) = spec["ingress"]
+        expect(rule["ports"] == [{"port": port, "protocol": "TCP"}], f"ports {rule['ports']}")
+        clients = [p for p in rule["from"] if p.get("podSelector", {}).get("matchLabels") == {"twig-identity-client": "true"}]
+        expect(len(clients) == 1, f"client peer missing: {rule['from']}")
+        ns = clients[0].get("namespaceSelector")
+        if label.startswith("namespace"):
+            expect(ns == {"matchLabels": {"team": "edge"}}, f"namespaceSelector {ns}")
+        else:
+            expect(ns is None, f"namespaceSelector {ns} by default")
+        expect(all(p.keys() <= {"podSelector", "namespaceSelector"} for p in rule["from"]), "ipBlock peer")
+    # podLabels: null admits any pod of the selected namespaces.
+    allow_any = {"podLabels": None, "namespaceLabels": {"team": "edge"}}
+    (np,) = of_kind_rendered({**CREDS, "networkPolicy": {"allowFrom": allow_any}}, "NetworkPolicy")
+    peer = np["spec"]["ingress"][0]["from"][1]
+    expect(peer == {"podSelector": {}, "namespaceSelector": {"matchLabels": {"team": "edge"}}}, f"peer {peer}")
+
+
+@check("missing or unusable database and token settings fail rendering with a clear message")
+def _():
+    err = helm.HelmRenderError
+    expect_failure({}, err, "database.url is required", "existingSecret")
+    expect_failure({"auth": CREDS["auth"]}, err, "database.url is required")
+    expect_failure({"database": CREDS["database"]}, err, "auth.internalToken is required")
+    expect_failure({**CREDS, "database": {"url": "sqlite://./twig.db"}}, err, "postgres://")
+    expect_failure({**CREDS, "auth": {"internalToken": "short"}}, err, "at least 32 characters")
+    expect_failure({**CREDS, "existingSecret": "x"}, err, "leave database.url and auth.internalToken empty")
+    only_off = {name: {"enabled": False} for name in chart.values["services"]}
+    expect_failure({**CREDS, "services": only_off}, err, "no entry of services has enabled: true")
+    try:
+        render({**CREDS, "database": {"url": "sqlite://./twig.db"}})
+    except err as e:
+        expect("sqlite://./twig.db" not in str(e), "the error repeats the URL")
+
+
+@check("values.schema.json rejects bad values (and accepts every value set above)")
+def _():
+    for label, values in VALUE_SETS.items():
+        chart.validate_schema(values)
+    bad = [
+        ({"mode": "bogus"}, "/mode"),
+        ({"services": {"sessions": {"replicas": "two"}}}, "/services/sessions/replicas"),
+        ({"monolith": {"replicas": -1}}, "/monolith/replicas"),
+        ({"services": {"sesions": {"enabled": True, "replicas": 1}}}, "sesions"),
+        ({"services": {"quota": {"enabled": "yes"}}}, "/services/quota/enabled"),
+        ({"networkPolicy": {"enabled": "true"}}, "/networkPolicy/enabled"),
+        ({"server": {"port": 70000}}, "/server/port"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ({"replicaCount": 3}, "replicaCount"),
+        ({"database": {"url": 5}}, "/database/url"),
+    ]
+    for values, fragment in bad:
+        merged = {**CREDS, **values}
+        try:
+            chart.validate_schema(merged)
+        except helm.HelmValuesError as e:
+            expect(fragment in str(e), f"{values}: error does not name {fragment}: {e}")
+        else:
+            raise AssertionError(f"schema accepted {values}")
+        expect_failure(merged, helm.HelmValuesError, fragment)
+
+
+@check("NOTES.txt renders and names the Deployments")
+def _():
+    notes = render(CREDS)[f"{CHART.name}/templates/NOTES.txt"]
+    expect(f"{RELEASE}-twig-identity-sessions" in notes and "serve --services sessions" in notes, notes)
+
+
+# --- deploy/ (Docker cannot run here: check what can be read) ---------------
+
+
+@check("deploy/Dockerfile: release build of twig-identity, slim non-root runtime")
+def _():
+    text = (DEPLOY / "Dockerfile").read_text()
+    for needed in (
+        r"^FROM rust:1\.95-bookworm AS \w+$",
+        r"cargo build --release --locked --bin twig-identity",
+        r"^FROM debian:bookworm-slim$",
+        r"install -y --no-install-recommends ca-certificates",
+        r"^USER [1-9][0-9]*:[1-9][0-9]*$",
+        r"^WORKDIR /var/lib/twig$",
+        r'^VOLUME \["/var/lib/twig"\]$',
+        r"^EXPOSE 50051$",
+        r'^ENTRYPOINT \["twig-identity"\]$',
+        r'^CMD \["serve"\]$',
+    ):
+        expect(re.search(needed, text, re.M), f"Dockerfile lacks {needed}")
+
+
+@check("deploy/compose.yaml: twig-identity on PostgreSQL 16, Redis 7 and an OTLP collector")
+def _():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    svc = compose["services"]
+    app = svc["twig-identity"]
+    expect((DEPLOY / app["build"]["context"] / app["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile", "build")
+    env = app["environment"]
+    expect(env["TWIG__SERVER__LISTEN"] == "0.0.0.0:50051", "listen")
+    expect(env["DATABASE_URL"].startswith("postgres://") and "@postgres:5432/" in env["DATABASE_URL"], "DATABASE_URL")
+    expect(env["TWIG__AUTH__INTERNAL_TOKEN"].startswith("${TWIG__AUTH__INTERNAL_TOKEN:?"), "token from the environment")
+    expect(env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317", "OTLP endpoint")
+    expect(svc["postgres"]["image"] == "postgres:16" and svc["redis"]["image"] == "redis:7", "images")
+    expect(svc["otel-collector"]["image"].startswith("otel/opentelemetry-collector:"), "collector image")
+    mount = svc["otel-collector"]["volumes"][0].split(":")
+    expect((DEPLOY / mount[0]).resolve() == DEPLOY / "otel-collector.yaml", f"collector config {mount}")
+    expect(f"--config={mount[1]}" in svc["otel-collector"]["command"], "collector reads the mounted config")
+
+
+@check("deploy/otel-collector.yaml: OTLP gRPC on 4317 into a debug traces pipeline")
+def _():
+    cfg = yaml.safe_load((DEPLOY / "otel-collector.yaml").read_text())
+    expect(cfg["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(":4317"), "grpc endpoint")
+    traces = cfg["service"]["pipelines"]["traces"]
+    expect(traces == {"receivers": ["otlp"], "exporters": ["debug"]}, f"traces pipeline {traces}")
+    expect("debug" in cfg["exporters"], "debug exporter")
+
+
+def main() -> int:
+    passed = failed = 0
+    for name, fn in CHECKS:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - every failure is reported
+            failed += 1
+            print(f"FAIL {name}\n  {type(e).__name__}: {e}")
+            if not isinstance(e, AssertionError):
+                traceback.print_exc()
+        else:
+            passed += 1
+            print(f"ok   {name}")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
