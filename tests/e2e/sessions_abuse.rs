@@ -74,17 +74,19 @@ async fn repeated_failures_slow_one_account_without_locking_it(backend: Backend)
         .await;
     let victim = email("victim");
     app.sign_up(&victim).await;
-    let mut client = app.sessions();
-    for _ in 0..3 {
+    // The attacker spreads guesses over many addresses; the delay follows
+    // the account, not the address.
+    let mut attackers = Vec::new();
+    for i in 2..7 {
+        attackers.push(app.sessions_from(&format!("127.0.0.{i}")).await);
+    }
+    for attacker in attackers.iter_mut().take(3) {
         let start = Instant::now();
-        assert_eq!(
-            client
-                .login(login_req(&victim, "guess guess guess"))
-                .await
-                .unwrap_err()
-                .code(),
-            Code::Unauthenticated
-        );
+        let err = attacker
+            .login(login_req(&victim, "guess guess guess"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
         assert!(
             start.elapsed() < Duration::from_millis(300),
             "no delay before the threshold"
@@ -92,11 +94,16 @@ async fn repeated_failures_slow_one_account_without_locking_it(backend: Backend)
     }
     // From here every attempt waits, growing: 300 ms, 600 ms, then capped.
     let start = Instant::now();
-    let _ = client.login(login_req(&victim, "guess guess guess")).await;
+    let _ = attackers[3]
+        .login(login_req(&victim, "guess guess guess"))
+        .await;
     assert!(start.elapsed() >= Duration::from_millis(300));
     let start = Instant::now();
-    let _ = client.login(login_req(&victim, "guess guess guess")).await;
+    let _ = attackers[4]
+        .login(login_req(&victim, "guess guess guess"))
+        .await;
     assert!(start.elapsed() >= Duration::from_millis(600));
+    let mut client = app.sessions();
     // The owner still gets in (after the delay): no lockout.
     let start = Instant::now();
     client.login(login_req(&victim, PASSWORD)).await.unwrap();
@@ -148,6 +155,22 @@ async fn one_ip_trying_many_accounts_is_throttled(backend: Backend) {
         .cloned()
         .expect("RetryInfo");
     assert!(retry.retry_delay.unwrap() > Duration::ZERO);
+    // Even the right password is refused from that address for now...
+    let ada = email("ada");
+    let mut elsewhere = app.sessions_from("127.0.0.9").await;
+    elsewhere
+        .sign_up(pb::SignUpRequest {
+            email: ada.clone(),
+            password: PASSWORD.into(),
+            display_name: String::new(),
+            organization_name: String::new(),
+        })
+        .await
+        .unwrap();
+    let refused = client.login(login_req(&ada, PASSWORD)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    // ...while another address is not affected.
+    elsewhere.login(login_req(&ada, PASSWORD)).await.unwrap();
 }
 
 async fn long_unicode_passwords_work_and_huge_ones_are_refused_unhashed(backend: Backend) {
@@ -253,6 +276,21 @@ async fn secrets_never_appear_in_errors_or_audit(backend: Backend) {
         .await
         .unwrap_err();
     assert!(!reused.message().contains(&t.refresh_token));
+    let huge = client
+        .login(login_req(&ada, &"p".repeat(5000)))
+        .await
+        .unwrap_err();
+    for status in [&wrong, &dead, &reused, &huge] {
+        let details = String::from_utf8_lossy(status.details()).into_owned();
+        for secret in [
+            t.access_token.as_str(),
+            t.refresh_token.as_str(),
+            "my secret guess!",
+            "ppppp",
+        ] {
+            assert!(!details.contains(secret) && !status.message().contains(secret));
+        }
+    }
     for e in twig_audit::all_events(&app.db).await.unwrap() {
         let text = format!("{e:?}");
         for secret in [

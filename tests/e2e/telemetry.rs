@@ -141,3 +141,136 @@ async fn spans_reach_the_otlp_collector_in_the_callers_trace() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Debug logs of a whole session's life hold no token and no password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_contain_tokens_or_passwords() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let internal = "logs-test-internal-token-0123456789abcdef";
+    let child = Command::new(twig_binary())
+        .env("DATABASE_URL", &db.url)
+        .env("TWIG__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TWIG__AUTH__INTERNAL_TOKEN", internal)
+        .env(
+            "RUST_LOG",
+            "debug,twig_sessions=trace,twig_auth=trace,twig_server=trace",
+        )
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut channel = None;
+    for _ in 0..100 {
+        if let Ok(c) = tonic::transport::Channel::from_shared(endpoint.clone())
+            .unwrap()
+            .connect()
+            .await
+        {
+            channel = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut client = pb::session_service_client::SessionServiceClient::new(channel.unwrap());
+    let password = "log-canary password 1234";
+    let wrong = "log-canary wrong guess";
+    let email = "logs@example.com";
+    client
+        .sign_up(pb::SignUpRequest {
+            email: email.into(),
+            password: password.into(),
+            display_name: String::new(),
+            organization_name: String::new(),
+        })
+        .await
+        .unwrap();
+    let _ = client
+        .login(pb::LoginRequest {
+            email: email.into(),
+            password: wrong.into(),
+            organization_id: String::new(),
+        })
+        .await;
+    let tokens = client
+        .login(pb::LoginRequest {
+            email: email.into(),
+            password: password.into(),
+            organization_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    let mut verify = tonic::Request::new(pb::VerifySessionRequest {
+        access_token: tokens.access_token.clone(),
+    });
+    verify
+        .metadata_mut()
+        .insert("x-twig-internal-token", internal.parse().unwrap());
+    client.verify_session(verify).await.unwrap();
+    let refreshed = client
+        .refresh(pb::RefreshRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    // Reuse of the old refresh token (after the grace) is logged as a warning.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let _ = client
+        .refresh(pb::RefreshRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        })
+        .await;
+    let mut logout = tonic::Request::new(pb::LogoutRequest {});
+    logout.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", refreshed.access_token)
+            .parse()
+            .unwrap(),
+    );
+    let _ = client.logout(logout).await;
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        logs.contains("refresh token reuse"),
+        "the logs are being captured"
+    );
+    for secret in [
+        password,
+        wrong,
+        internal,
+        tokens.access_token.as_str(),
+        tokens.refresh_token.as_str(),
+        refreshed.access_token.as_str(),
+        refreshed.refresh_token.as_str(),
+    ] {
+        assert!(!logs.contains(secret), "a secret appears in the logs");
+    }
+}

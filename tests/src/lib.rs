@@ -140,6 +140,18 @@ impl TestApp {
         SessionServiceClient::new(self.channel.clone())
     }
 
+    /// A sessions client whose connection comes from `ip` (any address
+    /// of 127.0.0.0/8), to act as many clients from one machine.
+    pub async fn sessions_from(&self, ip: &str) -> SessionServiceClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .local_address(Some(ip.parse().expect("ip address")))
+            .connect()
+            .await
+            .expect("connect");
+        SessionServiceClient::new(channel)
+    }
+
     /// Signs up a new user with [`PASSWORD`]; returns the response.
     pub async fn sign_up(&self, email: &str) -> pb::SignUpResponse {
         self.sessions()
