@@ -83,9 +83,23 @@ async fn main_async(command: Command, config: Config) -> anyhow::Result<()> {
                 );
             }
             let suite = build(&config, db, &services, Deps::default());
+            let metrics = twig_server::install_recorder()?;
+            let admin = tokio::net::TcpListener::bind(config.server.admin_listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {} (server.admin_listen)",
+                        config.server.admin_listen
+                    )
+                })?;
             let listener = tokio::net::TcpListener::bind(config.server.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+            tokio::spawn(async move {
+                if let Err(e) = twig_server::serve_admin(admin, metrics).await {
+                    tracing::error!(error = %e, "admin port stopped");
+                }
+            });
             run(
                 listener,
                 suite,

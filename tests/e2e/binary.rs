@@ -11,6 +11,7 @@ fn twig(db_url: &str) -> Command {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DATABASE_URL", db_url)
         .env("RUST_LOG", "warn")
+        .env("TWIG__SERVER__ADMIN_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null());
     cmd
 }
@@ -268,4 +269,69 @@ async fn shutdown_stops_waiting_at_the_drain_deadline() {
         "exited at the deadline, not after the 10 s login"
     );
     assert!(login.await.unwrap().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_on_the_admin_port() {
+    use std::io::{Read, Write};
+    use twig_proto::sessions::v1 as pb;
+
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let admin_env = admin.to_string();
+    let (mut child, channel) = start_server(
+        &db.url,
+        &[("TWIG__SERVER__ADMIN_LISTEN", admin_env.as_str())],
+    )
+    .await;
+    let mut client = pb::session_service_client::SessionServiceClient::new(channel);
+    client
+        .sign_up(pb::SignUpRequest {
+            email: "metrics@example.com".into(),
+            password: "correct horse battery staple".into(),
+            display_name: String::new(),
+            organization_name: String::new(),
+        })
+        .await
+        .unwrap();
+    let _ = client
+        .login(pb::LoginRequest {
+            email: "metrics@example.com".into(),
+            password: "wrong wrong wrong".into(),
+            organization_id: String::new(),
+        })
+        .await;
+    let body = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(admin).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).unwrap();
+        body
+    })
+    .await
+    .unwrap();
+    sigterm(&child);
+    wait_exit(&mut child, Duration::from_secs(10)).await;
+    let _ = child.wait();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let has = |needle: &str| body.lines().any(|l| l.contains(needle));
+    assert!(
+        has(
+            r#"twig_rpc_requests_total{service="twig.sessions.v1.SessionService",method="SignUp",code="OK"} 1"#
+        ),
+        "{body}"
+    );
+    assert!(
+        has(
+            r#"twig_rpc_requests_total{service="twig.sessions.v1.SessionService",method="Login",code="UNAUTHENTICATED"} 1"#
+        ),
+        "{body}"
+    );
+    assert!(has(r#"twig_logins_total{outcome="failure"} 1"#), "{body}");
+    assert!(has("twig_rpc_duration_seconds_bucket"), "{body}");
 }

@@ -68,6 +68,7 @@ fn buf_curl_walkthrough_on_the_embedded_defaults() {
         .current_dir(&dir)
         .env_remove("DATABASE_URL")
         .env("TWIG__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TWIG__SERVER__ADMIN_LISTEN", "127.0.0.1:0")
         .env("TWIG__AUTH__INTERNAL_TOKEN", INTERNAL)
         .arg("serve")
         .stdout(Stdio::null())

@@ -57,6 +57,7 @@ async fn spans_reach_the_otlp_collector_in_the_callers_trace() {
     let child = Command::new(twig_binary())
         .env("DATABASE_URL", &db.url)
         .env("TWIG__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TWIG__SERVER__ADMIN_LISTEN", "127.0.0.1:0")
         .env("TWIG__TELEMETRY__JSON_LOGS", "true")
         .env("RUST_LOG", "info")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
@@ -155,6 +156,7 @@ async fn logs_never_contain_tokens_or_passwords() {
     let child = Command::new(twig_binary())
         .env("DATABASE_URL", &db.url)
         .env("TWIG__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TWIG__SERVER__ADMIN_LISTEN", "127.0.0.1:0")
         .env("TWIG__AUTH__INTERNAL_TOKEN", internal)
         .env(
             "RUST_LOG",

@@ -209,6 +209,7 @@ impl Sessions {
         if let Some(ip) = client.ip
             && let Err(retry) = self.ip_limiter.check(ip)
         {
+            metrics::counter!("twig_logins_total", "outcome" => "ip_throttled").increment(1);
             return Err(SessionError::TooManyFailures(retry));
         }
         let email = Email::parse(email).map_err(|r| SessionError::field("email", r))?;
@@ -224,6 +225,7 @@ impl Sessions {
             self.config.login_delay_max,
         );
         if !delay.is_zero() {
+            metrics::counter!("twig_login_delays_total").increment(1);
             tokio::time::sleep(delay).await;
         }
 
@@ -251,6 +253,7 @@ impl Sessions {
                 user
             }
             (found, _) => {
+                metrics::counter!("twig_logins_total", "outcome" => "failure").increment(1);
                 self.record_failure(&email, found.as_ref(), failures + 1, client)
                     .await?;
                 return Err(SessionError::BadCredentials);
@@ -283,6 +286,7 @@ impl Sessions {
             .record_at(&txn, now)
             .await?;
         txn.commit().await?;
+        metrics::counter!("twig_logins_total", "outcome" => "success").increment(1);
         Ok((user, org, tokens))
     }
 
@@ -474,6 +478,7 @@ impl Sessions {
             txn.commit().await?;
             self.cache.forget_sessions(&[sess.id]);
             tracing::warn!(session = %sess.id, "refresh token reuse: session revoked");
+            metrics::counter!("twig_refresh_reuse_total").increment(1);
             return Err(SessionError::InvalidToken);
         }
         if sess.revoked_at.is_some() || sess.absolute_expires_at <= now {

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     /// How long in-flight requests may run after a shutdown signal.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Address of the admin port (Prometheus `/metrics`).
+    pub admin_listen: SocketAddr,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +50,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             drain_timeout: Duration::from_secs(10),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
         }
     }
 }
@@ -194,6 +197,9 @@ impl Config {
     /// Checks the rules no type can express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        if self.server.admin_listen == self.server.listen && self.server.listen.port() != 0 {
+            problems.push("server.admin_listen must differ from server.listen".to_string());
+        }
         let url = self.database.url.expose();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")

@@ -15,8 +15,10 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use twig_auth::AuthLayer;
 
+mod metrics;
 mod trace;
 
+pub use metrics::{install_recorder, serve_admin};
 pub use tonic_health;
 pub use trace::TraceLayer;
 

@@ -1,7 +1,14 @@
 //! One tracing span per request, joined to the caller's trace when the
-//! request carries W3C trace context (`traceparent`, `tracestate`).
+//! request carries W3C trace context (`traceparent`, `tracestate`), and
+//! the request counters and latency histogram of every RPC.
+//!
+//! The status code counted is the `grpc-status` of the response head
+//! (where unary errors travel); a response without one counts as `OK`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use http::{HeaderMap, Request};
 use opentelemetry::propagation::Extractor;
@@ -27,13 +34,14 @@ pub struct TraceService<S> {
     inner: S,
 }
 
-impl<S, B> tower::Service<Request<B>> for TraceService<S>
+impl<S, B, R> tower::Service<Request<B>> for TraceService<S>
 where
-    S: tower::Service<Request<B>>,
+    S: tower::Service<Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Instrumented<S::Future>;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -54,7 +62,35 @@ where
             propagator.extract(&HeaderExtractor(request.headers()))
         });
         let _ = span.set_parent(parent);
-        self.inner.call(request).instrument(span)
+        let labels = [
+            ("service", service.to_string()),
+            ("method", method.to_string()),
+        ];
+        let started = Instant::now();
+        let call: Instrumented<S::Future> = self.inner.call(request).instrument(span);
+        Box::pin(async move {
+            let result = call.await;
+            let code = match &result {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or("OK", |c| code_name(tonic::Code::from_i32(c))),
+                Err(_) => "TRANSPORT_ERROR",
+            };
+            metrics::histogram!("twig_rpc_duration_seconds", &labels)
+                .record(started.elapsed().as_secs_f64());
+            let [(_, service), (_, method)] = labels;
+            metrics::counter!(
+                "twig_rpc_requests_total",
+                "service" => service,
+                "method" => method,
+                "code" => code,
+            )
+            .increment(1);
+            result
+        })
     }
 }
 
@@ -67,5 +103,28 @@ impl Extractor for HeaderExtractor<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "OK",
+        C::Cancelled => "CANCELLED",
+        C::Unknown => "UNKNOWN",
+        C::InvalidArgument => "INVALID_ARGUMENT",
+        C::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        C::NotFound => "NOT_FOUND",
+        C::AlreadyExists => "ALREADY_EXISTS",
+        C::PermissionDenied => "PERMISSION_DENIED",
+        C::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        C::FailedPrecondition => "FAILED_PRECONDITION",
+        C::Aborted => "ABORTED",
+        C::OutOfRange => "OUT_OF_RANGE",
+        C::Unimplemented => "UNIMPLEMENTED",
+        C::Internal => "INTERNAL",
+        C::Unavailable => "UNAVAILABLE",
+        C::DataLoss => "DATA_LOSS",
+        C::Unauthenticated => "UNAUTHENTICATED",
     }
 }
