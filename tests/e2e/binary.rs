@@ -95,39 +95,15 @@ async fn serve_answers_and_stops_on_sigterm(backend: Backend) {
     use tonic_health::pb::health_client::HealthClient;
 
     let db = TestDatabase::new(backend).await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut child = twig(&db.url)
-        .env("TWIG__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("TWIG__SERVER__DRAIN_TIMEOUT", "2s")
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let mut status = None;
-    for _ in 0..100 {
-        if let Ok(channel) = tonic::transport::Channel::from_shared(endpoint.clone())
-            .unwrap()
-            .connect()
-            .await
-        {
-            let mut health = HealthClient::new(channel);
-            if let Ok(r) = health
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-            {
-                status = Some(r.into_inner().status);
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (mut child, channel) =
+        start_server(&db.url, &[("TWIG__SERVER__DRAIN_TIMEOUT", "2s")]).await;
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner().status);
     assert_eq!(status, Some(1), "health SERVING");
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -159,36 +135,11 @@ async fn start_server(
     db_url: &str,
     envs: &[(&str, &str)],
 ) -> (std::process::Child, tonic::transport::Channel) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let mut cmd = twig(db_url);
-    cmd.env("TWIG__SERVER__LISTEN", format!("127.0.0.1:{port}"));
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .arg("serve")
+    cmd.envs(envs.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let endpoint = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if let Ok(c) = tonic::transport::Channel::from_shared(endpoint.clone())
-            .unwrap()
-            .connect()
-            .await
-        {
-            return (child, c);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("server did not start");
+        .stderr(Stdio::null());
+    twig_tests::spawn_serve(cmd).await
 }
 
 /// A login that takes `delay` because its email has failed three times.

@@ -49,40 +49,15 @@ async fn spans_reach_the_otlp_collector_in_the_callers_trace() {
     );
 
     let db = TestDatabase::new(Backend::Sqlite).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(twig_binary())
+    let mut command = Command::new(twig_binary());
+    command
         .env("DATABASE_URL", &db.url)
-        .env("TWIG__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("TWIG__SERVER__ADMIN_LISTEN", "127.0.0.1:0")
         .env("TWIG__TELEMETRY__JSON_LOGS", "true")
         .env("RUST_LOG", "info")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
-        .arg("serve")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-
-    let channel = {
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let mut channel = None;
-        for _ in 0..100 {
-            if let Ok(c) = tonic::transport::Channel::from_shared(endpoint.clone())
-                .unwrap()
-                .connect()
-                .await
-            {
-                channel = Some(c);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        channel.expect("server starts")
-    };
+        .stderr(Stdio::null());
+    let (child, channel) = twig_tests::spawn_serve(command).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_id = "00f067aa0ba902b7";
     let mut request = tonic::Request::new(pb::SignUpRequest {
@@ -147,40 +122,19 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_never_contain_tokens_or_passwords() {
     let db = TestDatabase::new(Backend::Sqlite).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let internal = "logs-test-internal-token-0123456789abcdef";
-    let child = Command::new(twig_binary())
+    let mut command = Command::new(twig_binary());
+    command
         .env("DATABASE_URL", &db.url)
-        .env("TWIG__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("TWIG__SERVER__ADMIN_LISTEN", "127.0.0.1:0")
         .env("TWIG__AUTH__INTERNAL_TOKEN", internal)
         .env(
             "RUST_LOG",
             "debug,twig_sessions=trace,twig_auth=trace,twig_server=trace",
         )
-        .arg("serve")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let mut channel = None;
-    for _ in 0..100 {
-        if let Ok(c) = tonic::transport::Channel::from_shared(endpoint.clone())
-            .unwrap()
-            .connect()
-            .await
-        {
-            channel = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut client = pb::session_service_client::SessionServiceClient::new(channel.unwrap());
+        .stderr(Stdio::piped());
+    let (child, channel) = twig_tests::spawn_serve(command).await;
+    let mut client = pb::session_service_client::SessionServiceClient::new(channel);
     let password = "log-canary password 1234";
     let wrong = "log-canary wrong guess";
     let email = "logs@example.com";

@@ -254,3 +254,36 @@ pub fn twig_binary() -> std::path::PathBuf {
     );
     bin
 }
+
+/// Runs `command serve` (the command prepared with its environment) on a
+/// free port and waits until it accepts connections. The admin port is a
+/// free one too unless the command sets `TWIG__SERVER__ADMIN_LISTEN`.
+pub async fn spawn_serve(mut command: std::process::Command) -> (std::process::Child, Channel) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("address")
+        .port();
+    command.env("TWIG__SERVER__LISTEN", format!("127.0.0.1:{port}"));
+    if !command
+        .get_envs()
+        .any(|(k, _)| k == "TWIG__SERVER__ADMIN_LISTEN")
+    {
+        command.env("TWIG__SERVER__ADMIN_LISTEN", "127.0.0.1:0");
+    }
+    let mut child = command.arg("serve").spawn().expect("start twig-identity");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if let Ok(channel) = Channel::from_shared(endpoint.clone())
+            .expect("uri")
+            .connect()
+            .await
+        {
+            return (child, channel);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("twig-identity serve did not accept connections within 10 s");
+}

@@ -138,6 +138,19 @@ impl Sessions {
         Ok(self.last_seen.flush(&self.db).await?)
     }
 
+    /// A successful action by `principal`, for the audit log.
+    fn audit(
+        &self,
+        action: &'static str,
+        principal: &Principal,
+        client: &ClientContext,
+    ) -> AuditEvent {
+        AuditEvent::new(action, Outcome::Success)
+            .org(principal.org_id)
+            .actor(format!("user:{}", principal.user_id))
+            .ip(client.ip_string())
+    }
+
     // ----- sign-up and login -------------------------------------------
 
     /// Creates a user who owns a new organisation, and signs them in.
@@ -591,11 +604,8 @@ impl Sessions {
             now,
         )
         .await?;
-        AuditEvent::new("session.logout", Outcome::Success)
-            .org(principal.org_id)
-            .actor(format!("user:{}", principal.user_id))
+        self.audit("session.logout", principal, client)
             .target(format!("session:{}", principal.session_id))
-            .ip(client.ip_string())
             .record_at(&txn, now)
             .await?;
         txn.commit().await?;
@@ -618,10 +628,7 @@ impl Sessions {
             now,
         )
         .await?;
-        AuditEvent::new("session.logout_everywhere", Outcome::Success)
-            .org(principal.org_id)
-            .actor(format!("user:{}", principal.user_id))
-            .ip(client.ip_string())
+        self.audit("session.logout_everywhere", principal, client)
             .details(serde_json::json!({ "sessions_ended": ended }))
             .record_at(&txn, now)
             .await?;
@@ -675,11 +682,8 @@ impl Sessions {
         if ended == 0 {
             return Err(SessionError::NotFound("session"));
         }
-        AuditEvent::new("session.revoked", Outcome::Success)
-            .org(principal.org_id)
-            .actor(format!("user:{}", principal.user_id))
+        self.audit("session.revoked", principal, client)
             .target(format!("session:{session_id}"))
-            .ip(client.ip_string())
             .record_at(&txn, now)
             .await?;
         txn.commit().await?;
@@ -736,11 +740,8 @@ impl Sessions {
             now,
         )
         .await?;
-        AuditEvent::new("user.password_changed", Outcome::Success)
-            .org(principal.org_id)
-            .actor(format!("user:{}", user.id))
+        self.audit("user.password_changed", principal, client)
             .target(format!("user:{}", user.id))
-            .ip(client.ip_string())
             .details(serde_json::json!({ "other_sessions_ended": ended }))
             .record_at(&txn, now)
             .await?;
