@@ -142,6 +142,38 @@ async fn sessions_are_listed_and_revoked_one_by_one(backend: Backend) {
         "{list:?}"
     );
 
+    // Using a session moves its "last seen" time, in the listing at once
+    // and in the database at the next batch flush.
+    app.clock.advance(std::time::Duration::from_secs(300));
+    app.verify(&a.access_token).await.unwrap();
+    let listed = app
+        .sessions()
+        .list_sessions(bearer(&b.access_token, pb::ListSessionsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    let seen = |id: &str| {
+        let s = listed.iter().find(|s| s.id == id).unwrap();
+        s.last_seen_at.unwrap().seconds - s.created_at.unwrap().seconds
+    };
+    assert!(
+        (299..=301).contains(&seen(&a.session_id)),
+        "a was used 300 s after login"
+    );
+    assert!(seen(&b.session_id) >= 299, "b is listing right now");
+    let flushed = app.sessions_service.flush_last_seen().await.unwrap();
+    assert!(flushed >= 2);
+    use sea_orm::EntityTrait;
+    let row = twig_sessions::entity::session::Entity::find_by_id(
+        uuid::Uuid::parse_str(&a.session_id).unwrap(),
+    )
+    .one(&app.db)
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!((row.last_seen_at - row.created_at).num_seconds(), 300);
+
     app.sessions()
         .revoke_session(bearer(
             &a.access_token,

@@ -69,6 +69,7 @@ impl TestAppBuilder {
             hasher,
         };
         let suite = twig_identity::build(&config, db.clone(), twig_identity::ServiceId::ALL, deps);
+        let sessions_service = suite.sessions.clone().expect("sessions runs");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -94,6 +95,7 @@ impl TestAppBuilder {
             clock,
             internal_token,
             config,
+            sessions_service,
             shutdown: Some(tx),
             server: Some(server),
             _database: database,
@@ -115,6 +117,8 @@ pub struct TestApp {
     pub internal_token: String,
     /// The configuration it runs with.
     pub config: Config,
+    /// The sessions service inside the server, for flushing batched work.
+    pub sessions_service: Arc<twig_sessions::Sessions>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     _database: TestDatabase,
