@@ -58,6 +58,18 @@ VALUE_SETS = {
         "networkPolicy": {"allowFrom": {"namespaceLabels": {"team": "edge"}}},
     },
     "long release name": CREDS,
+    "metrics off": {**CREDS, "metrics": {"enabled": False}},
+    "metrics port 9100, scraper pods in a labelled namespace": {
+        **CREDS,
+        "metrics": {"port": 9100},
+        "networkPolicy": {
+            "metricsFrom": {
+                "podLabels": {"app.kubernetes.io/name": "prometheus"},
+                # null drops the default label: Helm merges maps.
+                "namespaceLabels": {"kubernetes.io/metadata.name": None, "team": "obs"},
+            },
+        },
+    },
 }
 LONG_RELEASE = "a-very-long-release-name-for-the-identity-back-end"
 
@@ -90,6 +102,15 @@ def of_kind(label: str, kind: str) -> list[dict]:
 
 def pod_specs(label: str) -> list[dict]:
     return [o["spec"]["template"]["spec"] for o in objects(label) if o["kind"] in ("Deployment", "Job")]
+
+
+def metrics_of(label: str) -> tuple[bool, int]:
+    """(metrics.enabled, metrics.port) of one value set, with the chart's defaults."""
+    m = VALUE_SETS[label].get("metrics", {})
+    return m.get("enabled", True), m.get("port", 9464)
+
+
+PROMETHEUS_KEYS = {"prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path"}
 
 
 def env_of(container: dict) -> dict[str, dict]:
@@ -213,8 +234,9 @@ def _():
             for o in others:
                 other_labels = o["spec"]["template"]["metadata"]["labels"]
                 expect(not s["spec"]["selector"].items() <= other_labels.items(), f"{label}: Service also picks {o['metadata']['name']}")
-            (port,) = s["spec"]["ports"]
+            (port,) = [p for p in s["spec"]["ports"] if p["name"] == "grpc"]
             expect(port["targetPort"] == "grpc", f"{label}: targetPort {port['targetPort']}")
+            expect(port["port"] == 50051, f"{label}: gRPC Service port {port['port']}")
 
 
 @check("probes: startup, readiness and liveness are native gRPC probes on the listening port")
@@ -223,7 +245,11 @@ def _():
         port = VALUE_SETS[label].get("server", {}).get("port", 50051)
         for d in of_kind(label, "Deployment"):
             (c,) = d["spec"]["template"]["spec"]["containers"]
-            expect(c["ports"] == [{"name": "grpc", "containerPort": port, "protocol": "TCP"}], f"ports {c['ports']}")
+            want = [{"name": "grpc", "containerPort": port, "protocol": "TCP"}]
+            enabled, metrics_port = metrics_of(label)
+            if enabled:
+                want.append({"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"})
+            expect(c["ports"] == want, f"{label}: ports {c['ports']}, want {want}")
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 p = c.get(probe)
                 expect(p is not None, f"{label}: {probe} missing")
@@ -319,7 +345,7 @@ def of_kind_rendered(values: dict, kind: str) -> list[dict]:
     return [d for d in docs if d["kind"] == kind]
 
 
-@check("NetworkPolicy: ingress to the gRPC port only, from the release and labelled clients")
+@check("NetworkPolicy: the gRPC port only from the release and labelled clients")
 def _():
     expect(not of_kind("NetworkPolicy off", "NetworkPolicy"), "rendered while disabled")
     for label, port in (("default (split, sessions)", 50051), ("namespace selector, OTLP, port 6000", 6000)):
@@ -327,7 +353,7 @@ def _():
         spec = np["spec"]
         expect(spec["policyTypes"] == ["Ingress"], f"policyTypes {spec['policyTypes']}")
         expect(spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "twig-identity", "app.kubernetes.io/instance": RELEASE}, "podSelector")
-        (rule,) = spec["ingress"]
+        rule = spec["ingress"][0]
         expect(rule["ports"] == [{"port": port, "protocol": "TCP"}], f"ports {rule['ports']}")
         clients = [p for p in rule["from"] if p.get("podSelector", {}).get("matchLabels") == {"twig-identity-client": "true"}]
         expect(len(clients) == 1, f"client peer missing: {rule['from']}")
@@ -342,6 +368,140 @@ def _():
     (np,) = of_kind_rendered({**CREDS, "networkPolicy": {"allowFrom": allow_any}}, "NetworkPolicy")
     peer = np["spec"]["ingress"][0]["from"][1]
     expect(peer == {"podSelector": {}, "namespaceSelector": {"matchLabels": {"team": "edge"}}}, f"peer {peer}")
+
+
+# --- metrics (the admin port) ------------------------------------------------
+
+
+@check("metrics: every serving container sets TWIG__SERVER__ADMIN_LISTEN, 0.0.0.0 only when enabled")
+def _():
+    for label in VALUE_SETS:
+        enabled, port = metrics_of(label)
+        want = f"{'0.0.0.0' if enabled else '127.0.0.1'}:{port}"
+        deps = of_kind(label, "Deployment")
+        expect(deps, f"{label}: no Deployment")
+        for d in deps:
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                got = env_of(c).get("TWIG__SERVER__ADMIN_LISTEN", {})
+                expect(got == {"name": "TWIG__SERVER__ADMIN_LISTEN", "value": want}, f"{label}: {got}, want {want}")
+                listen = env_of(c)["TWIG__SERVER__LISTEN"]["value"]
+                expect(listen.rsplit(":", 1)[1] != str(port), f"{label}: admin and gRPC share port {port}")
+
+
+@check("metrics: the migration Job sets TWIG__SERVER__ADMIN_LISTEN=127.0.0.1:0 and has no ports")
+def _():
+    for label in VALUE_SETS:
+        (job,) = of_kind(label, "Job")
+        (c,) = job["spec"]["template"]["spec"]["containers"]
+        got = env_of(c).get("TWIG__SERVER__ADMIN_LISTEN", {}).get("value")
+        expect(got == "127.0.0.1:0", f"{label}: Job admin listen {got!r}")
+        expect(not c.get("ports"), f"{label}: Job ports {c.get('ports')}")
+        annotations = job["spec"]["template"]["metadata"].get("annotations") or {}
+        expect(not PROMETHEUS_KEYS & annotations.keys(), f"{label}: Job pods are scraped")
+
+
+@check("metrics enabled: container port, Service port and prometheus.io pod annotations")
+def _():
+    labels = [label for label in VALUE_SETS if metrics_of(label)[0]]
+    expect("default (split, sessions)" in labels and "monolith" in labels, f"value sets with metrics: {labels}")
+    for label in labels:
+        _, port = metrics_of(label)
+        deps = {d["metadata"]["name"]: d for d in of_kind(label, "Deployment")}
+        for d in deps.values():
+            (c,) = d["spec"]["template"]["spec"]["containers"]
+            ports = [p for p in c["ports"] if p["name"] == "metrics"]
+            expect(ports == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}], f"{label}: container ports {c['ports']}")
+            ann = d["spec"]["template"]["metadata"]["annotations"]
+            want = {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
+            got = {k: v for k, v in ann.items() if k in PROMETHEUS_KEYS}
+            expect(got == want, f"{label}: annotations {got}, want {want}")
+        services = of_kind(label, "Service")
+        expect(len(services) == len(deps), f"{label}: {len(services)} Services")
+        for s in services:
+            ports = [p for p in s["spec"]["ports"] if p["name"] == "metrics"]
+            expect(len(ports) == 1, f"{label}: Service ports {s['spec']['ports']}")
+            (mp,) = ports
+            expect(mp["port"] == port and mp["targetPort"] == "metrics" and mp["protocol"] == "TCP", f"{label}: {mp}")
+            expect(len({p["port"] for p in s["spec"]["ports"]}) == len(s["spec"]["ports"]), f"{label}: Service port clash")
+
+
+@check("metrics disabled: no metrics port on containers or Services, no prometheus.io annotations")
+def _():
+    for d in of_kind("metrics off", "Deployment"):
+        (c,) = d["spec"]["template"]["spec"]["containers"]
+        expect([p["name"] for p in c["ports"]] == ["grpc"], f"container ports {c['ports']}")
+        ann = d["spec"]["template"]["metadata"].get("annotations") or {}
+        expect(not PROMETHEUS_KEYS & ann.keys(), f"annotations {ann}")
+        expect("checksum/secret" in ann, f"checksum/secret lost: {ann}")
+    for s in of_kind("metrics off", "Service"):
+        expect([p["name"] for p in s["spec"]["ports"]] == ["grpc"], f"Service ports {s['spec']['ports']}")
+    # With metrics off, service.port may equal metrics.port (no Service port for it).
+    off = {**CREDS, "metrics": {"enabled": False, "port": 50051}, "server": {"port": 6000}}
+    for s in of_kind_rendered(off, "Service"):
+        expect([p["port"] for p in s["spec"]["ports"]] == [50051], f"Service ports {s['spec']['ports']}")
+
+
+@check("metrics: podAnnotations may override the prometheus.io annotations, keys never doubled")
+def _():
+    values = {**CREDS, "podAnnotations": {"prometheus.io/path": "/other", "team": "identity"}}
+    out = render(values)
+    text = out[f"{CHART.name}/templates/deployment.yaml"]
+    expect(text.count("prometheus.io/path") == 1, "prometheus.io/path twice")
+    (d,) = [o for o in yaml.safe_load_all(text) if o and o["kind"] == "Deployment"]
+    ann = d["spec"]["template"]["metadata"]["annotations"]
+    expect(ann["prometheus.io/path"] == "/other" and ann["team"] == "identity", f"annotations {ann}")
+    expect(ann["prometheus.io/scrape"] == "true" and "checksum/secret" in ann, f"annotations {ann}")
+
+
+@check("NetworkPolicy: the metrics port in a rule of its own, only from networkPolicy.metricsFrom")
+def _():
+    cases = (
+        ("default (split, sessions)", 9464, {"podSelector": {}, "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}),
+        ("monolith", 9464, {"podSelector": {}, "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}),
+        (
+            "metrics port 9100, scraper pods in a labelled namespace",
+            9100,
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}, "namespaceSelector": {"matchLabels": {"team": "obs"}}},
+        ),
+    )
+    for label, port, peer in cases:
+        (np,) = of_kind(label, "NetworkPolicy")
+        rules = np["spec"]["ingress"]
+        expect(len(rules) == 2, f"{label}: {len(rules)} ingress rules")
+        grpc_rule, metrics_rule = rules
+        expect(all(p["port"] != port for p in grpc_rule["ports"]), f"{label}: gRPC rule opens the metrics port")
+        expect(metrics_rule["ports"] == [{"port": port, "protocol": "TCP"}], f"{label}: metrics rule ports {metrics_rule['ports']}")
+        expect(metrics_rule["from"] == [peer], f"{label}: metrics rule from {metrics_rule['from']}, want [{peer}]")
+    # Metrics off: the gRPC rule alone.
+    (np,) = of_kind("metrics off", "NetworkPolicy")
+    expect(len(np["spec"]["ingress"]) == 1, f"metrics off: rules {np['spec']['ingress']}")
+    expect(np["spec"]["ingress"][0]["ports"] == [{"port": 50051, "protocol": "TCP"}], "metrics off: gRPC rule")
+    # Pod labels only: scrapers in this release's namespace; extraFrom stays out of the metrics rule.
+    values = {
+        **CREDS,
+        "networkPolicy": {
+            "metricsFrom": {"podLabels": {"app": "prometheus"}, "namespaceLabels": None},
+            "extraFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+        },
+    }
+    (np,) = of_kind_rendered(values, "NetworkPolicy")
+    grpc_rule, metrics_rule = np["spec"]["ingress"]
+    expect(metrics_rule["from"] == [{"podSelector": {"matchLabels": {"app": "prometheus"}}}], f"from {metrics_rule['from']}")
+    expect({"ipBlock": {"cidr": "10.0.0.0/8"}} in grpc_rule["from"], "extraFrom missing from the gRPC rule")
+    # Without the null, Helm merges the labels into the default one (documented in values.yaml).
+    (np,) = of_kind_rendered({**CREDS, "networkPolicy": {"metricsFrom": {"namespaceLabels": {"team": "obs"}}}}, "NetworkPolicy")
+    ns = np["spec"]["ingress"][1]["from"][0]["namespaceSelector"]["matchLabels"]
+    expect(ns == {"kubernetes.io/metadata.name": "monitoring", "team": "obs"}, f"merged namespaceLabels {ns}")
+    # Metrics on, NetworkPolicy off: no policy at all.
+    expect(not of_kind_rendered({**CREDS, "networkPolicy": {"enabled": False}}, "NetworkPolicy"), "rendered while disabled")
+
+
+@check("metrics.port equal to server.port (always) or service.port (when enabled) fails rendering")
+def _():
+    err = helm.HelmRenderError
+    expect_failure({**CREDS, "metrics": {"port": 50051}}, err, "metrics.port must differ from server.port")
+    expect_failure({**CREDS, "metrics": {"enabled": False, "port": 50051}}, err, "metrics.port must differ from server.port")
+    expect_failure({**CREDS, "server": {"port": 6000}, "metrics": {"port": 50051}}, err, "metrics.port must differ from service.port")
 
 
 @check("missing or unusable database and token settings fail rendering with a clear message")
@@ -376,6 +536,13 @@ def _():
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"replicaCount": 3}, "replicaCount"),
         ({"database": {"url": 5}}, "/database/url"),
+        ({"metrics": {"port": 70000}}, "/metrics/port"),
+        ({"metrics": {"port": 0}}, "/metrics/port"),
+        ({"metrics": {"port": "9464"}}, "/metrics/port"),
+        ({"metrics": {"enabled": "true"}}, "/metrics/enabled"),
+        ({"metrics": {"enabled": True, "path": "/m"}}, "path"),
+        ({"networkPolicy": {"metricsFrom": {"podLabels": {"app": 1}}}}, "/networkPolicy/metricsFrom/podLabels/app"),
+        ({"networkPolicy": {"metricsFrom": {"ipBlock": {"cidr": "10.0.0.0/8"}}}}, "ipBlock"),
     ]
     for values, fragment in bad:
         merged = {**CREDS, **values}
@@ -392,12 +559,15 @@ def _():
 def _():
     notes = render(CREDS)[f"{CHART.name}/templates/NOTES.txt"]
     expect(f"{RELEASE}-twig-identity-sessions" in notes and "serve --services sessions" in notes, notes)
+    expect("GET /metrics on port 9464" in notes and "metrics port 9464" in notes, notes)
+    notes = render({**CREDS, "metrics": {"enabled": False}})[f"{CHART.name}/templates/NOTES.txt"]
+    expect("127.0.0.1:9464" in notes and "metrics port" not in notes, notes)
 
 
 # --- deploy/ (Docker cannot run here: check what can be read) ---------------
 
 
-@check("deploy/Dockerfile: release build of twig-identity, slim non-root runtime")
+@check("deploy/Dockerfile: release build of twig-identity, slim non-root runtime, gRPC and metrics ports")
 def _():
     text = (DEPLOY / "Dockerfile").read_text()
     for needed in (
@@ -409,13 +579,14 @@ def _():
         r"^WORKDIR /var/lib/twig$",
         r'^VOLUME \["/var/lib/twig"\]$',
         r"^EXPOSE 50051$",
+        r"^EXPOSE 9464$",
         r'^ENTRYPOINT \["twig-identity"\]$',
         r'^CMD \["serve"\]$',
     ):
         expect(re.search(needed, text, re.M), f"Dockerfile lacks {needed}")
 
 
-@check("deploy/compose.yaml: twig-identity on PostgreSQL 16, Redis 7 and an OTLP collector")
+@check("deploy/compose.yaml: twig-identity on PostgreSQL 16, Redis 7 and an OTLP collector, metrics on 127.0.0.1:9464")
 def _():
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     svc = compose["services"]
@@ -423,6 +594,8 @@ def _():
     expect((DEPLOY / app["build"]["context"] / app["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile", "build")
     env = app["environment"]
     expect(env["TWIG__SERVER__LISTEN"] == "0.0.0.0:50051", "listen")
+    expect(env["TWIG__SERVER__ADMIN_LISTEN"] == "0.0.0.0:9464", "admin listen")
+    expect(sorted(app["ports"]) == ["127.0.0.1:50051:50051", "127.0.0.1:9464:9464"], f"ports {app['ports']}")
     expect(env["DATABASE_URL"].startswith("postgres://") and "@postgres:5432/" in env["DATABASE_URL"], "DATABASE_URL")
     expect(env["TWIG__AUTH__INTERNAL_TOKEN"].startswith("${TWIG__AUTH__INTERNAL_TOKEN:?"), "token from the environment")
     expect(env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317", "OTLP endpoint")

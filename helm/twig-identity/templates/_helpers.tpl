@@ -57,6 +57,12 @@ Fails rendering on database and credential settings that cannot work.
 Messages never repeat a secret value.
 */}}
 {{- define "twig.validate" -}}
+{{- if eq (int .Values.metrics.port) (int .Values.server.port) -}}
+{{- fail "metrics.port must differ from server.port (the binary binds both, whether metrics.enabled or not)" -}}
+{{- end -}}
+{{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.service.port)) -}}
+{{- fail "metrics.port must differ from service.port (both are ports of each Service)" -}}
+{{- end -}}
 {{- if .Values.existingSecret -}}
 {{- if or .Values.database.url .Values.auth.internalToken -}}
 {{- fail "existingSecret is set: leave database.url and auth.internalToken empty (the Secret holds them)" -}}
@@ -98,13 +104,25 @@ What runs, as JSON {"items": [...]}: in monolith mode one component running
 {{- end -}}
 
 {{/*
+The admin (metrics) address: 0.0.0.0:<metrics.port> when metrics.enabled,
+else 127.0.0.1:<metrics.port>, unreachable from outside the pod (the binary
+binds it either way).
+*/}}
+{{- define "twig.adminListen" -}}
+{{- printf "%s:%d" (ternary "0.0.0.0" "127.0.0.1" (eq .Values.metrics.enabled true)) (int .Values.metrics.port) -}}
+{{- end -}}
+
+{{/*
 Environment of every twig-identity container. Takes a dict: "root" (the
-top context) and "secret" (the Secret to read credentials from).
+top context), "secret" (the Secret to read credentials from) and, optional,
+"adminListen" (default: twig.adminListen).
 */}}
 {{- define "twig.env" -}}
 {{- $v := .root.Values -}}
 - name: TWIG__SERVER__LISTEN
   value: {{ printf "0.0.0.0:%d" (int $v.server.port) | quote }}
+- name: TWIG__SERVER__ADMIN_LISTEN
+  value: {{ .adminListen | default (include "twig.adminListen" .root) | quote }}
 - name: TWIG__TELEMETRY__JSON_LOGS
   value: "true"
 - name: TWIG__TELEMETRY__LOG_FILTER
