@@ -69,7 +69,8 @@ impl Outcome {
 
 struct Client {
     channels: Vec<Channel>,
-    internal_token: String,
+    /// Parsed once: the client's own cost should not weigh on one RPC only.
+    internal_token: tonic::metadata::AsciiMetadataValue,
     access_token: String,
     email: String,
 }
@@ -88,10 +89,9 @@ impl Client {
                 let mut request = tonic::Request::new(pb::VerifySessionRequest {
                     access_token: self.access_token.clone(),
                 });
-                request.metadata_mut().insert(
-                    "x-twig-internal-token",
-                    self.internal_token.parse().expect("ascii"),
-                );
+                request
+                    .metadata_mut()
+                    .insert("x-twig-internal-token", self.internal_token.clone());
                 SessionServiceClient::new(channel)
                     .verify_session(request)
                     .await
@@ -160,6 +160,47 @@ async fn run(
     total
 }
 
+impl Outcome {
+    fn merge(&mut self, other: Outcome) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        self.hist.add(other.hist).expect("same bounds");
+    }
+}
+
+/// Measures `rpc` against `baseline` in alternating one-second slices
+/// (ABBA order) adding up to `length` each, so drift in machine load
+/// falls on both alike.
+async fn compare(
+    client: &Arc<Client>,
+    baseline: Rpc,
+    rpc: Rpc,
+    concurrency: usize,
+    length: Duration,
+) -> (Outcome, Outcome) {
+    let slices = length.as_secs().max(2);
+    let slice = Duration::from_secs(1);
+    let mut a = run(client.clone(), baseline, concurrency, slice, None).await;
+    let mut b = run(client.clone(), rpc, concurrency, slice, None).await;
+    for i in 1..slices {
+        let order = if i % 2 == 1 {
+            [rpc, baseline]
+        } else {
+            [baseline, rpc]
+        };
+        for which in order {
+            let o = run(client.clone(), which, concurrency, slice, None).await;
+            if which == baseline {
+                a.merge(o)
+            } else {
+                b.merge(o)
+            }
+        }
+    }
+    (a, b)
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
@@ -191,7 +232,10 @@ async fn main() -> anyhow::Result<()> {
     let access_token = signed_up.tokens.context("tokens")?.access_token;
     let client = Arc::new(Client {
         channels,
-        internal_token: args.internal_token.clone(),
+        internal_token: args
+            .internal_token
+            .parse()
+            .context("internal token is not ASCII")?,
         access_token,
         email,
     });
@@ -206,7 +250,7 @@ async fn main() -> anyhow::Result<()> {
     run(client.clone(), Rpc::Verify, 8, Duration::from_secs(1), None).await;
 
     println!(
-        "## VerifySession (cache hit) vs baseline (Health/Check), {}s each\n",
+        "## VerifySession (cache hit) vs baseline (Health/Check), {}s each in alternating 1 s slices\n",
         args.seconds
     );
     println!(
@@ -214,8 +258,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|");
     for &c in &args.concurrency {
-        let base = run(client.clone(), Rpc::Health, c, length, None).await;
-        let verify = run(client.clone(), Rpc::Verify, c, length, None).await;
+        let (base, verify) = compare(&client, Rpc::Health, Rpc::Verify, c, length).await;
         for (name, o) in [("health (baseline)", &base), ("VerifySession", &verify)] {
             let (tp, p99) = if name.starts_with("health") {
                 ("—".to_string(), "—".to_string())
