@@ -12,6 +12,7 @@ use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
+use twig_apikeys::ApiKeys;
 use twig_auth::AuthLayer;
 use twig_config::Config;
 use twig_crypto::PasswordHasher;
@@ -22,16 +23,19 @@ use twig_sessions::{Clock, Sessions, SystemClock};
 pub enum ServiceId {
     /// `twig.sessions.v1.SessionService`.
     Sessions,
+    /// `twig.apikeys.v1.ApiKeyService`.
+    ApiKeys,
 }
 
 impl ServiceId {
     /// Every service, in start order.
-    pub const ALL: &'static [ServiceId] = &[ServiceId::Sessions];
+    pub const ALL: &'static [ServiceId] = &[ServiceId::Sessions, ServiceId::ApiKeys];
 
     /// Parses a name given to `--services`.
     pub fn parse(name: &str) -> Result<Self, String> {
         match name.trim() {
             "sessions" => Ok(Self::Sessions),
+            "api-keys" => Ok(Self::ApiKeys),
             other => Err(format!(
                 "unknown service {other:?}; known: {}",
                 Self::ALL
@@ -47,6 +51,7 @@ impl ServiceId {
     pub fn name(self) -> &'static str {
         match self {
             Self::Sessions => "sessions",
+            Self::ApiKeys => "api-keys",
         }
     }
 }
@@ -109,6 +114,9 @@ pub async fn migrate(db: &DatabaseConnection, services: &[ServiceId]) -> anyhow:
             ServiceId::Sessions => twig_db::migrate::<twig_sessions::Migrator>(db)
                 .await
                 .context("migrating sessions")?,
+            ServiceId::ApiKeys => twig_db::migrate::<twig_apikeys::Migrator>(db)
+                .await
+                .context("migrating api-keys")?,
         }
     }
     Ok(())
@@ -121,15 +129,24 @@ pub struct Suite {
     names: Vec<&'static str>,
     /// The sessions service, when it runs here.
     pub sessions: Option<Arc<Sessions>>,
+    /// The api-keys service, when it runs here.
+    pub api_keys: Option<Arc<ApiKeys>>,
     background: Vec<JoinHandle<()>>,
 }
 
 /// Builds `services` on `db`. Migrations must have run.
 pub fn build(config: &Config, db: DatabaseConnection, services: &[ServiceId], deps: Deps) -> Suite {
-    let mut routes = Routes::default();
-    let mut names = Vec::new();
+    // The audit log is shared by every service; its query service runs
+    // wherever any service does.
+    let mut routes = Routes::default().add_service(
+        twig_proto::audit::v1::audit_service_server::AuditServiceServer::new(
+            twig_audit::AuditGrpc::new(db.clone()),
+        ),
+    );
+    let mut names = vec![twig_audit::SERVICE_NAME];
     let mut background = Vec::new();
     let mut sessions = None;
+    let mut api_keys = None;
     for service in services {
         match service {
             ServiceId::Sessions => {
@@ -148,17 +165,40 @@ pub fn build(config: &Config, db: DatabaseConnection, services: &[ServiceId], de
                 background.push(tokio::spawn(flush_last_seen(svc.clone())));
                 sessions = Some(svc);
             }
+            ServiceId::ApiKeys => {
+                let svc = Arc::new(ApiKeys::new(
+                    db.clone(),
+                    twig_apikeys::ApiKeysConfig {
+                        verify_cache_ttl: config.api_keys.verify_cache_ttl,
+                        negative_cache_ttl: config.api_keys.negative_cache_ttl,
+                    },
+                    deps.clock.clone(),
+                ));
+                routes = routes.add_service(
+                    twig_proto::apikeys::v1::api_key_service_server::ApiKeyServiceServer::new(
+                        twig_apikeys::grpc::ApiKeysGrpc::new(svc.clone()),
+                    ),
+                );
+                names.push(twig_apikeys::SERVICE_NAME);
+                background.push(tokio::spawn(flush_api_keys(svc.clone())));
+                api_keys = Some(svc);
+            }
         }
     }
-    let authenticator: Arc<dyn twig_auth::Authenticator> = match &sessions {
-        Some(s) => Arc::new(twig_sessions::SessionAuthenticator(s.clone())),
-        None => Arc::new(NoAuthenticator),
-    };
+    let authenticator = Arc::new(BearerAuthenticator {
+        sessions: sessions.clone().map(|s| {
+            Box::new(twig_sessions::SessionAuthenticator(s)) as Box<dyn twig_auth::Authenticator>
+        }),
+        api_keys: api_keys.clone().map(|k| {
+            Box::new(twig_apikeys::KeyAuthenticator(k)) as Box<dyn twig_auth::Authenticator>
+        }),
+    });
     Suite {
         routes,
         auth: AuthLayer::new(authenticator, config.auth.internal_token.as_ref()),
         names,
         sessions,
+        api_keys,
         background,
     }
 }
@@ -189,6 +229,11 @@ pub async fn run(
     {
         tracing::warn!(error = %e, "could not write last-seen times at shutdown");
     }
+    if let Some(k) = &suite.api_keys
+        && let Err(e) = k.flush().await
+    {
+        tracing::warn!(error = %e, "could not write api-key usage at shutdown");
+    }
     result
 }
 
@@ -202,15 +247,37 @@ async fn flush_last_seen(sessions: Arc<Sessions>) {
     }
 }
 
-/// Used when no service that verifies bearer tokens runs in this process.
-struct NoAuthenticator;
+async fn flush_api_keys(keys: Arc<ApiKeys>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        if let Err(e) = keys.flush().await {
+            tracing::warn!(error = %e, "could not write api-key usage; will retry");
+        }
+    }
+}
 
-impl twig_auth::Authenticator for NoAuthenticator {
-    fn authenticate<'a>(&'a self, _bearer: &'a str) -> twig_auth::principal::AuthFuture<'a> {
-        Box::pin(async {
-            Err(twig_errors::ApiError::unauthenticated(
-                "no service in this process verifies bearer tokens",
-            ))
-        })
+/// Sends each bearer token to the service that issued it, by its prefix.
+struct BearerAuthenticator {
+    sessions: Option<Box<dyn twig_auth::Authenticator>>,
+    api_keys: Option<Box<dyn twig_auth::Authenticator>>,
+}
+
+impl twig_auth::Authenticator for BearerAuthenticator {
+    fn authenticate<'a>(&'a self, bearer: &'a str) -> twig_auth::principal::AuthFuture<'a> {
+        use twig_crypto::TokenKind;
+        let target = match TokenKind::of(bearer) {
+            Some(TokenKind::SessionAccess) => self.sessions.as_ref(),
+            Some(TokenKind::ApiKey) => self.api_keys.as_ref(),
+            Some(TokenKind::SessionRefresh) | None => None,
+        };
+        match target {
+            Some(authenticator) => authenticator.authenticate(bearer),
+            None => Box::pin(async {
+                Err(twig_errors::ApiError::unauthenticated(
+                    "the bearer token is not an access token or API key this server accepts",
+                ))
+            }),
+        }
     }
 }

@@ -70,6 +70,7 @@ impl TestAppBuilder {
         };
         let suite = twig_identity::build(&config, db.clone(), twig_identity::ServiceId::ALL, deps);
         let sessions_service = suite.sessions.clone().expect("sessions runs");
+        let api_keys_service = suite.api_keys.clone().expect("api-keys runs");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -96,6 +97,7 @@ impl TestAppBuilder {
             internal_token,
             config,
             sessions_service,
+            api_keys_service,
             shutdown: Some(tx),
             server: Some(server),
             _database: database,
@@ -119,6 +121,8 @@ pub struct TestApp {
     pub config: Config,
     /// The sessions service inside the server, for flushing batched work.
     pub sessions_service: Arc<twig_sessions::Sessions>,
+    /// The api-keys service inside the server, for flushing batched work.
+    pub api_keys_service: Arc<twig_apikeys::ApiKeys>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     _database: TestDatabase,
@@ -154,6 +158,28 @@ impl TestApp {
             .await
             .expect("connect");
         SessionServiceClient::new(channel)
+    }
+
+    /// The services' current time, in Unix seconds.
+    pub fn clock_now(&self) -> i64 {
+        use twig_sessions::Clock;
+        self.clock.now().timestamp()
+    }
+
+    /// An api-keys client.
+    pub fn api_keys(
+        &self,
+    ) -> twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient<Channel> {
+        twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient::new(
+            self.channel.clone(),
+        )
+    }
+
+    /// An audit client.
+    pub fn audit(
+        &self,
+    ) -> twig_proto::audit::v1::audit_service_client::AuditServiceClient<Channel> {
+        twig_proto::audit::v1::audit_service_client::AuditServiceClient::new(self.channel.clone())
     }
 
     /// Signs up a new user with [`PASSWORD`]; returns the response.

@@ -69,8 +69,11 @@ impl VerifyCache {
     /// Forgets every token of these sessions.
     pub fn forget_sessions(&self, sessions: &[Uuid]) {
         if !sessions.is_empty() {
-            self.entries
-                .retain(|_, e| !sessions.contains(&e.principal.session_id));
+            self.entries.retain(|_, e| {
+                !e.principal
+                    .session_id()
+                    .is_some_and(|id| sessions.contains(&id))
+            });
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
-use twig_auth::{Principal, Role, principal, require_internal};
+use twig_auth::{Principal, Role, principal, require_internal, session_principal};
 use twig_errors::ApiError;
 use twig_proto::sessions::v1 as pb;
 use uuid::Uuid;
@@ -46,6 +46,13 @@ fn client<T>(request: &Request<T>) -> ClientContext {
 
 fn me<T>(request: &Request<T>) -> Result<Principal, Status> {
     principal(request).cloned().map_err(Status::from)
+}
+
+/// The caller, who must be signed in with a session.
+fn me_session<T>(request: &Request<T>) -> Result<(Principal, Uuid), Status> {
+    session_principal(request)
+        .map(|(p, id)| (p.clone(), id))
+        .map_err(Status::from)
 }
 
 fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, Status> {
@@ -166,7 +173,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        let me = me(&request)?;
+        let (me, _session) = me_session(&request)?;
         self.inner.logout(&me, &client(&request)).await?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
@@ -175,7 +182,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
         &self,
         request: Request<pb::LogoutEverywhereRequest>,
     ) -> Result<Response<pb::LogoutEverywhereResponse>, Status> {
-        let me = me(&request)?;
+        let (me, _session) = me_session(&request)?;
         let ended = self.inner.logout_everywhere(&me, &client(&request)).await?;
         Ok(Response::new(pb::LogoutEverywhereResponse {
             sessions_ended: count(ended),
@@ -186,7 +193,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
         &self,
         request: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        let me = me(&request)?;
+        let (me, _session) = me_session(&request)?;
         let sessions = self.inner.list_sessions(&me).await?;
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: sessions
@@ -199,7 +206,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
                     ip: s.row.ip.clone().unwrap_or_default(),
                     user_agent: s.row.user_agent.clone().unwrap_or_default(),
                     expires_at: ts(s.row.idle_expires_at.min(s.row.absolute_expires_at)),
-                    current: s.row.id == me.session_id,
+                    current: Some(s.row.id) == me.session_id(),
                 })
                 .collect(),
         }))
@@ -209,7 +216,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
         &self,
         request: Request<pb::RevokeSessionRequest>,
     ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
-        let me = me(&request)?;
+        let (me, _session) = me_session(&request)?;
         let id = parse_id("session_id", &request.get_ref().session_id)?;
         self.inner
             .revoke_session(&me, id, &client(&request))
@@ -221,7 +228,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        let me = me(&request)?;
+        let (me, _session) = me_session(&request)?;
         let client = client(&request);
         let r = request.into_inner();
         let ended = self
@@ -248,7 +255,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
                     role: role_to_pb(*role) as i32,
                 })
                 .collect(),
-            session_id: me.session_id.to_string(),
+            session_id: me.session_id().map(|id| id.to_string()).unwrap_or_default(),
             organization_id: me.org_id.to_string(),
         }))
     }
@@ -313,8 +320,8 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
             user_id: p.user_id.to_string(),
             organization_id: p.org_id.to_string(),
             roles: p.roles.iter().map(|r| role_to_pb(*r) as i32).collect(),
-            session_id: p.session_id.to_string(),
-            expires_at: ts(p.expires_at),
+            session_id: p.session_id().map(|id| id.to_string()).unwrap_or_default(),
+            expires_at: p.expires_at.and_then(ts),
         }))
     }
 }

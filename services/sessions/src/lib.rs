@@ -7,7 +7,6 @@
 //! - [`SessionAuthenticator`]: access tokens for the shared auth layer.
 
 pub mod cache;
-pub mod clock;
 pub mod email;
 pub mod entity;
 pub mod error;
@@ -22,9 +21,9 @@ use std::sync::Arc;
 use twig_auth::{Authenticator, principal::AuthFuture};
 use twig_errors::ApiError;
 
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use migration::Migrator;
 pub use service::Sessions;
+pub use twig_clock::{Clock, ManualClock, SystemClock};
 
 /// The fully-qualified gRPC service name.
 pub const SERVICE_NAME: &str = "twig.sessions.v1.SessionService";

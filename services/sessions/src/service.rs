@@ -12,18 +12,18 @@ use sea_orm::{
 };
 use sha2::{Digest, Sha256};
 use twig_audit::{AuditEvent, Outcome};
-use twig_auth::{Principal, Role};
+use twig_auth::{Credential, Principal, Role, Scope};
 use twig_config::SessionsConfig;
 use twig_crypto::{PasswordHasher, PasswordPolicy, Token, TokenHash, TokenKind, VerifyOutcome};
 use uuid::Uuid;
 
 use crate::cache::VerifyCache;
-use crate::clock::Clock;
 use crate::email::Email;
 use crate::entity::{login_failure, membership, organization, refresh_token, session, user};
 use crate::error::SessionError;
 use crate::last_seen::LastSeen;
 use crate::throttle::{IpLimiter, account_delay};
+use twig_clock::Clock;
 
 type Result<T> = std::result::Result<T, SessionError>;
 
@@ -551,9 +551,9 @@ impl Sessions {
         let hash = TokenHash::of(access_token);
         let now = self.clock.now();
         if let Some(principal) = self.cache.get(&hash)
-            && principal.expires_at > now
+            && principal.expires_at.is_some_and(|t| t > now)
         {
-            self.last_seen.touch(principal.session_id, now);
+            self.last_seen.touch(sess_id(&principal), now);
             return Ok(principal);
         }
         let sess = session::Entity::find()
@@ -578,12 +578,16 @@ impl Sessions {
         if user.disabled_at.is_some() {
             return Err(SessionError::InvalidToken);
         }
+        let roles: Vec<Role> = Role::parse(&member.role).into_iter().collect();
         let principal = Principal {
             user_id: sess.user_id,
             org_id: sess.org_id,
-            roles: Role::parse(&member.role).into_iter().collect(),
-            session_id: sess.id,
-            expires_at: sess.access_expires_at,
+            scopes: roles.iter().flat_map(|r| Scope::of_role(*r)).collect(),
+            roles,
+            credential: Credential::Session {
+                session_id: sess.id,
+            },
+            expires_at: Some(sess.access_expires_at),
         };
         let valid_for = (sess.access_expires_at - now).to_std().unwrap_or_default();
         self.cache.put(hash, principal.clone(), valid_for);
@@ -599,17 +603,17 @@ impl Sessions {
         let txn = self.db.begin().await?;
         revoke_sessions(
             &txn,
-            session::Column::Id.eq(principal.session_id),
+            session::Column::Id.eq(sess_id(principal)),
             "logout",
             now,
         )
         .await?;
         self.audit("session.logout", principal, client)
-            .target(format!("session:{}", principal.session_id))
+            .target(format!("session:{}", sess_id(principal)))
             .record_at(&txn, now)
             .await?;
         txn.commit().await?;
-        self.cache.forget_sessions(&[principal.session_id]);
+        self.cache.forget_sessions(&[sess_id(principal)]);
         Ok(())
     }
 
@@ -734,7 +738,7 @@ impl Sessions {
             &txn,
             sea_orm::sea_query::ExprTrait::and(
                 session::Column::UserId.eq(user.id),
-                session::Column::Id.ne(principal.session_id),
+                session::Column::Id.ne(sess_id(principal)),
             ),
             "password_changed",
             now,
@@ -1014,4 +1018,10 @@ async fn revoke_sessions(
         .exec(txn)
         .await?
         .rows_affected)
+}
+
+/// The session of a principal built by [`Sessions::verify`]; callers of
+/// session RPCs are checked with `twig_auth::session_principal` first.
+fn sess_id(principal: &Principal) -> Uuid {
+    principal.session_id().unwrap_or_default()
 }

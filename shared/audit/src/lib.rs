@@ -6,6 +6,7 @@
 //! table (a trigger on each backend), so a bug cannot rewrite history.
 
 mod entity;
+pub mod grpc;
 mod migration;
 
 use chrono::{DateTime, Utc};
@@ -16,6 +17,10 @@ use sea_orm::{
 use uuid::Uuid;
 
 pub use entity::Model as StoredEvent;
+pub use grpc::AuditGrpc;
+
+/// The fully-qualified gRPC service name.
+pub const SERVICE_NAME: &str = "twig.audit.v1.AuditService";
 pub use migration::Migrator;
 
 /// Whether the recorded action succeeded.

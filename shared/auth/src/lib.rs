@@ -15,7 +15,9 @@ mod layer;
 pub mod principal;
 
 pub use layer::{AuthLayer, AuthService, INTERNAL_TOKEN_HEADER};
-pub use principal::{Authentication, Authenticator, InternalCaller, Principal, Role};
+pub use principal::{
+    Authentication, Authenticator, Credential, InternalCaller, Principal, Role, Scope,
+};
 
 use twig_errors::ApiError;
 
@@ -27,6 +29,20 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Result<&Principal, ApiError>
         Some(Authentication(Err(e))) => Err(e.clone()),
         None => Err(ApiError::unauthenticated(
             "this call needs `authorization: Bearer <access token>`",
+        )),
+    }
+}
+
+/// The principal, which must have signed in with a session (not an API
+/// key): for calls about the user's own sessions and password.
+pub fn session_principal<T>(
+    request: &tonic::Request<T>,
+) -> Result<(&Principal, uuid::Uuid), ApiError> {
+    let p = principal(request)?;
+    match p.session_id() {
+        Some(id) => Ok((p, id)),
+        None => Err(ApiError::permission_denied(
+            "this call needs a signed-in user's session token, not an API key",
         )),
     }
 }

@@ -44,25 +44,96 @@ impl Role {
     }
 }
 
+/// What an API key (or a signed-in user, through their role) may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Read resources.
+    Read,
+    /// Create and change resources.
+    Write,
+    /// Run agents and tools.
+    Execute,
+    /// Manage the organisation, its keys and settings; implies every scope.
+    Admin,
+}
+
+impl Scope {
+    /// Every scope.
+    pub const ALL: [Scope; 4] = [Scope::Read, Scope::Write, Scope::Execute, Scope::Admin];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Execute => "execute",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// From the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// The scopes a member with `role` holds when signed in.
+    pub fn of_role(role: Role) -> Vec<Scope> {
+        match role {
+            Role::Owner | Role::Admin => Self::ALL.to_vec(),
+            Role::Member => vec![Scope::Read, Scope::Write, Scope::Execute],
+        }
+    }
+}
+
+/// The credential a principal authenticated with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// A session's access token.
+    Session {
+        /// The session.
+        session_id: Uuid,
+    },
+    /// An API key.
+    ApiKey {
+        /// The key.
+        key_id: Uuid,
+    },
+}
+
 /// An authenticated caller acting in one organisation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The user.
+    /// The user (for an API key: the user who created it).
     pub user_id: Uuid,
     /// The organisation the credential is bound to.
     pub org_id: Uuid,
-    /// The user's roles in that organisation.
+    /// The user's roles in that organisation (none for an API key).
     pub roles: Vec<Role>,
-    /// The session the credential belongs to.
-    pub session_id: Uuid,
-    /// When the credential stops working.
-    pub expires_at: DateTime<Utc>,
+    /// What the credential may do.
+    pub scopes: Vec<Scope>,
+    /// How the caller authenticated.
+    pub credential: Credential,
+    /// When the credential stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
     /// True if any role may manage the organisation.
     pub fn can_manage_org(&self) -> bool {
         self.roles.iter().any(|r| r.can_manage())
+    }
+
+    /// True if the credential carries `scope` (admin carries every scope).
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
+    }
+
+    /// The session, for a session credential.
+    pub fn session_id(&self) -> Option<Uuid> {
+        match self.credential {
+            Credential::Session { session_id } => Some(session_id),
+            Credential::ApiKey { .. } => None,
+        }
     }
 }
 

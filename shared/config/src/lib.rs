@@ -30,6 +30,30 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The sessions service.
     pub sessions: SessionsConfig,
+    /// The api-keys service.
+    pub api_keys: ApiKeysConfig,
+}
+
+/// The api-keys service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiKeysConfig {
+    /// How long a valid key is answered from memory. Revocation reaches
+    /// other replicas within this time.
+    #[serde(with = "humantime_serde")]
+    pub verify_cache_ttl: Duration,
+    /// How long an unknown key is answered from memory.
+    #[serde(with = "humantime_serde")]
+    pub negative_cache_ttl: Duration,
+}
+
+impl Default for ApiKeysConfig {
+    fn default() -> Self {
+        Self {
+            verify_cache_ttl: Duration::from_millis(500),
+            negative_cache_ttl: Duration::from_millis(500),
+        }
+    }
 }
 
 /// Listening port and shutdown.
@@ -240,6 +264,12 @@ impl Config {
         }
         if s.login_delay_max < s.login_delay_base {
             problems.push("sessions.login_delay_max must be at least login_delay_base".into());
+        }
+        if self.api_keys.verify_cache_ttl > Duration::from_secs(1) {
+            problems.push(
+                "api_keys.verify_cache_ttl must be at most 1s (it bounds cross-replica revocation)"
+                    .into(),
+            );
         }
         if s.failed_logins_per_ip_per_minute == 0 {
             problems.push("sessions.failed_logins_per_ip_per_minute must be at least 1".into());

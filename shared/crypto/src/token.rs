@@ -111,6 +111,33 @@ impl Token {
         TokenHash::of(&self.text)
     }
 
+    /// A well-formed token of `kind` with the given 43-character base62
+    /// `body` and its checksum (for tests and tools that craft tokens).
+    pub fn with_body(kind: TokenKind, body: &str) -> Option<String> {
+        if body.len() != BODY_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return None;
+        }
+        let head = format!("{}{body}", kind.prefix());
+        let sum = checksum(&head);
+        Some(head + &sum)
+    }
+
+    /// The public start of a token: its prefix and the first 8 characters
+    /// of the body. Safe to show and log; it cannot be used to guess the
+    /// rest.
+    pub fn public_prefix(text: &str) -> String {
+        text.chars()
+            .take(16)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect()
+    }
+
     /// Checks that `text` is a well-formed token of `kind` with a valid
     /// checksum. Cheap, and done before any lookup.
     pub fn check_format(kind: TokenKind, text: &str) -> Result<(), TokenFormatError> {

@@ -15,3 +15,21 @@ pub mod sessions {
         tonic::include_proto!("twig.sessions.v1");
     }
 }
+
+/// `twig.apikeys.v1`
+pub mod apikeys {
+    /// `twig.apikeys.v1`
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("twig.apikeys.v1");
+    }
+}
+
+/// `twig.audit.v1`
+pub mod audit {
+    /// `twig.audit.v1`
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("twig.audit.v1");
+    }
+}

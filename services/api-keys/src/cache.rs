@@ -1,0 +1,99 @@
+//! Verification answers kept in memory: the hot path of every request.
+//!
+//! Positive entries live `ttl`, negative ones (unknown keys) `negative_ttl`;
+//! neither outlives the key. Revocation, rotation and scope changes in this
+//! process drop the key's entries at once.
+
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use twig_auth::{Credential, Principal};
+use twig_crypto::TokenHash;
+use uuid::Uuid;
+
+const MAX_ENTRIES: usize = 500_000;
+
+#[derive(Debug, Clone)]
+enum Answer {
+    Valid(Principal),
+    Unknown,
+}
+
+/// The cache.
+#[derive(Debug)]
+pub struct KeyCache {
+    ttl: Duration,
+    negative_ttl: Duration,
+    entries: DashMap<TokenHash, (Answer, Instant)>,
+}
+
+/// What the cache knows of a secret.
+#[derive(Debug)]
+pub enum Cached {
+    /// A valid key's principal.
+    Valid(Principal),
+    /// Known not to exist.
+    Unknown,
+    /// Not in the cache.
+    Miss,
+}
+
+impl KeyCache {
+    /// A cache with the given lifetimes (zero disables that kind).
+    pub fn new(ttl: Duration, negative_ttl: Duration) -> Self {
+        Self {
+            ttl,
+            negative_ttl,
+            entries: DashMap::new(),
+        }
+    }
+
+    /// Looks a secret up.
+    pub fn get(&self, hash: &TokenHash) -> Cached {
+        let Some(entry) = self.entries.get(hash) else {
+            return Cached::Miss;
+        };
+        if entry.1 <= Instant::now() {
+            drop(entry);
+            self.entries.remove(hash);
+            return Cached::Miss;
+        }
+        match &entry.0 {
+            Answer::Valid(p) => Cached::Valid(p.clone()),
+            Answer::Unknown => Cached::Unknown,
+        }
+    }
+
+    /// Remembers a valid key for at most `ttl` and `valid_for`.
+    pub fn put_valid(&self, hash: TokenHash, principal: Principal, valid_for: Duration) {
+        self.put(hash, Answer::Valid(principal), self.ttl.min(valid_for));
+    }
+
+    /// Remembers that a secret does not exist.
+    pub fn put_unknown(&self, hash: TokenHash) {
+        self.put(hash, Answer::Unknown, self.negative_ttl);
+    }
+
+    fn put(&self, hash: TokenHash, answer: Answer, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        if self.entries.len() >= MAX_ENTRIES {
+            self.entries.retain(|_, e| e.1 > now);
+            if self.entries.len() >= MAX_ENTRIES {
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(hash, (answer, now + ttl));
+    }
+
+    /// Forgets every answer about `key_id`, and every negative answer (a
+    /// new secret may now exist).
+    pub fn forget_key(&self, key_id: Uuid) {
+        self.entries.retain(|_, e| match &e.0 {
+            Answer::Valid(p) => p.credential != Credential::ApiKey { key_id },
+            Answer::Unknown => false,
+        });
+    }
+}

@@ -1,0 +1,36 @@
+//! `api_keys`: one row per key (its name, scopes and lifetime).
+
+use sea_orm::entity::prelude::*;
+
+/// A key.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "api_keys")]
+pub struct Model {
+    /// Id.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    /// The organisation.
+    pub org_id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// Scopes, sorted names joined by spaces.
+    pub scopes: String,
+    /// Public start of the current secret.
+    pub prefix: String,
+    /// The user who created it.
+    pub created_by: Uuid,
+    /// Creation time.
+    pub created_at: DateTimeUtc,
+    /// Expiry, if any.
+    pub expires_at: Option<DateTimeUtc>,
+    /// Set when revoked.
+    pub revoked_at: Option<DateTimeUtc>,
+    /// Last successful verification (flushed in batches).
+    pub last_used_at: Option<DateTimeUtc>,
+}
+
+/// No navigable relations are needed.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

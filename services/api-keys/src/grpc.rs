@@ -1,0 +1,225 @@
+//! `twig.apikeys.v1.ApiKeyService` on the wire. The logic is in
+//! [`ApiKeys`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tonic::{Request, Response, Status};
+use twig_auth::{Credential, Principal, Scope, principal, require_internal};
+use twig_errors::ApiError;
+use twig_proto::apikeys::v1 as pb;
+use uuid::Uuid;
+
+use crate::entity::api_key;
+use crate::scopes;
+use crate::service::ApiKeys;
+
+/// The gRPC face of the api-keys service.
+#[derive(Clone)]
+pub struct ApiKeysGrpc {
+    inner: Arc<ApiKeys>,
+}
+
+impl ApiKeysGrpc {
+    /// Wraps the service.
+    pub fn new(inner: Arc<ApiKeys>) -> Self {
+        Self { inner }
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn from_ts(field: &'static str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, Status> {
+    DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+        .ok_or_else(|| ApiError::invalid_field(field, "is not a valid time").into())
+}
+
+fn me<T>(request: &Request<T>) -> Result<Principal, Status> {
+    principal(request).cloned().map_err(Status::from)
+}
+
+fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::invalid_field(field, "must be a UUID").into())
+}
+
+/// Proto scope → domain scope.
+pub fn scope_from_pb(field: &'static str, raw: i32) -> Result<Scope, Status> {
+    match pb::Scope::try_from(raw) {
+        Ok(pb::Scope::Read) => Ok(Scope::Read),
+        Ok(pb::Scope::Write) => Ok(Scope::Write),
+        Ok(pb::Scope::Execute) => Ok(Scope::Execute),
+        Ok(pb::Scope::Admin) => Ok(Scope::Admin),
+        _ => Err(ApiError::invalid_field(field, "must be READ, WRITE, EXECUTE or ADMIN").into()),
+    }
+}
+
+fn scope_to_pb(scope: Scope) -> i32 {
+    (match scope {
+        Scope::Read => pb::Scope::Read,
+        Scope::Write => pb::Scope::Write,
+        Scope::Execute => pb::Scope::Execute,
+        Scope::Admin => pb::Scope::Admin,
+    }) as i32
+}
+
+fn key_to_pb(k: &api_key::Model) -> pb::ApiKey {
+    pb::ApiKey {
+        id: k.id.to_string(),
+        organization_id: k.org_id.to_string(),
+        name: k.name.clone(),
+        scopes: scopes::from_stored(&k.scopes)
+            .into_iter()
+            .map(scope_to_pb)
+            .collect(),
+        prefix: k.prefix.clone(),
+        created_at: Some(ts(k.created_at)),
+        expires_at: k.expires_at.map(ts),
+        last_used_at: k.last_used_at.map(ts),
+        created_by: k.created_by.to_string(),
+        revoked_at: k.revoked_at.map(ts),
+    }
+}
+
+fn scopes_from(raw: &[i32]) -> Result<Vec<Scope>, Status> {
+    raw.iter().map(|s| scope_from_pb("scopes", *s)).collect()
+}
+
+#[tonic::async_trait]
+impl pb::api_key_service_server::ApiKeyService for ApiKeysGrpc {
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let me = me(&request)?;
+        let r = request.into_inner();
+        let wanted = scopes_from(&r.scopes)?;
+        let expires = r
+            .expires_at
+            .as_ref()
+            .map(|t| from_ts("expires_at", t))
+            .transpose()?;
+        let minted = self.inner.create(&me, &r.name, &wanted, expires).await?;
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            key: Some(key_to_pb(&minted.key)),
+            secret: minted.secret.expose().to_string(),
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let me = me(&request)?;
+        let r = request.into_inner();
+        let size = match r.page_size {
+            0 => 50,
+            n => n.min(100),
+        } as u64;
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            Some(parse_id("page_token", &r.page_token)?)
+        };
+        let keys = self.inner.list(&me, size, after).await?;
+        let next = if keys.len() as u64 == size {
+            keys.last().map(|k| k.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys.iter().map(key_to_pb).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn get_api_key(
+        &self,
+        request: Request<pb::GetApiKeyRequest>,
+    ) -> Result<Response<pb::GetApiKeyResponse>, Status> {
+        let me = me(&request)?;
+        let id = parse_id("key_id", &request.get_ref().key_id)?;
+        let key = self.inner.get(&me, id).await?;
+        Ok(Response::new(pb::GetApiKeyResponse {
+            key: Some(key_to_pb(&key)),
+        }))
+    }
+
+    async fn update_api_key(
+        &self,
+        request: Request<pb::UpdateApiKeyRequest>,
+    ) -> Result<Response<pb::UpdateApiKeyResponse>, Status> {
+        let me = me(&request)?;
+        let r = request.into_inner();
+        let id = parse_id("key_id", &r.key_id)?;
+        let narrow = scopes_from(&r.scopes)?;
+        let key = self
+            .inner
+            .update(&me, id, r.name.as_deref(), &narrow)
+            .await?;
+        Ok(Response::new(pb::UpdateApiKeyResponse {
+            key: Some(key_to_pb(&key)),
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
+        let me = me(&request)?;
+        let id = parse_id("key_id", &request.get_ref().key_id)?;
+        self.inner.revoke(&me, id).await?;
+        Ok(Response::new(pb::RevokeApiKeyResponse {}))
+    }
+
+    async fn rotate_api_key(
+        &self,
+        request: Request<pb::RotateApiKeyRequest>,
+    ) -> Result<Response<pb::RotateApiKeyResponse>, Status> {
+        let me = me(&request)?;
+        let r = request.into_inner();
+        let id = parse_id("key_id", &r.key_id)?;
+        let overlap = Duration::from_secs(u64::from(r.overlap_seconds));
+        let (minted, old_until) = self.inner.rotate(&me, id, overlap).await?;
+        Ok(Response::new(pb::RotateApiKeyResponse {
+            key: Some(key_to_pb(&minted.key)),
+            secret: minted.secret.expose().to_string(),
+            old_secret_expires_at: Some(ts(old_until)),
+        }))
+    }
+
+    async fn verify_api_key(
+        &self,
+        request: Request<pb::VerifyApiKeyRequest>,
+    ) -> Result<Response<pb::VerifyApiKeyResponse>, Status> {
+        require_internal(&request)?;
+        let client_ip = request
+            .remote_addr()
+            .map(|a| a.ip().to_canonical().to_string());
+        let r = request.into_inner();
+        let required = match r.required_scope {
+            0 => None,
+            raw => Some(scope_from_pb("required_scope", raw)?),
+        };
+        let p = self
+            .inner
+            .verify(&r.key, required, client_ip.as_deref())
+            .await?;
+        let key_id = match p.credential {
+            Credential::ApiKey { key_id } => key_id.to_string(),
+            Credential::Session { .. } => String::new(),
+        };
+        Ok(Response::new(pb::VerifyApiKeyResponse {
+            organization_id: p.org_id.to_string(),
+            key_id,
+            scopes: p.scopes.iter().map(|s| scope_to_pb(*s)).collect(),
+            owner_user_id: p.user_id.to_string(),
+            expires_at: p.expires_at.map(ts),
+        }))
+    }
+}

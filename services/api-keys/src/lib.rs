@@ -1,0 +1,40 @@
+//! The api-keys service: keys for programs (`Authorization: Bearer
+//! twig_sk_…`), created once, stored as hashes, verified from memory.
+//!
+//! - [`service::ApiKeys`]: the logic;
+//! - [`grpc::ApiKeysGrpc`]: `twig.apikeys.v1.ApiKeyService` on the wire;
+//! - [`KeyAuthenticator`]: API keys for the shared auth layer.
+
+pub mod cache;
+pub mod entity;
+pub mod error;
+pub mod grpc;
+pub mod migration;
+pub mod scopes;
+pub mod service;
+
+use std::sync::Arc;
+
+use twig_auth::Authenticator;
+use twig_auth::principal::AuthFuture;
+use twig_errors::ApiError;
+
+pub use migration::Migrator;
+pub use service::{ApiKeys, ApiKeysConfig};
+
+/// The fully-qualified gRPC service name.
+pub const SERVICE_NAME: &str = "twig.apikeys.v1.ApiKeyService";
+
+/// Authenticates API keys for [`twig_auth::AuthLayer`].
+pub struct KeyAuthenticator(pub Arc<ApiKeys>);
+
+impl Authenticator for KeyAuthenticator {
+    fn authenticate<'a>(&'a self, bearer: &'a str) -> AuthFuture<'a> {
+        Box::pin(async move {
+            self.0
+                .verify(bearer, None, None)
+                .await
+                .map_err(ApiError::from)
+        })
+    }
+}

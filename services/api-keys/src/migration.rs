@@ -1,0 +1,112 @@
+//! Migrations of the api-keys service's tables.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+/// The api-keys service's migrator (its own history table).
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migration_table_name() -> DynIden {
+        Alias::new("twig_migrations_apikeys").into_iden()
+    }
+
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateApiKeyTables)]
+    }
+}
+
+#[derive(DeriveIden)]
+enum ApiKeys {
+    Table,
+    Id,
+    OrgId,
+    Name,
+    Scopes,
+    Prefix,
+    CreatedBy,
+    CreatedAt,
+    ExpiresAt,
+    RevokedAt,
+    LastUsedAt,
+}
+
+#[derive(DeriveIden)]
+enum ApiKeySecrets {
+    Table,
+    SecretHash,
+    KeyId,
+    Prefix,
+    CreatedAt,
+    ExpiresAt,
+}
+
+struct CreateApiKeyTables;
+
+impl MigrationName for CreateApiKeyTables {
+    fn name(&self) -> &str {
+        "m0001_create_api_key_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateApiKeyTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(ApiKeys::Table)
+                    .col(uuid(ApiKeys::Id).primary_key())
+                    .col(uuid(ApiKeys::OrgId))
+                    .col(string(ApiKeys::Name))
+                    .col(string(ApiKeys::Scopes))
+                    .col(string(ApiKeys::Prefix))
+                    .col(uuid(ApiKeys::CreatedBy))
+                    .col(timestamp_with_time_zone(ApiKeys::CreatedAt))
+                    .col(timestamp_with_time_zone_null(ApiKeys::ExpiresAt))
+                    .col(timestamp_with_time_zone_null(ApiKeys::RevokedAt))
+                    .col(timestamp_with_time_zone_null(ApiKeys::LastUsedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("api_keys_org_created")
+                    .table(ApiKeys::Table)
+                    .col(ApiKeys::OrgId)
+                    .col(ApiKeys::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(ApiKeySecrets::Table)
+                    .col(blob(ApiKeySecrets::SecretHash).primary_key())
+                    .col(uuid(ApiKeySecrets::KeyId))
+                    .col(string(ApiKeySecrets::Prefix))
+                    .col(timestamp_with_time_zone(ApiKeySecrets::CreatedAt))
+                    .col(timestamp_with_time_zone_null(ApiKeySecrets::ExpiresAt))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(ApiKeySecrets::Table, ApiKeySecrets::KeyId)
+                            .to(ApiKeys::Table, ApiKeys::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("api_key_secrets_key")
+                    .table(ApiKeySecrets::Table)
+                    .col(ApiKeySecrets::KeyId)
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+}

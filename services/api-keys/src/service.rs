@@ -1,0 +1,498 @@
+//! The api-keys service's logic, independent of the wire.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use twig_audit::{AuditEvent, Outcome};
+use twig_auth::{Credential, Principal, Scope};
+use twig_clock::Clock;
+use twig_crypto::{Token, TokenHash, TokenKind};
+use uuid::Uuid;
+
+use crate::cache::{Cached, KeyCache};
+use crate::entity::{api_key, api_key_secret};
+use crate::error::KeyError;
+use crate::scopes;
+
+type Result<T> = std::result::Result<T, KeyError>;
+
+/// Settings of the api-keys service.
+#[derive(Debug, Clone)]
+pub struct ApiKeysConfig {
+    /// How long a valid key is answered from memory.
+    pub verify_cache_ttl: Duration,
+    /// How long an unknown key is answered from memory.
+    pub negative_cache_ttl: Duration,
+}
+
+impl Default for ApiKeysConfig {
+    fn default() -> Self {
+        Self {
+            verify_cache_ttl: Duration::from_millis(500),
+            negative_cache_ttl: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The longest rotation overlap.
+pub const MAX_OVERLAP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A key with its one-time secret.
+#[derive(Debug)]
+pub struct MintedKey {
+    /// The stored key.
+    pub key: api_key::Model,
+    /// The secret, shown once.
+    pub secret: Token,
+}
+
+/// The api-keys service.
+pub struct ApiKeys {
+    db: DatabaseConnection,
+    clock: Arc<dyn Clock>,
+    cache: KeyCache,
+    last_used: DashMap<Uuid, DateTime<Utc>>,
+    /// Failed verifications per public prefix since the last flush.
+    failures: DashMap<String, u64>,
+}
+
+fn chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn clean_name(raw: &str) -> Result<String> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err(KeyError::field("name", "is required"));
+    }
+    if name.chars().count() > 100 {
+        return Err(KeyError::field("name", "must be at most 100 characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(KeyError::field(
+            "name",
+            "must not contain control characters",
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn actor(principal: &Principal) -> String {
+    match principal.credential {
+        Credential::Session { .. } => format!("user:{}", principal.user_id),
+        Credential::ApiKey { key_id } => format!("key:{key_id}"),
+    }
+}
+
+impl ApiKeys {
+    /// Builds the service.
+    pub fn new(db: DatabaseConnection, config: ApiKeysConfig, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            cache: KeyCache::new(config.verify_cache_ttl, config.negative_cache_ttl),
+            db,
+            clock,
+            last_used: DashMap::new(),
+            failures: DashMap::new(),
+        }
+    }
+
+    /// May `principal` manage keys at all? Signed-in members may manage
+    /// their own keys; API keys need the admin scope.
+    fn require_key_manager(principal: &Principal) -> Result<()> {
+        match principal.credential {
+            Credential::Session { .. } => Ok(()),
+            Credential::ApiKey { .. } if principal.has_scope(Scope::Admin) => Ok(()),
+            Credential::ApiKey { .. } => Err(KeyError::MissingScope("admin")),
+        }
+    }
+
+    /// Loads a key of the caller's organisation; another org's key is
+    /// NOT_FOUND, so its existence is not revealed.
+    async fn load(&self, principal: &Principal, key_id: Uuid) -> Result<api_key::Model> {
+        api_key::Entity::find_by_id(key_id)
+            .filter(api_key::Column::OrgId.eq(principal.org_id))
+            .one(&self.db)
+            .await?
+            .ok_or(KeyError::NotFound)
+    }
+
+    /// Members change their own keys; admins (role or scope) any key.
+    fn require_may_change(principal: &Principal, key: &api_key::Model) -> Result<()> {
+        Self::require_key_manager(principal)?;
+        if principal.has_scope(Scope::Admin) || key.created_by == principal.user_id {
+            Ok(())
+        } else {
+            Err(KeyError::Forbidden(
+                "only admins may change other members' keys",
+            ))
+        }
+    }
+
+    /// Creates a key with `scopes` (never beyond the caller's own).
+    pub async fn create(
+        &self,
+        principal: &Principal,
+        name: &str,
+        wanted: &[Scope],
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<MintedKey> {
+        Self::require_key_manager(principal)?;
+        let name = clean_name(name)?;
+        if wanted.is_empty() {
+            return Err(KeyError::field("scopes", "at least one scope is required"));
+        }
+        if !scopes::may_grant(&principal.scopes, wanted) {
+            return Err(KeyError::Forbidden(
+                "a key cannot have scopes beyond its creator's own",
+            ));
+        }
+        let now = self.clock.now();
+        if expires_at.is_some_and(|t| t <= now) {
+            return Err(KeyError::field("expires_at", "must be in the future"));
+        }
+        let secret = Token::generate(TokenKind::ApiKey);
+        let prefix = Token::public_prefix(secret.expose());
+        let id = Uuid::now_v7();
+        let txn = self.db.begin().await?;
+        let key = api_key::ActiveModel {
+            id: Set(id),
+            org_id: Set(principal.org_id),
+            name: Set(name),
+            scopes: Set(scopes::to_stored(wanted)),
+            prefix: Set(prefix.clone()),
+            created_by: Set(principal.user_id),
+            created_at: Set(now),
+            expires_at: Set(expires_at),
+            revoked_at: Set(None),
+            last_used_at: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        api_key_secret::ActiveModel {
+            secret_hash: Set(secret.hash().as_bytes().to_vec()),
+            key_id: Set(id),
+            prefix: Set(prefix.clone()),
+            created_at: Set(now),
+            expires_at: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        AuditEvent::new("apikey.created", Outcome::Success)
+            .org(principal.org_id)
+            .actor(actor(principal))
+            .target(format!("key:{id}"))
+            .details(serde_json::json!({ "prefix": prefix, "scopes": key.scopes }))
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        // A negative answer cached for this secret's hash is impossible in
+        // practice, but cheap to rule out.
+        self.cache.forget_key(id);
+        Ok(MintedKey { key, secret })
+    }
+
+    /// The organisation's keys, newest first, after `after` (a key id).
+    pub async fn list(
+        &self,
+        principal: &Principal,
+        page_size: u64,
+        after: Option<Uuid>,
+    ) -> Result<Vec<api_key::Model>> {
+        if !principal.has_scope(Scope::Read) {
+            return Err(KeyError::MissingScope("read"));
+        }
+        let mut query = api_key::Entity::find()
+            .filter(api_key::Column::OrgId.eq(principal.org_id))
+            .order_by_desc(api_key::Column::Id)
+            .limit(page_size);
+        if let Some(after) = after {
+            query = query.filter(api_key::Column::Id.lt(after));
+        }
+        let mut keys = query.all(&self.db).await?;
+        for key in &mut keys {
+            self.merge_last_used(key);
+        }
+        Ok(keys)
+    }
+
+    /// One key of the caller's organisation.
+    pub async fn get(&self, principal: &Principal, key_id: Uuid) -> Result<api_key::Model> {
+        if !principal.has_scope(Scope::Read) {
+            return Err(KeyError::MissingScope("read"));
+        }
+        let mut key = self.load(principal, key_id).await?;
+        self.merge_last_used(&mut key);
+        Ok(key)
+    }
+
+    fn merge_last_used(&self, key: &mut api_key::Model) {
+        if let Some(t) = self.last_used.get(&key.id) {
+            key.last_used_at = Some(key.last_used_at.map_or(*t, |s| s.max(*t)));
+        }
+    }
+
+    /// Renames a key and/or narrows its scopes.
+    pub async fn update(
+        &self,
+        principal: &Principal,
+        key_id: Uuid,
+        name: Option<&str>,
+        narrow_to: &[Scope],
+    ) -> Result<api_key::Model> {
+        let key = self.load(principal, key_id).await?;
+        Self::require_may_change(principal, &key)?;
+        if key.revoked_at.is_some() {
+            return Err(KeyError::Revoked);
+        }
+        let mut model: api_key::ActiveModel = key.clone().into();
+        if let Some(name) = name {
+            model.name = Set(clean_name(name)?);
+        }
+        if !narrow_to.is_empty() {
+            let current = scopes::from_stored(&key.scopes);
+            if !narrow_to.iter().all(|s| current.contains(s)) {
+                return Err(KeyError::field(
+                    "scopes",
+                    "can only be narrowed: every scope must be one the key has",
+                ));
+            }
+            model.scopes = Set(scopes::to_stored(narrow_to));
+        }
+        let now = self.clock.now();
+        let txn = self.db.begin().await?;
+        let updated = model.update(&txn).await?;
+        AuditEvent::new("apikey.updated", Outcome::Success)
+            .org(principal.org_id)
+            .actor(actor(principal))
+            .target(format!("key:{key_id}"))
+            .details(serde_json::json!({ "name": updated.name, "scopes": updated.scopes }))
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        self.cache.forget_key(key_id);
+        Ok(updated)
+    }
+
+    /// Revokes a key: all its secrets stop working at once.
+    pub async fn revoke(&self, principal: &Principal, key_id: Uuid) -> Result<()> {
+        let key = self.load(principal, key_id).await?;
+        Self::require_may_change(principal, &key)?;
+        let now = self.clock.now();
+        let txn = self.db.begin().await?;
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::RevokedAt, Expr::value(now))
+            .filter(api_key::Column::Id.eq(key_id))
+            .filter(api_key::Column::RevokedAt.is_null())
+            .exec(&txn)
+            .await?;
+        AuditEvent::new("apikey.revoked", Outcome::Success)
+            .org(principal.org_id)
+            .actor(actor(principal))
+            .target(format!("key:{key_id}"))
+            .details(serde_json::json!({ "prefix": key.prefix }))
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        self.cache.forget_key(key_id);
+        Ok(())
+    }
+
+    /// Issues a new secret; the current ones stop working after `overlap`.
+    /// One transaction: a crash leaves either the old state (old secret
+    /// working) or the new one (both working for the overlap).
+    pub async fn rotate(
+        &self,
+        principal: &Principal,
+        key_id: Uuid,
+        overlap: Duration,
+    ) -> Result<(MintedKey, DateTime<Utc>)> {
+        if overlap > MAX_OVERLAP {
+            return Err(KeyError::field("overlap_seconds", "must be at most 7 days"));
+        }
+        let key = self.load(principal, key_id).await?;
+        Self::require_may_change(principal, &key)?;
+        if key.revoked_at.is_some() {
+            return Err(KeyError::Revoked);
+        }
+        let now = self.clock.now();
+        let old_until = now + chrono(overlap);
+        let secret = Token::generate(TokenKind::ApiKey);
+        let prefix = Token::public_prefix(secret.expose());
+        let txn = self.db.begin().await?;
+        // Old secrets: end at the overlap's end (never extend an earlier end).
+        api_key_secret::Entity::update_many()
+            .col_expr(api_key_secret::Column::ExpiresAt, Expr::value(old_until))
+            .filter(api_key_secret::Column::KeyId.eq(key_id))
+            .filter(
+                Condition::any()
+                    .add(api_key_secret::Column::ExpiresAt.is_null())
+                    .add(api_key_secret::Column::ExpiresAt.gt(old_until)),
+            )
+            .exec(&txn)
+            .await?;
+        api_key_secret::ActiveModel {
+            secret_hash: Set(secret.hash().as_bytes().to_vec()),
+            key_id: Set(key_id),
+            prefix: Set(prefix.clone()),
+            created_at: Set(now),
+            expires_at: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        let mut model: api_key::ActiveModel = key.clone().into();
+        model.prefix = Set(prefix.clone());
+        let key = model.update(&txn).await?;
+        AuditEvent::new("apikey.rotated", Outcome::Success)
+            .org(principal.org_id)
+            .actor(actor(principal))
+            .target(format!("key:{key_id}"))
+            .details(serde_json::json!({
+                "new_prefix": prefix,
+                "overlap_seconds": overlap.as_secs(),
+            }))
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        self.cache.forget_key(key_id);
+        Ok((MintedKey { key, secret }, old_until))
+    }
+
+    /// Key text → principal. Malformed, unknown, expired and revoked keys
+    /// are all [`KeyError::InvalidKey`]; a valid key without `required`
+    /// is [`KeyError::MissingScope`]. Database trouble is an error, never a
+    /// success.
+    pub async fn verify(
+        &self,
+        text: &str,
+        required: Option<Scope>,
+        client_ip: Option<&str>,
+    ) -> Result<Principal> {
+        let principal = match self.verify_key(text).await {
+            Ok(p) => p,
+            Err(KeyError::InvalidKey) => {
+                self.note_failure(text, client_ip);
+                return Err(KeyError::InvalidKey);
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(scope) = required
+            && !principal.has_scope(scope)
+        {
+            return Err(KeyError::MissingScope(scope.as_str()));
+        }
+        Ok(principal)
+    }
+
+    async fn verify_key(&self, text: &str) -> Result<Principal> {
+        Token::check_format(TokenKind::ApiKey, text).map_err(|_| KeyError::InvalidKey)?;
+        let hash = TokenHash::of(text);
+        let now = self.clock.now();
+        match self.cache.get(&hash) {
+            Cached::Valid(p) if p.expires_at.is_none_or(|t| t > now) => {
+                self.touch(&p, now);
+                return Ok(p);
+            }
+            Cached::Unknown => return Err(KeyError::InvalidKey),
+            Cached::Valid(_) | Cached::Miss => {}
+        }
+        let Some(secret) = api_key_secret::Entity::find_by_id(hash.as_bytes().to_vec())
+            .one(&self.db)
+            .await?
+        else {
+            self.cache.put_unknown(hash);
+            return Err(KeyError::InvalidKey);
+        };
+        if secret.expires_at.is_some_and(|t| t <= now) {
+            return Err(KeyError::InvalidKey);
+        }
+        let key = api_key::Entity::find_by_id(secret.key_id)
+            .one(&self.db)
+            .await?
+            .ok_or(KeyError::InvalidKey)?;
+        if key.revoked_at.is_some() || key.expires_at.is_some_and(|t| t <= now) {
+            return Err(KeyError::InvalidKey);
+        }
+        let expires_at = match (key.expires_at, secret.expires_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let principal = Principal {
+            user_id: key.created_by,
+            org_id: key.org_id,
+            roles: Vec::new(),
+            scopes: scopes::from_stored(&key.scopes),
+            credential: Credential::ApiKey { key_id: key.id },
+            expires_at,
+        };
+        let valid_for =
+            expires_at.map_or(Duration::MAX, |t| (t - now).to_std().unwrap_or_default());
+        self.cache.put_valid(hash, principal.clone(), valid_for);
+        self.touch(&principal, now);
+        Ok(principal)
+    }
+
+    fn touch(&self, principal: &Principal, now: DateTime<Utc>) {
+        if let Credential::ApiKey { key_id } = principal.credential {
+            self.last_used
+                .entry(key_id)
+                .and_modify(|t| *t = (*t).max(now))
+                .or_insert(now);
+        }
+    }
+
+    fn note_failure(&self, text: &str, client_ip: Option<&str>) {
+        let prefix = Token::public_prefix(text);
+        let key = format!("{prefix}|{}", client_ip.unwrap_or(""));
+        *self.failures.entry(key).or_insert(0) += 1;
+    }
+
+    /// Writes batched work: last-used times, and one audit event per
+    /// (prefix, address) with the count of failed verifications, so a
+    /// flood of bad keys cannot flood the audit log.
+    pub async fn flush(&self) -> Result<()> {
+        let used: Vec<(Uuid, DateTime<Utc>)> = self
+            .last_used
+            .iter()
+            .map(|e| (*e.key(), *e.value()))
+            .collect();
+        for (id, at) in &used {
+            api_key::Entity::update_many()
+                .col_expr(api_key::Column::LastUsedAt, Expr::value(*at))
+                .filter(api_key::Column::Id.eq(*id))
+                .exec(&self.db)
+                .await?;
+            self.last_used.remove_if(id, |_, t| t <= at);
+        }
+        let failures: Vec<(String, u64)> = self
+            .failures
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect();
+        let now = self.clock.now();
+        for (key, count) in failures {
+            let (prefix, ip) = key.split_once('|').unwrap_or((&key, ""));
+            AuditEvent::new("apikey.verify_failed", Outcome::Failure)
+                .actor(if ip.is_empty() {
+                    "unknown".to_string()
+                } else {
+                    format!("ip:{ip}")
+                })
+                .ip((!ip.is_empty()).then(|| ip.to_string()))
+                .details(serde_json::json!({ "prefix": prefix, "count": count }))
+                .record_at(&self.db, now)
+                .await?;
+            if let Some(mut c) = self.failures.get_mut(&key) {
+                *c = c.saturating_sub(count);
+            }
+            self.failures.remove_if(&key, |_, c| *c == 0);
+        }
+        Ok(())
+    }
+}
