@@ -135,7 +135,18 @@ pub struct Suite {
 }
 
 /// Builds `services` on `db`. Migrations must have run.
-pub fn build(config: &Config, db: DatabaseConnection, services: &[ServiceId], deps: Deps) -> Suite {
+pub async fn build(
+    config: &Config,
+    db: DatabaseConnection,
+    services: &[ServiceId],
+    deps: Deps,
+) -> anyhow::Result<Suite> {
+    let fanout = match &config.redis.url {
+        Some(url) => twig_fanout::Fanout::redis(url.expose(), &config.redis.key_prefix)
+            .await
+            .context("connecting to Redis (redis.url)")?,
+        None => twig_fanout::Fanout::local(),
+    };
     // The audit log is shared by every service; its query service runs
     // wherever any service does.
     let mut routes = Routes::default().add_service(
@@ -173,7 +184,9 @@ pub fn build(config: &Config, db: DatabaseConnection, services: &[ServiceId], de
                         negative_cache_ttl: config.api_keys.negative_cache_ttl,
                     },
                     deps.clock.clone(),
+                    fanout.clone(),
                 ));
+                background.push(tokio::spawn(svc.clone().listen_for_changes()));
                 routes = routes.add_service(
                     twig_proto::apikeys::v1::api_key_service_server::ApiKeyServiceServer::new(
                         twig_apikeys::grpc::ApiKeysGrpc::new(svc.clone()),
@@ -193,14 +206,14 @@ pub fn build(config: &Config, db: DatabaseConnection, services: &[ServiceId], de
             Box::new(twig_apikeys::KeyAuthenticator(k)) as Box<dyn twig_auth::Authenticator>
         }),
     });
-    Suite {
+    Ok(Suite {
         routes,
         auth: AuthLayer::new(authenticator, config.auth.internal_token.as_ref()),
         names,
         sessions,
         api_keys,
         background,
-    }
+    })
 }
 
 /// Serves `suite` on `listener` until `shutdown`, then drains.

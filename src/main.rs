@@ -82,7 +82,7 @@ async fn main_async(command: Command, config: Config) -> anyhow::Result<()> {
                     "auth.internal_token is not set: internal RPCs such as VerifySession are refused"
                 );
             }
-            let suite = build(&config, db, &services, Deps::default());
+            let suite = build(&config, db, &services, Deps::default()).await?;
             let metrics = twig_server::install_recorder()?;
             let admin = tokio::net::TcpListener::bind(config.server.admin_listen)
                 .await
@@ -123,7 +123,8 @@ async fn main_async(command: Command, config: Config) -> anyhow::Result<()> {
                 db,
                 &[twig_identity::ServiceId::Sessions],
                 Deps::default(),
-            );
+            )
+            .await?;
             let sessions = suite.sessions.clone().context("sessions service missing")?;
             let (user, org, password) = sessions
                 .bootstrap(&org_name, &email)

@@ -68,7 +68,9 @@ impl TestAppBuilder {
             clock: clock.clone(),
             hasher,
         };
-        let suite = twig_identity::build(&config, db.clone(), twig_identity::ServiceId::ALL, deps);
+        let suite = twig_identity::build(&config, db.clone(), twig_identity::ServiceId::ALL, deps)
+            .await
+            .expect("build the suite");
         let sessions_service = suite.sessions.clone().expect("sessions runs");
         let api_keys_service = suite.api_keys.clone().expect("api-keys runs");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -88,6 +88,11 @@ impl KeyCache {
         self.entries.insert(hash, (answer, now + ttl));
     }
 
+    /// Forgets everything (after fan-out messages may have been missed).
+    pub fn clear(&self) {
+        self.entries.clear();
+    }
+
     /// Forgets every answer about `key_id`, and every negative answer (a
     /// new secret may now exist).
     pub fn forget_key(&self, key_id: Uuid) {

@@ -14,6 +14,7 @@ use twig_audit::{AuditEvent, Outcome};
 use twig_auth::{Credential, Principal, Scope};
 use twig_clock::Clock;
 use twig_crypto::{Token, TokenHash, TokenKind};
+use twig_fanout::{Event, Fanout};
 use uuid::Uuid;
 
 use crate::cache::{Cached, KeyCache};
@@ -61,7 +62,11 @@ pub struct ApiKeys {
     last_used: DashMap<Uuid, DateTime<Utc>>,
     /// Failed verifications per public prefix since the last flush.
     failures: DashMap<String, u64>,
+    fanout: Fanout,
 }
+
+/// The fan-out topic on which changed keys are announced.
+const INVALIDATE: &str = "apikeys.invalidate";
 
 fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
@@ -93,14 +98,47 @@ fn actor(principal: &Principal) -> String {
 
 impl ApiKeys {
     /// Builds the service.
-    pub fn new(db: DatabaseConnection, config: ApiKeysConfig, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        config: ApiKeysConfig,
+        clock: Arc<dyn Clock>,
+        fanout: Fanout,
+    ) -> Self {
         Self {
+            fanout,
             cache: KeyCache::new(config.verify_cache_ttl, config.negative_cache_ttl),
             db,
             clock,
             last_used: DashMap::new(),
             failures: DashMap::new(),
         }
+    }
+
+    /// Drops cached answers about keys changed on any replica. Runs for
+    /// the life of the service.
+    pub async fn listen_for_changes(self: Arc<Self>) {
+        let mut events = self.fanout.subscribe();
+        loop {
+            match events.recv().await {
+                Ok(Event::Message { topic, payload }) if topic == INVALIDATE => {
+                    if let Ok(id) = Uuid::parse_str(&payload) {
+                        self.cache.forget_key(id);
+                    }
+                }
+                Ok(Event::Message { .. }) => {}
+                Ok(Event::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    self.cache.clear();
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Forgets `key_id` here at once, and on every other replica through
+    /// the fan-out.
+    async fn announce_change(&self, key_id: Uuid) {
+        self.cache.forget_key(key_id);
+        self.fanout.publish(INVALIDATE, &key_id.to_string()).await;
     }
 
     /// May `principal` manage keys at all? Signed-in members may manage
@@ -276,7 +314,7 @@ impl ApiKeys {
             .record_at(&txn, now)
             .await?;
         txn.commit().await?;
-        self.cache.forget_key(key_id);
+        self.announce_change(key_id).await;
         Ok(updated)
     }
 
@@ -300,7 +338,7 @@ impl ApiKeys {
             .record_at(&txn, now)
             .await?;
         txn.commit().await?;
-        self.cache.forget_key(key_id);
+        self.announce_change(key_id).await;
         Ok(())
     }
 
@@ -360,7 +398,7 @@ impl ApiKeys {
             .record_at(&txn, now)
             .await?;
         txn.commit().await?;
-        self.cache.forget_key(key_id);
+        self.announce_change(key_id).await;
         Ok((MintedKey { key, secret }, old_until))
     }
 

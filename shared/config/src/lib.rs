@@ -32,6 +32,28 @@ pub struct Config {
     pub sessions: SessionsConfig,
     /// The api-keys service.
     pub api_keys: ApiKeysConfig,
+    /// Redis, for what replicas must agree on.
+    pub redis: RedisConfig,
+}
+
+/// Redis: fan-out of revocations between replicas. Unset: one replica,
+/// in-process only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://…` (also `REDIS_URL`); may hold a password.
+    pub url: Option<Secret>,
+    /// Prefix of every key and channel this deployment uses.
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            key_prefix: "twig:".into(),
+        }
+    }
 }
 
 /// The api-keys service.
@@ -212,6 +234,7 @@ impl Config {
                     .only(&["DATABASE_URL"])
                     .map(|_| "database.url".into()),
             )
+            .merge(Env::raw().only(&["REDIS_URL"]).map(|_| "redis.url".into()))
             .merge(Env::prefixed("TWIG__").split("__"));
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
@@ -265,11 +288,17 @@ impl Config {
         if s.login_delay_max < s.login_delay_base {
             problems.push("sessions.login_delay_max must be at least login_delay_base".into());
         }
-        if self.api_keys.verify_cache_ttl > Duration::from_secs(1) {
-            problems.push(
-                "api_keys.verify_cache_ttl must be at most 1s (it bounds cross-replica revocation)"
-                    .into(),
-            );
+        if let Some(url) = &self.redis.url
+            && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
+        {
+            problems.push("redis.url must start with redis:// or rediss://".into());
+        }
+        let ttl_limit = if self.redis.url.is_some() { 60 } else { 1 };
+        if self.api_keys.verify_cache_ttl > Duration::from_secs(ttl_limit) {
+            problems.push(format!(
+                "api_keys.verify_cache_ttl must be at most {ttl_limit}s \
+                 (without Redis it bounds how long a revoked key passes on another replica)"
+            ));
         }
         if s.failed_logins_per_ip_per_minute == 0 {
             problems.push("sessions.failed_logins_per_ip_per_minute must be at least 1".into());
@@ -314,6 +343,24 @@ mod tests {
             let config = Config::load(None).unwrap();
             assert_eq!(config.database.url.expose(), "postgres://u:hunter2@db/twig");
             assert!(!format!("{config:?}").contains("hunter2"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn redis_url_allows_longer_key_caches() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TWIG__API_KEYS__VERIFY_CACHE_TTL", "30s");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("verify_cache_ttl must be at most 1s"), "{err}");
+            jail.set_env("REDIS_URL", "redis://:pw@127.0.0.1:6379");
+            let config = Config::load(None).unwrap();
+            assert_eq!(
+                config.redis.url.unwrap().expose(),
+                "redis://:pw@127.0.0.1:6379"
+            );
+            jail.set_env("REDIS_URL", "http://nope");
+            assert!(Config::load(None).is_err());
             Ok(())
         });
     }

@@ -1,0 +1,214 @@
+//! Fan-out of "forget this" messages between replicas.
+//!
+//! When a key is revoked on one replica, every replica must drop its cached
+//! answer within a second. [`Fanout`] carries such messages over Redis
+//! pub/sub (channel `<prefix><topic>`); without Redis (one replica) it
+//! delivers them in-process only.
+//!
+//! Subscribers receive [`Event::Message`]s, and [`Event::Resync`] whenever
+//! the subscription (re)connects: messages may have been missed while it
+//! was down, so caches must then drop everything.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::broadcast;
+
+/// What a subscriber receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message published on `topic`.
+    Message {
+        /// The topic, without the prefix.
+        topic: String,
+        /// The payload.
+        payload: String,
+    },
+    /// The subscription (re)connected; anything may have been missed.
+    Resync,
+}
+
+/// The fan-out channel. Cheap to clone.
+#[derive(Clone)]
+pub struct Fanout {
+    events: broadcast::Sender<Event>,
+    redis: Option<Redis>,
+}
+
+#[derive(Clone)]
+struct Redis {
+    prefix: String,
+    publisher: redis::aio::MultiplexedConnection,
+}
+
+impl Fanout {
+    /// In-process only: for a single replica.
+    pub fn local() -> Self {
+        let (events, _) = broadcast::channel(1024);
+        Self {
+            events,
+            redis: None,
+        }
+    }
+
+    /// Over Redis at `url`, on channels named `<prefix><topic>`. Fails when
+    /// Redis cannot be reached now; later outages are retried in the
+    /// background (and end with a [`Event::Resync`]).
+    pub async fn redis(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)?;
+        let publisher = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("Redis at the configured URL did not answer within 5 s"))??;
+        let (events, _) = broadcast::channel(1024);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(subscribe_forever(
+            client,
+            prefix.to_string(),
+            events.clone(),
+            Some(ready_tx),
+        ));
+        tokio::time::timeout(Duration::from_secs(5), ready_rx)
+            .await
+            .map_err(|_| anyhow::anyhow!("could not subscribe to Redis within 5 s"))???;
+        Ok(Self {
+            events,
+            redis: Some(Redis {
+                prefix: prefix.to_string(),
+                publisher,
+            }),
+        })
+    }
+
+    /// Receives every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Sends `payload` on `topic` to every replica, this one included.
+    /// A Redis failure is logged and counted, not returned: the caches'
+    /// lifetimes still bound how stale another replica can be.
+    pub async fn publish(&self, topic: &str, payload: &str) {
+        match &self.redis {
+            None => {
+                let _ = self.events.send(Event::Message {
+                    topic: topic.to_string(),
+                    payload: payload.to_string(),
+                });
+            }
+            Some(r) => {
+                let mut conn = r.publisher.clone();
+                let channel = format!("{}{topic}", r.prefix);
+                let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(payload)
+                    .query_async(&mut conn)
+                    .await;
+                if let Err(e) = sent {
+                    metrics::counter!("twig_fanout_publish_errors_total").increment(1);
+                    tracing::warn!(error = %e, %topic, "could not publish to Redis");
+                    // This replica at least forgets at once.
+                    let _ = self.events.send(Event::Message {
+                        topic: topic.to_string(),
+                        payload: payload.to_string(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+async fn subscribe_forever(
+    client: redis::Client,
+    prefix: String,
+    events: broadcast::Sender<Event>,
+    mut ready: Option<tokio::sync::oneshot::Sender<anyhow::Result<()>>>,
+) {
+    let pattern = format!("{prefix}*");
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.psubscribe(&pattern).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        }
+        .await;
+        match attempt {
+            Ok(pubsub) => {
+                backoff = Duration::from_millis(100);
+                let _ = events.send(Event::Resync);
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Ok(()));
+                }
+                let mut stream = pubsub.into_on_message();
+                while let Some(msg) = stream.next().await {
+                    let Some(topic) = msg.get_channel_name().strip_prefix(&prefix) else {
+                        continue;
+                    };
+                    let Ok(payload) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    let _ = events.send(Event::Message {
+                        topic: topic.to_string(),
+                        payload,
+                    });
+                }
+                tracing::warn!("Redis subscription ended; reconnecting");
+            }
+            Err(e) => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(e.into()));
+                    return;
+                }
+                metrics::counter!("twig_fanout_reconnects_total").increment(1);
+                tracing::warn!(error = %e, "cannot subscribe to Redis; retrying");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_delivers_in_process() {
+        let f = Fanout::local();
+        let mut rx = f.subscribe();
+        f.publish("apikeys.invalidate", "k1").await;
+        assert_eq!(
+            rx.recv().await.unwrap(),
+            Event::Message {
+                topic: "apikeys.invalidate".into(),
+                payload: "k1".into()
+            }
+        );
+    }
+
+    /// Two fan-outs on one Redis: a message published on one reaches the
+    /// other. Needs Redis at TWIG_TEST_REDIS_URL (default 127.0.0.1:6379).
+    #[tokio::test]
+    async fn redis_reaches_other_replicas() {
+        let url = std::env::var("TWIG_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("twig-test:{}:", std::process::id());
+        let a = Fanout::redis(&url, &prefix).await.expect("Redis is needed");
+        let b = Fanout::redis(&url, &prefix).await.expect("Redis is needed");
+        let mut rx = b.subscribe();
+        a.publish("apikeys.invalidate", "k2").await;
+        let got = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                if let Event::Message { topic, payload } = rx.recv().await.unwrap() {
+                    return (topic, payload);
+                }
+            }
+        })
+        .await
+        .expect("message within 2 s");
+        assert_eq!(got, ("apikeys.invalidate".into(), "k2".into()));
+    }
+}

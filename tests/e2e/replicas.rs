@@ -1,0 +1,135 @@
+//! Two server processes on one PostgreSQL database and one Redis: a change
+//! made on one replica reaches the other's cache within a second.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+use tonic::transport::Channel;
+use twig_proto::apikeys::v1 as pb;
+use twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient;
+use twig_proto::sessions::v1 as spb;
+use twig_tests::{Backend, TestDatabase, bearer, spawn_serve, twig_binary};
+
+const INTERNAL: &str = "replicas-internal-token-0123456789abcdef";
+
+fn replica(db_url: &str, redis_prefix: &str) -> Command {
+    let mut cmd = Command::new(twig_binary());
+    cmd.env("DATABASE_URL", db_url)
+        .env("REDIS_URL", "redis://127.0.0.1:6379")
+        .env("TWIG__REDIS__KEY_PREFIX", redis_prefix)
+        // Long enough that only the fan-out can explain a sub-second change.
+        .env("TWIG__API_KEYS__VERIFY_CACHE_TTL", "30s")
+        .env("TWIG__AUTH__INTERNAL_TOKEN", INTERNAL)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+async fn verify(channel: &Channel, key: &str) -> Result<pb::VerifyApiKeyResponse, tonic::Status> {
+    let mut request = tonic::Request::new(pb::VerifyApiKeyRequest {
+        key: key.into(),
+        required_scope: pb::Scope::Read as i32,
+    });
+    request
+        .metadata_mut()
+        .insert("x-twig-internal-token", INTERNAL.parse().unwrap());
+    ApiKeyServiceClient::new(channel.clone())
+        .verify_api_key(request)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Polls `key` on `channel` until it is refused; returns how long it took.
+async fn time_until_refused(channel: &Channel, key: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match verify(channel, key).await {
+            Err(e) if e.code() == Code::Unauthenticated => return start.elapsed(),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    panic!("the key still verified {limit:?} after the change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_and_rotation_reach_the_other_replica_within_a_second() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let prefix = twig_testkit::redis_prefix();
+    // One after the other: the first one runs the migrations.
+    let (mut a, chan_a) = spawn_serve(replica(&db.url, &prefix)).await;
+    let (mut b, chan_b) = spawn_serve(replica(&db.url, &prefix)).await;
+
+    let result = async {
+        let signed = spb::session_service_client::SessionServiceClient::new(chan_a.clone())
+            .sign_up(spb::SignUpRequest {
+                email: "replicas@example.com".into(),
+                password: "correct horse battery staple".into(),
+                display_name: String::new(),
+                organization_name: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let token = signed.tokens.unwrap().access_token;
+        let mut keys_a = ApiKeyServiceClient::new(chan_a.clone());
+        let created = keys_a
+            .create_api_key(bearer(
+                &token,
+                pb::CreateApiKeyRequest {
+                    name: "replicated".into(),
+                    scopes: vec![pb::Scope::Read as i32],
+                    expires_at: None,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let key_id = created.key.unwrap().id;
+        let old = created.secret;
+
+        // B verifies (and caches for 30 s).
+        verify(&chan_b, &old).await.unwrap();
+        verify(&chan_b, &old).await.unwrap();
+
+        // Rotation with no overlap on A: B refuses the old secret within 1 s.
+        let rotated = keys_a
+            .rotate_api_key(bearer(
+                &token,
+                pb::RotateApiKeyRequest {
+                    key_id: key_id.clone(),
+                    overlap_seconds: 0,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let took = time_until_refused(&chan_b, &old, Duration::from_secs(3)).await;
+        assert!(
+            took < Duration::from_secs(1),
+            "rotation reached B after {took:?}"
+        );
+        let new = rotated.secret;
+        verify(&chan_b, &new).await.unwrap();
+        verify(&chan_b, &new).await.unwrap();
+
+        // Revocation on A: B refuses within 1 s.
+        keys_a
+            .revoke_api_key(bearer(&token, pb::RevokeApiKeyRequest { key_id }))
+            .await
+            .unwrap();
+        let took = time_until_refused(&chan_b, &new, Duration::from_secs(3)).await;
+        assert!(
+            took < Duration::from_secs(1),
+            "revocation reached B after {took:?}"
+        );
+        took
+    }
+    .await;
+    for child in [&mut a, &mut b] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    println!("revocation visible on the other replica after {result:?}");
+}
