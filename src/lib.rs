@@ -208,7 +208,11 @@ pub async fn build(
     });
     Ok(Suite {
         routes,
-        auth: AuthLayer::new(authenticator, config.auth.internal_token.as_ref()),
+        auth: AuthLayer::new(
+            authenticator,
+            config.auth.internal_token.as_ref(),
+            config.server.trusted_proxies.clone(),
+        ),
         names,
         sessions,
         api_keys,
@@ -277,7 +281,11 @@ struct BearerAuthenticator {
 }
 
 impl twig_auth::Authenticator for BearerAuthenticator {
-    fn authenticate<'a>(&'a self, bearer: &'a str) -> twig_auth::principal::AuthFuture<'a> {
+    fn authenticate<'a>(
+        &'a self,
+        bearer: &'a str,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> twig_auth::principal::AuthFuture<'a> {
         use twig_crypto::TokenKind;
         let target = match TokenKind::of(bearer) {
             Some(TokenKind::SessionAccess) => self.sessions.as_ref(),
@@ -285,7 +293,7 @@ impl twig_auth::Authenticator for BearerAuthenticator {
             Some(TokenKind::SessionRefresh) | None => None,
         };
         match target {
-            Some(authenticator) => authenticator.authenticate(bearer),
+            Some(authenticator) => authenticator.authenticate(bearer, client_ip),
             None => Box::pin(async {
                 Err(twig_errors::ApiError::unauthenticated(
                     "the bearer token is not an access token or API key this server accepts",

@@ -44,6 +44,7 @@ async fn verify(
         .verify_api_key(app.internal(pb::VerifyApiKeyRequest {
             key: key.into(),
             required_scope: scope as i32,
+            client_ip: String::new(),
         }))
         .await
         .map(|r| r.into_inner())
@@ -343,6 +344,7 @@ async fn nobody_mints_beyond_their_own_scopes(backend: Backend) {
                         key_id: id,
                         name: Some("renamed".into()),
                         scopes: scopes.into_iter().map(|s| s as i32).collect(),
+                        allowed_cidrs: None,
                     },
                 ))
                 .await

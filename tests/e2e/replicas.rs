@@ -31,6 +31,7 @@ async fn verify(channel: &Channel, key: &str) -> Result<pb::VerifyApiKeyResponse
     let mut request = tonic::Request::new(pb::VerifyApiKeyRequest {
         key: key.into(),
         required_scope: pb::Scope::Read as i32,
+        client_ip: String::new(),
     });
     request
         .metadata_mut()

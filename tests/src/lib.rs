@@ -153,13 +153,17 @@ impl TestApp {
     /// A sessions client whose connection comes from `ip` (any address
     /// of 127.0.0.0/8), to act as many clients from one machine.
     pub async fn sessions_from(&self, ip: &str) -> SessionServiceClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
+        SessionServiceClient::new(self.channel_from(ip).await)
+    }
+
+    /// A channel whose connection comes from `ip` (any of 127.0.0.0/8).
+    pub async fn channel_from(&self, ip: &str) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
             .expect("uri")
             .local_address(Some(ip.parse().expect("ip address")))
             .connect()
             .await
-            .expect("connect");
-        SessionServiceClient::new(channel)
+            .expect("connect")
     }
 
     /// The services' current time, in Unix seconds.

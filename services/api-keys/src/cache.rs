@@ -6,16 +6,32 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use dashmap::DashMap;
+use ipnet::IpNet;
 use twig_auth::{Credential, Principal};
 use twig_crypto::TokenHash;
 use uuid::Uuid;
 
 const MAX_ENTRIES: usize = 500_000;
 
+/// A valid key as verification needs it.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// Who the key acts as.
+    pub principal: Principal,
+    /// The key's public prefix.
+    pub prefix: String,
+    /// The key's allowlist (empty = any address).
+    pub key_cidrs: Vec<IpNet>,
+    /// The organisation's allowlist (empty = any address).
+    pub org_cidrs: Vec<IpNet>,
+}
+
 #[derive(Debug, Clone)]
 enum Answer {
-    Valid(Principal),
+    Valid(Arc<Verified>),
     Unknown,
 }
 
@@ -30,8 +46,8 @@ pub struct KeyCache {
 /// What the cache knows of a secret.
 #[derive(Debug)]
 pub enum Cached {
-    /// A valid key's principal.
-    Valid(Principal),
+    /// A valid key.
+    Valid(Arc<Verified>),
     /// Known not to exist.
     Unknown,
     /// Not in the cache.
@@ -65,8 +81,8 @@ impl KeyCache {
     }
 
     /// Remembers a valid key for at most `ttl` and `valid_for`.
-    pub fn put_valid(&self, hash: TokenHash, principal: Principal, valid_for: Duration) {
-        self.put(hash, Answer::Valid(principal), self.ttl.min(valid_for));
+    pub fn put_valid(&self, hash: TokenHash, verified: Arc<Verified>, valid_for: Duration) {
+        self.put(hash, Answer::Valid(verified), self.ttl.min(valid_for));
     }
 
     /// Remembers that a secret does not exist.
@@ -97,8 +113,16 @@ impl KeyCache {
     /// new secret may now exist).
     pub fn forget_key(&self, key_id: Uuid) {
         self.entries.retain(|_, e| match &e.0 {
-            Answer::Valid(p) => p.credential != Credential::ApiKey { key_id },
+            Answer::Valid(v) => v.principal.credential != Credential::ApiKey { key_id },
             Answer::Unknown => false,
+        });
+    }
+
+    /// Forgets every answer about keys of `org_id` (its allowlist changed).
+    pub fn forget_org(&self, org_id: Uuid) {
+        self.entries.retain(|_, e| match &e.0 {
+            Answer::Valid(v) => v.principal.org_id != org_id,
+            Answer::Unknown => true,
         });
     }
 }

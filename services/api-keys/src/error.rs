@@ -20,6 +20,10 @@ pub enum KeyError {
     /// A valid key without the scope the operation needs.
     #[error("the API key lacks the {0} scope")]
     MissingScope(&'static str),
+    /// The client's address is outside the organisation's or the key's
+    /// allowlist.
+    #[error("this API key may not be used from this address")]
+    AddressNotAllowed,
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(&'static str),
@@ -49,7 +53,7 @@ impl From<KeyError> for ApiError {
         match &err {
             KeyError::InvalidField { field, reason } => ApiError::invalid_field(*field, reason),
             KeyError::InvalidKey => ApiError::unauthenticated(err.to_string()),
-            KeyError::MissingScope(_) | KeyError::Forbidden(_) => {
+            KeyError::MissingScope(_) | KeyError::Forbidden(_) | KeyError::AddressNotAllowed => {
                 ApiError::permission_denied(err.to_string())
             }
             KeyError::NotFound => ApiError::not_found(err.to_string()),

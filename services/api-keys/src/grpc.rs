@@ -83,6 +83,11 @@ fn key_to_pb(k: &api_key::Model) -> pb::ApiKey {
         last_used_at: k.last_used_at.map(ts),
         created_by: k.created_by.to_string(),
         revoked_at: k.revoked_at.map(ts),
+        allowed_cidrs: k
+            .allowed_cidrs
+            .split_whitespace()
+            .map(String::from)
+            .collect(),
     }
 }
 
@@ -160,7 +165,13 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeysGrpc {
         let narrow = scopes_from(&r.scopes)?;
         let key = self
             .inner
-            .update(&me, id, r.name.as_deref(), &narrow)
+            .update(
+                &me,
+                id,
+                r.name.as_deref(),
+                &narrow,
+                r.allowed_cidrs.as_ref().map(|l| l.cidrs.as_slice()),
+            )
             .await?;
         Ok(Response::new(pb::UpdateApiKeyResponse {
             key: Some(key_to_pb(&key)),
@@ -193,23 +204,52 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeysGrpc {
         }))
     }
 
+    async fn get_org_allowlist(
+        &self,
+        request: Request<pb::GetOrgAllowlistRequest>,
+    ) -> Result<Response<pb::GetOrgAllowlistResponse>, Status> {
+        let me = me(&request)?;
+        let cidrs = self.inner.org_allowlist(&me).await?;
+        Ok(Response::new(pb::GetOrgAllowlistResponse {
+            allowlist: Some(pb::CidrList { cidrs }),
+        }))
+    }
+
+    async fn set_org_allowlist(
+        &self,
+        request: Request<pb::SetOrgAllowlistRequest>,
+    ) -> Result<Response<pb::SetOrgAllowlistResponse>, Status> {
+        let me = me(&request)?;
+        let wanted = request.into_inner().allowlist.unwrap_or_default().cidrs;
+        let cidrs = self.inner.set_org_allowlist(&me, &wanted).await?;
+        Ok(Response::new(pb::SetOrgAllowlistResponse {
+            allowlist: Some(pb::CidrList { cidrs }),
+        }))
+    }
+
     async fn verify_api_key(
         &self,
         request: Request<pb::VerifyApiKeyRequest>,
     ) -> Result<Response<pb::VerifyApiKeyResponse>, Status> {
         require_internal(&request)?;
-        let client_ip = request
-            .remote_addr()
-            .map(|a| a.ip().to_canonical().to_string());
         let r = request.into_inner();
+        let client_ip = if r.client_ip.is_empty() {
+            None
+        } else {
+            Some(
+                r.client_ip
+                    .trim()
+                    .parse::<std::net::IpAddr>()
+                    .map_err(|_| {
+                        Status::from(ApiError::invalid_field("client_ip", "is not an IP address"))
+                    })?,
+            )
+        };
         let required = match r.required_scope {
             0 => None,
             raw => Some(scope_from_pb("required_scope", raw)?),
         };
-        let p = self
-            .inner
-            .verify(&r.key, required, client_ip.as_deref())
-            .await?;
+        let p = self.inner.verify(&r.key, required, client_ip).await?;
         let key_id = match p.credential {
             Credential::ApiKey { key_id } => key_id.to_string(),
             Credential::Session { .. } => String::new(),

@@ -6,6 +6,7 @@
 //! - [`KeyAuthenticator`]: API keys for the shared auth layer.
 
 pub mod cache;
+pub mod cidrs;
 pub mod entity;
 pub mod error;
 pub mod grpc;
@@ -29,10 +30,14 @@ pub const SERVICE_NAME: &str = "twig.apikeys.v1.ApiKeyService";
 pub struct KeyAuthenticator(pub Arc<ApiKeys>);
 
 impl Authenticator for KeyAuthenticator {
-    fn authenticate<'a>(&'a self, bearer: &'a str) -> AuthFuture<'a> {
+    fn authenticate<'a>(
+        &'a self,
+        bearer: &'a str,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> AuthFuture<'a> {
         Box::pin(async move {
             self.0
-                .verify(bearer, None, None)
+                .verify(bearer, None, client_ip)
                 .await
                 .map_err(ApiError::from)
         })

@@ -13,7 +13,7 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateApiKeyTables)]
+        vec![Box::new(CreateApiKeyTables), Box::new(AddIpAllowlists)]
     }
 }
 
@@ -104,6 +104,54 @@ impl MigrationTrait for CreateApiKeyTables {
                     .name("api_key_secrets_key")
                     .table(ApiKeySecrets::Table)
                     .col(ApiKeySecrets::KeyId)
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum OrgIpAllowlists {
+    Table,
+    OrgId,
+    Cidrs,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum ApiKeysAllowlist {
+    #[sea_orm(iden = "api_keys")]
+    Table,
+    AllowedCidrs,
+}
+
+struct AddIpAllowlists;
+
+impl MigrationName for AddIpAllowlists {
+    fn name(&self) -> &str {
+        "m0002_add_ip_allowlists"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddIpAllowlists {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ApiKeysAllowlist::Table)
+                    .add_column(string(ApiKeysAllowlist::AllowedCidrs).default(""))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(OrgIpAllowlists::Table)
+                    .col(uuid(OrgIpAllowlists::OrgId).primary_key())
+                    .col(text(OrgIpAllowlists::Cidrs))
+                    .col(timestamp_with_time_zone(OrgIpAllowlists::UpdatedAt))
                     .to_owned(),
             )
             .await?;

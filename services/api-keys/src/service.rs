@@ -1,5 +1,6 @@
 //! The api-keys service's logic, independent of the wire.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +18,9 @@ use twig_crypto::{Token, TokenHash, TokenKind};
 use twig_fanout::{Event, Fanout};
 use uuid::Uuid;
 
-use crate::cache::{Cached, KeyCache};
-use crate::entity::{api_key, api_key_secret};
+use crate::cache::{Cached, KeyCache, Verified};
+use crate::cidrs;
+use crate::entity::{api_key, api_key_secret, org_ip_allowlist};
 use crate::error::KeyError;
 use crate::scopes;
 
@@ -60,13 +62,27 @@ pub struct ApiKeys {
     clock: Arc<dyn Clock>,
     cache: KeyCache,
     last_used: DashMap<Uuid, DateTime<Utc>>,
-    /// Failed verifications per public prefix since the last flush.
-    failures: DashMap<String, u64>,
+    /// Refused verifications since the last flush, counted.
+    failures: DashMap<Refusal, u64>,
     fanout: Fanout,
 }
 
 /// The fan-out topic on which changed keys are announced.
 const INVALIDATE: &str = "apikeys.invalidate";
+/// The fan-out topic on which changed organisation allowlists are announced.
+const INVALIDATE_ORG: &str = "apikeys.invalidate_org";
+
+/// One kind of refused verification, for the batched audit events.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Refusal {
+    /// `apikey.verify_failed` or `apikey.ip_denied`.
+    action: &'static str,
+    org: Option<Uuid>,
+    prefix: String,
+    ip: Option<IpAddr>,
+    /// For address denials: `org` or `key`, the list that refused.
+    policy: Option<&'static str>,
+}
 
 fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
@@ -123,6 +139,11 @@ impl ApiKeys {
                 Ok(Event::Message { topic, payload }) if topic == INVALIDATE => {
                     if let Ok(id) = Uuid::parse_str(&payload) {
                         self.cache.forget_key(id);
+                    }
+                }
+                Ok(Event::Message { topic, payload }) if topic == INVALIDATE_ORG => {
+                    if let Ok(id) = Uuid::parse_str(&payload) {
+                        self.cache.forget_org(id);
                     }
                 }
                 Ok(Event::Message { .. }) => {}
@@ -210,6 +231,7 @@ impl ApiKeys {
             expires_at: Set(expires_at),
             revoked_at: Set(None),
             last_used_at: Set(None),
+            allowed_cidrs: Set(String::new()),
         }
         .insert(&txn)
         .await?;
@@ -276,13 +298,14 @@ impl ApiKeys {
         }
     }
 
-    /// Renames a key and/or narrows its scopes.
+    /// Renames a key, narrows its scopes and/or replaces its allowlist.
     pub async fn update(
         &self,
         principal: &Principal,
         key_id: Uuid,
         name: Option<&str>,
         narrow_to: &[Scope],
+        allowed_cidrs: Option<&[String]>,
     ) -> Result<api_key::Model> {
         let key = self.load(principal, key_id).await?;
         Self::require_may_change(principal, &key)?;
@@ -303,6 +326,10 @@ impl ApiKeys {
             }
             model.scopes = Set(scopes::to_stored(narrow_to));
         }
+        if let Some(list) = allowed_cidrs {
+            let nets = cidrs::parse(list).map_err(|e| KeyError::field("allowed_cidrs", e))?;
+            model.allowed_cidrs = Set(cidrs::to_stored(&nets));
+        }
         let now = self.clock.now();
         let txn = self.db.begin().await?;
         let updated = model.update(&txn).await?;
@@ -310,7 +337,11 @@ impl ApiKeys {
             .org(principal.org_id)
             .actor(actor(principal))
             .target(format!("key:{key_id}"))
-            .details(serde_json::json!({ "name": updated.name, "scopes": updated.scopes }))
+            .details(serde_json::json!({
+                "name": updated.name,
+                "scopes": updated.scopes,
+                "allowed_cidrs": updated.allowed_cidrs,
+            }))
             .record_at(&txn, now)
             .await?;
         txn.commit().await?;
@@ -403,39 +434,59 @@ impl ApiKeys {
     }
 
     /// Key text → principal. Malformed, unknown, expired and revoked keys
-    /// are all [`KeyError::InvalidKey`]; a valid key without `required`
-    /// is [`KeyError::MissingScope`]. Database trouble is an error, never a
+    /// are all [`KeyError::InvalidKey`]; a client address outside the
+    /// organisation's or the key's allowlist is
+    /// [`KeyError::AddressNotAllowed`]; a valid key without `required` is
+    /// [`KeyError::MissingScope`]. Database trouble is an error, never a
     /// success.
     pub async fn verify(
         &self,
         text: &str,
         required: Option<Scope>,
-        client_ip: Option<&str>,
+        client_ip: Option<IpAddr>,
     ) -> Result<Principal> {
-        let principal = match self.verify_key(text).await {
-            Ok(p) => p,
+        let verified = match self.verify_key(text).await {
+            Ok(v) => v,
             Err(KeyError::InvalidKey) => {
-                self.note_failure(text, client_ip);
+                self.refuse(Refusal {
+                    action: "apikey.verify_failed",
+                    org: None,
+                    prefix: Token::public_prefix(text),
+                    ip: client_ip,
+                    policy: None,
+                });
                 return Err(KeyError::InvalidKey);
             }
             Err(e) => return Err(e),
         };
+        for (policy, list) in [("org", &verified.org_cidrs), ("key", &verified.key_cidrs)] {
+            if !cidrs::allows(list, client_ip) {
+                self.refuse(Refusal {
+                    action: "apikey.ip_denied",
+                    org: Some(verified.principal.org_id),
+                    prefix: verified.prefix.clone(),
+                    ip: client_ip.map(|ip| ip.to_canonical()),
+                    policy: Some(policy),
+                });
+                return Err(KeyError::AddressNotAllowed);
+            }
+        }
         if let Some(scope) = required
-            && !principal.has_scope(scope)
+            && !verified.principal.has_scope(scope)
         {
             return Err(KeyError::MissingScope(scope.as_str()));
         }
-        Ok(principal)
+        Ok(verified.principal.clone())
     }
 
-    async fn verify_key(&self, text: &str) -> Result<Principal> {
+    async fn verify_key(&self, text: &str) -> Result<Arc<Verified>> {
         Token::check_format(TokenKind::ApiKey, text).map_err(|_| KeyError::InvalidKey)?;
         let hash = TokenHash::of(text);
         let now = self.clock.now();
         match self.cache.get(&hash) {
-            Cached::Valid(p) if p.expires_at.is_none_or(|t| t > now) => {
-                self.touch(&p, now);
-                return Ok(p);
+            Cached::Valid(v) if v.principal.expires_at.is_none_or(|t| t > now) => {
+                self.touch(&v.principal, now);
+                return Ok(v);
             }
             Cached::Unknown => return Err(KeyError::InvalidKey),
             Cached::Valid(_) | Cached::Miss => {}
@@ -457,23 +508,83 @@ impl ApiKeys {
         if key.revoked_at.is_some() || key.expires_at.is_some_and(|t| t <= now) {
             return Err(KeyError::InvalidKey);
         }
+        let org_cidrs = org_ip_allowlist::Entity::find_by_id(key.org_id)
+            .one(&self.db)
+            .await?
+            .map(|row| cidrs::from_stored(&row.cidrs))
+            .unwrap_or_default();
         let expires_at = match (key.expires_at, secret.expires_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let principal = Principal {
-            user_id: key.created_by,
-            org_id: key.org_id,
-            roles: Vec::new(),
-            scopes: scopes::from_stored(&key.scopes),
-            credential: Credential::ApiKey { key_id: key.id },
-            expires_at,
-        };
+        let verified = Arc::new(Verified {
+            principal: Principal {
+                user_id: key.created_by,
+                org_id: key.org_id,
+                roles: Vec::new(),
+                scopes: scopes::from_stored(&key.scopes),
+                credential: Credential::ApiKey { key_id: key.id },
+                expires_at,
+            },
+            prefix: secret.prefix,
+            key_cidrs: cidrs::from_stored(&key.allowed_cidrs),
+            org_cidrs,
+        });
         let valid_for =
             expires_at.map_or(Duration::MAX, |t| (t - now).to_std().unwrap_or_default());
-        self.cache.put_valid(hash, principal.clone(), valid_for);
-        self.touch(&principal, now);
-        Ok(principal)
+        self.cache.put_valid(hash, verified.clone(), valid_for);
+        self.touch(&verified.principal, now);
+        Ok(verified)
+    }
+
+    /// The organisation's allowlist.
+    pub async fn org_allowlist(&self, principal: &Principal) -> Result<Vec<String>> {
+        if !principal.has_scope(Scope::Read) {
+            return Err(KeyError::MissingScope("read"));
+        }
+        Ok(org_ip_allowlist::Entity::find_by_id(principal.org_id)
+            .one(&self.db)
+            .await?
+            .map(|row| row.cidrs.split_whitespace().map(String::from).collect())
+            .unwrap_or_default())
+    }
+
+    /// Replaces the organisation's allowlist (admins only); empty = any
+    /// address.
+    pub async fn set_org_allowlist(
+        &self,
+        principal: &Principal,
+        entries: &[String],
+    ) -> Result<Vec<String>> {
+        if !principal.has_scope(Scope::Admin) {
+            return Err(KeyError::MissingScope("admin"));
+        }
+        let nets = cidrs::parse(entries).map_err(|e| KeyError::field("cidrs", e))?;
+        let stored = cidrs::to_stored(&nets);
+        let now = self.clock.now();
+        let txn = self.db.begin().await?;
+        org_ip_allowlist::Entity::delete_by_id(principal.org_id)
+            .exec(&txn)
+            .await?;
+        org_ip_allowlist::ActiveModel {
+            org_id: Set(principal.org_id),
+            cidrs: Set(stored.clone()),
+            updated_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        AuditEvent::new("org.ip_allowlist_changed", Outcome::Success)
+            .org(principal.org_id)
+            .actor(actor(principal))
+            .details(serde_json::json!({ "cidrs": stored }))
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        self.cache.forget_org(principal.org_id);
+        self.fanout
+            .publish(INVALIDATE_ORG, &principal.org_id.to_string())
+            .await;
+        Ok(nets.iter().map(|n| n.to_string()).collect())
     }
 
     fn touch(&self, principal: &Principal, now: DateTime<Utc>) {
@@ -485,10 +596,8 @@ impl ApiKeys {
         }
     }
 
-    fn note_failure(&self, text: &str, client_ip: Option<&str>) {
-        let prefix = Token::public_prefix(text);
-        let key = format!("{prefix}|{}", client_ip.unwrap_or(""));
-        *self.failures.entry(key).or_insert(0) += 1;
+    fn refuse(&self, refusal: Refusal) {
+        *self.failures.entry(refusal).or_insert(0) += 1;
     }
 
     /// Writes batched work: last-used times, and one audit event per
@@ -508,28 +617,33 @@ impl ApiKeys {
                 .await?;
             self.last_used.remove_if(id, |_, t| t <= at);
         }
-        let failures: Vec<(String, u64)> = self
+        let refusals: Vec<(Refusal, u64)> = self
             .failures
             .iter()
             .map(|e| (e.key().clone(), *e.value()))
             .collect();
         let now = self.clock.now();
-        for (key, count) in failures {
-            let (prefix, ip) = key.split_once('|').unwrap_or((&key, ""));
-            AuditEvent::new("apikey.verify_failed", Outcome::Failure)
-                .actor(if ip.is_empty() {
-                    "unknown".to_string()
-                } else {
-                    format!("ip:{ip}")
-                })
-                .ip((!ip.is_empty()).then(|| ip.to_string()))
-                .details(serde_json::json!({ "prefix": prefix, "count": count }))
-                .record_at(&self.db, now)
-                .await?;
-            if let Some(mut c) = self.failures.get_mut(&key) {
+        for (refusal, count) in refusals {
+            let mut event = AuditEvent::new(refusal.action, Outcome::Failure)
+                .actor(
+                    refusal
+                        .ip
+                        .map_or("unknown".to_string(), |ip| format!("ip:{ip}")),
+                )
+                .ip(refusal.ip.map(|ip| ip.to_string()))
+                .details(serde_json::json!({
+                    "prefix": refusal.prefix,
+                    "count": count,
+                    "policy": refusal.policy,
+                }));
+            if let Some(org) = refusal.org {
+                event = event.org(org);
+            }
+            event.record_at(&self.db, now).await?;
+            if let Some(mut c) = self.failures.get_mut(&refusal) {
                 *c = c.saturating_sub(count);
             }
-            self.failures.remove_if(&key, |_, c| *c == 0);
+            self.failures.remove_if(&refusal, |_, c| *c == 0);
         }
         Ok(())
     }

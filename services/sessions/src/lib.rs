@@ -32,7 +32,11 @@ pub const SERVICE_NAME: &str = "twig.sessions.v1.SessionService";
 pub struct SessionAuthenticator(pub Arc<Sessions>);
 
 impl Authenticator for SessionAuthenticator {
-    fn authenticate<'a>(&'a self, bearer: &'a str) -> AuthFuture<'a> {
+    fn authenticate<'a>(
+        &'a self,
+        bearer: &'a str,
+        _client_ip: Option<std::net::IpAddr>,
+    ) -> AuthFuture<'a> {
         Box::pin(async move { self.0.verify(bearer).await.map_err(ApiError::from) })
     }
 }

@@ -1,10 +1,12 @@
 //! The tower layer that authenticates every request once.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use http::{HeaderMap, Request};
+use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use twig_config::Secret;
@@ -18,21 +20,33 @@ pub const INTERNAL_TOKEN_HEADER: &str = "x-twig-internal-token";
 /// Headers starting with this are ours to set; a client's copy is removed.
 const PRINCIPAL_HEADER_PREFIX: &str = "x-twig-principal";
 
+/// The client's address as the auth layer found it (peer, or
+/// `X-Forwarded-For` through trusted proxies), in request extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
 /// Builds [`AuthService`]s.
 #[derive(Clone)]
 pub struct AuthLayer {
     authenticator: Arc<dyn Authenticator>,
     /// SHA-256 of the internal credential, so comparisons are fixed-length.
     internal_token: Option<[u8; 32]>,
+    trusted_proxies: Arc<Vec<IpNet>>,
 }
 
 impl AuthLayer {
-    /// A layer that authenticates bearers with `authenticator` and accepts
-    /// `internal_token` (if configured) from internal callers.
-    pub fn new(authenticator: Arc<dyn Authenticator>, internal_token: Option<&Secret>) -> Self {
+    /// A layer that authenticates bearers with `authenticator`, accepts
+    /// `internal_token` (if configured) from internal callers, and reads
+    /// `X-Forwarded-For` only from `trusted_proxies`.
+    pub fn new(
+        authenticator: Arc<dyn Authenticator>,
+        internal_token: Option<&Secret>,
+        trusted_proxies: Vec<IpNet>,
+    ) -> Self {
         Self {
             authenticator,
             internal_token: internal_token.map(|t| Sha256::digest(t.expose().as_bytes()).into()),
+            trusted_proxies: Arc::new(trusted_proxies),
         }
     }
 }
@@ -79,9 +93,25 @@ where
             if layer.is_internal(request.headers()) {
                 request.extensions_mut().insert(InternalCaller);
             }
+            let peer = request
+                .extensions()
+                .get::<tonic::transport::server::TcpConnectInfo>()
+                .and_then(|info| info.remote_addr())
+                .map(|addr| addr.ip());
+            let client = peer.map(|peer| {
+                let forwarded = request
+                    .headers()
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok());
+                crate::client_ip(peer, forwarded, &layer.trusted_proxies)
+            });
+            if let Some(ip) = client {
+                request.extensions_mut().insert(ClientIp(ip));
+            }
             if let Some(bearer) = bearer(request.headers()) {
                 let outcome = match bearer {
-                    Ok(token) => layer.authenticator.authenticate(&token).await,
+                    Ok(token) => layer.authenticator.authenticate(&token, client).await,
                     Err(e) => Err(e),
                 };
                 request.extensions_mut().insert(Authentication(outcome));

@@ -11,10 +11,12 @@
 //! Services then ask [`principal`] or [`require_internal`] and authorize
 //! their own operations (org scoping, roles).
 
+mod client_ip;
 mod layer;
 pub mod principal;
 
-pub use layer::{AuthLayer, AuthService, INTERNAL_TOKEN_HEADER};
+pub use client_ip::client_ip;
+pub use layer::{AuthLayer, AuthService, ClientIp, INTERNAL_TOKEN_HEADER};
 pub use principal::{
     Authentication, Authenticator, Credential, InternalCaller, Principal, Role, Scope,
 };

@@ -1,6 +1,7 @@
 //! The principal: who an authenticated request acts as.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
@@ -150,8 +151,9 @@ pub struct InternalCaller;
 pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Principal, ApiError>> + Send + 'a>>;
 
 /// Turns a bearer token into a principal. Implemented by the sessions
-/// service (session tokens) and later by api-keys.
+/// service (session tokens) and the api-keys service (API keys).
 pub trait Authenticator: Send + Sync + 'static {
-    /// UNAUTHENTICATED for a bad token; UNAVAILABLE when the store is down.
-    fn authenticate<'a>(&'a self, bearer: &'a str) -> AuthFuture<'a>;
+    /// UNAUTHENTICATED for a bad token; PERMISSION_DENIED when the
+    /// client's address is not allowed; UNAVAILABLE when the store is down.
+    fn authenticate<'a>(&'a self, bearer: &'a str, client_ip: Option<IpAddr>) -> AuthFuture<'a>;
 }

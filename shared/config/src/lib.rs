@@ -89,6 +89,9 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Address of the admin port (Prometheus `/metrics`).
     pub admin_listen: SocketAddr,
+    /// Proxies whose `X-Forwarded-For` is believed (networks); from any
+    /// other peer the header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +100,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             drain_timeout: Duration::from_secs(10),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct Model {
     pub revoked_at: Option<DateTimeUtc>,
     /// Last successful verification (flushed in batches).
     pub last_used_at: Option<DateTimeUtc>,
+    /// Allowed client networks, space-separated; empty = any address.
+    pub allowed_cidrs: String,
 }
 
 /// No navigable relations are needed.

@@ -2,3 +2,4 @@
 
 pub mod api_key;
 pub mod api_key_secret;
+pub mod org_ip_allowlist;
