@@ -579,7 +579,100 @@ async fn admins_query_the_audit_log(backend: Backend) {
     assert!(!org_ids.contains(&all[0].organization_id));
 }
 
+async fn usage_is_counted_per_minute_and_day(backend: Backend) {
+    let app = TestApp::builder(backend).weak_hashing().spawn().await;
+    let token = owner(&app).await;
+    let created = create(&app, &token, &[pb::Scope::Read]).await.unwrap();
+    let key_id = created.key.unwrap().id;
+    let t0 = app.clock_now();
+    for _ in 0..5 {
+        verify(&app, &created.secret, pb::Scope::Read)
+            .await
+            .unwrap();
+    }
+    app.clock.advance(Duration::from_secs(120));
+    for _ in 0..3 {
+        verify(&app, &created.secret, pb::Scope::Read)
+            .await
+            .unwrap();
+    }
+    // Failures do not count.
+    let _ = verify(&app, &created.secret, pb::Scope::Admin).await;
+    app.api_keys_service.flush().await.unwrap();
+    // Two more after the flush: counted from memory.
+    for _ in 0..2 {
+        verify(&app, &created.secret, pb::Scope::Read)
+            .await
+            .unwrap();
+    }
+    let usage = |granularity: pb::Granularity| {
+        let mut client = app.api_keys();
+        let token = token.clone();
+        let key_id = key_id.clone();
+        async move {
+            client
+                .get_key_usage(bearer(
+                    &token,
+                    pb::GetKeyUsageRequest {
+                        key_id,
+                        granularity: granularity as i32,
+                        since: Some(prost_types::Timestamp {
+                            seconds: t0 - 60,
+                            nanos: 0,
+                        }),
+                        until: Some(prost_types::Timestamp {
+                            seconds: t0 + 300,
+                            nanos: 0,
+                        }),
+                    },
+                ))
+                .await
+        }
+    };
+    let minutes = usage(pb::Granularity::Minute).await.unwrap().into_inner();
+    let counts: Vec<u64> = minutes.points.iter().map(|p| p.requests).collect();
+    assert_eq!(counts, vec![5, 5], "{minutes:?}");
+    assert_eq!(minutes.total, 10);
+    assert_eq!(
+        minutes.points[1].start.unwrap().seconds - minutes.points[0].start.unwrap().seconds,
+        120
+    );
+    let days = usage(pb::Granularity::Day).await.unwrap().into_inner();
+    assert_eq!(days.total, 10);
+    assert!(days.points.len() <= 2 && days.points[0].start.unwrap().seconds % 86_400 == 0);
+    // last_used_at is set.
+    let got = app
+        .api_keys()
+        .get_api_key(bearer(
+            &token,
+            pb::GetApiKeyRequest {
+                key_id: key_id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    assert!(got.last_used_at.unwrap().seconds >= t0 + 120);
+    // Another organisation cannot read it.
+    let other = owner(&app).await;
+    let hidden = app
+        .api_keys()
+        .get_key_usage(bearer(
+            &other,
+            pb::GetKeyUsageRequest {
+                key_id,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+}
+
 on_both_backends!(
+    usage_is_counted_per_minute_and_day,
     create_verify_rotate_revoke,
     only_hashes_are_stored,
     right_prefix_wrong_secret_is_just_garbage,

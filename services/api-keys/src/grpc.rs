@@ -204,6 +204,48 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeysGrpc {
         }))
     }
 
+    async fn get_key_usage(
+        &self,
+        request: Request<pb::GetKeyUsageRequest>,
+    ) -> Result<Response<pb::GetKeyUsageResponse>, Status> {
+        let me = me(&request)?;
+        let r = request.into_inner();
+        let id = parse_id("key_id", &r.key_id)?;
+        let bucket = match pb::Granularity::try_from(r.granularity) {
+            Ok(pb::Granularity::Day) => 1440,
+            Ok(pb::Granularity::Minute | pb::Granularity::Unspecified) => 1,
+            Err(_) => {
+                return Err(ApiError::invalid_field("granularity", "must be MINUTE or DAY").into());
+            }
+        };
+        let until = match &r.until {
+            Some(t) => from_ts("until", t)?,
+            None => Utc::now(),
+        };
+        let since = match &r.since {
+            Some(t) => from_ts("since", t)?,
+            None => until - chrono::Duration::minutes(if bucket == 1 { 60 } else { 30 * 1440 }),
+        };
+        // Whole minutes: a bucket is counted when its minute starts in range.
+        let until_minute = until.timestamp().div_euclid(60) + 1;
+        let since_minute = since.timestamp().div_euclid(60);
+        let points = self
+            .inner
+            .usage(&me, id, bucket, since_minute, until_minute)
+            .await?;
+        let total = points.iter().map(|(_, n)| n).sum();
+        Ok(Response::new(pb::GetKeyUsageResponse {
+            points: points
+                .into_iter()
+                .map(|(minute, requests)| pb::UsagePoint {
+                    start: DateTime::from_timestamp(minute * 60, 0).map(ts),
+                    requests,
+                })
+                .collect(),
+            total,
+        }))
+    }
+
     async fn get_org_allowlist(
         &self,
         request: Request<pb::GetOrgAllowlistRequest>,

@@ -13,7 +13,11 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateApiKeyTables), Box::new(AddIpAllowlists)]
+        vec![
+            Box::new(CreateApiKeyTables),
+            Box::new(AddIpAllowlists),
+            Box::new(AddUsage),
+        ]
     }
 }
 
@@ -156,5 +160,42 @@ impl MigrationTrait for AddIpAllowlists {
             )
             .await?;
         Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum ApiKeyUsage {
+    Table,
+    KeyId,
+    Minute,
+    Requests,
+}
+
+struct AddUsage;
+
+impl MigrationName for AddUsage {
+    fn name(&self) -> &str {
+        "m0003_add_usage"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddUsage {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(ApiKeyUsage::Table)
+                    .col(uuid(ApiKeyUsage::KeyId))
+                    .col(big_integer(ApiKeyUsage::Minute))
+                    .col(big_integer(ApiKeyUsage::Requests))
+                    .primary_key(
+                        Index::create()
+                            .col(ApiKeyUsage::KeyId)
+                            .col(ApiKeyUsage::Minute),
+                    )
+                    .to_owned(),
+            )
+            .await
     }
 }

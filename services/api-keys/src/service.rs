@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set, TransactionTrait,
@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::cache::{Cached, KeyCache, Verified};
 use crate::cidrs;
-use crate::entity::{api_key, api_key_secret, org_ip_allowlist};
+use crate::entity::{api_key, api_key_secret, api_key_usage, org_ip_allowlist};
 use crate::error::KeyError;
 use crate::scopes;
 
@@ -62,6 +62,8 @@ pub struct ApiKeys {
     clock: Arc<dyn Clock>,
     cache: KeyCache,
     last_used: DashMap<Uuid, DateTime<Utc>>,
+    /// Successful verifications per (key, minute) since the last flush.
+    usage: DashMap<(Uuid, i64), u64>,
     /// Refused verifications since the last flush, counted.
     failures: DashMap<Refusal, u64>,
     fanout: Fanout,
@@ -126,6 +128,7 @@ impl ApiKeys {
             db,
             clock,
             last_used: DashMap::new(),
+            usage: DashMap::new(),
             failures: DashMap::new(),
         }
     }
@@ -476,6 +479,10 @@ impl ApiKeys {
         {
             return Err(KeyError::MissingScope(scope.as_str()));
         }
+        if let Credential::ApiKey { key_id } = verified.principal.credential {
+            let minute = self.clock.now().timestamp().div_euclid(60);
+            *self.usage.entry((key_id, minute)).or_insert(0) += 1;
+        }
         Ok(verified.principal.clone())
     }
 
@@ -535,6 +542,53 @@ impl ApiKeys {
         self.cache.put_valid(hash, verified.clone(), valid_for);
         self.touch(&verified.principal, now);
         Ok(verified)
+    }
+
+    /// Requests per minute (`bucket_minutes` = 1) or per day (1440) of a
+    /// key of the caller's organisation, between two minutes (epoch
+    /// minutes, `until` excluded), counting what is not yet flushed.
+    pub async fn usage(
+        &self,
+        principal: &Principal,
+        key_id: Uuid,
+        bucket_minutes: i64,
+        since: i64,
+        until: i64,
+    ) -> Result<Vec<(i64, u64)>> {
+        if !principal.has_scope(Scope::Read) {
+            return Err(KeyError::MissingScope("read"));
+        }
+        self.load(principal, key_id).await?;
+        if until <= since || until - since > 400 * 1440 {
+            return Err(KeyError::field(
+                "since",
+                "the range must be positive and at most 400 days",
+            ));
+        }
+        let rows = api_key_usage::Entity::find()
+            .filter(api_key_usage::Column::KeyId.eq(key_id))
+            .filter(api_key_usage::Column::Minute.gte(since))
+            .filter(api_key_usage::Column::Minute.lt(until))
+            .all(&self.db)
+            .await?;
+        let mut buckets = std::collections::BTreeMap::<i64, u64>::new();
+        for row in rows {
+            *buckets
+                .entry(row.minute.div_euclid(bucket_minutes))
+                .or_insert(0) += u64::try_from(row.requests).unwrap_or(0);
+        }
+        for entry in self.usage.iter() {
+            let (id, minute) = *entry.key();
+            if id == key_id && (since..until).contains(&minute) {
+                *buckets
+                    .entry(minute.div_euclid(bucket_minutes))
+                    .or_insert(0) += *entry.value();
+            }
+        }
+        Ok(buckets
+            .into_iter()
+            .map(|(bucket, n)| (bucket * bucket_minutes, n))
+            .collect())
     }
 
     /// The organisation's allowlist.
@@ -616,6 +670,33 @@ impl ApiKeys {
                 .exec(&self.db)
                 .await?;
             self.last_used.remove_if(id, |_, t| t <= at);
+        }
+        let usage: Vec<((Uuid, i64), u64)> =
+            self.usage.iter().map(|e| (*e.key(), *e.value())).collect();
+        for ((key_id, minute), count) in usage {
+            let n = i64::try_from(count).unwrap_or(i64::MAX);
+            api_key_usage::Entity::insert(api_key_usage::ActiveModel {
+                key_id: Set(key_id),
+                minute: Set(minute),
+                requests: Set(n),
+            })
+            .on_conflict(
+                OnConflict::columns([api_key_usage::Column::KeyId, api_key_usage::Column::Minute])
+                    .value(
+                        api_key_usage::Column::Requests,
+                        sea_orm::sea_query::ExprTrait::add(
+                            Expr::col((api_key_usage::Entity, api_key_usage::Column::Requests)),
+                            n,
+                        ),
+                    )
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+            if let Some(mut c) = self.usage.get_mut(&(key_id, minute)) {
+                *c = c.saturating_sub(count);
+            }
+            self.usage.remove_if(&(key_id, minute), |_, c| *c == 0);
         }
         let refusals: Vec<(Refusal, u64)> = self
             .failures
