@@ -42,13 +42,39 @@ struct Args {
     /// Skip the login scenario.
     #[arg(long)]
     no_login: bool,
+    /// Which verify RPCs to compare with the baseline.
+    #[arg(long, value_delimiter = ',', default_value = "session,key")]
+    verify: Vec<String>,
+    /// Before measuring, add this many API keys (of other organisations)
+    /// straight into the database at --database-url.
+    #[arg(long, default_value_t = 0)]
+    seed_keys: u64,
+    /// The server's database, for --seed-keys.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// A label for the API-key figures (e.g. "cache miss" when the server
+    /// runs with its key cache off).
+    #[arg(long, default_value = "cache hit")]
+    key_label: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Rpc {
     Health,
     Verify,
+    VerifyKey,
     Login,
+}
+
+impl Rpc {
+    fn label(self) -> &'static str {
+        match self {
+            Rpc::Health => "health (baseline)",
+            Rpc::Verify => "VerifySession",
+            Rpc::VerifyKey => "VerifyApiKey",
+            Rpc::Login => "Login",
+        }
+    }
 }
 
 struct Outcome {
@@ -72,6 +98,7 @@ struct Client {
     /// Parsed once: the client's own cost should not weigh on one RPC only.
     internal_token: tonic::metadata::AsciiMetadataValue,
     access_token: String,
+    api_key: String,
     email: String,
 }
 
@@ -94,6 +121,21 @@ impl Client {
                     .insert("x-twig-internal-token", self.internal_token.clone());
                 SessionServiceClient::new(channel)
                     .verify_session(request)
+                    .await
+                    .is_ok()
+            }
+            Rpc::VerifyKey => {
+                let mut request =
+                    tonic::Request::new(twig_proto::apikeys::v1::VerifyApiKeyRequest {
+                        key: self.api_key.clone(),
+                        required_scope: twig_proto::apikeys::v1::Scope::Read as i32,
+                        client_ip: "192.0.2.10".into(),
+                    });
+                request
+                    .metadata_mut()
+                    .insert("x-twig-internal-token", self.internal_token.clone());
+                twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient::new(channel)
+                    .verify_api_key(request)
                     .await
                     .is_ok()
             }
@@ -208,6 +250,19 @@ fn ms(d: Duration) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.seed_keys > 0 {
+        let url = args
+            .database_url
+            .as_deref()
+            .context("--seed-keys needs --database-url")?;
+        let started = Instant::now();
+        seed_keys(url, args.seed_keys).await?;
+        println!(
+            "seeded {} API keys in {:.1} s\n",
+            args.seed_keys,
+            started.elapsed().as_secs_f64()
+        );
+    }
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
         channels.push(
@@ -230,6 +285,23 @@ async fn main() -> anyhow::Result<()> {
         .context("sign up the load user")?
         .into_inner();
     let access_token = signed_up.tokens.context("tokens")?.access_token;
+    let api_key = twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient::new(
+        channels[0].clone(),
+    )
+    .create_api_key({
+        let mut r = tonic::Request::new(twig_proto::apikeys::v1::CreateApiKeyRequest {
+            name: "load".into(),
+            scopes: vec![twig_proto::apikeys::v1::Scope::Read as i32],
+            expires_at: None,
+        });
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {access_token}").parse()?);
+        r
+    })
+    .await
+    .context("create the load key")?
+    .into_inner()
+    .secret;
     let client = Arc::new(Client {
         channels,
         internal_token: args
@@ -237,6 +309,7 @@ async fn main() -> anyhow::Result<()> {
             .parse()
             .context("internal token is not ASCII")?,
         access_token,
+        api_key,
         email,
     });
     anyhow::ensure!(
@@ -249,36 +322,47 @@ async fn main() -> anyhow::Result<()> {
     run(client.clone(), Rpc::Health, 8, Duration::from_secs(1), None).await;
     run(client.clone(), Rpc::Verify, 8, Duration::from_secs(1), None).await;
 
-    println!(
-        "## VerifySession (cache hit) vs baseline (Health/Check), {}s each in alternating 1 s slices\n",
-        args.seconds
-    );
-    println!(
-        "| concurrency | rpc | req/s | p50 ms | p99 ms | errors | vs baseline: throughput | p99 ratio |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    for &c in &args.concurrency {
-        let (base, verify) = compare(&client, Rpc::Health, Rpc::Verify, c, length).await;
-        for (name, o) in [("health (baseline)", &base), ("VerifySession", &verify)] {
-            let (tp, p99) = if name.starts_with("health") {
-                ("—".to_string(), "—".to_string())
-            } else {
-                (
-                    format!("{:.1}%", 100.0 * o.rps() / base.rps()),
-                    format!(
-                        "{:.2}×",
-                        o.p(0.99).as_secs_f64() / base.p(0.99).as_secs_f64()
-                    ),
-                )
-            };
-            println!(
-                "| {c} | {name} | {:.0} | {} | {} | {} | {tp} | {p99} |",
-                o.rps(),
-                ms(o.p(0.5)),
-                ms(o.p(0.99)),
-                o.errors
-            );
+    for which in &args.verify {
+        let (rpc, title) = match which.as_str() {
+            "session" => (Rpc::Verify, "VerifySession (cache hit)".to_string()),
+            "key" => (Rpc::VerifyKey, format!("VerifyApiKey ({})", args.key_label)),
+            other => anyhow::bail!("--verify takes session and key, not {other}"),
+        };
+        anyhow::ensure!(client.call(0, rpc).await, "{} fails", rpc.label());
+        run(client.clone(), rpc, 8, Duration::from_secs(1), None).await;
+        println!(
+            "## {title} vs baseline (Health/Check), {}s each in alternating 1 s slices\n",
+            args.seconds
+        );
+        println!(
+            "| concurrency | rpc | req/s | p50 ms | p99 ms | errors | vs baseline: throughput | p99 ratio |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for &c in &args.concurrency {
+            let (base, measured) = compare(&client, Rpc::Health, rpc, c, length).await;
+            for (r, o) in [(Rpc::Health, &base), (rpc, &measured)] {
+                let (tp, p99) = if r == Rpc::Health {
+                    ("—".to_string(), "—".to_string())
+                } else {
+                    (
+                        format!("{:.1}%", 100.0 * o.rps() / base.rps()),
+                        format!(
+                            "{:.2}×",
+                            o.p(0.99).as_secs_f64() / base.p(0.99).as_secs_f64()
+                        ),
+                    )
+                };
+                println!(
+                    "| {c} | {} | {:.0} | {} | {} | {} | {tp} | {p99} |",
+                    r.label(),
+                    o.rps(),
+                    ms(o.p(0.5)),
+                    ms(o.p(0.99)),
+                    o.errors
+                );
+            }
         }
+        println!();
     }
 
     if !args.no_login {
@@ -329,6 +413,59 @@ async fn main() -> anyhow::Result<()> {
             "| ratio busy/idle p99 | {:.2}× |",
             busy.p(0.99).as_secs_f64() / idle.p(0.99).as_secs_f64()
         );
+    }
+    Ok(())
+}
+
+/// Inserts `count` keys with one secret each, in batches, as the
+/// api-keys service stores them (random secrets: nobody can use them).
+async fn seed_keys(url: &str, count: u64) -> anyhow::Result<()> {
+    use sea_orm::{EntityTrait, Set, TransactionTrait};
+    use twig_apikeys::entity::{api_key, api_key_secret};
+    use twig_crypto::{Token, TokenKind};
+
+    let db = sea_orm::Database::connect(url).await?;
+    let now = chrono::Utc::now();
+    let org = uuid::Uuid::now_v7();
+    let mut done = 0;
+    while done < count {
+        let n = (count - done).min(1000);
+        let mut keys = Vec::with_capacity(n as usize);
+        let mut secrets = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let id = uuid::Uuid::now_v7();
+            let secret = Token::generate(TokenKind::ApiKey);
+            let prefix = Token::public_prefix(secret.expose());
+            keys.push(api_key::ActiveModel {
+                id: Set(id),
+                org_id: Set(org),
+                name: Set("seeded".into()),
+                scopes: Set("read".into()),
+                prefix: Set(prefix.clone()),
+                created_by: Set(org),
+                created_at: Set(now),
+                expires_at: Set(None),
+                revoked_at: Set(None),
+                last_used_at: Set(None),
+                allowed_cidrs: Set(String::new()),
+            });
+            secrets.push(api_key_secret::ActiveModel {
+                secret_hash: Set(secret.hash().as_bytes().to_vec()),
+                key_id: Set(id),
+                prefix: Set(prefix),
+                created_at: Set(now),
+                expires_at: Set(None),
+            });
+        }
+        let txn = db.begin().await?;
+        api_key::Entity::insert_many(keys)
+            .exec_without_returning(&txn)
+            .await?;
+        api_key_secret::Entity::insert_many(secrets)
+            .exec_without_returning(&txn)
+            .await?;
+        txn.commit().await?;
+        done += n;
     }
     Ok(())
 }

@@ -498,7 +498,9 @@ impl ApiKeys {
             Cached::Unknown => return Err(KeyError::InvalidKey),
             Cached::Valid(_) | Cached::Miss => {}
         }
-        let Some(secret) = api_key_secret::Entity::find_by_id(hash.as_bytes().to_vec())
+        // One query for the secret and its key.
+        let Some((secret, key)) = api_key_secret::Entity::find_by_id(hash.as_bytes().to_vec())
+            .find_also_related(api_key::Entity)
             .one(&self.db)
             .await?
         else {
@@ -508,10 +510,7 @@ impl ApiKeys {
         if secret.expires_at.is_some_and(|t| t <= now) {
             return Err(KeyError::InvalidKey);
         }
-        let key = api_key::Entity::find_by_id(secret.key_id)
-            .one(&self.db)
-            .await?
-            .ok_or(KeyError::InvalidKey)?;
+        let key = key.ok_or(KeyError::InvalidKey)?;
         if key.revoked_at.is_some() || key.expires_at.is_some_and(|t| t <= now) {
             return Err(KeyError::InvalidKey);
         }

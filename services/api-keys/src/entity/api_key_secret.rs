@@ -20,8 +20,22 @@ pub struct Model {
     pub expires_at: Option<DateTimeUtc>,
 }
 
-/// No navigable relations are needed.
+/// A secret belongs to its key.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    /// The key.
+    #[sea_orm(
+        belongs_to = "super::api_key::Entity",
+        from = "Column::KeyId",
+        to = "super::api_key::Column::Id"
+    )]
+    ApiKey,
+}
+
+impl Related<super::api_key::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::ApiKey.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}
