@@ -28,6 +28,7 @@ macro_rules! on_both_backends {
 mod api_keys;
 mod binary;
 mod buf_curl;
+mod crash;
 mod ip_allowlists;
 mod replicas;
 mod server;

@@ -61,9 +61,9 @@ pub struct ApiKeys {
     db: DatabaseConnection,
     clock: Arc<dyn Clock>,
     cache: KeyCache,
-    last_used: DashMap<Uuid, DateTime<Utc>>,
-    /// Successful verifications per (key, minute) since the last flush.
-    usage: DashMap<(Uuid, i64), u64>,
+    /// Successful verifications per (key, minute) since the last flush:
+    /// one map update per verification, for the counts and last-used time.
+    usage: DashMap<(Uuid, i64), Use>,
     /// Refused verifications since the last flush, counted.
     failures: DashMap<Refusal, u64>,
     fanout: Fanout,
@@ -73,6 +73,13 @@ pub struct ApiKeys {
 const INVALIDATE: &str = "apikeys.invalidate";
 /// The fan-out topic on which changed organisation allowlists are announced.
 const INVALIDATE_ORG: &str = "apikeys.invalidate_org";
+
+/// A key's uses within one minute, not yet written.
+#[derive(Debug, Clone, Copy)]
+struct Use {
+    count: u64,
+    last: DateTime<Utc>,
+}
 
 /// One kind of refused verification, for the batched audit events.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -127,7 +134,6 @@ impl ApiKeys {
             cache: KeyCache::new(config.verify_cache_ttl, config.negative_cache_ttl),
             db,
             clock,
-            last_used: DashMap::new(),
             usage: DashMap::new(),
             failures: DashMap::new(),
         }
@@ -296,8 +302,14 @@ impl ApiKeys {
     }
 
     fn merge_last_used(&self, key: &mut api_key::Model) {
-        if let Some(t) = self.last_used.get(&key.id) {
-            key.last_used_at = Some(key.last_used_at.map_or(*t, |s| s.max(*t)));
+        let pending = self
+            .usage
+            .iter()
+            .filter(|e| e.key().0 == key.id)
+            .map(|e| e.value().last)
+            .max();
+        if let Some(t) = pending {
+            key.last_used_at = Some(key.last_used_at.map_or(t, |s| s.max(t)));
         }
     }
 
@@ -418,9 +430,11 @@ impl ApiKeys {
         }
         .insert(&txn)
         .await?;
+        twig_db::failpoint("apikeys.rotate.secret_written");
         let mut model: api_key::ActiveModel = key.clone().into();
         model.prefix = Set(prefix.clone());
         let key = model.update(&txn).await?;
+        twig_db::failpoint("apikeys.rotate.before_commit");
         AuditEvent::new("apikey.rotated", Outcome::Success)
             .org(principal.org_id)
             .actor(actor(principal))
@@ -480,8 +494,17 @@ impl ApiKeys {
             return Err(KeyError::MissingScope(scope.as_str()));
         }
         if let Credential::ApiKey { key_id } = verified.principal.credential {
-            let minute = self.clock.now().timestamp().div_euclid(60);
-            *self.usage.entry((key_id, minute)).or_insert(0) += 1;
+            let now = self.clock.now();
+            self.usage
+                .entry((key_id, now.timestamp().div_euclid(60)))
+                .and_modify(|u| {
+                    u.count += 1;
+                    u.last = u.last.max(now);
+                })
+                .or_insert(Use {
+                    count: 1,
+                    last: now,
+                });
         }
         Ok(verified.principal.clone())
     }
@@ -492,7 +515,6 @@ impl ApiKeys {
         let now = self.clock.now();
         match self.cache.get(&hash) {
             Cached::Valid(v) if v.principal.expires_at.is_none_or(|t| t > now) => {
-                self.touch(&v.principal, now);
                 return Ok(v);
             }
             Cached::Unknown => return Err(KeyError::InvalidKey),
@@ -539,7 +561,6 @@ impl ApiKeys {
         let valid_for =
             expires_at.map_or(Duration::MAX, |t| (t - now).to_std().unwrap_or_default());
         self.cache.put_valid(hash, verified.clone(), valid_for);
-        self.touch(&verified.principal, now);
         Ok(verified)
     }
 
@@ -581,7 +602,7 @@ impl ApiKeys {
             if id == key_id && (since..until).contains(&minute) {
                 *buckets
                     .entry(minute.div_euclid(bucket_minutes))
-                    .or_insert(0) += *entry.value();
+                    .or_insert(0) += entry.value().count;
             }
         }
         Ok(buckets
@@ -640,40 +661,29 @@ impl ApiKeys {
         Ok(nets.iter().map(|n| n.to_string()).collect())
     }
 
-    fn touch(&self, principal: &Principal, now: DateTime<Utc>) {
-        if let Credential::ApiKey { key_id } = principal.credential {
-            self.last_used
-                .entry(key_id)
-                .and_modify(|t| *t = (*t).max(now))
-                .or_insert(now);
-        }
-    }
-
     fn refuse(&self, refusal: Refusal) {
         *self.failures.entry(refusal).or_insert(0) += 1;
     }
 
-    /// Writes batched work: last-used times, and one audit event per
-    /// (prefix, address) with the count of failed verifications, so a
-    /// flood of bad keys cannot flood the audit log.
+    /// Writes batched work: usage counts and last-used times, and one
+    /// audit event per kind of refusal with its count, so a flood of bad
+    /// keys cannot flood the audit log.
     pub async fn flush(&self) -> Result<()> {
-        let used: Vec<(Uuid, DateTime<Utc>)> = self
-            .last_used
-            .iter()
-            .map(|e| (*e.key(), *e.value()))
-            .collect();
-        for (id, at) in &used {
+        let usage: Vec<((Uuid, i64), Use)> =
+            self.usage.iter().map(|e| (*e.key(), *e.value())).collect();
+        for ((key_id, minute), used) in usage {
+            let count = used.count;
+            let n = i64::try_from(count).unwrap_or(i64::MAX);
             api_key::Entity::update_many()
-                .col_expr(api_key::Column::LastUsedAt, Expr::value(*at))
-                .filter(api_key::Column::Id.eq(*id))
+                .col_expr(api_key::Column::LastUsedAt, Expr::value(used.last))
+                .filter(api_key::Column::Id.eq(key_id))
+                .filter(
+                    Condition::any()
+                        .add(api_key::Column::LastUsedAt.is_null())
+                        .add(api_key::Column::LastUsedAt.lt(used.last)),
+                )
                 .exec(&self.db)
                 .await?;
-            self.last_used.remove_if(id, |_, t| t <= at);
-        }
-        let usage: Vec<((Uuid, i64), u64)> =
-            self.usage.iter().map(|e| (*e.key(), *e.value())).collect();
-        for ((key_id, minute), count) in usage {
-            let n = i64::try_from(count).unwrap_or(i64::MAX);
             api_key_usage::Entity::insert(api_key_usage::ActiveModel {
                 key_id: Set(key_id),
                 minute: Set(minute),
@@ -692,10 +702,10 @@ impl ApiKeys {
             )
             .exec_without_returning(&self.db)
             .await?;
-            if let Some(mut c) = self.usage.get_mut(&(key_id, minute)) {
-                *c = c.saturating_sub(count);
+            if let Some(mut u) = self.usage.get_mut(&(key_id, minute)) {
+                u.count = u.count.saturating_sub(count);
             }
-            self.usage.remove_if(&(key_id, minute), |_, c| *c == 0);
+            self.usage.remove_if(&(key_id, minute), |_, u| u.count == 0);
         }
         let refusals: Vec<(Refusal, u64)> = self
             .failures

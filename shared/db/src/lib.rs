@@ -130,3 +130,14 @@ pub fn api_error(err: &DbErr) -> ApiError {
         ApiError::internal(err)
     }
 }
+
+/// Crash-test hook: when the `TWIG_FAILPOINT` environment variable names
+/// this step, the process aborts here, as a `kill -9` would stop it. Tests
+/// use it to prove that a crash at that step loses nothing; unset, it does
+/// nothing.
+pub fn failpoint(step: &str) {
+    if std::env::var("TWIG_FAILPOINT").is_ok_and(|v| v == step) {
+        eprintln!("failpoint {step}: aborting");
+        std::process::abort();
+    }
+}
