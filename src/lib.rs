@@ -179,10 +179,7 @@ pub async fn build(
             ServiceId::ApiKeys => {
                 let svc = Arc::new(ApiKeys::new(
                     db.clone(),
-                    twig_apikeys::ApiKeysConfig {
-                        verify_cache_ttl: config.api_keys.verify_cache_ttl,
-                        negative_cache_ttl: config.api_keys.negative_cache_ttl,
-                    },
+                    config.api_keys.clone(),
                     deps.clock.clone(),
                     fanout.clone(),
                 ));

@@ -26,23 +26,7 @@ use crate::scopes;
 
 type Result<T> = std::result::Result<T, KeyError>;
 
-/// Settings of the api-keys service.
-#[derive(Debug, Clone)]
-pub struct ApiKeysConfig {
-    /// How long a valid key is answered from memory.
-    pub verify_cache_ttl: Duration,
-    /// How long an unknown key is answered from memory.
-    pub negative_cache_ttl: Duration,
-}
-
-impl Default for ApiKeysConfig {
-    fn default() -> Self {
-        Self {
-            verify_cache_ttl: Duration::from_millis(500),
-            negative_cache_ttl: Duration::from_millis(500),
-        }
-    }
-}
+pub use twig_config::ApiKeysConfig;
 
 /// The longest rotation overlap.
 pub const MAX_OVERLAP: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -27,10 +27,7 @@ impl SessionsGrpc {
 }
 
 fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    })
+    Some(twig_proto::timestamp(t))
 }
 
 fn client<T>(request: &Request<T>) -> ClientContext {

@@ -24,15 +24,10 @@ impl AuditGrpc {
     }
 }
 
-fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
+use twig_proto::timestamp as ts;
 
 fn time(field: &'static str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, Status> {
-    DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+    twig_proto::datetime(t)
         .ok_or_else(|| ApiError::invalid_field(field, "is not a valid time").into())
 }
 

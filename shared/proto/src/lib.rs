@@ -3,6 +3,22 @@
 //! One module per proto package, named like the package
 //! (`twig.sessions.v1` → [`sessions::v1`]).
 
+/// `google.protobuf.Timestamp` from a UTC time.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// A UTC time from a `google.protobuf.Timestamp`; `None` when it is out of
+/// range or its nanos are negative.
+pub fn datetime(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
+    u32::try_from(t.nanos)
+        .ok()
+        .and_then(|nanos| chrono::DateTime::from_timestamp(t.seconds, nanos))
+}
+
 /// Encoded `FileDescriptorSet` of every twig proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/twig_descriptor.bin"));
