@@ -166,7 +166,9 @@ pub async fn build(
                     config.sessions.clone(),
                     deps.hasher.clone(),
                     deps.clock.clone(),
+                    fanout.clone(),
                 ));
+                background.push(tokio::spawn(svc.clone().listen_for_ended_sessions()));
                 routes = routes.add_service(
                     twig_proto::sessions::v1::session_service_server::SessionServiceServer::new(
                         twig_sessions::grpc::SessionsGrpc::new(svc.clone()),

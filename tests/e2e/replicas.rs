@@ -20,6 +20,7 @@ fn replica(db_url: &str, redis_prefix: &str) -> Command {
         .env("TWIG__REDIS__KEY_PREFIX", redis_prefix)
         // Long enough that only the fan-out can explain a sub-second change.
         .env("TWIG__API_KEYS__VERIFY_CACHE_TTL", "30s")
+        .env("TWIG__SESSIONS__VERIFY_CACHE_TTL", "30s")
         .env("TWIG__AUTH__INTERNAL_TOKEN", INTERNAL)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -133,4 +134,66 @@ async fn revocation_and_rotation_reach_the_other_replica_within_a_second() {
         let _ = child.wait();
     }
     println!("revocation visible on the other replica after {result:?}");
+}
+
+async fn verify_session(channel: &Channel, token: &str) -> Result<(), Code> {
+    let mut request = tonic::Request::new(spb::VerifySessionRequest {
+        access_token: token.into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-twig-internal-token", INTERNAL.parse().unwrap());
+    spb::session_service_client::SessionServiceClient::new(channel.clone())
+        .verify_session(request)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.code())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_reaches_the_other_replica_within_a_second() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let prefix = twig_testkit::redis_prefix();
+    let (mut a, chan_a) = spawn_serve(replica(&db.url, &prefix)).await;
+    let (mut b, chan_b) = spawn_serve(replica(&db.url, &prefix)).await;
+    let outcome = async {
+        let mut sessions_a = spb::session_service_client::SessionServiceClient::new(chan_a.clone());
+        let token = sessions_a
+            .sign_up(spb::SignUpRequest {
+                email: "logout@example.com".into(),
+                password: "correct horse battery staple".into(),
+                display_name: String::new(),
+                organization_name: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tokens
+            .unwrap()
+            .access_token;
+        // B verifies and caches the token for 30 s.
+        verify_session(&chan_b, &token).await.unwrap();
+        verify_session(&chan_b, &token).await.unwrap();
+        sessions_a
+            .logout(bearer(&token, spb::LogoutRequest {}))
+            .await
+            .unwrap();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if verify_session(&chan_b, &token).await == Err(Code::Unauthenticated) {
+                return start.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the session still verified on B 3 s after logout on A");
+    }
+    .await;
+    for child in [&mut a, &mut b] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        outcome < Duration::from_secs(1),
+        "logout reached B after {outcome:?}"
+    );
 }

@@ -77,6 +77,11 @@ impl VerifyCache {
         }
     }
 
+    /// Forgets everything (after fan-out messages may have been missed).
+    pub fn clear(&self) {
+        self.entries.clear();
+    }
+
     /// Forgets every token of a user.
     pub fn forget_user(&self, user_id: Uuid) {
         self.entries.retain(|_, e| e.principal.user_id != user_id);

@@ -24,6 +24,7 @@ use crate::error::SessionError;
 use crate::last_seen::LastSeen;
 use crate::throttle::{IpLimiter, account_delay};
 use twig_clock::Clock;
+use twig_fanout::{Event, Fanout};
 
 type Result<T> = std::result::Result<T, SessionError>;
 
@@ -76,7 +77,13 @@ pub struct Sessions {
     cache: VerifyCache,
     last_seen: LastSeen,
     ip_limiter: IpLimiter,
+    fanout: Fanout,
 }
+
+/// Fan-out topic: a session ended (payload: session id).
+const ENDED_SESSION: &str = "sessions.ended";
+/// Fan-out topic: every session of a user ended (payload: user id).
+const ENDED_USER: &str = "sessions.user_ended";
 
 fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
@@ -112,8 +119,10 @@ impl Sessions {
         config: SessionsConfig,
         hasher: PasswordHasher,
         clock: Arc<dyn Clock>,
+        fanout: Fanout,
     ) -> Self {
         Self {
+            fanout,
             policy: PasswordPolicy {
                 min_chars: config.password_min_chars,
                 max_bytes: config.password_max_bytes,
@@ -126,6 +135,44 @@ impl Sessions {
             hasher,
             clock,
         }
+    }
+
+    /// Drops cached tokens of sessions ended on any replica. Runs for the
+    /// life of the service.
+    pub async fn listen_for_ended_sessions(self: Arc<Self>) {
+        let mut events = self.fanout.subscribe();
+        loop {
+            match events.recv().await {
+                Ok(Event::Message { topic, payload }) => {
+                    let Ok(id) = Uuid::parse_str(&payload) else {
+                        continue;
+                    };
+                    match topic.as_str() {
+                        ENDED_SESSION => self.cache.forget_sessions(&[id]),
+                        ENDED_USER => self.cache.forget_user(id),
+                        _ => {}
+                    }
+                }
+                Ok(Event::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    self.cache.clear();
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Forgets a session's cached tokens here and on every replica.
+    async fn ended_session(&self, session_id: Uuid) {
+        self.cache.forget_sessions(&[session_id]);
+        self.fanout
+            .publish(ENDED_SESSION, &session_id.to_string())
+            .await;
+    }
+
+    /// Forgets a user's cached tokens here and on every replica.
+    async fn ended_user(&self, user_id: Uuid) {
+        self.cache.forget_user(user_id);
+        self.fanout.publish(ENDED_USER, &user_id.to_string()).await;
     }
 
     /// The database.
@@ -489,7 +536,7 @@ impl Sessions {
                 .record_at(&txn, now)
                 .await?;
             txn.commit().await?;
-            self.cache.forget_sessions(&[sess.id]);
+            self.ended_session(sess.id).await;
             tracing::warn!(session = %sess.id, "refresh token reuse: session revoked");
             metrics::counter!("twig_refresh_reuse_total").increment(1);
             return Err(SessionError::InvalidToken);
@@ -530,7 +577,7 @@ impl Sessions {
         .insert(&txn)
         .await?;
         txn.commit().await?;
-        self.cache.forget_sessions(&[sess.id]);
+        self.ended_session(sess.id).await;
         Ok(IssuedTokens {
             session_id: sess.id,
             access,
@@ -613,7 +660,7 @@ impl Sessions {
             .record_at(&txn, now)
             .await?;
         txn.commit().await?;
-        self.cache.forget_sessions(&[sess_id(principal)]);
+        self.ended_session(sess_id(principal)).await;
         Ok(())
     }
 
@@ -637,7 +684,7 @@ impl Sessions {
             .record_at(&txn, now)
             .await?;
         txn.commit().await?;
-        self.cache.forget_user(principal.user_id);
+        self.ended_user(principal.user_id).await;
         Ok(ended)
     }
 
@@ -691,7 +738,7 @@ impl Sessions {
             .record_at(&txn, now)
             .await?;
         txn.commit().await?;
-        self.cache.forget_sessions(&[session_id]);
+        self.ended_session(session_id).await;
         Ok(())
     }
 
@@ -750,7 +797,7 @@ impl Sessions {
             .record_at(&txn, now)
             .await?;
         txn.commit().await?;
-        self.cache.forget_user(user.id);
+        self.ended_user(user.id).await;
         Ok(ended)
     }
 
@@ -928,7 +975,7 @@ impl Sessions {
         .record_at(&txn, now)
         .await?;
         txn.commit().await?;
-        self.cache.forget_user(user_id);
+        self.ended_user(user_id).await;
         Ok(ended)
     }
 

@@ -298,6 +298,13 @@ impl Config {
             problems.push("redis.url must start with redis:// or rediss://".into());
         }
         let ttl_limit = if self.redis.url.is_some() { 60 } else { 1 };
+        let session_ttl_limit = if self.redis.url.is_some() { 60 } else { 5 };
+        if self.sessions.verify_cache_ttl > Duration::from_secs(session_ttl_limit) {
+            problems.push(format!(
+                "sessions.verify_cache_ttl must be at most {session_ttl_limit}s \
+                 (without Redis it bounds how long an ended session passes on another replica)"
+            ));
+        }
         if self.api_keys.verify_cache_ttl > Duration::from_secs(ttl_limit) {
             problems.push(format!(
                 "api_keys.verify_cache_ttl must be at most {ttl_limit}s \
