@@ -504,11 +504,13 @@ impl ApiKeys {
             Cached::Unknown => return Err(KeyError::InvalidKey),
             Cached::Valid(_) | Cached::Miss => {}
         }
-        // One query for the secret and its key.
-        let Some((secret, key)) = api_key_secret::Entity::find_by_id(hash.as_bytes().to_vec())
-            .find_also_related(api_key::Entity)
-            .one(&self.db)
-            .await?
+        // One query for the secret, its key and the organisation's allowlist.
+        let Some((secret, key, org_allowlist)) =
+            api_key_secret::Entity::find_by_id(hash.as_bytes().to_vec())
+                .find_also_related(api_key::Entity)
+                .find_also(api_key::Entity, org_ip_allowlist::Entity)
+                .one(&self.db)
+                .await?
         else {
             self.cache.put_unknown(hash);
             return Err(KeyError::InvalidKey);
@@ -520,9 +522,7 @@ impl ApiKeys {
         if key.revoked_at.is_some() || key.expires_at.is_some_and(|t| t <= now) {
             return Err(KeyError::InvalidKey);
         }
-        let org_cidrs = org_ip_allowlist::Entity::find_by_id(key.org_id)
-            .one(&self.db)
-            .await?
+        let org_cidrs = org_allowlist
             .map(|row| cidrs::from_stored(&row.cidrs))
             .unwrap_or_default();
         let expires_at = match (key.expires_at, secret.expires_at) {

@@ -31,8 +31,23 @@ pub struct Model {
     pub allowed_cidrs: String,
 }
 
-/// No navigable relations are needed.
+/// The organisation's allowlist, joined on a cache miss (no foreign key:
+/// most organisations have no row).
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    /// The allowlist of the key's organisation.
+    #[sea_orm(
+        belongs_to = "super::org_ip_allowlist::Entity",
+        from = "Column::OrgId",
+        to = "super::org_ip_allowlist::Column::OrgId"
+    )]
+    OrgAllowlist,
+}
+
+impl Related<super::org_ip_allowlist::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::OrgAllowlist.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}
