@@ -147,4 +147,33 @@ mod tests {
             list(&["10.0.0.0/24", "::1"])
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Parsing never panics, and what it stores parses back to the
+            /// same list.
+            #[test]
+            fn parse_is_total_and_stable(entries in proptest::collection::vec("[0-9a-f.:/]{0,45}", 0..8)) {
+                if let Ok(list) = parse(&entries) {
+                    let stored = to_stored(&list);
+                    prop_assert_eq!(from_stored(&stored), list.clone());
+                    let again: Vec<String> = stored.split_whitespace().map(String::from).collect();
+                    prop_assert_eq!(parse(&again).unwrap(), list);
+                }
+            }
+
+            /// A network always admits its own first and last address.
+            #[test]
+            fn edges_are_inside(addr in any::<[u8; 4]>(), len in 0u8..=32) {
+                let net = IpNet::new(IpAddr::from(addr), len).unwrap().trunc();
+                let list = vec![net];
+                prop_assert!(allows(&list, Some(net.network())));
+                prop_assert!(allows(&list, Some(net.broadcast())));
+            }
+        }
+    }
 }

@@ -107,4 +107,34 @@ mod tests {
             ip("198.51.100.7")
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Whatever the header says, the answer is the peer or one of
+            /// the header's own addresses; from an untrusted peer, the peer.
+            #[test]
+            fn answer_is_the_peer_or_a_listed_hop(
+                peer in any::<[u8; 4]>(),
+                header in "[0-9a-f.:, ]{0,80}",
+                trust_peer in any::<bool>(),
+            ) {
+                let peer = IpAddr::from(peer);
+                let trusted: Vec<IpNet> = if trust_peer { vec![IpNet::from(peer)] } else { vec![] };
+                let got = client_ip(peer, [header.as_str()], &trusted);
+                if !trust_peer {
+                    prop_assert_eq!(got, peer);
+                }
+                let listed: Vec<IpAddr> = header
+                    .split(',')
+                    .filter_map(|h| h.trim().parse::<IpAddr>().ok())
+                    .map(|ip| ip.to_canonical())
+                    .collect();
+                prop_assert!(got == peer || listed.contains(&got));
+            }
+        }
+    }
 }

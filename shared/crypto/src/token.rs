@@ -289,4 +289,44 @@ mod tests {
             "{counts:?}"
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// Any input, however hostile, is refused or accepted without
+            /// panicking, and only strings with the right shape pass.
+            #[test]
+            fn check_format_never_panics(text in ".{0,200}") {
+                for kind in TokenKind::ALL {
+                    if Token::check_format(kind, &text).is_ok() {
+                        prop_assert!(text.starts_with(kind.prefix()));
+                        prop_assert_eq!(text.len(), kind.token_len());
+                    }
+                }
+            }
+
+            /// Changing one character of a real token is always caught.
+            #[test]
+            fn one_changed_character_is_caught(pos in 8usize..57, replacement in "[0-9A-Za-z]") {
+                let token = Token::generate(TokenKind::ApiKey);
+                let mut chars: Vec<char> = token.expose().chars().collect();
+                let new = replacement.chars().next().unwrap();
+                prop_assume!(chars[pos] != new);
+                chars[pos] = new;
+                let changed: String = chars.into_iter().collect();
+                prop_assert!(Token::check_format(TokenKind::ApiKey, &changed).is_err());
+            }
+
+            /// The public prefix is at most 16 safe characters.
+            #[test]
+            fn public_prefix_is_short_and_safe(text in ".{0,100}") {
+                let prefix = Token::public_prefix(&text);
+                prop_assert!(prefix.chars().count() <= 16);
+                prop_assert!(prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '?'));
+            }
+        }
+    }
 }
