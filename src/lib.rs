@@ -25,17 +25,21 @@ pub enum ServiceId {
     Sessions,
     /// `twig.apikeys.v1.ApiKeyService`.
     ApiKeys,
+    /// `twig.quota.v1.QuotaService`.
+    Quota,
 }
 
 impl ServiceId {
     /// Every service, in start order.
-    pub const ALL: &'static [ServiceId] = &[ServiceId::Sessions, ServiceId::ApiKeys];
+    pub const ALL: &'static [ServiceId] =
+        &[ServiceId::Sessions, ServiceId::ApiKeys, ServiceId::Quota];
 
     /// Parses a name given to `--services`.
     pub fn parse(name: &str) -> Result<Self, String> {
         match name.trim() {
             "sessions" => Ok(Self::Sessions),
             "api-keys" => Ok(Self::ApiKeys),
+            "quota" => Ok(Self::Quota),
             other => Err(format!(
                 "unknown service {other:?}; known: {}",
                 Self::ALL
@@ -52,6 +56,7 @@ impl ServiceId {
         match self {
             Self::Sessions => "sessions",
             Self::ApiKeys => "api-keys",
+            Self::Quota => "quota",
         }
     }
 }
@@ -117,6 +122,8 @@ pub async fn migrate(db: &DatabaseConnection, services: &[ServiceId]) -> anyhow:
             ServiceId::ApiKeys => twig_db::migrate::<twig_apikeys::Migrator>(db)
                 .await
                 .context("migrating api-keys")?,
+            // Counts live in memory; nothing to migrate yet.
+            ServiceId::Quota => {}
         }
     }
     Ok(())
@@ -194,6 +201,19 @@ pub async fn build(
                 names.push(twig_apikeys::SERVICE_NAME);
                 background.push(tokio::spawn(flush_api_keys(svc.clone())));
                 api_keys = Some(svc);
+            }
+            ServiceId::Quota => {
+                let q = &config.quota;
+                let limit = twig_quota::Limit::new(q.default_limit, q.period, q.buckets).context(
+                    "invalid quota configuration (quota.default_limit, period, buckets)",
+                )?;
+                let svc = Arc::new(twig_quota::Quota::new(limit, deps.clock.clone()));
+                routes = routes.add_service(
+                    twig_proto::quota::v1::quota_service_server::QuotaServiceServer::new(
+                        twig_quota::grpc::QuotaGrpc::new(svc),
+                    ),
+                );
+                names.push(twig_quota::SERVICE_NAME);
             }
         }
     }

@@ -30,6 +30,37 @@ fn invalid_configuration_is_refused_before_listening() {
 }
 
 #[test]
+fn absurd_quota_limits_are_refused_before_listening() {
+    let dir = tempfile_dir();
+    let url = format!("sqlite://{dir}/twig.db?mode=rwc");
+    for (key, value, message) in [
+        (
+            "TWIG__QUOTA__DEFAULT_LIMIT",
+            "0",
+            "the limit must be at least 1",
+        ),
+        (
+            "TWIG__QUOTA__PERIOD",
+            "10ms",
+            "the period must be between 1 s and 1 day",
+        ),
+        (
+            "TWIG__QUOTA__BUCKETS",
+            "0",
+            "buckets must be between 1 and 600",
+        ),
+    ] {
+        let out = twig(&url).env(key, value).arg("serve").output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("invalid quota configuration") && err.contains(message),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn unknown_service_names_are_refused() {
     let dir = tempfile_dir();
     let url = format!("sqlite://{dir}/twig.db?mode=rwc");

@@ -30,6 +30,7 @@ mod binary;
 mod buf_curl;
 mod crash;
 mod ip_allowlists;
+mod quota;
 mod replicas;
 mod server;
 mod sessions_abuse;

@@ -181,6 +181,13 @@ impl TestApp {
         )
     }
 
+    /// A quota client.
+    pub fn quota(
+        &self,
+    ) -> twig_proto::quota::v1::quota_service_client::QuotaServiceClient<Channel> {
+        twig_proto::quota::v1::quota_service_client::QuotaServiceClient::new(self.channel.clone())
+    }
+
     /// An audit client.
     pub fn audit(
         &self,

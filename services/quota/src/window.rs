@@ -86,6 +86,8 @@ pub struct Decision {
     pub allowed: bool,
     /// The limit per period.
     pub limit: u64,
+    /// The period.
+    pub period: Duration,
     /// Cost still admissible now, after this decision.
     pub remaining: u64,
     /// When everything counted now will have left the window.
@@ -154,6 +156,7 @@ impl Window {
         Decision {
             allowed: fits,
             limit: limit.limit,
+            period: limit.period(),
             remaining: limit.limit.saturating_sub(used_now),
             reset_after,
             retry_after,

@@ -34,6 +34,34 @@ pub struct Config {
     pub api_keys: ApiKeysConfig,
     /// Redis, for what replicas must agree on.
     pub redis: RedisConfig,
+    /// The quota service.
+    pub quota: QuotaConfig,
+}
+
+/// The quota service. The limit's rules (at least 1, period 1 s to 1 day,
+/// 1 to 600 buckets) are checked when the service is built, before any
+/// port is bound.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Requests (cost units) per period for every subject.
+    pub default_limit: u64,
+    /// The period of the default limit.
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// Slices the period is counted in; capacity comes back up to one
+    /// slice late.
+    pub buckets: u32,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            default_limit: 100,
+            period: Duration::from_secs(60),
+            buckets: 60,
+        }
+    }
 }
 
 /// Redis: fan-out of revocations between replicas. Unset: one replica,

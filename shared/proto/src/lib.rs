@@ -49,3 +49,12 @@ pub mod audit {
         tonic::include_proto!("twig.audit.v1");
     }
 }
+
+/// `twig.quota.v1`
+pub mod quota {
+    /// `twig.quota.v1`
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("twig.quota.v1");
+    }
+}

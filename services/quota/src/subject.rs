@@ -1,0 +1,60 @@
+//! Subjects: what a limit counts.
+
+/// A subject, `kind:value`, checked. [`Subject::parse`] is the only way in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Subject(String);
+
+/// The kinds a subject may have.
+pub const KINDS: [&str; 5] = ["key", "org", "user", "ip", "custom"];
+
+impl Subject {
+    /// The longest subject.
+    pub const MAX_LEN: usize = 256;
+
+    /// Checks `raw`; the error says what is wrong.
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        if raw.is_empty() {
+            return Err("is required, as kind:value (e.g. key:0190…)");
+        }
+        if raw.len() > Self::MAX_LEN {
+            return Err("must be at most 256 characters");
+        }
+        let Some((kind, value)) = raw.split_once(':') else {
+            return Err("must be kind:value, kind one of key, org, user, ip, custom");
+        };
+        if !KINDS.contains(&kind) {
+            return Err("kind must be one of key, org, user, ip, custom");
+        }
+        if value.is_empty() || value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err("value must be non-empty, without spaces or control characters");
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_known_kinds_only() {
+        assert!(Subject::parse("key:0190abc").is_ok());
+        assert!(Subject::parse("ip:2001:db8::1").is_ok());
+        for bad in [
+            "",
+            "key",
+            "key:",
+            "nope:x",
+            "key:a b",
+            "key:\0",
+            &format!("key:{}", "a".repeat(300)),
+        ] {
+            assert!(Subject::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
