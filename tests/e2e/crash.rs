@@ -7,8 +7,7 @@ use std::process::{Command, Stdio};
 use tonic::Code;
 use twig_proto::apikeys::v1 as pb;
 use twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient;
-use twig_proto::sessions::v1 as spb;
-use twig_tests::{Backend, TestDatabase, bearer, spawn_serve, twig_binary};
+use twig_tests::{Backend, TestDatabase, bearer, sign_up_on, spawn_serve, twig_binary};
 
 const INTERNAL: &str = "crash-test-internal-token-0123456789abcdef";
 
@@ -49,19 +48,7 @@ async fn a_crash_during_rotation_leaves_the_old_key_working(backend: Backend) {
     ] {
         let db = TestDatabase::new(backend).await;
         let (mut crashing, channel) = spawn_serve(server(&db.url, Some(step))).await;
-        let token = spb::session_service_client::SessionServiceClient::new(channel.clone())
-            .sign_up(spb::SignUpRequest {
-                email: "crash@example.com".into(),
-                password: "correct horse battery staple".into(),
-                display_name: String::new(),
-                organization_name: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .tokens
-            .unwrap()
-            .access_token;
+        let token = sign_up_on(&channel, "crash@example.com").await;
         let created = ApiKeyServiceClient::new(channel.clone())
             .create_api_key(bearer(
                 &token,

@@ -9,7 +9,7 @@ use tonic::transport::Channel;
 use twig_proto::apikeys::v1 as pb;
 use twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient;
 use twig_proto::sessions::v1 as spb;
-use twig_tests::{Backend, TestDatabase, bearer, spawn_serve, twig_binary};
+use twig_tests::{Backend, TestDatabase, bearer, sign_up_on, spawn_serve, twig_binary};
 
 const INTERNAL: &str = "replicas-internal-token-0123456789abcdef";
 
@@ -64,17 +64,7 @@ async fn revocation_and_rotation_reach_the_other_replica_within_a_second() {
     let (mut b, chan_b) = spawn_serve(replica(&db.url, &prefix)).await;
 
     let result = async {
-        let signed = spb::session_service_client::SessionServiceClient::new(chan_a.clone())
-            .sign_up(spb::SignUpRequest {
-                email: "replicas@example.com".into(),
-                password: "correct horse battery staple".into(),
-                display_name: String::new(),
-                organization_name: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let token = signed.tokens.unwrap().access_token;
+        let token = sign_up_on(&chan_a, "replicas@example.com").await;
         let mut keys_a = ApiKeyServiceClient::new(chan_a.clone());
         let created = keys_a
             .create_api_key(bearer(
@@ -158,19 +148,7 @@ async fn logout_reaches_the_other_replica_within_a_second() {
     let (mut b, chan_b) = spawn_serve(replica(&db.url, &prefix)).await;
     let outcome = async {
         let mut sessions_a = spb::session_service_client::SessionServiceClient::new(chan_a.clone());
-        let token = sessions_a
-            .sign_up(spb::SignUpRequest {
-                email: "logout@example.com".into(),
-                password: "correct horse battery staple".into(),
-                display_name: String::new(),
-                organization_name: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .tokens
-            .unwrap()
-            .access_token;
+        let token = sign_up_on(&chan_a, "logout@example.com").await;
         // B verifies and caches the token for 30 s.
         verify_session(&chan_b, &token).await.unwrap();
         verify_session(&chan_b, &token).await.unwrap();

@@ -266,6 +266,24 @@ impl Drop for TestApp {
     }
 }
 
+/// Signs `email` up with [`PASSWORD`] through `channel` (a server started
+/// with [`spawn_serve`]); returns the new session's access token.
+pub async fn sign_up_on(channel: &Channel, email: &str) -> String {
+    SessionServiceClient::new(channel.clone())
+        .sign_up(pb::SignUpRequest {
+            email: email.into(),
+            password: PASSWORD.into(),
+            display_name: String::new(),
+            organization_name: String::new(),
+        })
+        .await
+        .expect("sign up")
+        .into_inner()
+        .tokens
+        .expect("tokens")
+        .access_token
+}
+
 /// Wraps `message` with `authorization: Bearer token`.
 pub fn bearer<T>(token: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);

@@ -109,12 +109,12 @@ impl KeyCache {
         self.entries.clear();
     }
 
-    /// Forgets every answer about `key_id`, and every negative answer (a
-    /// new secret may now exist).
+    /// Forgets every answer about `key_id`. (Negative answers need no
+    /// forgetting: a new secret is random, never one looked up before.)
     pub fn forget_key(&self, key_id: Uuid) {
         self.entries.retain(|_, e| match &e.0 {
             Answer::Valid(v) => v.principal.credential != Credential::ApiKey { key_id },
-            Answer::Unknown => false,
+            Answer::Unknown => true,
         });
     }
 

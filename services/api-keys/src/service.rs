@@ -245,9 +245,6 @@ impl ApiKeys {
             .record_at(&txn, now)
             .await?;
         txn.commit().await?;
-        // A negative answer cached for this secret's hash is impossible in
-        // practice, but cheap to rule out.
-        self.cache.forget_key(id);
         Ok(MintedKey { key, secret })
     }
 

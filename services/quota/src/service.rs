@@ -29,11 +29,6 @@ impl Quota {
         }
     }
 
-    /// The limit that applies to `subject`.
-    pub fn limit_for(&self, _subject: &Subject) -> Limit {
-        self.default_limit
-    }
-
     /// Counts `cost` against `subject` when it fits.
     pub fn check(&self, subject: &str, cost: u64) -> Result<Decision, ApiError> {
         let subject =
@@ -42,7 +37,7 @@ impl Quota {
         if cost > MAX_COST {
             return Err(ApiError::invalid_field("cost", "must be at most 10^12"));
         }
-        let limit = self.limit_for(&subject);
+        let limit = self.default_limit;
         let now_ms = u64::try_from(self.clock.now().timestamp_millis()).unwrap_or(0);
         let decision = self
             .windows

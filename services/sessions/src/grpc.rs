@@ -170,8 +170,8 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        let (me, _session) = me_session(&request)?;
-        self.inner.logout(&me, &client(&request)).await?;
+        let (me, session) = me_session(&request)?;
+        self.inner.logout(&me, session, &client(&request)).await?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
@@ -190,7 +190,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
         &self,
         request: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        let (me, _session) = me_session(&request)?;
+        let (me, session) = me_session(&request)?;
         let sessions = self.inner.list_sessions(&me).await?;
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: sessions
@@ -203,7 +203,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
                     ip: s.row.ip.clone().unwrap_or_default(),
                     user_agent: s.row.user_agent.clone().unwrap_or_default(),
                     expires_at: ts(s.row.idle_expires_at.min(s.row.absolute_expires_at)),
-                    current: Some(s.row.id) == me.session_id(),
+                    current: s.row.id == session,
                 })
                 .collect(),
         }))
@@ -225,12 +225,12 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        let (me, _session) = me_session(&request)?;
+        let (me, session) = me_session(&request)?;
         let client = client(&request);
         let r = request.into_inner();
         let ended = self
             .inner
-            .change_password(&me, &r.current_password, &r.new_password, &client)
+            .change_password(&me, session, &r.current_password, &r.new_password, &client)
             .await?;
         Ok(Response::new(pb::ChangePasswordResponse {
             other_sessions_ended: count(ended),

@@ -600,7 +600,9 @@ impl Sessions {
         if let Some(principal) = self.cache.get(&hash)
             && principal.expires_at.is_some_and(|t| t > now)
         {
-            self.last_seen.touch(sess_id(&principal), now);
+            if let Some(session_id) = principal.session_id() {
+                self.last_seen.touch(session_id, now);
+            }
             return Ok(principal);
         }
         let sess = session::Entity::find()
@@ -645,22 +647,21 @@ impl Sessions {
     // ----- ending sessions ---------------------------------------------
 
     /// Ends the caller's session.
-    pub async fn logout(&self, principal: &Principal, client: &ClientContext) -> Result<()> {
+    pub async fn logout(
+        &self,
+        principal: &Principal,
+        session_id: Uuid,
+        client: &ClientContext,
+    ) -> Result<()> {
         let now = self.clock.now();
         let txn = self.db.begin().await?;
-        revoke_sessions(
-            &txn,
-            session::Column::Id.eq(sess_id(principal)),
-            "logout",
-            now,
-        )
-        .await?;
+        revoke_sessions(&txn, session::Column::Id.eq(session_id), "logout", now).await?;
         self.audit("session.logout", principal, client)
-            .target(format!("session:{}", sess_id(principal)))
+            .target(format!("session:{session_id}"))
             .record_at(&txn, now)
             .await?;
         txn.commit().await?;
-        self.ended_session(sess_id(principal)).await;
+        self.ended_session(session_id).await;
         Ok(())
     }
 
@@ -746,6 +747,7 @@ impl Sessions {
     pub async fn change_password(
         &self,
         principal: &Principal,
+        session_id: Uuid,
         current: &str,
         new: &str,
         client: &ClientContext,
@@ -785,7 +787,7 @@ impl Sessions {
             &txn,
             sea_orm::sea_query::ExprTrait::and(
                 session::Column::UserId.eq(user.id),
-                session::Column::Id.ne(sess_id(principal)),
+                session::Column::Id.ne(session_id),
             ),
             "password_changed",
             now,
@@ -1065,10 +1067,4 @@ async fn revoke_sessions(
         .exec(txn)
         .await?
         .rows_affected)
-}
-
-/// The session of a principal built by [`Sessions::verify`]; callers of
-/// session RPCs are checked with `twig_auth::session_principal` first.
-fn sess_id(principal: &Principal) -> Uuid {
-    principal.session_id().unwrap_or_default()
 }
