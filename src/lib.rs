@@ -122,8 +122,9 @@ pub async fn migrate(db: &DatabaseConnection, services: &[ServiceId]) -> anyhow:
             ServiceId::ApiKeys => twig_db::migrate::<twig_apikeys::Migrator>(db)
                 .await
                 .context("migrating api-keys")?,
-            // Counts live in memory; nothing to migrate yet.
-            ServiceId::Quota => {}
+            ServiceId::Quota => twig_db::migrate::<twig_quota::Migrator>(db)
+                .await
+                .context("migrating quota")?,
         }
     }
     Ok(())
@@ -138,6 +139,8 @@ pub struct Suite {
     pub sessions: Option<Arc<Sessions>>,
     /// The api-keys service, when it runs here.
     pub api_keys: Option<Arc<ApiKeys>>,
+    /// The quota service, when it runs here.
+    pub quota: Option<Arc<twig_quota::Quota>>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -202,21 +205,24 @@ pub async fn build(
                 background.push(tokio::spawn(flush_api_keys(svc.clone())));
                 api_keys = Some(svc);
             }
-            ServiceId::Quota => {
-                let q = &config.quota;
-                let limit = twig_quota::Limit::new(q.default_limit, q.period, q.buckets).context(
-                    "invalid quota configuration (quota.default_limit, period, buckets)",
-                )?;
-                let svc = Arc::new(twig_quota::Quota::new(limit, deps.clock.clone()));
-                routes = routes.add_service(
-                    twig_proto::quota::v1::quota_service_server::QuotaServiceServer::new(
-                        twig_quota::grpc::QuotaGrpc::new(svc),
-                    ),
-                );
-                names.push(twig_quota::SERVICE_NAME);
-            }
+            // Built last: it asks api-keys (when here) who owns a key.
+            ServiceId::Quota => {}
         }
     }
+    let quota = if services.contains(&ServiceId::Quota) {
+        let svc = Arc::new(build_quota(config, &db, &fanout, &deps, api_keys.clone()).await?);
+        background.push(tokio::spawn(svc.limits().listen_for_changes()));
+        background.push(tokio::spawn(quota_housekeeping(svc.clone())));
+        routes = routes.add_service(
+            twig_proto::quota::v1::quota_service_server::QuotaServiceServer::new(
+                twig_quota::grpc::QuotaGrpc::new(svc.clone()),
+            ),
+        );
+        names.push(twig_quota::SERVICE_NAME);
+        Some(svc)
+    } else {
+        None
+    };
     let authenticator = Arc::new(BearerAuthenticator {
         sessions: sessions.clone().map(|s| {
             Box::new(twig_sessions::SessionAuthenticator(s)) as Box<dyn twig_auth::Authenticator>
@@ -224,6 +230,7 @@ pub async fn build(
         api_keys: api_keys.clone().map(|k| {
             Box::new(twig_apikeys::KeyAuthenticator(k)) as Box<dyn twig_auth::Authenticator>
         }),
+        quota: quota.clone(),
     });
     Ok(Suite {
         routes,
@@ -235,8 +242,85 @@ pub async fn build(
         names,
         sessions,
         api_keys,
+        quota,
         background,
     })
+}
+
+/// The quota service as configured: its store, default rule and policy.
+async fn build_quota(
+    config: &Config,
+    db: &DatabaseConnection,
+    fanout: &twig_fanout::Fanout,
+    deps: &Deps,
+    api_keys: Option<Arc<ApiKeys>>,
+) -> anyhow::Result<twig_quota::Quota> {
+    use twig_config::{OnStoreError, QuotaStore};
+    let q = &config.quota;
+    let limit = twig_quota::Limit::new(q.default_limit, q.period, q.buckets)
+        .context("invalid quota configuration (quota.default_limit, period, buckets)")?;
+    let store = match q.store {
+        QuotaStore::Memory => twig_quota::Store::Memory(twig_quota::MemoryStore::new()),
+        QuotaStore::Redis => {
+            let url = config
+                .redis
+                .url
+                .as_ref()
+                .context("quota.store = redis needs redis.url")?;
+            twig_quota::Store::Redis(
+                twig_quota::RedisStore::connect(
+                    url.expose(),
+                    &config.redis.key_prefix,
+                    q.redis_timeout,
+                )
+                .await
+                .context("connecting the quota store to Redis (redis.url)")?,
+            )
+        }
+    };
+    let limits = Arc::new(twig_quota::Limits::new(
+        twig_quota::Rule {
+            limit,
+            shadow: q.shadow,
+        },
+        db.clone(),
+        fanout.clone(),
+    ));
+    let policy = match q.on_store_error {
+        OnStoreError::Open => twig_quota::StorePolicy::Open,
+        OnStoreError::Closed => twig_quota::StorePolicy::Closed,
+    };
+    let quota = twig_quota::Quota::new(
+        store,
+        limits,
+        twig_quota::Usage::new(db.clone()),
+        policy,
+        deps.clock.clone(),
+    );
+    Ok(match api_keys {
+        Some(keys) => quota.with_key_ownership(Arc::new(KeysOfOrg(keys))),
+        None => quota,
+    })
+}
+
+/// Answers the quota service's "is this key the caller's?" from the
+/// api-keys service in this process.
+struct KeysOfOrg(Arc<ApiKeys>);
+
+impl twig_quota::KeyOwnership for KeysOfOrg {
+    fn owns_key<'a>(
+        &'a self,
+        principal: &'a twig_auth::Principal,
+        key_id: uuid::Uuid,
+    ) -> futures::future::BoxFuture<'a, Result<bool, twig_errors::ApiError>> {
+        Box::pin(async move {
+            match self.0.get(principal, key_id).await {
+                Ok(_) => Ok(true),
+                Err(twig_apikeys::error::KeyError::NotFound) => Ok(false),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
 }
 
 /// Serves `suite` on `listener` until `shutdown`, then drains.
@@ -270,6 +354,11 @@ pub async fn run(
     {
         tracing::warn!(error = %e, "could not write api-key usage at shutdown");
     }
+    if let Some(q) = &suite.quota
+        && let Err(e) = q.flush().await
+    {
+        tracing::warn!(error = %e, "could not write quota usage at shutdown");
+    }
     result
 }
 
@@ -293,10 +382,24 @@ async fn flush_api_keys(keys: Arc<ApiKeys>) {
     }
 }
 
-/// Sends each bearer token to the service that issued it, by its prefix.
+async fn quota_housekeeping(quota: Arc<twig_quota::Quota>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        quota.sweep();
+        if let Err(e) = quota.flush().await {
+            tracing::warn!(error = %e, "could not write quota usage; will retry");
+        }
+    }
+}
+
+/// Sends each bearer token to the service that issued it, by its prefix;
+/// an API key's request is then counted against its quota (when the quota
+/// service runs here).
 struct BearerAuthenticator {
     sessions: Option<Box<dyn twig_auth::Authenticator>>,
     api_keys: Option<Box<dyn twig_auth::Authenticator>>,
+    quota: Option<Arc<twig_quota::Quota>>,
 }
 
 impl twig_auth::Authenticator for BearerAuthenticator {
@@ -312,7 +415,13 @@ impl twig_auth::Authenticator for BearerAuthenticator {
             Some(TokenKind::SessionRefresh) | None => None,
         };
         match target {
-            Some(authenticator) => authenticator.authenticate(bearer, client_ip),
+            Some(authenticator) => Box::pin(async move {
+                let principal = authenticator.authenticate(bearer, client_ip).await?;
+                if let Some(quota) = &self.quota {
+                    quota.enforce(&principal).await?;
+                }
+                Ok(principal)
+            }),
             None => Box::pin(async {
                 Err(twig_errors::ApiError::unauthenticated(
                     "the bearer token is not an access token or API key this server accepts",

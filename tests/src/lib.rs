@@ -73,6 +73,7 @@ impl TestAppBuilder {
             .expect("build the suite");
         let sessions_service = suite.sessions.clone().expect("sessions runs");
         let api_keys_service = suite.api_keys.clone().expect("api-keys runs");
+        let quota_service = suite.quota.clone().expect("quota runs");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -100,6 +101,7 @@ impl TestAppBuilder {
             config,
             sessions_service,
             api_keys_service,
+            quota_service,
             shutdown: Some(tx),
             server: Some(server),
             _database: database,
@@ -125,6 +127,8 @@ pub struct TestApp {
     pub sessions_service: Arc<twig_sessions::Sessions>,
     /// The api-keys service inside the server, for flushing batched work.
     pub api_keys_service: Arc<twig_apikeys::ApiKeys>,
+    /// The quota service inside the server, for flushing usage.
+    pub quota_service: Arc<twig_quota::Quota>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     _database: TestDatabase,

@@ -4,10 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
-use twig_auth::require_internal;
+use twig_auth::{principal, require_internal};
+use twig_errors::ApiError;
 use twig_proto::quota::v1 as pb;
 
+use crate::entity::quota_limit;
+use crate::limits::{Rule, Source, rule_of};
 use crate::service::Quota;
+use crate::window::Limit;
 
 /// The gRPC face of the quota service.
 #[derive(Clone)]
@@ -25,8 +29,58 @@ impl QuotaGrpc {
 fn duration(d: Duration) -> prost_types::Duration {
     prost_types::Duration {
         seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: d.subsec_nanos() as i32,
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
     }
+}
+
+/// The rule asked for in a request, checked.
+fn requested_rule(limit: Option<&pb::Limit>) -> Result<(String, Rule), ApiError> {
+    let l = limit.ok_or_else(|| ApiError::invalid_field("limit", "is required"))?;
+    let period = l
+        .period
+        .as_ref()
+        .and_then(|p| {
+            let secs = u64::try_from(p.seconds).ok()?;
+            let nanos = u32::try_from(p.nanos).ok()?;
+            Some(Duration::new(secs, nanos))
+        })
+        .ok_or_else(|| ApiError::invalid_field("limit.period", "is required and positive"))?;
+    let buckets = if l.buckets == 0 {
+        u32::try_from(period.as_secs().clamp(1, 600)).unwrap_or(600)
+    } else {
+        l.buckets
+    };
+    let limit = Limit::new(l.limit, period, buckets).map_err(|e| {
+        let field = match e {
+            crate::LimitError::ZeroLimit | crate::LimitError::HugeLimit => "limit.limit",
+            crate::LimitError::Period => "limit.period",
+            crate::LimitError::Buckets => "limit.buckets",
+        };
+        ApiError::invalid_field(field, e.to_string())
+    })?;
+    Ok((
+        l.subject.clone(),
+        Rule {
+            limit,
+            shadow: l.shadow,
+        },
+    ))
+}
+
+fn wire_limit(subject: &str, rule: &Rule, stored: Option<&quota_limit::Model>) -> pb::Limit {
+    pb::Limit {
+        subject: subject.to_string(),
+        limit: rule.limit.limit(),
+        period: Some(duration(rule.limit.period())),
+        buckets: rule.limit.buckets(),
+        shadow: rule.shadow,
+        updated_at: stored.map(|m| twig_proto::timestamp(m.updated_at)),
+        updated_by: stored.map(|m| m.updated_by.clone()).unwrap_or_default(),
+    }
+}
+
+fn wire_stored(m: &quota_limit::Model) -> Result<pb::Limit, ApiError> {
+    Ok(wire_limit(&m.subject, &rule_of(m)?, Some(m)))
 }
 
 #[tonic::async_trait]
@@ -37,14 +91,106 @@ impl pb::quota_service_server::QuotaService for QuotaGrpc {
     ) -> Result<Response<pb::CheckResponse>, Status> {
         require_internal(&request)?;
         let r = request.into_inner();
-        let decision = self.inner.check(&r.subject, r.cost)?;
+        let outcome = self.inner.check(&r.subject, &r.org_id, r.cost).await?;
+        let d = outcome.decision;
         Ok(Response::new(pb::CheckResponse {
-            allowed: decision.allowed,
-            limit: decision.limit,
-            remaining: decision.remaining,
-            reset_after: Some(duration(decision.reset_after)),
-            retry_after: decision.retry_after.map(duration),
-            period: Some(duration(decision.period)),
+            allowed: outcome.admitted(),
+            limit: d.limit,
+            remaining: d.remaining,
+            reset_after: Some(duration(d.reset_after)),
+            retry_after: d.retry_after.map(duration),
+            period: Some(duration(d.period)),
+            counted_subject: outcome.subject.as_str().to_string(),
+            shadow: outcome.shadow,
+            shadow_denied: outcome.shadow_denied(),
+            fail_open: outcome.fail_open,
+        }))
+    }
+
+    async fn set_limit(
+        &self,
+        request: Request<pb::SetLimitRequest>,
+    ) -> Result<Response<pb::SetLimitResponse>, Status> {
+        let p = principal(&request)?;
+        let (subject, rule) = requested_rule(request.get_ref().limit.as_ref())?;
+        let stored = self.inner.set_limit(p, &subject, rule).await?;
+        Ok(Response::new(pb::SetLimitResponse {
+            limit: Some(wire_stored(&stored)?),
+        }))
+    }
+
+    async fn get_limit(
+        &self,
+        request: Request<pb::GetLimitRequest>,
+    ) -> Result<Response<pb::GetLimitResponse>, Status> {
+        let p = principal(&request)?;
+        let e = self.inner.get_limit(p, &request.get_ref().subject).await?;
+        Ok(Response::new(pb::GetLimitResponse {
+            limit: Some(wire_limit(e.subject.as_str(), &e.rule, e.stored.as_ref())),
+            source: match e.source {
+                Source::Default => pb::LimitSource::Default,
+                Source::Own => pb::LimitSource::Own,
+                Source::Org => pb::LimitSource::Organisation,
+            }
+            .into(),
+        }))
+    }
+
+    async fn list_limits(
+        &self,
+        request: Request<pb::ListLimitsRequest>,
+    ) -> Result<Response<pb::ListLimitsResponse>, Status> {
+        let p = principal(&request)?;
+        let limits = self
+            .inner
+            .list_limits(p)
+            .await?
+            .iter()
+            .map(wire_stored)
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::ListLimitsResponse { limits }))
+    }
+
+    async fn delete_limit(
+        &self,
+        request: Request<pb::DeleteLimitRequest>,
+    ) -> Result<Response<pb::DeleteLimitResponse>, Status> {
+        let p = principal(&request)?;
+        self.inner
+            .delete_limit(p, &request.get_ref().subject)
+            .await?;
+        Ok(Response::new(pb::DeleteLimitResponse {}))
+    }
+
+    async fn get_usage(
+        &self,
+        request: Request<pb::GetUsageRequest>,
+    ) -> Result<Response<pb::GetUsageResponse>, Status> {
+        let caller = if require_internal(&request).is_ok() {
+            None
+        } else {
+            Some(principal(&request)?)
+        };
+        let r = request.get_ref();
+        let time = |t: &Option<prost_types::Timestamp>, field: &str| {
+            t.as_ref()
+                .and_then(twig_proto::datetime)
+                .ok_or_else(|| ApiError::invalid_field(field, "is required"))
+        };
+        let from = time(&r.from, "from")?;
+        let to = time(&r.to, "to")?;
+        let minutes = self.inner.usage(caller, &r.subject, from, to).await?;
+        Ok(Response::new(pb::GetUsageResponse {
+            minutes: minutes
+                .into_iter()
+                .map(|(minute, c)| pb::MinuteUsage {
+                    minute: chrono::DateTime::from_timestamp(minute * 60, 0)
+                        .map(twig_proto::timestamp),
+                    allowed: c.allowed,
+                    denied: c.denied,
+                    shadow_denied: c.shadow_denied,
+                })
+                .collect(),
         }))
     }
 }

@@ -4,16 +4,30 @@
 //!   admits more than the limit in any window of one period;
 //! - [`subject`]: who a limit counts (`key:…`, `org:…`, `user:…`, `ip:…`,
 //!   `custom:…`);
-//! - [`service::Quota`]: checks against the default limit, counted in
-//!   memory (one replica);
+//! - [`store`]: where counts live — in memory (one replica) or in Redis
+//!   (shared, one atomic script per batch of checks);
+//! - [`limits`]: which limit applies — the configured default or an
+//!   organisation's or key's own, cached and fanned out on change;
+//! - [`usage`]: admitted and refused checks per subject per minute;
+//! - [`service::Quota`]: the decision, the store-down policy, who may
+//!   change limits;
 //! - [`grpc::QuotaGrpc`]: `twig.quota.v1.QuotaService` on the wire.
 
+pub mod entity;
 pub mod grpc;
+pub mod limits;
+pub mod migration;
 pub mod service;
+pub mod store;
 pub mod subject;
+pub mod usage;
 pub mod window;
 
-pub use service::Quota;
+pub use limits::{Limits, Rule};
+pub use migration::Migrator;
+pub use service::{KeyOwnership, Outcome, Quota, StorePolicy};
+pub use store::{MemoryStore, RedisStore, Store};
+pub use usage::Usage;
 pub use window::{Decision, Limit, LimitError, Window};
 
 /// The fully-qualified gRPC service name.

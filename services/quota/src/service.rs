@@ -1,54 +1,439 @@
-//! Checking costs against limits, counted in memory.
+//! The quota service: which limit applies, the decision, what is counted,
+//! and who may change limits.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use dashmap::DashMap;
+use futures::future::BoxFuture;
+use twig_auth::{Credential, Principal, Scope};
 use twig_clock::Clock;
 use twig_errors::ApiError;
+use uuid::Uuid;
 
+use crate::entity::quota_limit;
+use crate::limits::{Limits, Rule, Source};
+use crate::store::Store;
 use crate::subject::Subject;
-use crate::window::{Decision, Limit, Window};
+use crate::usage::{Counts, MAX_MINUTES, Tally, Usage};
+use crate::window::{Decision, Limit};
 
 /// The largest cost one check may carry.
 pub const MAX_COST: u64 = 1_000_000_000_000;
 
-/// The quota service (one replica: counts live in this process).
+/// What a check does when the store (Redis) cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorePolicy {
+    /// Admit, uncounted.
+    Open,
+    /// Refuse with UNAVAILABLE.
+    Closed,
+}
+
+/// Whether a key belongs to the caller's organisation: the api-keys
+/// service answers (in this process, or over gRPC).
+pub trait KeyOwnership: Send + Sync {
+    /// True when `key_id` is a key of `principal`'s organisation.
+    fn owns_key<'a>(
+        &'a self,
+        principal: &'a Principal,
+        key_id: Uuid,
+    ) -> BoxFuture<'a, Result<bool, ApiError>>;
+}
+
+/// The answer to a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The decision under the rule.
+    pub decision: Decision,
+    /// The subject counted (an organisation's when its limit is shared by
+    /// its keys).
+    pub subject: Subject,
+    /// The rule is in shadow mode: its refusals are not enforced.
+    pub shadow: bool,
+    /// The store could not be reached and the policy admitted the check.
+    pub fail_open: bool,
+}
+
+impl Outcome {
+    /// Whether the caller should go ahead.
+    pub fn admitted(&self) -> bool {
+        self.decision.allowed || self.shadow || self.fail_open
+    }
+
+    /// A shadow rule would have refused.
+    pub fn shadow_denied(&self) -> bool {
+        self.shadow && !self.decision.allowed && !self.fail_open
+    }
+}
+
+/// A limit as the API shows it.
+#[derive(Debug, Clone)]
+pub struct Effective {
+    /// The subject asked about.
+    pub subject: Subject,
+    /// The rule.
+    pub rule: Rule,
+    /// Whether it is the subject's own, the organisation's or the default.
+    pub source: Source,
+    /// The stored row, for a limit of the subject's own.
+    pub stored: Option<quota_limit::Model>,
+}
+
+/// The quota service.
 pub struct Quota {
-    default_limit: Limit,
-    windows: DashMap<Subject, Window>,
+    store: Store,
+    limits: Arc<Limits>,
+    usage: Usage,
+    policy: StorePolicy,
     clock: Arc<dyn Clock>,
+    keys: Option<Arc<dyn KeyOwnership>>,
+    last_warning_ms: AtomicU64,
 }
 
 impl Quota {
-    /// A service that applies `default_limit` to every subject.
-    pub fn new(default_limit: Limit, clock: Arc<dyn Clock>) -> Self {
+    /// A service counting in `store` under `limits`.
+    pub fn new(
+        store: Store,
+        limits: Arc<Limits>,
+        usage: Usage,
+        policy: StorePolicy,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
-            default_limit,
-            windows: DashMap::new(),
+            store,
+            limits,
+            usage,
+            policy,
             clock,
+            keys: None,
+            last_warning_ms: AtomicU64::new(0),
         }
     }
 
-    /// Counts `cost` against `subject` when it fits.
-    pub fn check(&self, subject: &str, cost: u64) -> Result<Decision, ApiError> {
+    /// Lets admins manage their keys' limits; without it only
+    /// organisations' limits can be managed here.
+    pub fn with_key_ownership(mut self, keys: Arc<dyn KeyOwnership>) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// The limits, for the fan-out listener.
+    pub fn limits(&self) -> Arc<Limits> {
+        self.limits.clone()
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.now().timestamp_millis()).unwrap_or(0)
+    }
+
+    /// Checks `cost` for `subject` (as given on the wire), counted under
+    /// the organisation's shared limit when `org` is given and has one.
+    pub async fn check(&self, subject: &str, org: &str, cost: u64) -> Result<Outcome, ApiError> {
         let subject =
             Subject::parse(subject).map_err(|reason| ApiError::invalid_field("subject", reason))?;
+        let org = if org.is_empty() {
+            None
+        } else {
+            Some(
+                Uuid::parse_str(org)
+                    .map_err(|_| ApiError::invalid_field("org_id", "must be a UUID or empty"))?,
+            )
+        };
         let cost = if cost == 0 { 1 } else { cost };
         if cost > MAX_COST {
             return Err(ApiError::invalid_field("cost", "must be at most 10^12"));
         }
-        let limit = self.default_limit;
-        let now_ms = u64::try_from(self.clock.now().timestamp_millis()).unwrap_or(0);
-        let decision = self
-            .windows
-            .entry(subject)
-            .or_default()
-            .check(&limit, now_ms, cost);
-        metrics::counter!(
-            "twig_quota_checks_total",
-            "decision" => if decision.allowed { "allowed" } else { "denied" },
-        )
-        .increment(1);
-        Ok(decision)
+        self.check_subject(subject, org, cost).await
+    }
+
+    /// One request of an API key: counted for the key (or its
+    /// organisation's shared limit); RESOURCE_EXHAUSTED with the retry
+    /// delay when refused. Other credentials are not limited here.
+    pub async fn enforce(&self, principal: &Principal) -> Result<(), ApiError> {
+        let Credential::ApiKey { key_id } = principal.credential else {
+            return Ok(());
+        };
+        let outcome = self
+            .check_subject(Subject::key(key_id), Some(principal.org_id), 1)
+            .await?;
+        if outcome.admitted() {
+            return Ok(());
+        }
+        let d = outcome.decision;
+        Err(ApiError::resource_exhausted(
+            format!(
+                "rate limit exceeded: {} requests per {} s for {}; retry later",
+                d.limit,
+                d.period.as_secs(),
+                if outcome.subject.kind() == "org" {
+                    "this organisation"
+                } else {
+                    "this API key"
+                },
+            ),
+            d.retry_after.unwrap_or(d.period),
+        ))
+    }
+
+    async fn check_subject(
+        &self,
+        subject: Subject,
+        org: Option<Uuid>,
+        cost: u64,
+    ) -> Result<Outcome, ApiError> {
+        let (subject, rule, _) = self.limits.resolve(subject, org).await?;
+        let now_ms = self.now_ms();
+        let minute = i64::try_from(now_ms / 60_000).unwrap_or(0);
+        let outcome = match self.store.check(&subject, &rule.limit, now_ms, cost).await {
+            Ok(decision) => Outcome {
+                decision,
+                subject,
+                shadow: rule.shadow,
+                fail_open: false,
+            },
+            Err(e) => {
+                self.warn_store_down(&e);
+                match self.policy {
+                    StorePolicy::Closed => {
+                        metrics::counter!("twig_quota_checks_total", "decision" => "fail_closed")
+                            .increment(1);
+                        return Err(ApiError::unavailable(
+                            "the quota store cannot be reached and quota.on_store_error = \
+                             closed refuses requests until it is back; retry later",
+                        ));
+                    }
+                    StorePolicy::Open => Outcome {
+                        decision: unknown(&rule.limit),
+                        subject,
+                        shadow: rule.shadow,
+                        fail_open: true,
+                    },
+                }
+            }
+        };
+        let (label, tally) = if outcome.fail_open {
+            ("fail_open", Tally::Allowed)
+        } else if outcome.decision.allowed {
+            ("allowed", Tally::Allowed)
+        } else if outcome.shadow {
+            ("shadow_denied", Tally::ShadowDenied)
+        } else {
+            ("denied", Tally::Denied)
+        };
+        if outcome.shadow_denied() {
+            tracing::info!(
+                subject = outcome.subject.as_str(),
+                limit = rule.limit.limit(),
+                period_s = rule.limit.period().as_secs(),
+                "shadow limit would refuse this check; admitted"
+            );
+        }
+        metrics::counter!("twig_quota_checks_total", "decision" => label).increment(1);
+        self.usage.record(&outcome.subject, minute, tally);
+        Ok(outcome)
+    }
+
+    /// One warning per second at most while the store is down.
+    fn warn_store_down(&self, e: &crate::store::Unreachable) {
+        let now = self.now_ms();
+        let last = self.last_warning_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1_000
+            && self
+                .last_warning_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                error = %e,
+                store = self.store.name(),
+                policy = match self.policy {
+                    StorePolicy::Open => "open: admitting uncounted",
+                    StorePolicy::Closed => "closed: refusing",
+                },
+                "quota store unreachable"
+            );
+        }
+    }
+
+    /// Sets the own limit of `subject` (`org:<id>` of the caller's
+    /// organisation or `key:<id>` of one of its keys). Needs admin.
+    pub async fn set_limit(
+        &self,
+        principal: &Principal,
+        subject: &str,
+        rule: Rule,
+    ) -> Result<quota_limit::Model, ApiError> {
+        let subject = self.own_subject(principal, subject, Scope::Admin).await?;
+        self.limits
+            .set(
+                principal.org_id,
+                &subject,
+                rule,
+                actor(principal),
+                self.clock.now(),
+            )
+            .await
+    }
+
+    /// Removes the own limit of `subject`; the default (or the
+    /// organisation's) applies again. Needs admin.
+    pub async fn delete_limit(&self, principal: &Principal, subject: &str) -> Result<(), ApiError> {
+        let subject = self.own_subject(principal, subject, Scope::Admin).await?;
+        self.limits
+            .delete(
+                principal.org_id,
+                &subject,
+                actor(principal),
+                self.clock.now(),
+            )
+            .await
+    }
+
+    /// The limit that applies to `subject` now. Needs read.
+    pub async fn get_limit(
+        &self,
+        principal: &Principal,
+        subject: &str,
+    ) -> Result<Effective, ApiError> {
+        let subject = self.own_subject(principal, subject, Scope::Read).await?;
+        let (_, rule, source) = self
+            .limits
+            .resolve(subject.clone(), Some(principal.org_id))
+            .await?;
+        let stored = match source {
+            Source::Own => self.limits.stored(&subject).await?,
+            Source::Org => self.limits.stored(&Subject::org(principal.org_id)).await?,
+            Source::Default => None,
+        };
+        Ok(Effective {
+            subject,
+            rule,
+            source,
+            stored,
+        })
+    }
+
+    /// The organisation's own limits. Needs read.
+    pub async fn list_limits(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<quota_limit::Model>, ApiError> {
+        require_scope(principal, Scope::Read)?;
+        self.limits.list(principal.org_id).await
+    }
+
+    /// Decisions per minute about `subject` between two times. Internal
+    /// callers (`principal` = None) may ask about any subject; others about
+    /// their organisation and its keys, with read.
+    pub async fn usage(
+        &self,
+        principal: Option<&Principal>,
+        subject: &str,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<(i64, Counts)>, ApiError> {
+        let subject = match principal {
+            Some(p) => self.own_subject(p, subject, Scope::Read).await?,
+            None => Subject::parse(subject)
+                .map_err(|reason| ApiError::invalid_field("subject", reason))?,
+        };
+        let from_min = from.timestamp().div_euclid(60);
+        let to_min = to.timestamp().div_euclid(60);
+        if to_min < from_min {
+            return Err(ApiError::invalid_field("to", "must not be before `from`"));
+        }
+        if to_min - from_min >= MAX_MINUTES {
+            return Err(ApiError::invalid_field(
+                "to",
+                "the range may cover at most one day; ask day by day",
+            ));
+        }
+        self.usage
+            .minutes(&subject, from_min, to_min)
+            .await
+            .map_err(|e| twig_db::api_error(&e))
+    }
+
+    /// Writes the usage tallies.
+    pub async fn flush(&self) -> Result<(), sea_orm::DbErr> {
+        self.usage.flush().await
+    }
+
+    /// Forgets counts and refusals that can no longer matter.
+    pub fn sweep(&self) {
+        self.store.sweep(self.now_ms());
+    }
+
+    /// `subject` checked as one the principal may see or manage: the
+    /// caller's organisation or one of its keys.
+    async fn own_subject(
+        &self,
+        principal: &Principal,
+        subject: &str,
+        scope: Scope,
+    ) -> Result<Subject, ApiError> {
+        require_scope(principal, scope)?;
+        let parsed =
+            Subject::parse(subject).map_err(|reason| ApiError::invalid_field("subject", reason))?;
+        let not_uuid = || {
+            ApiError::invalid_field(
+                "subject",
+                "limits of their own are for org:<uuid> or key:<uuid>",
+            )
+        };
+        match parsed.kind() {
+            "org" => {
+                let org = Uuid::parse_str(parsed.value()).map_err(|_| not_uuid())?;
+                if org != principal.org_id {
+                    return Err(ApiError::not_found("no such organisation"));
+                }
+                Ok(Subject::org(org))
+            }
+            "key" => {
+                let key = Uuid::parse_str(parsed.value()).map_err(|_| not_uuid())?;
+                let Some(keys) = &self.keys else {
+                    return Err(ApiError::failed_precondition(
+                        "key limits are managed where the api-keys service runs; \
+                         run quota and api-keys in one process",
+                    ));
+                };
+                if !keys.owns_key(principal, key).await? {
+                    return Err(ApiError::not_found("no such API key"));
+                }
+                Ok(Subject::key(key))
+            }
+            _ => Err(not_uuid()),
+        }
+    }
+}
+
+/// A decision when nothing is known (fail open).
+fn unknown(limit: &Limit) -> Decision {
+    Decision {
+        allowed: true,
+        limit: limit.limit(),
+        period: limit.period(),
+        remaining: limit.limit(),
+        reset_after: Duration::ZERO,
+        retry_after: Some(Duration::ZERO),
+    }
+}
+
+fn require_scope(principal: &Principal, scope: Scope) -> Result<(), ApiError> {
+    if principal.has_scope(scope) {
+        Ok(())
+    } else {
+        Err(ApiError::permission_denied(format!(
+            "this call needs the {} scope",
+            scope.as_str()
+        )))
+    }
+}
+
+fn actor(principal: &Principal) -> String {
+    match principal.credential {
+        Credential::Session { .. } => format!("user:{}", principal.user_id),
+        Credential::ApiKey { key_id } => format!("key:{key_id}"),
     }
 }

@@ -35,6 +35,26 @@ impl Subject {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The kind: `key`, `org`, `user`, `ip` or `custom`.
+    pub fn kind(&self) -> &str {
+        self.0.split_once(':').map_or("", |(k, _)| k)
+    }
+
+    /// What follows the kind.
+    pub fn value(&self) -> &str {
+        self.0.split_once(':').map_or("", |(_, v)| v)
+    }
+
+    /// The subject of an organisation.
+    pub fn org(org_id: uuid::Uuid) -> Self {
+        Self(format!("org:{org_id}"))
+    }
+
+    /// The subject of an API key.
+    pub fn key(key_id: uuid::Uuid) -> Self {
+        Self(format!("key:{key_id}"))
+    }
 }
 
 #[cfg(test)]

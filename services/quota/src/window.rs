@@ -74,8 +74,19 @@ impl Limit {
         Duration::from_millis(self.period_ms)
     }
 
-    fn slice_ms(&self) -> u64 {
+    /// Slices the period is counted in.
+    pub fn buckets(&self) -> u32 {
+        self.buckets
+    }
+
+    /// The length of one slice, in milliseconds.
+    pub fn slice_ms(&self) -> u64 {
         self.period_ms / u64::from(self.buckets)
+    }
+
+    /// The period, in milliseconds.
+    pub fn period_ms(&self) -> u64 {
+        self.period_ms
     }
 }
 
@@ -101,8 +112,13 @@ pub struct Decision {
 /// any monotonic scale the caller chooses.
 #[derive(Debug, Clone, Default)]
 pub struct Window {
+    /// The slice length the slices were counted with; a different limit
+    /// starts afresh.
+    slice_ms: u64,
     /// (slice index, cost counted in it), oldest first.
     slices: VecDeque<(u64, u64)>,
+    /// From this time on every slice has left the window.
+    idle_at_ms: u64,
 }
 
 impl Window {
@@ -111,9 +127,19 @@ impl Window {
         Self::default()
     }
 
+    /// True when nothing counted is still in the window at `now_ms`: the
+    /// window may be forgotten.
+    pub fn is_idle(&self, now_ms: u64) -> bool {
+        now_ms >= self.idle_at_ms
+    }
+
     /// Checks `cost` at `now_ms`, counting it when admitted.
     pub fn check(&mut self, limit: &Limit, now_ms: u64, cost: u64) -> Decision {
         let slice_ms = limit.slice_ms();
+        if self.slice_ms != slice_ms {
+            self.slices.clear();
+            self.slice_ms = slice_ms;
+        }
         let current = now_ms / slice_ms;
         // Slice i covers [i·s, (i+1)·s); it overlaps (now − period, now]
         // when (i+1)·s > now − period, that is when i ≥ ⌊(now − period)/s⌋.
@@ -132,9 +158,11 @@ impl Window {
             }
         }
         let used_now = if fits { used + cost } else { used };
-        let reset_after = self.slices.back().map_or(Duration::ZERO, |(i, _)| {
-            Duration::from_millis(((i + 1) * slice_ms + limit.period_ms).saturating_sub(now_ms))
-        });
+        self.idle_at_ms = self
+            .slices
+            .back()
+            .map_or(0, |(i, _)| (i + 1) * slice_ms + limit.period_ms);
+        let reset_after = Duration::from_millis(self.idle_at_ms.saturating_sub(now_ms));
         let retry_after = if fits {
             Some(Duration::ZERO)
         } else if cost > limit.limit {

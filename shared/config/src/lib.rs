@@ -52,6 +52,17 @@ pub struct QuotaConfig {
     /// Slices the period is counted in; capacity comes back up to one
     /// slice late.
     pub buckets: u32,
+    /// The default limit only computes, counts and logs its refusals.
+    pub shadow: bool,
+    /// Where counts live: `memory` (one replica) or `redis` (replicas
+    /// share one count; needs `redis.url`).
+    pub store: QuotaStore,
+    /// When Redis cannot be reached: `open` admits uncounted, `closed`
+    /// refuses with UNAVAILABLE.
+    pub on_store_error: OnStoreError,
+    /// How long one Redis call may take before the policy applies.
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
 }
 
 impl Default for QuotaConfig {
@@ -60,8 +71,32 @@ impl Default for QuotaConfig {
             default_limit: 100,
             period: Duration::from_secs(60),
             buckets: 60,
+            shadow: false,
+            store: QuotaStore::Memory,
+            on_store_error: OnStoreError::Open,
+            redis_timeout: Duration::from_millis(100),
         }
     }
+}
+
+/// Where quota counts live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaStore {
+    /// In this process: one replica.
+    Memory,
+    /// In Redis: every replica shares one count.
+    Redis,
+}
+
+/// What a quota check does when its store cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStoreError {
+    /// Admit, uncounted (logged and counted in metrics).
+    Open,
+    /// Refuse with UNAVAILABLE.
+    Closed,
 }
 
 /// Redis: fan-out of revocations between replicas. Unset: one replica,
@@ -339,6 +374,14 @@ impl Config {
                  (without Redis it bounds how long a revoked key passes on another replica)"
             ));
         }
+        if self.quota.store == QuotaStore::Redis && self.redis.url.is_none() {
+            problems.push("quota.store = redis needs redis.url (or REDIS_URL)".into());
+        }
+        if self.quota.redis_timeout < Duration::from_millis(1)
+            || self.quota.redis_timeout > Duration::from_secs(10)
+        {
+            problems.push("quota.redis_timeout must be between 1ms and 10s".into());
+        }
         if s.failed_logins_per_ip_per_minute == 0 {
             problems.push("sessions.failed_logins_per_ip_per_minute must be at least 1".into());
         }
@@ -412,6 +455,26 @@ mod tests {
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("database.url"), "{err}");
             assert!(err.contains("password_min_chars"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn quota_store_settings_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TWIG__QUOTA__STORE", "redis");
+            jail.set_env("TWIG__QUOTA__REDIS_TIMEOUT", "0s");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("quota.store = redis needs redis.url"), "{err}");
+            assert!(err.contains("quota.redis_timeout"), "{err}");
+            jail.set_env("REDIS_URL", "redis://127.0.0.1:6379");
+            jail.set_env("TWIG__QUOTA__REDIS_TIMEOUT", "50ms");
+            jail.set_env("TWIG__QUOTA__ON_STORE_ERROR", "closed");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.quota.store, QuotaStore::Redis);
+            assert_eq!(config.quota.on_store_error, OnStoreError::Closed);
+            jail.set_env("TWIG__QUOTA__ON_STORE_ERROR", "maybe");
+            assert!(Config::load(None).is_err());
             Ok(())
         });
     }

@@ -38,7 +38,10 @@ pub struct Fanout {
 #[derive(Clone)]
 struct Redis {
     prefix: String,
-    publisher: redis::aio::MultiplexedConnection,
+    client: redis::Client,
+    /// Re-opened after a failure (a multiplexed connection does not
+    /// recover once its socket is gone).
+    publisher: std::sync::Arc<tokio::sync::Mutex<redis::aio::MultiplexedConnection>>,
 }
 
 impl Fanout {
@@ -65,7 +68,7 @@ impl Fanout {
         let (events, _) = broadcast::channel(1024);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(subscribe_forever(
-            client,
+            client.clone(),
             prefix.to_string(),
             events.clone(),
             Some(ready_tx),
@@ -77,7 +80,8 @@ impl Fanout {
             events,
             redis: Some(Redis {
                 prefix: prefix.to_string(),
-                publisher,
+                client,
+                publisher: std::sync::Arc::new(tokio::sync::Mutex::new(publisher)),
             }),
         })
     }
@@ -99,13 +103,35 @@ impl Fanout {
                 });
             }
             Some(r) => {
-                let mut conn = r.publisher.clone();
                 let channel = format!("{}{topic}", r.prefix);
-                let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                    .arg(&channel)
-                    .arg(payload)
-                    .query_async(&mut conn)
-                    .await;
+                let publish = |mut conn: redis::aio::MultiplexedConnection| {
+                    let channel = channel.clone();
+                    async move {
+                        redis::cmd("PUBLISH")
+                            .arg(&channel)
+                            .arg(payload)
+                            .query_async::<i64>(&mut conn)
+                            .await
+                    }
+                };
+                let current = r.publisher.lock().await.clone();
+                let mut sent = publish(current).await.map(|_| ());
+                if sent.is_err() {
+                    // Once more on a fresh connection.
+                    sent = match tokio::time::timeout(
+                        Duration::from_secs(1),
+                        r.client.get_multiplexed_async_connection(),
+                    )
+                    .await
+                    {
+                        Ok(Ok(fresh)) => {
+                            *r.publisher.lock().await = fresh.clone();
+                            publish(fresh).await.map(|_| ())
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => sent,
+                    };
+                }
                 if let Err(e) = sent {
                     metrics::counter!("twig_fanout_publish_errors_total").increment(1);
                     tracing::warn!(error = %e, %topic, "could not publish to Redis");

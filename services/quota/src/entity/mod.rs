@@ -1,0 +1,4 @@
+//! The quota service's tables.
+
+pub mod quota_limit;
+pub mod quota_usage;

@@ -1,0 +1,279 @@
+//! Which limit applies to a subject: the configured default, or a limit of
+//! its own set for an organisation or a key.
+//!
+//! Limits of their own live in `quota_limits`; every replica caches what
+//! it has looked up (including "none") and forgets a subject when the
+//! fan-out says it changed, so a change reaches every replica within the
+//! fan-out's delay (milliseconds over Redis pub/sub).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, TransactionTrait};
+use twig_audit::{AuditEvent, Outcome};
+use twig_errors::ApiError;
+use twig_fanout::{Event, Fanout};
+use uuid::Uuid;
+
+use crate::entity::quota_limit;
+use crate::subject::Subject;
+use crate::window::Limit;
+
+/// The fan-out topic of changed limits; the payload is the subject.
+pub const TOPIC: &str = "quota.limits";
+
+/// Cached lookups at most; beyond, the cache starts afresh.
+const MAX_CACHED: usize = 100_000;
+
+/// A limit and whether it is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// The limit.
+    pub limit: Limit,
+    /// Computed, counted and logged, never enforced.
+    pub shadow: bool,
+}
+
+/// Where a rule comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The configured default.
+    Default,
+    /// The subject's own limit.
+    Own,
+    /// The organisation's own limit, shared by its keys.
+    Org,
+}
+
+/// The limits of every subject.
+pub struct Limits {
+    default: Rule,
+    db: DatabaseConnection,
+    fanout: Fanout,
+    cache: DashMap<String, Option<Rule>>,
+    /// Bumped on every change heard, so a lookup racing a change does not
+    /// cache what it read before the change.
+    generation: AtomicU64,
+}
+
+impl Limits {
+    /// Limits with `default` for subjects without their own.
+    pub fn new(default: Rule, db: DatabaseConnection, fanout: Fanout) -> Self {
+        Self {
+            default,
+            db,
+            fanout,
+            cache: DashMap::new(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The configured default.
+    pub fn default_rule(&self) -> Rule {
+        self.default
+    }
+
+    /// The rule a check of `subject` counts under, and the subject it
+    /// counts: a key's own limit; else, when `org` is given, the
+    /// organisation's own limit (counted for the organisation, shared by
+    /// its keys); else the subject's own limit; else the default.
+    pub async fn resolve(
+        &self,
+        subject: Subject,
+        org: Option<Uuid>,
+    ) -> Result<(Subject, Rule, Source), ApiError> {
+        if let Some(rule) = self.own_rule(&subject).await? {
+            return Ok((subject, rule, Source::Own));
+        }
+        if let Some(org) = org {
+            let org_subject = Subject::org(org);
+            if org_subject != subject
+                && let Some(rule) = self.own_rule(&org_subject).await?
+            {
+                return Ok((org_subject, rule, Source::Org));
+            }
+        }
+        Ok((subject, self.default, Source::Default))
+    }
+
+    /// The subject's own limit, if any (only organisations and keys have
+    /// one).
+    pub async fn own_rule(&self, subject: &Subject) -> Result<Option<Rule>, ApiError> {
+        if !matches!(subject.kind(), "org" | "key") {
+            return Ok(None);
+        }
+        if let Some(cached) = self.cache.get(subject.as_str()) {
+            return Ok(*cached);
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let row = quota_limit::Entity::find_by_id(subject.as_str())
+            .one(&self.db)
+            .await
+            .map_err(|e| twig_db::api_error(&e))?;
+        let rule = row.as_ref().map(rule_of).transpose()?;
+        if self.generation.load(Ordering::Acquire) == generation {
+            if self.cache.len() >= MAX_CACHED {
+                self.cache.clear();
+            }
+            self.cache.insert(subject.as_str().to_string(), rule);
+        }
+        Ok(rule)
+    }
+
+    /// Stores `rule` as the subject's own limit (in `org`), with an audit
+    /// event in the same transaction, and tells every replica.
+    pub async fn set(
+        &self,
+        org: Uuid,
+        subject: &Subject,
+        rule: Rule,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<quota_limit::Model, ApiError> {
+        let db_err = |e: sea_orm::DbErr| twig_db::api_error(&e);
+        let model = quota_limit::ActiveModel {
+            subject: Set(subject.as_str().to_string()),
+            org_id: Set(org),
+            limit: Set(i64::try_from(rule.limit.limit()).unwrap_or(i64::MAX)),
+            period_ms: Set(i64::try_from(rule.limit.period_ms()).unwrap_or(i64::MAX)),
+            buckets: Set(i32::try_from(rule.limit.buckets()).unwrap_or(i32::MAX)),
+            shadow: Set(rule.shadow),
+            updated_at: Set(now),
+            updated_by: Set(actor.clone()),
+        };
+        let txn = self.db.begin().await.map_err(db_err)?;
+        quota_limit::Entity::insert(model)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(quota_limit::Column::Subject)
+                    .update_columns([
+                        quota_limit::Column::Limit,
+                        quota_limit::Column::PeriodMs,
+                        quota_limit::Column::Buckets,
+                        quota_limit::Column::Shadow,
+                        quota_limit::Column::UpdatedAt,
+                        quota_limit::Column::UpdatedBy,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await
+            .map_err(db_err)?;
+        AuditEvent::new("quota.limit_set", Outcome::Success)
+            .org(org)
+            .actor(actor)
+            .target(subject.as_str())
+            .details(serde_json::json!({
+                "limit": rule.limit.limit(),
+                "period_ms": rule.limit.period_ms(),
+                "buckets": rule.limit.buckets(),
+                "shadow": rule.shadow,
+            }))
+            .record_at(&txn, now)
+            .await
+            .map_err(db_err)?;
+        let stored = quota_limit::Entity::find_by_id(subject.as_str())
+            .one(&txn)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| ApiError::internal(&sea_orm::DbErr::RecordNotFound("limit".into())))?;
+        txn.commit().await.map_err(db_err)?;
+        self.announce(subject).await;
+        Ok(stored)
+    }
+
+    /// Removes the subject's own limit (the default applies again).
+    /// NOT_FOUND when it had none.
+    pub async fn delete(
+        &self,
+        org: Uuid,
+        subject: &Subject,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        let db_err = |e: sea_orm::DbErr| twig_db::api_error(&e);
+        let txn = self.db.begin().await.map_err(db_err)?;
+        let deleted = quota_limit::Entity::delete_many()
+            .filter(quota_limit::Column::Subject.eq(subject.as_str()))
+            .filter(quota_limit::Column::OrgId.eq(org))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        if deleted.rows_affected == 0 {
+            return Err(ApiError::not_found(format!(
+                "{} has no limit of its own",
+                subject.as_str()
+            )));
+        }
+        AuditEvent::new("quota.limit_deleted", Outcome::Success)
+            .org(org)
+            .actor(actor)
+            .target(subject.as_str())
+            .record_at(&txn, now)
+            .await
+            .map_err(db_err)?;
+        txn.commit().await.map_err(db_err)?;
+        self.announce(subject).await;
+        Ok(())
+    }
+
+    /// The organisation's own limits (its own and its keys').
+    pub async fn list(&self, org: Uuid) -> Result<Vec<quota_limit::Model>, ApiError> {
+        quota_limit::Entity::find()
+            .filter(quota_limit::Column::OrgId.eq(org))
+            .order_by_asc(quota_limit::Column::Subject)
+            .all(&self.db)
+            .await
+            .map_err(|e| twig_db::api_error(&e))
+    }
+
+    /// The stored row of a subject's own limit.
+    pub async fn stored(&self, subject: &Subject) -> Result<Option<quota_limit::Model>, ApiError> {
+        quota_limit::Entity::find_by_id(subject.as_str())
+            .one(&self.db)
+            .await
+            .map_err(|e| twig_db::api_error(&e))
+    }
+
+    async fn announce(&self, subject: &Subject) {
+        self.forget(subject.as_str());
+        self.fanout.publish(TOPIC, subject.as_str()).await;
+    }
+
+    fn forget(&self, subject: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.cache.remove(subject);
+    }
+
+    /// Applies changes announced by any replica; runs until the fan-out
+    /// closes.
+    pub async fn listen_for_changes(self: std::sync::Arc<Self>) {
+        let mut events = self.fanout.subscribe();
+        loop {
+            match events.recv().await {
+                Ok(Event::Message { topic, payload }) if topic == TOPIC => self.forget(&payload),
+                Ok(Event::Message { .. }) => {}
+                Ok(Event::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    self.generation.fetch_add(1, Ordering::AcqRel);
+                    self.cache.clear();
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// The rule of a stored row.
+pub fn rule_of(m: &quota_limit::Model) -> Result<Rule, ApiError> {
+    let limit = Limit::new(
+        u64::try_from(m.limit).unwrap_or(0),
+        std::time::Duration::from_millis(u64::try_from(m.period_ms).unwrap_or(0)),
+        u32::try_from(m.buckets).unwrap_or(0),
+    )
+    .map_err(|e| ApiError::internal(&e))?;
+    Ok(Rule {
+        limit,
+        shadow: m.shadow,
+    })
+}

@@ -1,0 +1,134 @@
+//! The two stores apply one rule: Redis (through `check.lua`) answers
+//! exactly what memory answers, check by check. Needs Redis at
+//! `TWIG_TEST_REDIS_URL` (the test command starts it).
+
+use std::time::Duration;
+
+use twig_quota::store::Unreachable;
+use twig_quota::subject::Subject;
+use twig_quota::{Limit, MemoryStore, RedisStore, Store};
+use twig_testkit::{PrivateRedis, redis_prefix, redis_url};
+
+async fn redis_store() -> Store {
+    Store::Redis(
+        RedisStore::connect(&redis_url(), &redis_prefix(), Duration::from_secs(2))
+            .await
+            .expect("Redis is needed"),
+    )
+}
+
+/// A small deterministic generator, so a failure can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_decides_exactly_as_memory() {
+    let memory = Store::Memory(MemoryStore::new());
+    let redis = redis_store().await;
+    let limits = [
+        Limit::new(100, Duration::from_secs(60), 60).unwrap(),
+        Limit::new(7, Duration::from_secs(10), 3).unwrap(),
+        Limit::new(1_000, Duration::from_secs(1), 1).unwrap(),
+    ];
+    let mut rng = Lcg(42);
+    // Far from zero, like real clocks; both stores see the same times.
+    let mut now = 1_800_000_000_000u64;
+    let mut refused = 0;
+    for step in 0..3_000 {
+        now += rng.next(700);
+        let which = rng.next(3) as usize;
+        let limit = &limits[which];
+        // One subject keeps one limit, as in the service.
+        let subject = Subject::parse(&format!("custom:s{}-{which}", rng.next(4))).unwrap();
+        let cost = match rng.next(10) {
+            0 => limit.limit() + 1,
+            1 => rng.next(limit.limit()) + 1,
+            _ => 1,
+        };
+        let a = memory.check(&subject, limit, now, cost).await.unwrap();
+        let b = redis.check(&subject, limit, now, cost).await.unwrap();
+        assert_eq!(
+            a,
+            b,
+            "step {step}: {} cost {cost} at {now}",
+            subject.as_str()
+        );
+        refused += usize::from(!a.allowed);
+    }
+    assert!(
+        refused > 300,
+        "the sequence exercises refusals too ({refused})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_never_admit_more_than_the_limit() {
+    let redis = std::sync::Arc::new(redis_store().await);
+    let limit = Limit::new(500, Duration::from_secs(60), 60).unwrap();
+    let subject = Subject::parse("key:shared").unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let redis = redis.clone();
+        let subject = subject.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut admitted = 0u64;
+            for _ in 0..100 {
+                if redis
+                    .check(&subject, &limit, 1_800_000_000_000, 1)
+                    .await
+                    .unwrap()
+                    .allowed
+                {
+                    admitted += 1;
+                }
+            }
+            admitted
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 500, "1600 checks against a limit of 500");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_redis_is_reported_and_a_restarted_one_is_used_again() {
+    let mut server = PrivateRedis::start();
+    let store = Store::Redis(
+        RedisStore::connect(&server.url(), "q:", Duration::from_millis(200))
+            .await
+            .unwrap(),
+    );
+    let limit = Limit::new(5, Duration::from_secs(60), 60).unwrap();
+    let subject = Subject::parse("key:k").unwrap();
+    let now = 1_800_000_000_000;
+    assert!(store.check(&subject, &limit, now, 1).await.unwrap().allowed);
+    server.stop();
+    let err: Unreachable = store.check(&subject, &limit, now, 1).await.unwrap_err();
+    assert!(err.to_string().contains("cannot be reached"), "{err}");
+    server.restart();
+    let mut answered = None;
+    for _ in 0..50 {
+        match store.check(&subject, &limit, now, 1).await {
+            Ok(d) => {
+                answered = Some(d);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    // The restarted server is empty: counting starts afresh.
+    let d = answered.expect("the store reconnects after a restart");
+    assert!(d.allowed);
+    assert_eq!(d.remaining, 4);
+}
