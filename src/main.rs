@@ -82,8 +82,9 @@ async fn main_async(command: Command, config: Config) -> anyhow::Result<()> {
                     "auth.internal_token is not set: internal RPCs such as VerifySession are refused"
                 );
             }
-            let suite = build(&config, db, &services, Deps::default()).await?;
+            // Before the services, so the counters they register record.
             let metrics = twig_server::install_recorder()?;
+            let suite = build(&config, db, &services, Deps::default()).await?;
             let admin = tokio::net::TcpListener::bind(config.server.admin_listen)
                 .await
                 .with_context(|| {

@@ -31,6 +31,7 @@ mod buf_curl;
 mod crash;
 mod ip_allowlists;
 mod quota;
+mod quota_replicas;
 mod replicas;
 mod server;
 mod sessions_abuse;

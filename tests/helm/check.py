@@ -40,10 +40,18 @@ RELEASE, NAMESPACE = "twig", "identity"
 DB_URL = "postgres://twig:db-pw-5e1f0c@db.example:5432/twig"
 TOKEN = "internal-token-7b3e9a2d41c8f06e5a9b2c7d"
 CREDS = {"database": {"url": DB_URL}, "auth": {"internalToken": TOKEN}}
+REDIS_URL = "redis://:redis-pw-93c1a7@redis.example:6379"
+REDIS = {"redis": {"enabled": True, "url": REDIS_URL}}
 
 VALUE_SETS = {
     "default (split, sessions)": CREDS,
-    "monolith": {**CREDS, "mode": "monolith", "monolith": {"replicas": 3}},
+    "monolith": {**CREDS, **REDIS, "mode": "monolith", "monolith": {"replicas": 3}},
+    "split, quota on Redis, fail closed": {
+        **CREDS,
+        "redis": {"enabled": True, "url": REDIS_URL, "keyPrefix": "prod:"},
+        "quota": {"defaultLimit": 600, "period": "1m", "onStoreError": "closed"},
+        "services": {"quota": {"enabled": True, "replicas": 3}},
+    },
     "split, two services": {
         **CREDS,
         "mode": "split",
@@ -298,19 +306,69 @@ def _():
         secret_name = VALUE_SETS[label].get("existingSecret")
         for obj in objects(label):
             text = json.dumps(obj)
+            redis = VALUE_SETS[label].get("redis", {}).get("enabled", False)
             if obj["kind"] != "Secret":
-                expect(DB_URL not in text and TOKEN not in text, f"{label}: plain credential in {obj['kind']}")
+                plain = DB_URL in text or TOKEN in text or REDIS_URL in text
+                expect(not plain, f"{label}: plain credential in {obj['kind']}")
             else:
                 expect(not obj.get("stringData"), f"{label}: stringData in {obj['metadata']['name']}")
                 data = {k: base64.b64decode(v).decode() for k, v in obj["data"].items()}
-                expect(data == {"database-url": DB_URL, "internal-token": TOKEN}, f"{label}: Secret data {sorted(data)}")
+                expected = {"database-url": DB_URL, "internal-token": TOKEN}
+                if redis:
+                    expected["redis-url"] = REDIS_URL
+                expect(data == expected, f"{label}: Secret data {sorted(data)}")
         for spec in pod_specs(label):
             env = env_of(spec["containers"][0])
-            for var, key in (("DATABASE_URL", "database-url"), ("TWIG__AUTH__INTERNAL_TOKEN", "internal-token")):
+            refs = [("DATABASE_URL", "database-url"), ("TWIG__AUTH__INTERNAL_TOKEN", "internal-token")]
+            if VALUE_SETS[label].get("redis", {}).get("enabled", False):
+                refs.append(("REDIS_URL", "redis-url"))
+            else:
+                expect("REDIS_URL" not in env, f"{label}: REDIS_URL without redis.enabled")
+            for var, key in refs:
                 ref = env[var].get("valueFrom", {}).get("secretKeyRef", {})
                 expect("value" not in env[var] and ref.get("key") == key, f"{label}: {var} is {env[var]}")
                 if secret_name:
                     expect(ref["name"] == secret_name, f"{label}: {var} reads {ref['name']}")
+
+
+@check("quota: counts in Redis when redis.enabled, else in memory; limits and policy from values")
+def _():
+    for label in VALUE_SETS:
+        redis = VALUE_SETS[label].get("redis", {}).get("enabled", False)
+        for d in of_kind(label, "Deployment"):
+            env = env_of(d["spec"]["template"]["spec"]["containers"][0])
+            store = env["TWIG__QUOTA__STORE"]["value"]
+            expect(store == ("redis" if redis else "memory"), f"{label}: quota store {store}")
+    env = env_of(of_kind("split, quota on Redis, fail closed", "Deployment")[0]["spec"]["template"]["spec"]["containers"][0])
+    values = {k: env[k].get("value") for k in env if k.startswith(("TWIG__QUOTA__", "TWIG__REDIS__"))}
+    expect(
+        values
+        == {
+            "TWIG__QUOTA__STORE": "redis",
+            "TWIG__QUOTA__DEFAULT_LIMIT": "600",
+            "TWIG__QUOTA__PERIOD": "1m",
+            "TWIG__QUOTA__ON_STORE_ERROR": "closed",
+            "TWIG__REDIS__KEY_PREFIX": "prod:",
+        },
+        f"quota settings {values}",
+    )
+
+
+@check("quota on more than one replica without Redis, or Redis without a usable URL, fails rendering")
+def _():
+    err = helm.HelmRenderError
+    expect_failure({**CREDS, "mode": "monolith"}, err, "more than one replica", "redis.enabled")
+    many = {"services": {"quota": {"enabled": True, "replicas": 2}}}
+    expect_failure({**CREDS, **many}, err, "more than one replica")
+    render({**CREDS, "services": {"quota": {"enabled": True, "replicas": 1}}})
+    render({**CREDS, "mode": "monolith", "monolith": {"replicas": 1}})
+    expect_failure({**CREDS, "redis": {"enabled": True}}, err, "redis.url is required")
+    expect_failure({**CREDS, "redis": {"enabled": True, "url": "http://r:6379"}}, err, "redis://")
+    expect_failure({"existingSecret": "x", "redis": {"url": REDIS_URL}}, err, "leave redis.url empty")
+    try:
+        render({**CREDS, "redis": {"enabled": True, "url": "http://:secret-pw@r"}})
+    except err as e:
+        expect("secret-pw" not in str(e), "the error repeats the URL")
 
 
 @check("existingSecret: the chart makes no Secret and every pod reads the operator's")
@@ -543,6 +601,10 @@ def _():
         ({"metrics": {"enabled": True, "path": "/m"}}, "path"),
         ({"networkPolicy": {"metricsFrom": {"podLabels": {"app": 1}}}}, "/networkPolicy/metricsFrom/podLabels/app"),
         ({"networkPolicy": {"metricsFrom": {"ipBlock": {"cidr": "10.0.0.0/8"}}}}, "ipBlock"),
+        ({"redis": {"enabled": "yes"}}, "/redis/enabled"),
+        ({"quota": {"defaultLimit": 0}}, "/quota/defaultLimit"),
+        ({"quota": {"period": "a minute"}}, "/quota/period"),
+        ({"quota": {"onStoreError": "maybe"}}, "/quota/onStoreError"),
     ]
     for values, fragment in bad:
         merged = {**CREDS, **values}

@@ -6,7 +6,12 @@
 //! - `verify`: `VerifySession` (cache hit) vs `Health/Check` at each
 //!   concurrency: throughput, p50, p99;
 //! - `login`: logins per second with every core hashing, and
-//!   `VerifySession` p99 while logins saturate the CPU vs idle.
+//!   `VerifySession` p99 while logins saturate the CPU vs idle;
+//! - `--verify quota`: quota `Check` (one subject per worker) vs the
+//!   baseline — run the server with a default limit high enough that every
+//!   check is admitted and counted;
+//! - `--accuracy-targets a,b,c`: several servers sharing one Redis, driven
+//!   together past one subject's limit; the total admitted vs the limit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +61,16 @@ struct Args {
     /// runs with its key cache off).
     #[arg(long, default_value = "cache hit")]
     key_label: String,
+    /// Servers sharing one Redis, for the accuracy run (instead of the
+    /// scenarios above).
+    #[arg(long, value_delimiter = ',')]
+    accuracy_targets: Vec<String>,
+    /// Length of the accuracy run.
+    #[arg(long, default_value_t = 60)]
+    accuracy_seconds: u64,
+    /// Concurrency per server in the accuracy run.
+    #[arg(long, default_value_t = 16)]
+    accuracy_concurrency: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -63,6 +78,7 @@ enum Rpc {
     Health,
     Verify,
     VerifyKey,
+    QuotaCheck,
     Login,
 }
 
@@ -72,6 +88,7 @@ impl Rpc {
             Rpc::Health => "health (baseline)",
             Rpc::Verify => "VerifySession",
             Rpc::VerifyKey => "VerifyApiKey",
+            Rpc::QuotaCheck => "Quota Check",
             Rpc::Login => "Login",
         }
     }
@@ -100,6 +117,8 @@ struct Client {
     access_token: String,
     api_key: String,
     email: String,
+    /// One quota subject per worker.
+    subjects: Vec<String>,
 }
 
 impl Client {
@@ -139,6 +158,13 @@ impl Client {
                     .await
                     .is_ok()
             }
+            Rpc::QuotaCheck => quota_check(
+                channel,
+                &self.internal_token,
+                &self.subjects[worker % self.subjects.len()],
+            )
+            .await
+            .is_ok(),
             Rpc::Login => SessionServiceClient::new(channel)
                 .login(pb::LoginRequest {
                     email: self.email.clone(),
@@ -152,6 +178,103 @@ impl Client {
 }
 
 const PASSWORD: &str = "load test password 0123";
+
+async fn quota_check(
+    channel: Channel,
+    internal_token: &tonic::metadata::AsciiMetadataValue,
+    subject: &str,
+) -> Result<twig_proto::quota::v1::CheckResponse, tonic::Status> {
+    let mut request = tonic::Request::new(twig_proto::quota::v1::CheckRequest {
+        subject: subject.to_string(),
+        cost: 1,
+        org_id: String::new(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-twig-internal-token", internal_token.clone());
+    twig_proto::quota::v1::quota_service_client::QuotaServiceClient::new(channel)
+        .check(request)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Drives every target at once on one subject for `length`; prints the
+/// total admitted against the limit the servers report.
+async fn accuracy(
+    targets: &[String],
+    internal_token: &str,
+    concurrency: usize,
+    length: Duration,
+) -> anyhow::Result<()> {
+    let token: tonic::metadata::AsciiMetadataValue = internal_token
+        .parse()
+        .context("internal token is not ASCII")?;
+    let subject = format!("custom:accuracy-{}", uuid::Uuid::new_v4().simple());
+    let mut channels = Vec::new();
+    for t in targets {
+        channels.push(
+            Channel::from_shared(t.clone())?
+                .connect()
+                .await
+                .with_context(|| format!("connect to {t}"))?,
+        );
+    }
+    let started = Instant::now();
+    let deadline = started + length;
+    let mut tasks = Vec::new();
+    for (server, channel) in channels.iter().enumerate() {
+        for _ in 0..concurrency {
+            let (channel, token, subject) = (channel.clone(), token.clone(), subject.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut admitted, mut refused, mut errors, mut limit) = (0u64, 0u64, 0u64, 0);
+                while Instant::now() < deadline {
+                    match quota_check(channel.clone(), &token, &subject).await {
+                        Ok(d) if d.fail_open => errors += 1,
+                        Ok(d) => {
+                            limit = d.limit;
+                            if d.allowed {
+                                admitted += 1;
+                            } else {
+                                refused += 1;
+                            }
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+                (server, admitted, refused, errors, limit)
+            }));
+        }
+    }
+    let mut per_server = vec![(0u64, 0u64, 0u64); targets.len()];
+    let mut limit = 0;
+    for task in tasks {
+        let (server, a, r, e, l) = task.await?;
+        per_server[server].0 += a;
+        per_server[server].1 += r;
+        per_server[server].2 += e;
+        limit = limit.max(l);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "## Accuracy: {} servers on one Redis, {concurrency} workers each, one subject, {:.1} s\n",
+        targets.len(),
+        elapsed
+    );
+    println!("| server | admitted | refused | errors or fail-open |");
+    println!("|---|---|---|---|");
+    for (i, (a, r, e)) in per_server.iter().enumerate() {
+        println!("| {} | {a} | {r} | {e} |", targets[i]);
+    }
+    let admitted: u64 = per_server.iter().map(|s| s.0).sum();
+    let checks: u64 = per_server.iter().map(|s| s.0 + s.1 + s.2).sum();
+    println!(
+        "\nlimit {limit} per period; admitted in total {admitted} ({:+.3}% vs the limit); \
+         {checks} checks, {:.0}/s",
+        100.0 * (admitted as f64 - limit as f64) / limit.max(1) as f64,
+        checks as f64 / elapsed
+    );
+    Ok(())
+}
 
 async fn run(
     client: Arc<Client>,
@@ -250,6 +373,15 @@ fn ms(d: Duration) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if !args.accuracy_targets.is_empty() {
+        return accuracy(
+            &args.accuracy_targets,
+            &args.internal_token,
+            args.accuracy_concurrency,
+            Duration::from_secs(args.accuracy_seconds),
+        )
+        .await;
+    }
     if args.seed_keys > 0 {
         let url = args
             .database_url
@@ -311,6 +443,9 @@ async fn main() -> anyhow::Result<()> {
         access_token,
         api_key,
         email,
+        subjects: (0..64)
+            .map(|i| format!("custom:load-{}-{i}", uuid::Uuid::new_v4().simple()))
+            .collect(),
     });
     anyhow::ensure!(
         client.call(0, Rpc::Verify).await,
@@ -326,7 +461,8 @@ async fn main() -> anyhow::Result<()> {
         let (rpc, title) = match which.as_str() {
             "session" => (Rpc::Verify, "VerifySession (cache hit)".to_string()),
             "key" => (Rpc::VerifyKey, format!("VerifyApiKey ({})", args.key_label)),
-            other => anyhow::bail!("--verify takes session and key, not {other}"),
+            "quota" => (Rpc::QuotaCheck, "Quota Check".to_string()),
+            other => anyhow::bail!("--verify takes session, key and quota, not {other}"),
         };
         anyhow::ensure!(client.call(0, rpc).await, "{} fails", rpc.label());
         run(client.clone(), rpc, 8, Duration::from_secs(1), None).await;

@@ -76,6 +76,26 @@ Messages never repeat a secret value.
 {{- if lt (len $token) 32 -}}
 {{- fail "auth.internalToken must be at least 32 characters" -}}
 {{- end -}}
+{{- if .Values.redis.enabled -}}
+{{- $redis := required "redis.url is required when redis.enabled (a redis:// or rediss:// URL), or set existingSecret" .Values.redis.url -}}
+{{- if not (regexMatch "^rediss?://" $redis) -}}
+{{- fail "redis.url must start with redis:// or rediss://" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.existingSecret .Values.redis.url -}}
+{{- fail "existingSecret is set: leave redis.url empty (the Secret holds it under secretKeys.redisUrl)" -}}
+{{- end -}}
+{{- if not .Values.redis.enabled -}}
+{{- $quotaReplicas := 0 -}}
+{{- if eq .Values.mode "monolith" -}}
+{{- $quotaReplicas = int .Values.monolith.replicas -}}
+{{- else if .Values.services.quota.enabled -}}
+{{- $quotaReplicas = int .Values.services.quota.replicas -}}
+{{- end -}}
+{{- if gt $quotaReplicas 1 -}}
+{{- fail "the quota service runs on more than one replica: set redis.enabled (and redis.url or secretKeys.redisUrl) so they share one count, or run one replica" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -139,6 +159,23 @@ top context), "secret" (the Secret to read credentials from) and, optional,
     secretKeyRef:
       name: {{ .secret }}
       key: {{ $v.secretKeys.internalToken }}
+{{- if $v.redis.enabled }}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: {{ $v.secretKeys.redisUrl }}
+- name: TWIG__REDIS__KEY_PREFIX
+  value: {{ $v.redis.keyPrefix | quote }}
+{{- end }}
+- name: TWIG__QUOTA__STORE
+  value: {{ ternary "redis" "memory" (eq $v.redis.enabled true) | quote }}
+- name: TWIG__QUOTA__DEFAULT_LIMIT
+  value: {{ $v.quota.defaultLimit | int64 | toString | quote }}
+- name: TWIG__QUOTA__PERIOD
+  value: {{ $v.quota.period | quote }}
+- name: TWIG__QUOTA__ON_STORE_ERROR
+  value: {{ $v.quota.onStoreError | quote }}
 {{- with $v.telemetry.otlpEndpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
@@ -152,6 +189,9 @@ top context), "secret" (the Secret to read credentials from) and, optional,
 {{- define "twig.secretData" -}}
 {{ .Values.secretKeys.databaseUrl }}: {{ .Values.database.url | b64enc | quote }}
 {{ .Values.secretKeys.internalToken }}: {{ .Values.auth.internalToken | b64enc | quote }}
+{{- if .Values.redis.enabled }}
+{{ .Values.secretKeys.redisUrl }}: {{ .Values.redis.url | b64enc | quote }}
+{{- end }}
 {{- end -}}
 
 {{/* Secret the migration Job reads: made as a hook, before the Job. */}}

@@ -93,17 +93,18 @@ impl pb::quota_service_server::QuotaService for QuotaGrpc {
         let r = request.into_inner();
         let outcome = self.inner.check(&r.subject, &r.org_id, r.cost).await?;
         let d = outcome.decision;
+        let (allowed, shadow_denied) = (outcome.admitted(), outcome.shadow_denied());
         Ok(Response::new(pb::CheckResponse {
-            allowed: outcome.admitted(),
+            allowed,
             limit: d.limit,
             remaining: d.remaining,
             reset_after: Some(duration(d.reset_after)),
             retry_after: d.retry_after.map(duration),
             period: Some(duration(d.period)),
-            counted_subject: outcome.subject.as_str().to_string(),
             shadow: outcome.shadow,
-            shadow_denied: outcome.shadow_denied(),
+            shadow_denied,
             fail_open: outcome.fail_open,
+            counted_subject: outcome.subject.into_string(),
         }))
     }
 

@@ -80,15 +80,55 @@ pub struct Effective {
     pub stored: Option<quota_limit::Model>,
 }
 
+/// Decision counters, registered once (a lookup per check would cost).
+struct Decisions {
+    allowed: metrics::Counter,
+    denied: metrics::Counter,
+    shadow_denied: metrics::Counter,
+    fail_open: metrics::Counter,
+    fail_closed: metrics::Counter,
+}
+
+impl Decisions {
+    fn register() -> Self {
+        let counter =
+            |d: &'static str| metrics::counter!("twig_quota_checks_total", "decision" => d);
+        Self {
+            allowed: counter("allowed"),
+            denied: counter("denied"),
+            shadow_denied: counter("shadow_denied"),
+            fail_open: counter("fail_open"),
+            fail_closed: counter("fail_closed"),
+        }
+    }
+}
+
+/// Lets a log line through at most once a second.
+#[derive(Default)]
+struct OncePerSecond(AtomicU64);
+
+impl OncePerSecond {
+    fn ready(&self, now_ms: u64) -> bool {
+        let last = self.0.load(Ordering::Relaxed);
+        now_ms.saturating_sub(last) >= 1_000
+            && self
+                .0
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
 /// The quota service.
 pub struct Quota {
+    decisions: Decisions,
     store: Store,
     limits: Arc<Limits>,
     usage: Usage,
     policy: StorePolicy,
     clock: Arc<dyn Clock>,
     keys: Option<Arc<dyn KeyOwnership>>,
-    last_warning_ms: AtomicU64,
+    store_down_log: OncePerSecond,
+    shadow_log: OncePerSecond,
 }
 
 impl Quota {
@@ -101,13 +141,15 @@ impl Quota {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
+            decisions: Decisions::register(),
             store,
             limits,
             usage,
             policy,
             clock,
             keys: None,
-            last_warning_ms: AtomicU64::new(0),
+            store_down_log: OncePerSecond::default(),
+            shadow_log: OncePerSecond::default(),
         }
     }
 
@@ -196,8 +238,7 @@ impl Quota {
                 self.warn_store_down(&e);
                 match self.policy {
                     StorePolicy::Closed => {
-                        metrics::counter!("twig_quota_checks_total", "decision" => "fail_closed")
-                            .increment(1);
+                        self.decisions.fail_closed.increment(1);
                         return Err(ApiError::unavailable(
                             "the quota store cannot be reached and quota.on_store_error = \
                              closed refuses requests until it is back; retry later",
@@ -212,38 +253,32 @@ impl Quota {
                 }
             }
         };
-        let (label, tally) = if outcome.fail_open {
-            ("fail_open", Tally::Allowed)
+        let (counter, tally) = if outcome.fail_open {
+            (&self.decisions.fail_open, Tally::Allowed)
         } else if outcome.decision.allowed {
-            ("allowed", Tally::Allowed)
+            (&self.decisions.allowed, Tally::Allowed)
         } else if outcome.shadow {
-            ("shadow_denied", Tally::ShadowDenied)
+            (&self.decisions.shadow_denied, Tally::ShadowDenied)
         } else {
-            ("denied", Tally::Denied)
+            (&self.decisions.denied, Tally::Denied)
         };
-        if outcome.shadow_denied() {
+        if outcome.shadow_denied() && self.shadow_log.ready(now_ms) {
             tracing::info!(
                 subject = outcome.subject.as_str(),
                 limit = rule.limit.limit(),
                 period_s = rule.limit.period().as_secs(),
-                "shadow limit would refuse this check; admitted"
+                "shadow limit would refuse this check; admitted (logged at most once a second, \
+                 every one counted as decision=shadow_denied)"
             );
         }
-        metrics::counter!("twig_quota_checks_total", "decision" => label).increment(1);
+        counter.increment(1);
         self.usage.record(&outcome.subject, minute, tally);
         Ok(outcome)
     }
 
     /// One warning per second at most while the store is down.
     fn warn_store_down(&self, e: &crate::store::Unreachable) {
-        let now = self.now_ms();
-        let last = self.last_warning_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 1_000
-            && self
-                .last_warning_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.store_down_log.ready(self.now_ms()) {
             tracing::warn!(
                 error = %e,
                 store = self.store.name(),

@@ -36,6 +36,11 @@ impl Subject {
         &self.0
     }
 
+    /// The text, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
     /// The kind: `key`, `org`, `user`, `ip` or `custom`.
     pub fn kind(&self) -> &str {
         self.0.split_once(':').map_or("", |(k, _)| k)

@@ -9,12 +9,10 @@ use twig_quota::subject::Subject;
 use twig_quota::{Limit, MemoryStore, RedisStore, Store};
 use twig_testkit::{PrivateRedis, redis_prefix, redis_url};
 
-async fn redis_store() -> Store {
-    Store::Redis(
-        RedisStore::connect(&redis_url(), &redis_prefix(), Duration::from_secs(2))
-            .await
-            .expect("Redis is needed"),
-    )
+async fn redis_store(prefix: &str) -> RedisStore {
+    RedisStore::connect(&redis_url(), prefix, Duration::from_secs(2))
+        .await
+        .expect("Redis is needed")
 }
 
 /// A small deterministic generator, so a failure can be replayed.
@@ -33,7 +31,7 @@ impl Lcg {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_decides_exactly_as_memory() {
     let memory = Store::Memory(MemoryStore::new());
-    let redis = redis_store().await;
+    let redis = Store::Redis(redis_store(&redis_prefix()).await.without_leases());
     let limits = [
         Limit::new(100, Duration::from_secs(60), 60).unwrap(),
         Limit::new(7, Duration::from_secs(10), 3).unwrap(),
@@ -70,19 +68,27 @@ async fn redis_decides_exactly_as_memory() {
     );
 }
 
+/// Three replicas (three stores, leases on) on one Redis, 24 tasks at
+/// once: together they admit the limit exactly, never more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_checks_never_admit_more_than_the_limit() {
-    let redis = std::sync::Arc::new(redis_store().await);
+async fn replicas_with_leases_admit_exactly_the_limit_together() {
+    let prefix = redis_prefix();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(std::sync::Arc::new(Store::Redis(
+            redis_store(&prefix).await,
+        )));
+    }
     let limit = Limit::new(500, Duration::from_secs(60), 60).unwrap();
     let subject = Subject::parse("key:shared").unwrap();
     let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let redis = redis.clone();
+    for task in 0..24 {
+        let store = replicas[task % 3].clone();
         let subject = subject.clone();
         tasks.push(tokio::spawn(async move {
             let mut admitted = 0u64;
             for _ in 0..100 {
-                if redis
+                if store
                     .check(&subject, &limit, 1_800_000_000_000, 1)
                     .await
                     .unwrap()
@@ -98,7 +104,55 @@ async fn concurrent_checks_never_admit_more_than_the_limit() {
     for t in tasks {
         total += t.await.unwrap();
     }
-    assert_eq!(total, 500, "1600 checks against a limit of 500");
+    assert_eq!(
+        total, 500,
+        "2400 checks on three replicas against a limit of 500"
+    );
+}
+
+/// A lease is usable only in its slice; what is left of it goes back to
+/// Redis for the other replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_leases_are_given_back_when_their_slice_ends() {
+    let prefix = redis_prefix();
+    let a = redis_store(&prefix).await;
+    let b = Store::Redis(redis_store(&prefix).await);
+    let limit = Limit::new(1_000, Duration::from_secs(60), 60).unwrap();
+    let subject = Subject::parse("key:leased").unwrap();
+    let a_store = Store::Redis(a);
+    let t = 1_800_000_000_000;
+    for _ in 0..50 {
+        assert!(a_store.check(&subject, &limit, t, 1).await.unwrap().allowed);
+    }
+    let Store::Redis(a) = &a_store else {
+        unreachable!()
+    };
+    let held = a.leased_units();
+    assert!(held > 0, "a busy replica holds a lease");
+    // While A holds it, B can admit only what is left beyond it.
+    let mut admitted = 0;
+    while b.check(&subject, &limit, t, 1).await.unwrap().allowed {
+        admitted += 1;
+    }
+    assert_eq!(admitted, 1_000 - 50 - held);
+    // The slice ends: A gives its lease back (without waiting), and B can
+    // use it. B asks once per slice after a refusal, so each attempt is a
+    // slice later.
+    a_store.sweep(t + 1_000);
+    assert_eq!(a.leased_units(), 0);
+    let mut later = 0;
+    let mut now = t;
+    for _ in 0..20 {
+        now += 1_000;
+        while b.check(&subject, &limit, now, 1).await.unwrap().allowed {
+            later += 1;
+        }
+        if later > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(later, held, "the given-back units are admitted elsewhere");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
