@@ -168,7 +168,7 @@ impl RedisStore {
             return Ok(decision);
         }
         let current = now_ms / limit.slice_ms();
-        let want = match self.from_lease(subject, limit, now_ms, current, cost) {
+        let want = match self.admit_from_lease(subject, limit, now_ms, current, cost) {
             Ok(decision) => return Ok(decision),
             Err(want) => want,
         };
@@ -219,7 +219,7 @@ impl RedisStore {
 
     /// Admits `cost` from this slice's lease, or says how many units to
     /// lease with the Redis check.
-    fn from_lease(
+    fn admit_from_lease(
         &self,
         subject: &Subject,
         limit: &Limit,
