@@ -255,7 +255,6 @@ async fn shutdown_stops_waiting_at_the_drain_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_on_the_admin_port() {
-    use std::io::{Read, Write};
     use twig_proto::sessions::v1 as pb;
 
     let db = TestDatabase::new(Backend::Sqlite).await;
@@ -286,17 +285,9 @@ async fn metrics_are_served_on_the_admin_port() {
             organization_id: String::new(),
         })
         .await;
-    let body = tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(admin).unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        stream.read_to_string(&mut body).unwrap();
-        body
-    })
-    .await
-    .unwrap();
+    let body = tokio::task::spawn_blocking(move || twig_tests::scrape_metrics(admin))
+        .await
+        .unwrap();
     sigterm(&child);
     wait_exit(&mut child, Duration::from_secs(10)).await;
     let _ = child.wait();

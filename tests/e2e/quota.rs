@@ -103,6 +103,19 @@ async fn set_limit(
         .map(|r| r.into_inner().limit.unwrap())
 }
 
+async fn get_limit(app: &TestApp, token: &str, subject: &str) -> pb::GetLimitResponse {
+    app.quota()
+        .get_limit(bearer(
+            token,
+            pb::GetLimitRequest {
+                subject: subject.into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 fn violation(status: &tonic::Status) -> String {
     status
         .get_error_details()
@@ -210,17 +223,7 @@ async fn limits_of_their_own(backend: Backend) {
     assert_eq!(d.counted_subject, org_subject);
     assert_eq!(d.period.unwrap().seconds, 3600);
 
-    let got = app
-        .quota()
-        .get_limit(bearer(
-            &token,
-            pb::GetLimitRequest {
-                subject: key_subject.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get_limit(&app, &token, &key_subject).await;
     assert_eq!(got.source(), pb::LimitSource::Own);
     assert_eq!(got.limit.unwrap().limit, 3);
     let listed = app
@@ -248,17 +251,7 @@ async fn limits_of_their_own(backend: Backend) {
         .unwrap();
     let d = check_in(&app, &key_subject, &org, 1).await.unwrap();
     assert_eq!((d.limit, d.remaining), (5, 2));
-    let got = app
-        .quota()
-        .get_limit(bearer(
-            &token,
-            pb::GetLimitRequest {
-                subject: key_subject.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get_limit(&app, &token, &key_subject).await;
     assert_eq!(got.source(), pb::LimitSource::Organisation);
     let again = app
         .quota()

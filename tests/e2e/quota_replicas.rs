@@ -2,7 +2,7 @@
 //! other within a second, and Redis stopped under a running server fails
 //! open — visibly, in metrics and logs.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -50,16 +50,6 @@ async fn check(channel: &Channel, subject: &str, org: &str) -> pb::CheckResponse
         .await
         .expect("check")
         .into_inner()
-}
-
-fn scrape(admin: std::net::SocketAddr) -> String {
-    let mut stream = std::net::TcpStream::connect(admin).expect("admin port");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).unwrap();
-    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,7 +150,7 @@ async fn redis_stopped_under_a_running_server_fails_open_visibly() {
     redis.stop();
     let open = check(&channel, "key:k", "").await;
     assert!(open.allowed && open.fail_open, "{open:?}");
-    let metrics = tokio::task::spawn_blocking(move || scrape(admin))
+    let metrics = tokio::task::spawn_blocking(move || twig_tests::scrape_metrics(admin))
         .await
         .unwrap();
     let has = |needle: &str| metrics.lines().any(|l| l.starts_with(needle));
@@ -185,7 +175,7 @@ async fn redis_stopped_under_a_running_server_fails_open_visibly() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = tokio::task::spawn_blocking(move || scrape(admin))
+    let metrics = tokio::task::spawn_blocking(move || twig_tests::scrape_metrics(admin))
         .await
         .unwrap();
     assert!(

@@ -352,3 +352,15 @@ pub async fn spawn_serve(mut command: std::process::Command) -> (std::process::C
     let _ = child.wait();
     panic!("twig-identity serve did not accept connections within 10 s");
 }
+
+/// `GET /metrics` from an admin port: the whole HTTP response.
+pub fn scrape_metrics(admin: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).expect("admin port");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("response");
+    body
+}
