@@ -1,0 +1,367 @@
+//! Envelope encryption with AES-256-GCM-SIV.
+//!
+//! Every sealed value has its own random data key. The value is encrypted
+//! with the data key; the data key is encrypted ("wrapped") with a version
+//! of the master key. Both encryptions take the value's [`Binding`] as
+//! associated data, so a ciphertext copied to another organisation,
+//! record, field or purpose does not decrypt — neither its value nor its
+//! data key.
+//!
+//! The sealed form is text: `twig:k<version>:<base64url>`, where the
+//! version names the master key that wraps the data key and the base64
+//! holds `wrap nonce (12) | wrapped data key (48) | nonce (12) |
+//! ciphertext (n + 16)`.
+
+use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce};
+use base64::Engine as _;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::keys::{Keyring, MasterKey};
+
+const NONCE: usize = 12;
+const TAG: usize = 16;
+const WRAPPED: usize = 32 + TAG;
+const HEADER: usize = NONCE + WRAPPED + NONCE;
+/// The largest plaintext one seal takes.
+pub const MAX_PLAINTEXT: usize = 64 * 1024;
+
+/// Where a value belongs; bound into both encryptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The organisation.
+    pub org: Uuid,
+    /// What kind of value (e.g. `provider-key`, or a transit purpose).
+    pub purpose: String,
+    /// The record it belongs to.
+    pub record: String,
+    /// The field of the record.
+    pub field: String,
+}
+
+impl Binding {
+    /// Length-prefixed fields, so no two bindings encode alike.
+    fn associated_data(&self, domain: &str, version: u32) -> Vec<u8> {
+        let mut out = Vec::with_capacity(96);
+        for part in [
+            domain.as_bytes(),
+            self.org.as_bytes().as_slice(),
+            self.purpose.as_bytes(),
+            self.record.as_bytes(),
+            self.field.as_bytes(),
+            &version.to_be_bytes(),
+        ] {
+            out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
+}
+
+/// Why a sealed value cannot be opened. Deliberately vague about which
+/// check failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// Not of the sealed form.
+    #[error("not a sealed value (twig:k<version>:<base64>)")]
+    Malformed,
+    /// Its master key version is not configured.
+    #[error("sealed with master key version {0}, which is not configured")]
+    UnknownKey(u32),
+    /// Altered, or sealed for another binding or with another key.
+    #[error(
+        "the sealed value does not open: altered, or sealed for another record, field or organisation"
+    )]
+    Rejected,
+}
+
+/// A sealed value, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// The master key version that wraps the data key.
+    pub version: u32,
+    bytes: Vec<u8>,
+}
+
+impl Sealed {
+    /// Parses `twig:k<version>:<base64url>`.
+    pub fn parse(text: &str) -> Result<Self, OpenError> {
+        let rest = text.strip_prefix("twig:k").ok_or(OpenError::Malformed)?;
+        let (version, body) = rest.split_once(':').ok_or(OpenError::Malformed)?;
+        let version = version
+            .parse::<u32>()
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or(OpenError::Malformed)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| OpenError::Malformed)?;
+        if bytes.len() < HEADER + TAG {
+            return Err(OpenError::Malformed);
+        }
+        Ok(Self { version, bytes })
+    }
+
+    /// The text form.
+    pub fn to_text(&self) -> String {
+        format!(
+            "twig:k{}:{}",
+            self.version,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.bytes)
+        )
+    }
+}
+
+fn cipher(key: &[u8; 32]) -> Aes256GcmSiv {
+    Aes256GcmSiv::new_from_slice(key).expect("32-byte keys")
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    getrandom::fill(&mut out).expect("the OS random source");
+    out
+}
+
+/// Seals `plaintext` for `binding` with the keyring's newest key.
+pub fn seal(keys: &Keyring, binding: &Binding, plaintext: &[u8]) -> Sealed {
+    let master = keys.active();
+    let data_key = Zeroizing::new(random::<32>());
+    let wrap_nonce = random::<NONCE>();
+    let wrapped = cipher(master.bytes())
+        .encrypt(
+            &Nonce::from(wrap_nonce),
+            Payload {
+                msg: data_key.as_ref(),
+                aad: &binding.associated_data("twig-vault data key", master.version()),
+            },
+        )
+        .expect("encryption of 32 bytes");
+    let nonce = random::<NONCE>();
+    let ciphertext = cipher(&data_key)
+        .encrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: plaintext,
+                aad: &binding.associated_data("twig-vault value", 0),
+            },
+        )
+        .expect("encryption within the size limit");
+    let mut bytes = Vec::with_capacity(HEADER + ciphertext.len());
+    bytes.extend_from_slice(&wrap_nonce);
+    bytes.extend_from_slice(&wrapped);
+    bytes.extend_from_slice(&nonce);
+    bytes.extend_from_slice(&ciphertext);
+    Sealed {
+        version: master.version(),
+        bytes,
+    }
+}
+
+fn unwrap_data_key(
+    keys: &Keyring,
+    binding: &Binding,
+    sealed: &Sealed,
+) -> Result<Zeroizing<[u8; 32]>, OpenError> {
+    let master = keys
+        .get(sealed.version)
+        .ok_or(OpenError::UnknownKey(sealed.version))?;
+    let (wrap_nonce, rest) = sealed.bytes.split_at(NONCE);
+    let wrap_nonce: [u8; NONCE] = wrap_nonce.try_into().map_err(|_| OpenError::Malformed)?;
+    let plain = Zeroizing::new(
+        cipher(master.bytes())
+            .decrypt(
+                &Nonce::from(wrap_nonce),
+                Payload {
+                    msg: &rest[..WRAPPED],
+                    aad: &binding.associated_data("twig-vault data key", master.version()),
+                },
+            )
+            .map_err(|_| OpenError::Rejected)?,
+    );
+    let key: [u8; 32] = plain
+        .as_slice()
+        .try_into()
+        .map_err(|_| OpenError::Rejected)?;
+    Ok(Zeroizing::new(key))
+}
+
+/// Opens `sealed` for `binding`; the plaintext is zeroized when dropped.
+pub fn open(
+    keys: &Keyring,
+    binding: &Binding,
+    sealed: &Sealed,
+) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+    let data_key = unwrap_data_key(keys, binding, sealed)?;
+    let nonce: [u8; NONCE] = sealed.bytes[NONCE + WRAPPED..HEADER]
+        .try_into()
+        .map_err(|_| OpenError::Malformed)?;
+    cipher(&data_key)
+        .decrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: &sealed.bytes[HEADER..],
+                aad: &binding.associated_data("twig-vault value", 0),
+            },
+        )
+        .map(Zeroizing::new)
+        .map_err(|_| OpenError::Rejected)
+}
+
+/// Re-wraps the data key of `sealed` with `to` (the value's ciphertext is
+/// kept as it is).
+pub fn rewrap(
+    keys: &Keyring,
+    to: &MasterKey,
+    binding: &Binding,
+    sealed: &Sealed,
+) -> Result<Sealed, OpenError> {
+    let data_key = unwrap_data_key(keys, binding, sealed)?;
+    let wrap_nonce = random::<NONCE>();
+    let wrapped = cipher(to.bytes())
+        .encrypt(
+            &Nonce::from(wrap_nonce),
+            Payload {
+                msg: data_key.as_ref(),
+                aad: &binding.associated_data("twig-vault data key", to.version()),
+            },
+        )
+        .expect("encryption of 32 bytes");
+    let mut bytes = sealed.bytes.clone();
+    bytes[..NONCE].copy_from_slice(&wrap_nonce);
+    bytes[NONCE..NONCE + WRAPPED].copy_from_slice(&wrapped);
+    Ok(Sealed {
+        version: to.version(),
+        bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn ring() -> Keyring {
+        Keyring::new([MasterKey::generate(1)]).unwrap()
+    }
+
+    fn binding() -> Binding {
+        Binding {
+            org: Uuid::from_u128(7),
+            purpose: "provider-key".into(),
+            record: "rec-1".into(),
+            field: "value".into(),
+        }
+    }
+
+    #[test]
+    fn seals_and_opens() {
+        let keys = ring();
+        let sealed = seal(&keys, &binding(), b"sk-secret");
+        let text = sealed.to_text();
+        assert!(text.starts_with("twig:k1:"));
+        let parsed = Sealed::parse(&text).unwrap();
+        assert_eq!(
+            open(&keys, &binding(), &parsed).unwrap().as_slice(),
+            b"sk-secret"
+        );
+    }
+
+    #[test]
+    fn a_moved_ciphertext_does_not_open() {
+        let keys = ring();
+        let sealed = seal(&keys, &binding(), b"sk-secret");
+        let moved = [
+            Binding {
+                org: Uuid::from_u128(8),
+                ..binding()
+            },
+            Binding {
+                record: "rec-2".into(),
+                ..binding()
+            },
+            Binding {
+                field: "other".into(),
+                ..binding()
+            },
+            Binding {
+                purpose: "oauth-token".into(),
+                ..binding()
+            },
+        ];
+        for b in moved {
+            assert_eq!(open(&keys, &b, &sealed), Err(OpenError::Rejected), "{b:?}");
+        }
+        // Another master key under the same version does not open it either.
+        assert_eq!(open(&ring(), &binding(), &sealed), Err(OpenError::Rejected));
+        assert_eq!(
+            open(
+                &Keyring::new([MasterKey::generate(2)]).unwrap(),
+                &binding(),
+                &sealed
+            ),
+            Err(OpenError::UnknownKey(1))
+        );
+    }
+
+    #[test]
+    fn the_same_plaintext_never_seals_alike() {
+        let keys = ring();
+        let all: HashSet<String> = (0..1_000)
+            .map(|_| seal(&keys, &binding(), b"same").to_text())
+            .collect();
+        assert_eq!(all.len(), 1_000);
+    }
+
+    #[test]
+    fn rewrap_moves_to_the_new_key_and_keeps_the_value() {
+        let old = MasterKey::generate(1);
+        let old_text = old.to_base64();
+        let keys = Keyring::new([MasterKey::from_base64(1, &old_text).unwrap()]).unwrap();
+        let sealed = seal(&keys, &binding(), b"value");
+        let both = Keyring::new([old, MasterKey::generate(2)]).unwrap();
+        let moved = rewrap(&both, both.active(), &binding(), &sealed).unwrap();
+        assert_eq!(moved.version, 2);
+        assert_eq!(
+            open(&both, &binding(), &moved).unwrap().as_slice(),
+            b"value"
+        );
+        // Only the new key is needed now.
+        let new_only =
+            Keyring::new([MasterKey::from_base64(2, &both.active().to_base64()).unwrap()]).unwrap();
+        assert_eq!(
+            open(&new_only, &binding(), &moved).unwrap().as_slice(),
+            b"value"
+        );
+    }
+
+    #[test]
+    fn malformed_text_is_refused() {
+        for bad in [
+            "",
+            "twig:k1:",
+            "twig:k0:AAAA",
+            "twig:kx:AAAA",
+            "vault:v1:AAAA",
+            "twig:k1:@@@",
+        ] {
+            assert_eq!(Sealed::parse(bad), Err(OpenError::Malformed), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        /// Any single flipped bit anywhere is a refusal, never a wrong
+        /// plaintext.
+        #[test]
+        fn one_flipped_bit_never_opens(plaintext in proptest::collection::vec(any::<u8>(), 0..200), bit in any::<usize>()) {
+            let keys = ring();
+            let mut sealed = seal(&keys, &binding(), &plaintext);
+            let bit = bit % (sealed.bytes.len() * 8);
+            sealed.bytes[bit / 8] ^= 1 << (bit % 8);
+            prop_assert_eq!(open(&keys, &binding(), &sealed), Err(OpenError::Rejected));
+        }
+    }
+}
