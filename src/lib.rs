@@ -27,12 +27,18 @@ pub enum ServiceId {
     ApiKeys,
     /// `twig.quota.v1.QuotaService`.
     Quota,
+    /// `twig.vault.v1.VaultService`.
+    Vault,
 }
 
 impl ServiceId {
     /// Every service, in start order.
-    pub const ALL: &'static [ServiceId] =
-        &[ServiceId::Sessions, ServiceId::ApiKeys, ServiceId::Quota];
+    pub const ALL: &'static [ServiceId] = &[
+        ServiceId::Sessions,
+        ServiceId::ApiKeys,
+        ServiceId::Quota,
+        ServiceId::Vault,
+    ];
 
     /// Parses a name given to `--services`.
     pub fn parse(name: &str) -> Result<Self, String> {
@@ -40,6 +46,7 @@ impl ServiceId {
             "sessions" => Ok(Self::Sessions),
             "api-keys" => Ok(Self::ApiKeys),
             "quota" => Ok(Self::Quota),
+            "secrets-vault" => Ok(Self::Vault),
             other => Err(format!(
                 "unknown service {other:?}; known: {}",
                 Self::ALL
@@ -57,6 +64,7 @@ impl ServiceId {
             Self::Sessions => "sessions",
             Self::ApiKeys => "api-keys",
             Self::Quota => "quota",
+            Self::Vault => "secrets-vault",
         }
     }
 }
@@ -125,6 +133,9 @@ pub async fn migrate(db: &DatabaseConnection, services: &[ServiceId]) -> anyhow:
             ServiceId::Quota => twig_db::migrate::<twig_quota::Migrator>(db)
                 .await
                 .context("migrating quota")?,
+            ServiceId::Vault => twig_db::migrate::<twig_vault::Migrator>(db)
+                .await
+                .context("migrating the vault")?,
         }
     }
     Ok(())
@@ -141,6 +152,8 @@ pub struct Suite {
     pub api_keys: Option<Arc<ApiKeys>>,
     /// The quota service, when it runs here.
     pub quota: Option<Arc<twig_quota::Quota>>,
+    /// The vault, when it runs here.
+    pub vault: Option<Arc<twig_vault::Vault>>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -168,6 +181,7 @@ pub async fn build(
     let mut background = Vec::new();
     let mut sessions = None;
     let mut api_keys = None;
+    let mut vault = None;
     for service in services {
         match service {
             ServiceId::Sessions => {
@@ -207,6 +221,27 @@ pub async fn build(
             }
             // Built last: it asks api-keys (when here) who owns a key.
             ServiceId::Quota => {}
+            ServiceId::Vault => {
+                let keys =
+                    twig_vault::keyring_config::load(&config.vault, config.database.url.expose())?;
+                let svc = Arc::new(
+                    twig_vault::Vault::open(
+                        db.clone(),
+                        Arc::new(keys),
+                        deps.clock.clone(),
+                        config.vault.rewrap_batch,
+                    )
+                    .await?,
+                );
+                background.push(tokio::spawn(svc.clone().resume_rewrap()));
+                routes = routes.add_service(
+                    twig_proto::vault::v1::vault_service_server::VaultServiceServer::new(
+                        twig_vault::grpc::VaultGrpc::new(svc.clone()),
+                    ),
+                );
+                names.push(twig_vault::SERVICE_NAME);
+                vault = Some(svc);
+            }
         }
     }
     let quota = if services.contains(&ServiceId::Quota) {
@@ -237,12 +272,14 @@ pub async fn build(
         auth: AuthLayer::new(
             authenticator,
             config.auth.internal_token.as_ref(),
+            &config.auth.internal_clients,
             config.server.trusted_proxies.clone(),
         ),
         names,
         sessions,
         api_keys,
         quota,
+        vault,
         background,
     })
 }

@@ -38,3 +38,4 @@ mod sessions_abuse;
 mod sessions_flow;
 mod sessions_tokens;
 mod telemetry;
+mod vault;

@@ -18,6 +18,10 @@ use twig_sessions::ManualClock;
 
 pub use twig_testkit::{Backend, TestDatabase};
 
+/// The vault master key (version 1) of test servers: fixed, so replicas
+/// on one database agree. Base64 of 32 bytes.
+pub const TEST_MASTER_KEY: &str = "dHdpZy10ZXN0LW1hc3Rlci1rZXktMzItYnl0ZXMhISE=";
+
 /// A strong-enough password for tests.
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -50,6 +54,12 @@ impl TestAppBuilder {
         config.database.max_connections = 8;
         let internal_token = format!("internal-{}", uuid::Uuid::new_v4().simple());
         config.auth.internal_token = Some(Secret::new(internal_token.clone()));
+        if config.vault.master_keys.is_empty() && config.vault.master_keys_dir.is_none() {
+            config
+                .vault
+                .master_keys
+                .insert("1".into(), Secret::new(TEST_MASTER_KEY));
+        }
         config.validate().expect("test configuration is valid");
 
         let db = twig_identity::open_database(&config)
@@ -74,6 +84,7 @@ impl TestAppBuilder {
         let sessions_service = suite.sessions.clone().expect("sessions runs");
         let api_keys_service = suite.api_keys.clone().expect("api-keys runs");
         let quota_service = suite.quota.clone().expect("quota runs");
+        let vault_service = suite.vault.clone().expect("the vault runs");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -102,6 +113,7 @@ impl TestAppBuilder {
             sessions_service,
             api_keys_service,
             quota_service,
+            vault_service,
             shutdown: Some(tx),
             server: Some(server),
             _database: database,
@@ -129,6 +141,8 @@ pub struct TestApp {
     pub api_keys_service: Arc<twig_apikeys::ApiKeys>,
     /// The quota service inside the server, for flushing usage.
     pub quota_service: Arc<twig_quota::Quota>,
+    /// The vault inside the server.
+    pub vault_service: Arc<twig_vault::Vault>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     _database: TestDatabase,
@@ -183,6 +197,13 @@ impl TestApp {
         twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient::new(
             self.channel.clone(),
         )
+    }
+
+    /// A vault client.
+    pub fn vault(
+        &self,
+    ) -> twig_proto::vault::v1::vault_service_client::VaultServiceClient<Channel> {
+        twig_proto::vault::v1::vault_service_client::VaultServiceClient::new(self.channel.clone())
     }
 
     /// A quota client.
@@ -335,6 +356,12 @@ pub async fn spawn_serve(mut command: std::process::Command) -> (std::process::C
         .any(|(k, _)| k == "TWIG__SERVER__ADMIN_LISTEN")
     {
         command.env("TWIG__SERVER__ADMIN_LISTEN", "127.0.0.1:0");
+    }
+    if !command
+        .get_envs()
+        .any(|(k, _)| k.to_string_lossy().starts_with("TWIG__VAULT__MASTER_KEYS"))
+    {
+        command.env("TWIG__VAULT__MASTER_KEYS__1", TEST_MASTER_KEY);
     }
     let mut child = command.arg("serve").spawn().expect("start twig-identity");
     let endpoint = format!("http://127.0.0.1:{port}");

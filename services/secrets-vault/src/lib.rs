@@ -3,10 +3,25 @@
 //!
 //! - [`keys`]: master keys (versioned, zeroized) and the keyring;
 //! - [`envelope`]: envelope encryption with AES-256-GCM-SIV, bound to
-//!   organisation, record and field.
+//!   organisation, record and field;
+//! - [`keyring_config`]: where master keys come from (configuration, a
+//!   mounted folder, a development key beside SQLite);
+//! - [`providers`]: provider key formats and masking;
+//! - [`service::Vault`]: provider keys, transit, rotation and re-wrap;
+//! - `entity/`, [`migration`]: `vault_master_keys`, `vault_secrets`,
+//!   `vault_rewrap_jobs`.
 
+pub mod entity;
 pub mod envelope;
+pub mod grpc;
+pub mod keyring_config;
 pub mod keys;
+pub mod migration;
+pub mod providers;
+pub mod service;
+
+pub use migration::Migrator;
+pub use service::Vault;
 
 /// The fully-qualified gRPC service name.
 pub const SERVICE_NAME: &str = "twig.vault.v1.VaultService";

@@ -9,7 +9,7 @@ use http::{HeaderMap, Request};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use twig_config::Secret;
+use twig_config::{InternalClient, Secret};
 use twig_errors::ApiError;
 
 use crate::principal::{Authentication, Authenticator, InternalCaller};
@@ -29,8 +29,9 @@ pub struct ClientIp(pub IpAddr);
 #[derive(Clone)]
 pub struct AuthLayer {
     authenticator: Arc<dyn Authenticator>,
-    /// SHA-256 of the internal credential, so comparisons are fixed-length.
-    internal_token: Option<[u8; 32]>,
+    /// SHA-256 of each internal credential (so comparisons are
+    /// fixed-length) and who presents it.
+    internal: Arc<Vec<([u8; 32], InternalCaller)>>,
     trusted_proxies: Arc<Vec<IpNet>>,
 }
 
@@ -41,11 +42,32 @@ impl AuthLayer {
     pub fn new(
         authenticator: Arc<dyn Authenticator>,
         internal_token: Option<&Secret>,
+        internal_clients: &[InternalClient],
         trusted_proxies: Vec<IpNet>,
     ) -> Self {
+        let digest = |t: &Secret| -> [u8; 32] { Sha256::digest(t.expose().as_bytes()).into() };
+        let mut internal = Vec::new();
+        if let Some(t) = internal_token {
+            internal.push((
+                digest(t),
+                InternalCaller {
+                    name: "internal".into(),
+                    scopes: Vec::new(),
+                },
+            ));
+        }
+        for client in internal_clients {
+            internal.push((
+                digest(&client.token),
+                InternalCaller {
+                    name: client.name.clone(),
+                    scopes: client.scopes.clone(),
+                },
+            ));
+        }
         Self {
             authenticator,
-            internal_token: internal_token.map(|t| Sha256::digest(t.expose().as_bytes()).into()),
+            internal: Arc::new(internal),
             trusted_proxies: Arc::new(trusted_proxies),
         }
     }
@@ -90,8 +112,8 @@ where
         let layer = self.layer.clone();
         Box::pin(async move {
             strip_principal_headers(request.headers_mut());
-            if layer.is_internal(request.headers()) {
-                request.extensions_mut().insert(InternalCaller);
+            if let Some(caller) = layer.internal_caller(request.headers()) {
+                request.extensions_mut().insert(caller);
             }
             let peer = request
                 .extensions()
@@ -122,14 +144,18 @@ where
 }
 
 impl AuthLayer {
-    fn is_internal(&self, headers: &HeaderMap) -> bool {
-        let (Some(expected), Some(given)) =
-            (&self.internal_token, headers.get(INTERNAL_TOKEN_HEADER))
-        else {
-            return false;
-        };
+    /// Compares the presented credential with every configured one in
+    /// constant time (no early exit).
+    fn internal_caller(&self, headers: &HeaderMap) -> Option<InternalCaller> {
+        let given = headers.get(INTERNAL_TOKEN_HEADER)?;
         let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-        expected.ct_eq(&given).into()
+        let mut found = None;
+        for (expected, caller) in self.internal.iter() {
+            if bool::from(expected.ct_eq(&given)) {
+                found = Some(caller.clone());
+            }
+        }
+        found
     }
 }
 

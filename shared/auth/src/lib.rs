@@ -52,11 +52,31 @@ pub fn session_principal<T>(
 /// PERMISSION_DENIED unless the request carried the internal service
 /// credential.
 pub fn require_internal<T>(request: &tonic::Request<T>) -> Result<(), ApiError> {
-    if request.extensions().get::<InternalCaller>().is_some() {
-        Ok(())
-    } else {
-        Err(ApiError::permission_denied(
+    internal_caller(request).map(|_| ())
+}
+
+/// The internal caller, or PERMISSION_DENIED.
+pub fn internal_caller<T>(request: &tonic::Request<T>) -> Result<&InternalCaller, ApiError> {
+    request.extensions().get::<InternalCaller>().ok_or_else(|| {
+        ApiError::permission_denied(
             "internal RPC: present the service credential in x-twig-internal-token",
-        ))
+        )
+    })
+}
+
+/// The internal caller holding `scope`, or PERMISSION_DENIED.
+pub fn require_internal_scope<'a, T>(
+    request: &'a tonic::Request<T>,
+    scope: &str,
+) -> Result<&'a InternalCaller, ApiError> {
+    let caller = internal_caller(request)?;
+    if caller.has_scope(scope) {
+        Ok(caller)
+    } else {
+        Err(ApiError::permission_denied(format!(
+            "this internal RPC needs an internal client with the {scope} scope \
+             (auth.internal_clients); {:?} does not hold it",
+            caller.name
+        )))
     }
 }

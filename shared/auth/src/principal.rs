@@ -143,9 +143,22 @@ impl Principal {
 #[derive(Debug, Clone)]
 pub struct Authentication(pub Result<Principal, ApiError>);
 
-/// Marks a request that carried a valid internal service credential.
-#[derive(Debug, Clone, Copy)]
-pub struct InternalCaller;
+/// Marks a request that carried a valid internal service credential: the
+/// plain one (name `internal`, no scopes) or an internal client's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalCaller {
+    /// Who called, for audit events.
+    pub name: String,
+    /// Internal scopes it holds (e.g. `vault.reveal`).
+    pub scopes: Vec<String>,
+}
+
+impl InternalCaller {
+    /// True when it holds `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
 
 /// Boxed future returned by [`Authenticator::authenticate`].
 pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Principal, ApiError>> + Send + 'a>>;

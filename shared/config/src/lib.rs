@@ -36,6 +36,33 @@ pub struct Config {
     pub redis: RedisConfig,
     /// The quota service.
     pub quota: QuotaConfig,
+    /// The secrets vault.
+    pub vault: VaultConfig,
+}
+
+/// The secrets vault. Master keys are checked when the service is built,
+/// before any port is bound.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VaultConfig {
+    /// Master keys by version (`1`, `2`, …), each base64 of 32 random
+    /// bytes; e.g. `TWIG__VAULT__MASTER_KEYS__1=…`. The newest encrypts.
+    pub master_keys: std::collections::BTreeMap<String, Secret>,
+    /// A folder with one file per version, named by the version number
+    /// (a mounted Kubernetes Secret); merged with `master_keys`.
+    pub master_keys_dir: Option<std::path::PathBuf>,
+    /// Stored data keys moved to a new master key per transaction.
+    pub rewrap_batch: u32,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        Self {
+            master_keys: std::collections::BTreeMap::new(),
+            master_keys_dir: None,
+            rewrap_batch: 500,
+        }
+    }
 }
 
 /// The quota service. The limit's rules (at least 1, period 1 s to 1 day,
@@ -216,6 +243,25 @@ pub struct AuthConfig {
     /// to reach internal RPCs such as `VerifySession`. Unset: internal RPCs
     /// are refused.
     pub internal_token: Option<Secret>,
+    /// Internal callers with scopes of their own beyond the plain internal
+    /// credential (e.g. the agent runtime, which may reveal stored provider
+    /// keys): each presents its own token in `x-twig-internal-token`.
+    pub internal_clients: Vec<InternalClient>,
+}
+
+/// Scopes only internal clients can hold.
+pub const INTERNAL_SCOPES: [&str; 1] = ["vault.reveal"];
+
+/// One internal caller with scopes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternalClient {
+    /// Who it is, for audit events (e.g. `agent-runtime`).
+    pub name: String,
+    /// Its credential, at least 32 characters.
+    pub token: Secret,
+    /// What it may do beyond internal RPCs: see [`INTERNAL_SCOPES`].
+    pub scopes: Vec<String>,
 }
 
 /// The sessions service.
@@ -381,6 +427,39 @@ impl Config {
             || self.quota.redis_timeout > Duration::from_secs(10)
         {
             problems.push("quota.redis_timeout must be between 1ms and 10s".into());
+        }
+        if !(1..=10_000).contains(&self.vault.rewrap_batch) {
+            problems.push("vault.rewrap_batch must be between 1 and 10000".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut tokens = std::collections::HashSet::new();
+        if let Some(t) = &self.auth.internal_token {
+            tokens.insert(t.expose().to_string());
+        }
+        for client in &self.auth.internal_clients {
+            let name = &client.name;
+            if name.is_empty() || !names.insert(name.clone()) {
+                problems.push(format!(
+                    "auth.internal_clients: names must be present and distinct ({name:?})"
+                ));
+            }
+            if client.token.expose().len() < 32 {
+                problems.push(format!(
+                    "auth.internal_clients[{name}].token must be at least 32 characters"
+                ));
+            } else if !tokens.insert(client.token.expose().to_string()) {
+                problems.push(format!(
+                    "auth.internal_clients[{name}].token must differ from every other internal token"
+                ));
+            }
+            for scope in &client.scopes {
+                if !INTERNAL_SCOPES.contains(&scope.as_str()) {
+                    problems.push(format!(
+                        "auth.internal_clients[{name}]: unknown scope {scope:?}; known: {}",
+                        INTERNAL_SCOPES.join(", ")
+                    ));
+                }
+            }
         }
         if s.failed_logins_per_ip_per_minute == 0 {
             problems.push("sessions.failed_logins_per_ip_per_minute must be at least 1".into());

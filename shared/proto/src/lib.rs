@@ -58,3 +58,12 @@ pub mod quota {
         tonic::include_proto!("twig.quota.v1");
     }
 }
+
+/// `twig.vault.v1`
+pub mod vault {
+    /// `twig.vault.v1`
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("twig.vault.v1");
+    }
+}

@@ -1,0 +1,5 @@
+//! The vault's tables.
+
+pub mod master_key;
+pub mod rewrap_job;
+pub mod secret;
