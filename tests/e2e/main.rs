@@ -39,3 +39,4 @@ mod sessions_flow;
 mod sessions_tokens;
 mod telemetry;
 mod vault;
+mod vault_rotation;

@@ -125,6 +125,27 @@ impl Vault {
         clock: Arc<dyn Clock>,
         rewrap_batch: u32,
     ) -> anyhow::Result<Self> {
+        // Refuse before writing anything.
+        let in_use: Vec<(i32, i64)> = secret::Entity::find()
+            .select_only()
+            .column(secret::Column::KeyVersion)
+            .column_as(secret::Column::Id.count(), "n")
+            .group_by(secret::Column::KeyVersion)
+            .into_tuple()
+            .all(&db)
+            .await?;
+        let missing: Vec<String> = in_use
+            .iter()
+            .filter(|(v, _)| u32::try_from(*v).map_or(true, |v| keys.get(v).is_none()))
+            .map(|(v, n)| format!("version {v} ({n} secrets)"))
+            .collect();
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "stored secrets need vault master keys that are not configured: {}; \
+                 add them to vault.master_keys",
+                missing.join(", ")
+            );
+        }
         for key in keys.iter() {
             let version = i32::try_from(key.version())?;
             match master_key::Entity::find_by_id(version).one(&db).await? {
@@ -175,26 +196,6 @@ impl Vault {
                 "the newest configured vault master key (version {}) was retired at {retired}; \
                  add a new version",
                 keys.active().version()
-            );
-        }
-        let in_use: Vec<(i32, i64)> = secret::Entity::find()
-            .select_only()
-            .column(secret::Column::KeyVersion)
-            .column_as(secret::Column::Id.count(), "n")
-            .group_by(secret::Column::KeyVersion)
-            .into_tuple()
-            .all(&db)
-            .await?;
-        let missing: Vec<String> = in_use
-            .iter()
-            .filter(|(v, _)| u32::try_from(*v).map_or(true, |v| keys.get(v).is_none()))
-            .map(|(v, n)| format!("version {v} ({n} secrets)"))
-            .collect();
-        if !missing.is_empty() {
-            anyhow::bail!(
-                "stored secrets need vault master keys that are not configured: {}; \
-                 add them to vault.master_keys",
-                missing.join(", ")
             );
         }
         Ok(Self {
@@ -444,6 +445,8 @@ impl Vault {
 
     /// Every master key version recorded, and the latest re-wrap job.
     pub async fn master_keys(&self) -> Result<(Vec<KeyStatus>, Option<JobStatus>), ApiError> {
+        // The job first: once it reads finished, the counts below are final.
+        let job = self.latest_job().await?;
         let records = master_key::Entity::find()
             .order_by_asc(master_key::Column::Version)
             .all(&self.db)
@@ -461,7 +464,7 @@ impl Vault {
                 record,
             });
         }
-        Ok((out, self.latest_job().await?))
+        Ok((out, job))
     }
 
     async fn latest_job(&self) -> Result<Option<JobStatus>, ApiError> {
