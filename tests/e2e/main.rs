@@ -39,4 +39,5 @@ mod sessions_flow;
 mod sessions_tokens;
 mod telemetry;
 mod vault;
+mod vault_logs;
 mod vault_rotation;

@@ -42,10 +42,16 @@ TOKEN = "internal-token-7b3e9a2d41c8f06e5a9b2c7d"
 CREDS = {"database": {"url": DB_URL}, "auth": {"internalToken": TOKEN}}
 REDIS_URL = "redis://:redis-pw-93c1a7@redis.example:6379"
 REDIS = {"redis": {"enabled": True, "url": REDIS_URL}}
+VAULT = {"vault": {"masterKeysSecret": "twig-vault-keys"}}
 
 VALUE_SETS = {
     "default (split, sessions)": CREDS,
-    "monolith": {**CREDS, **REDIS, "mode": "monolith", "monolith": {"replicas": 3}},
+    "monolith": {**CREDS, **REDIS, **VAULT, "mode": "monolith", "monolith": {"replicas": 3}},
+    "split, vault": {
+        **CREDS,
+        **VAULT,
+        "services": {"secrets-vault": {"enabled": True, "replicas": 2}},
+    },
     "split, quota on Redis, fail closed": {
         **CREDS,
         "redis": {"enabled": True, "url": REDIS_URL, "keyPrefix": "prod:"},
@@ -357,11 +363,11 @@ def _():
 @check("quota on more than one replica without Redis, or Redis without a usable URL, fails rendering")
 def _():
     err = helm.HelmRenderError
-    expect_failure({**CREDS, "mode": "monolith"}, err, "more than one replica", "redis.enabled")
+    expect_failure({**CREDS, **VAULT, "mode": "monolith"}, err, "more than one replica", "redis.enabled")
     many = {"services": {"quota": {"enabled": True, "replicas": 2}}}
     expect_failure({**CREDS, **many}, err, "more than one replica")
     render({**CREDS, "services": {"quota": {"enabled": True, "replicas": 1}}})
-    render({**CREDS, "mode": "monolith", "monolith": {"replicas": 1}})
+    render({**CREDS, **VAULT, "mode": "monolith", "monolith": {"replicas": 1}})
     expect_failure({**CREDS, "redis": {"enabled": True}}, err, "redis.url is required")
     expect_failure({**CREDS, "redis": {"enabled": True, "url": "http://r:6379"}}, err, "redis://")
     expect_failure({"existingSecret": "x", "redis": {"url": REDIS_URL}}, err, "leave redis.url empty")
@@ -369,6 +375,27 @@ def _():
         render({**CREDS, "redis": {"enabled": True, "url": "http://:secret-pw@r"}})
     except err as e:
         expect("secret-pw" not in str(e), "the error repeats the URL")
+
+
+@check("vault: pods running it mount vault.masterKeysSecret read-only and point TWIG__VAULT__MASTER_KEYS_DIR at it; others do not")
+def _():
+    for label in VALUE_SETS:
+        for d in of_kind(label, "Deployment"):
+            component = d["metadata"]["labels"]["app.kubernetes.io/component"]
+            spec = d["spec"]["template"]["spec"]
+            container = spec["containers"][0]
+            env = env_of(container)
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            mounts = {m["name"]: m for m in container.get("volumeMounts", [])}
+            if component in ("monolith", "secrets-vault"):
+                expect(env["TWIG__VAULT__MASTER_KEYS_DIR"]["value"] == "/etc/twig/vault-keys", f"{label}: {env}")
+                expect(volumes["vault-keys"]["secret"]["secretName"] == "twig-vault-keys", f"{label}: {volumes}")
+                expect(mounts["vault-keys"]["readOnly"] is True, f"{label}: {mounts}")
+            else:
+                expect("vault-keys" not in volumes and "TWIG__VAULT__MASTER_KEYS_DIR" not in env, f"{label}: {component}")
+    err = helm.HelmRenderError
+    expect_failure({**CREDS, **REDIS, "mode": "monolith"}, err, "vault.masterKeysSecret")
+    expect_failure({**CREDS, "services": {"secrets-vault": {"enabled": True, "replicas": 1}}}, err, "vault.masterKeysSecret")
 
 
 @check("existingSecret: the chart makes no Secret and every pod reads the operator's")
@@ -605,6 +632,7 @@ def _():
         ({"quota": {"defaultLimit": 0}}, "/quota/defaultLimit"),
         ({"quota": {"period": "a minute"}}, "/quota/period"),
         ({"quota": {"onStoreError": "maybe"}}, "/quota/onStoreError"),
+        ({"vault": {"masterKeys": {"1": "x"}}}, "masterKeys"),
     ]
     for values, fragment in bad:
         merged = {**CREDS, **values}
@@ -660,6 +688,7 @@ def _():
     expect(sorted(app["ports"]) == ["127.0.0.1:50051:50051", "127.0.0.1:9464:9464"], f"ports {app['ports']}")
     expect(env["DATABASE_URL"].startswith("postgres://") and "@postgres:5432/" in env["DATABASE_URL"], "DATABASE_URL")
     expect(env["TWIG__AUTH__INTERNAL_TOKEN"].startswith("${TWIG__AUTH__INTERNAL_TOKEN:?"), "token from the environment")
+    expect(env["TWIG__VAULT__MASTER_KEYS__1"].startswith("${TWIG__VAULT__MASTER_KEYS__1:?"), "master key from the environment")
     expect(env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317", "OTLP endpoint")
     expect(svc["postgres"]["image"] == "postgres:16" and svc["redis"]["image"] == "redis:7", "images")
     expect(svc["otel-collector"]["image"].startswith("otel/opentelemetry-collector:"), "collector image")

@@ -10,6 +10,11 @@
 //! - `--verify quota`: quota `Check` (one subject per worker) vs the
 //!   baseline — run the server with a default limit high enough that every
 //!   check is admitted and counted;
+//! - `--verify seal,unseal`: vault `Seal` / `Unseal` of 1 KiB vs the
+//!   baseline;
+//! - `--rewrap-secrets N --database-url URL`: no server; seeds N sealed
+//!   secrets into the database and times the vault's re-wrap job moving
+//!   them to a new master key;
 //! - `--accuracy-targets a,b,c`: several servers sharing one Redis, driven
 //!   together past one subject's limit; the total admitted vs the limit.
 
@@ -71,6 +76,10 @@ struct Args {
     /// Concurrency per server in the accuracy run.
     #[arg(long, default_value_t = 16)]
     accuracy_concurrency: usize,
+    /// Times the vault re-wrap of this many secrets in --database-url
+    /// (instead of the scenarios above).
+    #[arg(long, default_value_t = 0)]
+    rewrap_secrets: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -79,6 +88,8 @@ enum Rpc {
     Verify,
     VerifyKey,
     QuotaCheck,
+    Seal,
+    Unseal,
     Login,
 }
 
@@ -89,6 +100,8 @@ impl Rpc {
             Rpc::Verify => "VerifySession",
             Rpc::VerifyKey => "VerifyApiKey",
             Rpc::QuotaCheck => "Quota Check",
+            Rpc::Seal => "Vault Seal (1 KiB)",
+            Rpc::Unseal => "Vault Unseal (1 KiB)",
             Rpc::Login => "Login",
         }
     }
@@ -119,6 +132,11 @@ struct Client {
     email: String,
     /// One quota subject per worker.
     subjects: Vec<String>,
+    /// The transit context and 1 KiB to seal.
+    context: twig_proto::vault::v1::SealContext,
+    plaintext: Vec<u8>,
+    /// What Seal returned for them.
+    sealed: String,
 }
 
 impl Client {
@@ -165,6 +183,32 @@ impl Client {
             )
             .await
             .is_ok(),
+            Rpc::Seal => {
+                let mut request = tonic::Request::new(twig_proto::vault::v1::SealRequest {
+                    context: Some(self.context.clone()),
+                    plaintext: self.plaintext.clone(),
+                });
+                request
+                    .metadata_mut()
+                    .insert("x-twig-internal-token", self.internal_token.clone());
+                twig_proto::vault::v1::vault_service_client::VaultServiceClient::new(channel)
+                    .seal(request)
+                    .await
+                    .is_ok()
+            }
+            Rpc::Unseal => {
+                let mut request = tonic::Request::new(twig_proto::vault::v1::UnsealRequest {
+                    context: Some(self.context.clone()),
+                    ciphertext: self.sealed.clone(),
+                });
+                request
+                    .metadata_mut()
+                    .insert("x-twig-internal-token", self.internal_token.clone());
+                twig_proto::vault::v1::vault_service_client::VaultServiceClient::new(channel)
+                    .unseal(request)
+                    .await
+                    .is_ok()
+            }
             Rpc::Login => SessionServiceClient::new(channel)
                 .login(pb::LoginRequest {
                     email: self.email.clone(),
@@ -373,6 +417,13 @@ fn ms(d: Duration) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.rewrap_secrets > 0 {
+        let url = args
+            .database_url
+            .as_deref()
+            .context("--rewrap-secrets needs --database-url")?;
+        return rewrap_bench(url, args.rewrap_secrets).await;
+    }
     if !args.accuracy_targets.is_empty() {
         return accuracy(
             &args.accuracy_targets,
@@ -434,6 +485,26 @@ async fn main() -> anyhow::Result<()> {
     .context("create the load key")?
     .into_inner()
     .secret;
+    let context = twig_proto::vault::v1::SealContext {
+        organization_id: uuid::Uuid::now_v7().to_string(),
+        purpose: "load".into(),
+        record_id: "r1".into(),
+    };
+    let plaintext: Vec<u8> = (0..1024u32).map(|i| (i % 251) as u8).collect();
+    let sealed = {
+        let mut request = tonic::Request::new(twig_proto::vault::v1::SealRequest {
+            context: Some(context.clone()),
+            plaintext: plaintext.clone(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-twig-internal-token", args.internal_token.parse()?);
+        twig_proto::vault::v1::vault_service_client::VaultServiceClient::new(channels[0].clone())
+            .seal(request)
+            .await
+            .map(|r| r.into_inner().ciphertext)
+            .unwrap_or_default()
+    };
     let client = Arc::new(Client {
         channels,
         internal_token: args
@@ -446,6 +517,9 @@ async fn main() -> anyhow::Result<()> {
         subjects: (0..64)
             .map(|i| format!("custom:load-{}-{i}", uuid::Uuid::new_v4().simple()))
             .collect(),
+        context: context.clone(),
+        plaintext: plaintext.clone(),
+        sealed: sealed.clone(),
     });
     anyhow::ensure!(
         client.call(0, Rpc::Verify).await,
@@ -462,7 +536,11 @@ async fn main() -> anyhow::Result<()> {
             "session" => (Rpc::Verify, "VerifySession (cache hit)".to_string()),
             "key" => (Rpc::VerifyKey, format!("VerifyApiKey ({})", args.key_label)),
             "quota" => (Rpc::QuotaCheck, "Quota Check".to_string()),
-            other => anyhow::bail!("--verify takes session, key and quota, not {other}"),
+            "seal" => (Rpc::Seal, "Vault Seal (1 KiB)".to_string()),
+            "unseal" => (Rpc::Unseal, "Vault Unseal (1 KiB)".to_string()),
+            other => {
+                anyhow::bail!("--verify takes session, key, quota, seal and unseal, not {other}")
+            }
         };
         anyhow::ensure!(client.call(0, rpc).await, "{} fails", rpc.label());
         run(client.clone(), rpc, 8, Duration::from_secs(1), None).await;
@@ -604,4 +682,89 @@ async fn seed_keys(url: &str, count: u64) -> anyhow::Result<()> {
         done += n;
     }
     Ok(())
+}
+
+/// Seeds `count` secrets sealed with master key 1, then times the vault's
+/// re-wrap job moving them to master key 2 (the job's own code, batches of
+/// the default size).
+async fn rewrap_bench(url: &str, count: u64) -> anyhow::Result<()> {
+    use sea_orm::{EntityTrait, Set};
+    use twig_vault::entity::secret;
+    use twig_vault::envelope::{self, Binding};
+    use twig_vault::keys::{Keyring, MasterKey};
+
+    let db = twig_db::connect(url, 8).await?;
+    twig_identity::migrate(&db, &[twig_identity::ServiceId::Vault]).await?;
+    let v1 = MasterKey::generate(1);
+    let v1_text = v1.to_base64();
+    let clock: Arc<dyn twig_clock::Clock> = Arc::new(twig_clock::SystemClock);
+    let first = Arc::new(Keyring::new([v1])?);
+    twig_vault::Vault::open(db.clone(), first.clone(), clock.clone(), 500).await?;
+    let started = Instant::now();
+    let org = uuid::Uuid::now_v7();
+    let now = chrono::Utc::now();
+    let mut done = 0;
+    while done < count {
+        let n = (count - done).min(1000);
+        let rows: Vec<secret::ActiveModel> = (0..n)
+            .map(|i| {
+                let id = uuid::Uuid::now_v7();
+                let binding = Binding {
+                    org,
+                    purpose: "provider-key".into(),
+                    record: id.to_string(),
+                    field: "value".into(),
+                };
+                let sealed = envelope::seal(&first, &binding, b"sk-seeded-provider-key-0123456789");
+                secret::ActiveModel {
+                    id: Set(id),
+                    org_id: Set(org),
+                    provider: Set("custom:seeded".into()),
+                    name: Set(format!("k{}", done + i)),
+                    masked: Set("…6789".into()),
+                    sealed: Set(sealed.to_text()),
+                    key_version: Set(1),
+                    created_by: Set("seed".into()),
+                    created_at: Set(now),
+                    updated_at: Set(now),
+                    last_used_at: Set(None),
+                }
+            })
+            .collect();
+        secret::Entity::insert_many(rows)
+            .exec_without_returning(&db)
+            .await?;
+        done += n;
+    }
+    println!(
+        "seeded {count} secrets in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let both = Arc::new(Keyring::new([
+        MasterKey::from_base64(1, &v1_text)?,
+        MasterKey::generate(2),
+    ])?);
+    let vault = Arc::new(twig_vault::Vault::open(db, both, clock, 500).await?);
+    let started = Instant::now();
+    vault
+        .start_rewrap()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    loop {
+        let (_, job) = vault
+            .master_keys()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        let job = job.context("no job")?;
+        if job.job.finished_at.is_some() {
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "re-wrapped {} data keys in {secs:.2} s: {:.0} per second (batches of 500)",
+                job.job.rewrapped,
+                job.job.rewrapped as f64 / secs
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -86,6 +86,10 @@ Messages never repeat a secret value.
 {{- if and .Values.existingSecret .Values.redis.url -}}
 {{- fail "existingSecret is set: leave redis.url empty (the Secret holds it under secretKeys.redisUrl)" -}}
 {{- end -}}
+{{- $vaultRuns := or (eq .Values.mode "monolith") (and (ne .Values.mode "monolith") (index .Values.services "secrets-vault").enabled) -}}
+{{- if and $vaultRuns (not .Values.vault.masterKeysSecret) -}}
+{{- fail "the vault runs (monolith, or services.secrets-vault): set vault.masterKeysSecret to a Secret with one master key per version (e.g. kubectl create secret generic twig-vault-keys --from-literal=1=$(openssl rand -base64 32))" -}}
+{{- end -}}
 {{- if not .Values.redis.enabled -}}
 {{- $quotaReplicas := 0 -}}
 {{- if eq .Values.mode "monolith" -}}

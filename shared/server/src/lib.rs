@@ -9,7 +9,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -88,7 +87,12 @@ pub async fn serve(
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(options.auth)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(
+            // Without TCP_NODELAY a response written in two parts waits
+            // for the peer's delayed ACK (40 ms) before its second part.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            signal,
+        );
 
     set_all(&reporter, &options.service_names, ServingStatus::Serving).await;
     tracing::info!(address = %local, services = ?options.service_names, "serving");

@@ -1,0 +1,169 @@
+//! Trace-level logs of a server doing everything the vault does hold no
+//! plaintext and no key material.
+
+use std::process::{Command, Stdio};
+
+use tonic::metadata::MetadataValue;
+use twig_proto::sessions::v1 as spb;
+use twig_proto::vault::v1 as pb;
+use twig_tests::{Backend, TestDatabase, bearer, twig_binary};
+
+const INTERNAL: &str = "vault-logs-internal-token-0123456789abcd";
+const RUNTIME: &str = "vault-logs-runtime-token-0123456789abcdef";
+const MASTER: &str = "bG9nLWNhbmFyeS1tYXN0ZXIta2V5LTMyLWJ5dGVzISE=";
+
+fn internal<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert(
+        "x-twig-internal-token",
+        MetadataValue::try_from(token).unwrap(),
+    );
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_values_and_keys_never_reach_the_logs() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let mut command = Command::new(twig_binary());
+    command
+        .env("DATABASE_URL", &db.url)
+        .env("TWIG__AUTH__INTERNAL_TOKEN", INTERNAL)
+        .env(
+            "TWIG__AUTH__INTERNAL_CLIENTS",
+            format!(r#"[{{name="runtime",token="{RUNTIME}",scopes=["vault.reveal"]}}]"#),
+        )
+        .env("TWIG__VAULT__MASTER_KEYS__1", MASTER)
+        .env(
+            "RUST_LOG",
+            "debug,twig_vault=trace,twig_auth=trace,twig_server=trace",
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (child, channel) = twig_tests::spawn_serve(command).await;
+    let signed = spb::session_service_client::SessionServiceClient::new(channel.clone())
+        .sign_up(spb::SignUpRequest {
+            email: "vault-logs@example.com".into(),
+            password: twig_tests::PASSWORD.into(),
+            display_name: String::new(),
+            organization_name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let token = signed.tokens.unwrap().access_token;
+    let org = signed.organization.unwrap().id;
+    let mut vault = pb::vault_service_client::VaultServiceClient::new(channel);
+
+    let stored = "sk-ant-api03-logcanaryStoredValue0123456789";
+    let refused = "sk-logcanary!bad";
+    let transit = "log-canary transit plaintext";
+    let key = vault
+        .add_provider_key(bearer(
+            &token,
+            pb::AddProviderKeyRequest {
+                provider: "anthropic".into(),
+                name: "main".into(),
+                value: stored.into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    let _ = vault
+        .add_provider_key(bearer(
+            &token,
+            pb::AddProviderKeyRequest {
+                provider: "openai".into(),
+                name: "bad".into(),
+                value: refused.into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    let revealed = vault
+        .reveal_provider_key(internal(
+            RUNTIME,
+            pb::RevealProviderKeyRequest {
+                organization_id: org.clone(),
+                id: key.id,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .value;
+    assert_eq!(revealed, stored);
+    let context = pb::SealContext {
+        organization_id: org.clone(),
+        purpose: "connector-token".into(),
+        record_id: "c1".into(),
+    };
+    let sealed = vault
+        .seal(internal(
+            INTERNAL,
+            pb::SealRequest {
+                context: Some(context.clone()),
+                plaintext: transit.as_bytes().to_vec(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    vault
+        .unseal(internal(
+            INTERNAL,
+            pb::UnsealRequest {
+                context: Some(context.clone()),
+                ciphertext: sealed.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    // A refused unseal (another record) is logged as an error RPC.
+    let _ = vault
+        .unseal(internal(
+            INTERNAL,
+            pb::UnsealRequest {
+                context: Some(pb::SealContext {
+                    record_id: "c2".into(),
+                    ..context
+                }),
+                ciphertext: sealed,
+            },
+        ))
+        .await
+        .unwrap_err();
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(logs.contains("VaultService"), "the logs are being captured");
+    for secret in [
+        stored,
+        refused,
+        transit,
+        MASTER,
+        RUNTIME,
+        INTERNAL,
+        "logcanary",
+    ] {
+        assert!(!logs.contains(secret), "{secret:?} appears in the logs");
+    }
+}
