@@ -197,23 +197,7 @@ async fn logs_never_contain_tokens_or_passwords() {
     );
     let _ = client.logout(logout).await;
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let logs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let logs = twig_tests::stop_and_collect_logs(child).await;
     assert!(
         logs.contains("refresh token reuse"),
         "the logs are being captured"

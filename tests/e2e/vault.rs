@@ -6,12 +6,11 @@ use std::collections::HashSet;
 
 use sea_orm::{ConnectionTrait, Statement};
 use tonic::Code;
-use tonic::metadata::MetadataValue;
 use tonic_types::StatusExt;
 use twig_config::{InternalClient, Secret};
 use twig_proto::apikeys::v1 as kpb;
 use twig_proto::vault::v1 as pb;
-use twig_tests::{Backend, TestApp, bearer, email};
+use twig_tests::{Backend, TestApp, bearer, email, with_internal_token};
 
 const RUNTIME_TOKEN: &str = "agent-runtime-token-0123456789abcdefghij";
 const OPENAI: &str = "sk-proj-abcdefghijklmnopqrstuvwxyzA1b2";
@@ -36,15 +35,6 @@ async fn owner(app: &TestApp) -> (String, String) {
     let signed = app.sign_up(&who).await;
     let token = app.login(&who).await.access_token;
     (token, signed.organization.unwrap().id)
-}
-
-fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert(
-        "x-twig-internal-token",
-        MetadataValue::try_from(token).unwrap(),
-    );
-    r
 }
 
 async fn add(
@@ -129,7 +119,7 @@ async fn provider_keys_stored_masked_and_revealed_only_with_the_scope(backend: B
     assert!(!format!("{listed:?}").contains("abcdefghij"), "{listed:?}");
 
     let ask = |t: &str, org: &str| {
-        with_token(
+        with_internal_token(
             t,
             pb::RevealProviderKeyRequest {
                 organization_id: org.into(),
@@ -313,7 +303,7 @@ async fn a_stored_ciphertext_moved_to_another_row_does_not_decrypt(backend: Back
     assert_eq!(done.rows_affected(), 1);
     let moved = reveal(
         &app,
-        with_token(
+        with_internal_token(
             RUNTIME_TOKEN,
             pb::RevealProviderKeyRequest {
                 organization_id: org.clone(),
@@ -328,7 +318,7 @@ async fn a_stored_ciphertext_moved_to_another_row_does_not_decrypt(backend: Back
     // a still opens.
     let fine = reveal(
         &app,
-        with_token(
+        with_internal_token(
             RUNTIME_TOKEN,
             pb::RevealProviderKeyRequest {
                 organization_id: org,

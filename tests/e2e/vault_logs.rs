@@ -3,23 +3,13 @@
 
 use std::process::{Command, Stdio};
 
-use tonic::metadata::MetadataValue;
 use twig_proto::sessions::v1 as spb;
 use twig_proto::vault::v1 as pb;
-use twig_tests::{Backend, TestDatabase, bearer, twig_binary};
+use twig_tests::{Backend, TestDatabase, bearer, twig_binary, with_internal_token};
 
 const INTERNAL: &str = "vault-logs-internal-token-0123456789abcd";
 const RUNTIME: &str = "vault-logs-runtime-token-0123456789abcdef";
 const MASTER: &str = "bG9nLWNhbmFyeS1tYXN0ZXIta2V5LTMyLWJ5dGVzISE=";
-
-fn internal<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert(
-        "x-twig-internal-token",
-        MetadataValue::try_from(token).unwrap(),
-    );
-    r
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_values_and_keys_never_reach_the_logs() {
@@ -83,7 +73,7 @@ async fn vault_values_and_keys_never_reach_the_logs() {
         .await
         .unwrap_err();
     let revealed = vault
-        .reveal_provider_key(internal(
+        .reveal_provider_key(with_internal_token(
             RUNTIME,
             pb::RevealProviderKeyRequest {
                 organization_id: org.clone(),
@@ -101,7 +91,7 @@ async fn vault_values_and_keys_never_reach_the_logs() {
         record_id: "c1".into(),
     };
     let sealed = vault
-        .seal(internal(
+        .seal(with_internal_token(
             INTERNAL,
             pb::SealRequest {
                 context: Some(context.clone()),
@@ -113,7 +103,7 @@ async fn vault_values_and_keys_never_reach_the_logs() {
         .into_inner()
         .ciphertext;
     vault
-        .unseal(internal(
+        .unseal(with_internal_token(
             INTERNAL,
             pb::UnsealRequest {
                 context: Some(context.clone()),
@@ -124,7 +114,7 @@ async fn vault_values_and_keys_never_reach_the_logs() {
         .unwrap();
     // A refused unseal (another record) is logged as an error RPC.
     let _ = vault
-        .unseal(internal(
+        .unseal(with_internal_token(
             INTERNAL,
             pb::UnsealRequest {
                 context: Some(pb::SealContext {
@@ -137,23 +127,7 @@ async fn vault_values_and_keys_never_reach_the_logs() {
         .await
         .unwrap_err();
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let logs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let logs = twig_tests::stop_and_collect_logs(child).await;
     assert!(logs.contains("VaultService"), "the logs are being captured");
     for secret in [
         stored,

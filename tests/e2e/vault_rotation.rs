@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use tonic::Code;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use twig_proto::vault::v1 as pb;
-use twig_tests::{Backend, TestDatabase, bearer, spawn_serve, twig_binary};
+use twig_tests::{Backend, TestDatabase, bearer, spawn_serve, twig_binary, with_internal_token};
 
 const INTERNAL: &str = "vault-rotation-internal-token-0123456789";
 const RUNTIME: &str = "vault-rotation-runtime-token-0123456789ab";
@@ -82,15 +81,6 @@ fn died_at(child: &mut Child, step: &str) {
     }
 }
 
-fn internal<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert(
-        "x-twig-internal-token",
-        MetadataValue::try_from(token).unwrap(),
-    );
-    r
-}
-
 fn vault(channel: &Channel) -> pb::vault_service_client::VaultServiceClient<Channel> {
     pb::vault_service_client::VaultServiceClient::new(channel.clone())
 }
@@ -98,7 +88,7 @@ fn vault(channel: &Channel) -> pb::vault_service_client::VaultServiceClient<Chan
 async fn reveal_all(channel: &Channel, org: &str, ids: &[(String, String)]) {
     for (id, value) in ids {
         let got = vault(channel)
-            .reveal_provider_key(internal(
+            .reveal_provider_key(with_internal_token(
                 RUNTIME,
                 pb::RevealProviderKeyRequest {
                     organization_id: org.into(),
@@ -115,7 +105,7 @@ async fn reveal_all(channel: &Channel, org: &str, ids: &[(String, String)]) {
 
 async fn master_keys(channel: &Channel) -> pb::ListMasterKeysResponse {
     vault(channel)
-        .list_master_keys(internal(INTERNAL, pb::ListMasterKeysRequest {}))
+        .list_master_keys(with_internal_token(INTERNAL, pb::ListMasterKeysRequest {}))
         .await
         .unwrap()
         .into_inner()
@@ -130,7 +120,7 @@ fn data_keys(list: &pb::ListMasterKeysResponse, version: u32) -> u64 {
 
 async fn transit(channel: &Channel, org: &str, ciphertext: &str) -> Result<Vec<u8>, tonic::Status> {
     vault(channel)
-        .unseal(internal(
+        .unseal(with_internal_token(
             INTERNAL,
             pb::UnsealRequest {
                 context: Some(pb::SealContext {
@@ -192,7 +182,7 @@ async fn every_step_of_a_rotation_survives_a_crash(backend: Backend) {
     let first = start(&url, &[1], None).await;
     let (org, secrets) = store_secrets(&first.1, 25).await;
     let sealed_v1 = vault(&first.1)
-        .seal(internal(
+        .seal(with_internal_token(
             INTERNAL,
             pb::SealRequest {
                 context: Some(pb::SealContext {
@@ -238,7 +228,7 @@ async fn every_step_of_a_rotation_survives_a_crash(backend: Backend) {
     // Step 2: the re-wrap dies after its first batch of 10.
     let mut dying = start(&url, &[1, 2], Some("vault.rewrap.batch_committed")).await;
     let _ = vault(&dying.1)
-        .start_rewrap(internal(INTERNAL, pb::StartRewrapRequest {}))
+        .start_rewrap(with_internal_token(INTERNAL, pb::StartRewrapRequest {}))
         .await;
     died_at(&mut dying.0, "vault.rewrap.batch_committed");
     drop(dying);
@@ -270,7 +260,7 @@ async fn every_step_of_a_rotation_survives_a_crash(backend: Backend) {
         b"oauth-refresh"
     );
     let sealed_v2 = vault(&running.1)
-        .rewrap(internal(
+        .rewrap(with_internal_token(
             INTERNAL,
             pb::RewrapRequest {
                 context: Some(pb::SealContext {
@@ -291,7 +281,7 @@ async fn every_step_of_a_rotation_survives_a_crash(backend: Backend) {
     // Step 3: retirement dies before it commits; nothing is lost.
     let mut dying = start(&url, &[1, 2], Some("vault.retire.before_commit")).await;
     let _ = vault(&dying.1)
-        .retire_master_key(internal(
+        .retire_master_key(with_internal_token(
             INTERNAL,
             pb::RetireMasterKeyRequest { version: 1 },
         ))
@@ -302,7 +292,7 @@ async fn every_step_of_a_rotation_survives_a_crash(backend: Backend) {
     let keys = master_keys(&running.1).await;
     assert!(keys.keys.iter().all(|k| k.retired_at.is_none()), "{keys:?}");
     let newest = vault(&running.1)
-        .retire_master_key(internal(
+        .retire_master_key(with_internal_token(
             INTERNAL,
             pb::RetireMasterKeyRequest { version: 2 },
         ))
@@ -310,7 +300,7 @@ async fn every_step_of_a_rotation_survives_a_crash(backend: Backend) {
         .unwrap_err();
     assert_eq!(newest.code(), Code::FailedPrecondition);
     let retired = vault(&running.1)
-        .retire_master_key(internal(
+        .retire_master_key(with_internal_token(
             INTERNAL,
             pb::RetireMasterKeyRequest { version: 1 },
         ))
@@ -350,7 +340,7 @@ async fn kill_9_during_a_rewrap(backend: Backend) {
     drop(first);
     let mut running = start(&url, &[1, 2], None).await;
     vault(&running.1)
-        .start_rewrap(internal(INTERNAL, pb::StartRewrapRequest {}))
+        .start_rewrap(with_internal_token(INTERNAL, pb::StartRewrapRequest {}))
         .await
         .unwrap();
     // Kill as soon as the job has moved something.

@@ -264,12 +264,7 @@ impl TestApp {
 
     /// Wraps `message` with the internal credential.
     pub fn internal<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request.metadata_mut().insert(
-            "x-twig-internal-token",
-            MetadataValue::try_from(self.internal_token.as_str()).expect("ascii"),
-        );
-        request
+        with_internal_token(&self.internal_token, message)
     }
 
     /// Stops the server and waits for it.
@@ -307,6 +302,38 @@ pub async fn sign_up_on(channel: &Channel, email: &str) -> String {
         .tokens
         .expect("tokens")
         .access_token
+}
+
+/// Wraps `message` with `x-twig-internal-token: token`.
+pub fn with_internal_token<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "x-twig-internal-token",
+        MetadataValue::try_from(token).expect("ascii"),
+    );
+    request
+}
+
+/// Sends SIGTERM to a server started with piped output, waits for it to
+/// exit, and returns its stdout and stderr together.
+pub async fn stop_and_collect_logs(child: std::process::Child) -> String {
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("wait task")
+        .expect("wait");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// Wraps `message` with `authorization: Bearer token`.

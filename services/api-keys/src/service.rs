@@ -98,13 +98,6 @@ fn clean_name(raw: &str) -> Result<String> {
     Ok(name.to_string())
 }
 
-fn actor(principal: &Principal) -> String {
-    match principal.credential {
-        Credential::Session { .. } => format!("user:{}", principal.user_id),
-        Credential::ApiKey { key_id } => format!("key:{key_id}"),
-    }
-}
-
 impl ApiKeys {
     /// Builds the service.
     pub fn new(
@@ -239,7 +232,7 @@ impl ApiKeys {
         .await?;
         AuditEvent::new("apikey.created", Outcome::Success)
             .org(principal.org_id)
-            .actor(actor(principal))
+            .actor(principal.actor())
             .target(format!("key:{id}"))
             .details(serde_json::json!({ "prefix": prefix, "scopes": key.scopes }))
             .record_at(&txn, now)
@@ -331,7 +324,7 @@ impl ApiKeys {
         let updated = model.update(&txn).await?;
         AuditEvent::new("apikey.updated", Outcome::Success)
             .org(principal.org_id)
-            .actor(actor(principal))
+            .actor(principal.actor())
             .target(format!("key:{key_id}"))
             .details(serde_json::json!({
                 "name": updated.name,
@@ -359,7 +352,7 @@ impl ApiKeys {
             .await?;
         AuditEvent::new("apikey.revoked", Outcome::Success)
             .org(principal.org_id)
-            .actor(actor(principal))
+            .actor(principal.actor())
             .target(format!("key:{key_id}"))
             .details(serde_json::json!({ "prefix": key.prefix }))
             .record_at(&txn, now)
@@ -418,7 +411,7 @@ impl ApiKeys {
         twig_db::failpoint("apikeys.rotate.before_commit");
         AuditEvent::new("apikey.rotated", Outcome::Success)
             .org(principal.org_id)
-            .actor(actor(principal))
+            .actor(principal.actor())
             .target(format!("key:{key_id}"))
             .details(serde_json::json!({
                 "new_prefix": prefix,
@@ -630,7 +623,7 @@ impl ApiKeys {
         .await?;
         AuditEvent::new("org.ip_allowlist_changed", Outcome::Success)
             .org(principal.org_id)
-            .actor(actor(principal))
+            .actor(principal.actor())
             .details(serde_json::json!({ "cidrs": stored }))
             .record_at(&txn, now)
             .await?;

@@ -305,7 +305,7 @@ impl Quota {
                 principal.org_id,
                 &subject,
                 rule,
-                actor(principal),
+                principal.actor(),
                 self.clock.now(),
             )
             .await
@@ -319,7 +319,7 @@ impl Quota {
             .delete(
                 principal.org_id,
                 &subject,
-                actor(principal),
+                principal.actor(),
                 self.clock.now(),
             )
             .await
@@ -354,7 +354,7 @@ impl Quota {
         &self,
         principal: &Principal,
     ) -> Result<Vec<quota_limit::Model>, ApiError> {
-        require_scope(principal, Scope::Read)?;
+        principal.require_scope(Scope::Read)?;
         self.limits.list(principal.org_id).await
     }
 
@@ -408,7 +408,7 @@ impl Quota {
         subject: &str,
         scope: Scope,
     ) -> Result<Subject, ApiError> {
-        require_scope(principal, scope)?;
+        principal.require_scope(scope)?;
         let parsed =
             Subject::parse(subject).map_err(|reason| ApiError::invalid_field("subject", reason))?;
         let not_uuid = || {
@@ -452,23 +452,5 @@ fn unknown(limit: &Limit) -> Decision {
         remaining: limit.limit(),
         reset_after: Duration::ZERO,
         retry_after: Some(Duration::ZERO),
-    }
-}
-
-fn require_scope(principal: &Principal, scope: Scope) -> Result<(), ApiError> {
-    if principal.has_scope(scope) {
-        Ok(())
-    } else {
-        Err(ApiError::permission_denied(format!(
-            "this call needs the {} scope",
-            scope.as_str()
-        )))
-    }
-}
-
-fn actor(principal: &Principal) -> String {
-    match principal.credential {
-        Credential::Session { .. } => format!("user:{}", principal.user_id),
-        Credential::ApiKey { key_id } => format!("key:{key_id}"),
     }
 }

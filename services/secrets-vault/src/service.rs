@@ -9,7 +9,7 @@ use sea_orm::{
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use twig_audit::{AuditEvent, Outcome};
-use twig_auth::{Credential, InternalCaller, Principal, Scope};
+use twig_auth::{InternalCaller, Principal, Scope};
 use twig_clock::Clock;
 use twig_errors::ApiError;
 use uuid::Uuid;
@@ -27,24 +27,6 @@ const TRANSIT_FIELD: &str = "transit";
 
 fn db_err(e: DbErr) -> ApiError {
     twig_db::api_error(&e)
-}
-
-fn actor(principal: &Principal) -> String {
-    match principal.credential {
-        Credential::Session { .. } => format!("user:{}", principal.user_id),
-        Credential::ApiKey { key_id } => format!("key:{key_id}"),
-    }
-}
-
-fn require_scope(principal: &Principal, scope: Scope) -> Result<(), ApiError> {
-    if principal.has_scope(scope) {
-        Ok(())
-    } else {
-        Err(ApiError::permission_denied(format!(
-            "this call needs the {} scope",
-            scope.as_str()
-        )))
-    }
 }
 
 fn open_error(e: OpenError) -> ApiError {
@@ -228,7 +210,7 @@ impl Vault {
         name: &str,
         value: &str,
     ) -> Result<secret::Model, ApiError> {
-        require_scope(principal, Scope::Admin)?;
+        principal.require_scope(Scope::Admin)?;
         let provider =
             Provider::parse(provider).map_err(|r| ApiError::invalid_field("provider", r))?;
         let name = name.trim();
@@ -266,7 +248,7 @@ impl Vault {
             masked: Set(provider.mask(value)),
             sealed: Set(sealed.to_text()),
             key_version: Set(i32::try_from(sealed.version).unwrap_or(i32::MAX)),
-            created_by: Set(actor(principal)),
+            created_by: Set(principal.actor()),
             created_at: Set(now),
             updated_at: Set(now),
             last_used_at: Set(None),
@@ -276,7 +258,7 @@ impl Vault {
         .map_err(db_err)?;
         AuditEvent::new("vault.secret_added", Outcome::Success)
             .org(principal.org_id)
-            .actor(actor(principal))
+            .actor(principal.actor())
             .target(format!("secret:{id}"))
             .details(serde_json::json!({ "provider": model.provider, "name": model.name }))
             .record_at(&txn, now)
@@ -288,7 +270,7 @@ impl Vault {
 
     /// The organisation's provider keys, masked.
     pub async fn list(&self, principal: &Principal) -> Result<Vec<secret::Model>, ApiError> {
-        require_scope(principal, Scope::Read)?;
+        principal.require_scope(Scope::Read)?;
         secret::Entity::find()
             .filter(secret::Column::OrgId.eq(principal.org_id))
             .order_by_asc(secret::Column::Provider)
@@ -317,7 +299,7 @@ impl Vault {
         id: &str,
         value: &str,
     ) -> Result<secret::Model, ApiError> {
-        require_scope(principal, Scope::Admin)?;
+        principal.require_scope(Scope::Admin)?;
         let found = self.find(principal.org_id, id).await?;
         let provider = Provider::parse(&found.provider)
             .map_err(|_| ApiError::internal(&DbErr::Custom("stored provider".into())))?;
@@ -335,7 +317,7 @@ impl Vault {
         let updated = model.update(&txn).await.map_err(db_err)?;
         AuditEvent::new("vault.secret_updated", Outcome::Success)
             .org(principal.org_id)
-            .actor(actor(principal))
+            .actor(principal.actor())
             .target(format!("secret:{}", updated.id))
             .record_at(&txn, now)
             .await
@@ -346,7 +328,7 @@ impl Vault {
 
     /// Deletes a provider key.
     pub async fn delete(&self, principal: &Principal, id: &str) -> Result<(), ApiError> {
-        require_scope(principal, Scope::Admin)?;
+        principal.require_scope(Scope::Admin)?;
         let found = self.find(principal.org_id, id).await?;
         let now = self.clock.now();
         let txn = self.db.begin().await.map_err(db_err)?;
@@ -356,7 +338,7 @@ impl Vault {
             .map_err(db_err)?;
         AuditEvent::new("vault.secret_deleted", Outcome::Success)
             .org(principal.org_id)
-            .actor(actor(principal))
+            .actor(principal.actor())
             .target(format!("secret:{}", found.id))
             .details(serde_json::json!({ "provider": found.provider, "name": found.name }))
             .record_at(&txn, now)

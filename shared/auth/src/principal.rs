@@ -129,6 +129,26 @@ impl Principal {
         self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
     }
 
+    /// PERMISSION_DENIED naming the scope unless the credential carries it.
+    pub fn require_scope(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::permission_denied(format!(
+                "this call needs the {} scope",
+                scope.as_str()
+            )))
+        }
+    }
+
+    /// Who acted, as audit events name it: `user:<id>` or `key:<id>`.
+    pub fn actor(&self) -> String {
+        match self.credential {
+            Credential::Session { .. } => format!("user:{}", self.user_id),
+            Credential::ApiKey { key_id } => format!("key:{key_id}"),
+        }
+    }
+
     /// The session, for a session credential.
     pub fn session_id(&self) -> Option<Uuid> {
         match self.credential {
