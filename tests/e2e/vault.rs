@@ -342,7 +342,7 @@ async fn transit_binds_ciphertexts_to_their_context(backend: Backend) {
     let seal = |ctx: pb::SealContext, plaintext: Vec<u8>| {
         let request = app.internal(pb::SealRequest {
             context: Some(ctx),
-            plaintext,
+            plaintext: plaintext.into(),
         });
         let mut client = app.vault();
         async move {
@@ -362,7 +362,7 @@ async fn transit_binds_ciphertexts_to_their_context(backend: Backend) {
             client
                 .unseal(request)
                 .await
-                .map(|r| r.into_inner().plaintext)
+                .map(|r| r.into_inner().plaintext.to_vec())
         }
     };
     let here = context(&org, "connector-token", "conn-1");
@@ -425,7 +425,7 @@ async fn transit_binds_ciphertexts_to_their_context(backend: Backend) {
         .vault()
         .seal(pb::SealRequest {
             context: Some(here),
-            plaintext: b"x".to_vec(),
+            plaintext: b"x".to_vec().into(),
         })
         .await
         .unwrap_err();

@@ -95,7 +95,7 @@ async fn vault_values_and_keys_never_reach_the_logs() {
             INTERNAL,
             pb::SealRequest {
                 context: Some(context.clone()),
-                plaintext: transit.as_bytes().to_vec(),
+                plaintext: transit.as_bytes().to_vec().into(),
             },
         ))
         .await

@@ -132,7 +132,7 @@ async fn transit(channel: &Channel, org: &str, ciphertext: &str) -> Result<Vec<u
             },
         ))
         .await
-        .map(|r| r.into_inner().plaintext)
+        .map(|r| r.into_inner().plaintext.to_vec())
 }
 
 /// Signs an owner up and stores `n` provider keys through `channel`;
@@ -190,7 +190,7 @@ async fn every_step_of_a_rotation_survives_a_crash(backend: Backend) {
                     purpose: "connector-token".into(),
                     record_id: "c1".into(),
                 }),
-                plaintext: b"oauth-refresh".to_vec(),
+                plaintext: b"oauth-refresh".to_vec().into(),
             },
         ))
         .await

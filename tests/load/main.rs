@@ -10,8 +10,8 @@
 //! - `--verify quota`: quota `Check` (one subject per worker) vs the
 //!   baseline — run the server with a default limit high enough that every
 //!   check is admitted and counted;
-//! - `--verify seal,unseal`: vault `Seal` / `Unseal` of 1 KiB vs the
-//!   baseline;
+//! - `--verify seal,unseal`: vault `Seal` / `Unseal` of `--payload-bytes`
+//!   (1 KiB by default) vs the baseline;
 //! - `--rewrap-secrets N --database-url URL`: no server; seeds N sealed
 //!   secrets into the database and times the vault's re-wrap job moving
 //!   them to a new master key;
@@ -30,6 +30,10 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use twig_proto::sessions::v1 as pb;
 use twig_proto::sessions::v1::session_service_client::SessionServiceClient;
+
+/// The same allocator as the server, so the client's own cost stays small.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "twig-load", about = "Load tool for twig-identity")]
@@ -80,6 +84,9 @@ struct Args {
     /// (instead of the scenarios above).
     #[arg(long, default_value_t = 0)]
     rewrap_secrets: u64,
+    /// Plaintext size for the seal and unseal scenarios.
+    #[arg(long, default_value_t = 1024)]
+    payload_bytes: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -100,11 +107,31 @@ impl Rpc {
             Rpc::Verify => "VerifySession",
             Rpc::VerifyKey => "VerifyApiKey",
             Rpc::QuotaCheck => "Quota Check",
-            Rpc::Seal => "Vault Seal (1 KiB)",
-            Rpc::Unseal => "Vault Unseal (1 KiB)",
+            Rpc::Seal => "Vault Seal",
+            Rpc::Unseal => "Vault Unseal",
             Rpc::Login => "Login",
         }
     }
+}
+
+/// A channel whose writes are coalesced like the server's
+/// ([`twig_server::CoalescingIo`]), so many requests in flight on one
+/// connection share write system calls instead of paying one each.
+async fn connect(target: &str) -> anyhow::Result<Channel> {
+    let connector = tower::service_fn(|uri: tonic::transport::Uri| async move {
+        let authority = uri
+            .authority()
+            .ok_or_else(|| std::io::Error::other("the target has no host:port"))?
+            .to_string();
+        let tcp = tokio::net::TcpStream::connect(authority).await?;
+        tcp.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+            twig_server::CoalescingIo::new(tcp),
+        ))
+    });
+    Ok(Channel::from_shared(target.to_string())?
+        .connect_with_connector(connector)
+        .await?)
 }
 
 struct Outcome {
@@ -132,9 +159,9 @@ struct Client {
     email: String,
     /// One quota subject per worker.
     subjects: Vec<String>,
-    /// The transit context and 1 KiB to seal.
+    /// The transit context and the plaintext to seal.
     context: twig_proto::vault::v1::SealContext,
-    plaintext: Vec<u8>,
+    plaintext: prost::bytes::Bytes,
     /// What Seal returned for them.
     sealed: String,
 }
@@ -257,8 +284,7 @@ async fn accuracy(
     let mut channels = Vec::new();
     for t in targets {
         channels.push(
-            Channel::from_shared(t.clone())?
-                .connect()
+            connect(t)
                 .await
                 .with_context(|| format!("connect to {t}"))?,
         );
@@ -449,8 +475,7 @@ async fn main() -> anyhow::Result<()> {
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
         channels.push(
-            Channel::from_shared(args.target.clone())?
-                .connect()
+            connect(&args.target)
                 .await
                 .with_context(|| format!("connect to {}", args.target))?,
         );
@@ -490,7 +515,7 @@ async fn main() -> anyhow::Result<()> {
         purpose: "load".into(),
         record_id: "r1".into(),
     };
-    let plaintext: Vec<u8> = (0..1024u32).map(|i| (i % 251) as u8).collect();
+    let plaintext: prost::bytes::Bytes = (0..args.payload_bytes).map(|i| (i % 251) as u8).collect();
     let sealed = {
         let mut request = tonic::Request::new(twig_proto::vault::v1::SealRequest {
             context: Some(context.clone()),
@@ -536,8 +561,14 @@ async fn main() -> anyhow::Result<()> {
             "session" => (Rpc::Verify, "VerifySession (cache hit)".to_string()),
             "key" => (Rpc::VerifyKey, format!("VerifyApiKey ({})", args.key_label)),
             "quota" => (Rpc::QuotaCheck, "Quota Check".to_string()),
-            "seal" => (Rpc::Seal, "Vault Seal (1 KiB)".to_string()),
-            "unseal" => (Rpc::Unseal, "Vault Unseal (1 KiB)".to_string()),
+            "seal" => (
+                Rpc::Seal,
+                format!("Vault Seal ({} bytes)", args.payload_bytes),
+            ),
+            "unseal" => (
+                Rpc::Unseal,
+                format!("Vault Unseal ({} bytes)", args.payload_bytes),
+            ),
             other => {
                 anyhow::bail!("--verify takes session, key, quota, seal and unseal, not {other}")
             }

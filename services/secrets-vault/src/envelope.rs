@@ -12,8 +12,8 @@
 //! holds `wrap nonce (12) | wrapped data key (48) | nonce (12) |
 //! ciphertext (n + 16)`.
 
-use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
-use aes_gcm_siv::{Aes256GcmSiv, Nonce};
+use aes_gcm_siv::aead::{AeadInOut, KeyInit};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
 use base64::Engine as _;
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -105,11 +105,11 @@ impl Sealed {
 
     /// The text form.
     pub fn to_text(&self) -> String {
-        format!(
-            "twig:k{}:{}",
-            self.version,
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.bytes)
-        )
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(20 + self.bytes.len().div_ceil(3) * 4);
+        write!(out, "twig:k{}:", self.version).expect("writing to a String");
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(&self.bytes, &mut out);
+        out
     }
 }
 
@@ -117,41 +117,71 @@ fn cipher(key: &[u8; 32]) -> Aes256GcmSiv {
     Aes256GcmSiv::new_from_slice(key).expect("32-byte keys")
 }
 
-fn random<const N: usize>() -> [u8; N] {
-    let mut out = [0u8; N];
-    getrandom::fill(&mut out).expect("the OS random source");
-    out
+/// Encrypts `region[..len - TAG]` in place and writes the tag into its
+/// last `TAG` bytes.
+fn encrypt_in(cipher: &Aes256GcmSiv, nonce: &[u8], aad: &[u8], region: &mut [u8]) {
+    let (message, tag) = region.split_at_mut(region.len() - TAG);
+    let computed = cipher
+        .encrypt_inout_detached(
+            &Nonce::try_from(nonce).expect("12-byte nonces"),
+            aad,
+            message.into(),
+        )
+        .expect("encryption within the size limit");
+    tag.copy_from_slice(&computed);
+}
+
+/// Decrypts `region[..len - TAG]` in place if the tag in its last `TAG`
+/// bytes matches.
+fn decrypt_in(
+    cipher: &Aes256GcmSiv,
+    nonce: &[u8],
+    aad: &[u8],
+    region: &mut [u8],
+) -> Result<(), OpenError> {
+    let (message, tag) = region.split_at_mut(region.len() - TAG);
+    let tag = Tag::try_from(&*tag).map_err(|_| OpenError::Malformed)?;
+    cipher
+        .decrypt_inout_detached(
+            &Nonce::try_from(nonce).map_err(|_| OpenError::Malformed)?,
+            aad,
+            message.into(),
+            &tag,
+        )
+        .map_err(|_| OpenError::Rejected)
 }
 
 /// Seals `plaintext` for `binding` with the keyring's newest key.
 pub fn seal(keys: &Keyring, binding: &Binding, plaintext: &[u8]) -> Sealed {
     let master = keys.active();
-    let data_key = Zeroizing::new(random::<32>());
-    let wrap_nonce = random::<NONCE>();
-    let wrapped = cipher(master.bytes())
-        .encrypt(
-            &Nonce::from(wrap_nonce),
-            Payload {
-                msg: data_key.as_ref(),
-                aad: &binding.associated_data("twig-vault data key", master.version()),
-            },
-        )
-        .expect("encryption of 32 bytes");
-    let nonce = random::<NONCE>();
-    let ciphertext = cipher(&data_key)
-        .encrypt(
-            &Nonce::from(nonce),
-            Payload {
-                msg: plaintext,
-                aad: &binding.associated_data("twig-vault value", 0),
-            },
-        )
-        .expect("encryption within the size limit");
-    let mut bytes = Vec::with_capacity(HEADER + ciphertext.len());
-    bytes.extend_from_slice(&wrap_nonce);
-    bytes.extend_from_slice(&wrapped);
-    bytes.extend_from_slice(&nonce);
-    bytes.extend_from_slice(&ciphertext);
+    // One draw from the OS: the data key, then the two nonces.
+    let mut fresh = Zeroizing::new([0u8; 32 + 2 * NONCE]);
+    getrandom::fill(fresh.as_mut()).expect("the OS random source");
+    let (data_key, nonces) = fresh.split_at(32);
+    let data_key: &[u8; 32] = data_key.try_into().expect("32 bytes");
+    let (wrap_nonce, nonce) = nonces.split_at(NONCE);
+
+    // Laid out as sealed, then encrypted in place: the data key first
+    // (wrapped by the master key), then the value (by the data key).
+    let mut bytes = Vec::with_capacity(HEADER + plaintext.len() + TAG);
+    bytes.extend_from_slice(wrap_nonce);
+    bytes.extend_from_slice(data_key);
+    bytes.extend_from_slice(&[0; TAG]);
+    bytes.extend_from_slice(nonce);
+    bytes.extend_from_slice(plaintext);
+    bytes.extend_from_slice(&[0; TAG]);
+    encrypt_in(
+        master.cipher(),
+        wrap_nonce,
+        &binding.associated_data("twig-vault data key", master.version()),
+        &mut bytes[NONCE..NONCE + WRAPPED],
+    );
+    encrypt_in(
+        &cipher(data_key),
+        nonce,
+        &binding.associated_data("twig-vault value", 0),
+        &mut bytes[HEADER..],
+    );
     Sealed {
         version: master.version(),
         bytes,
@@ -166,24 +196,17 @@ fn unwrap_data_key(
     let master = keys
         .get(sealed.version)
         .ok_or(OpenError::UnknownKey(sealed.version))?;
-    let (wrap_nonce, rest) = sealed.bytes.split_at(NONCE);
-    let wrap_nonce: [u8; NONCE] = wrap_nonce.try_into().map_err(|_| OpenError::Malformed)?;
-    let plain = Zeroizing::new(
-        cipher(master.bytes())
-            .decrypt(
-                &Nonce::from(wrap_nonce),
-                Payload {
-                    msg: &rest[..WRAPPED],
-                    aad: &binding.associated_data("twig-vault data key", master.version()),
-                },
-            )
-            .map_err(|_| OpenError::Rejected)?,
-    );
-    let key: [u8; 32] = plain
-        .as_slice()
-        .try_into()
-        .map_err(|_| OpenError::Rejected)?;
-    Ok(Zeroizing::new(key))
+    let mut region = Zeroizing::new([0u8; WRAPPED]);
+    region.copy_from_slice(&sealed.bytes[NONCE..NONCE + WRAPPED]);
+    decrypt_in(
+        master.cipher(),
+        &sealed.bytes[..NONCE],
+        &binding.associated_data("twig-vault data key", master.version()),
+        region.as_mut(),
+    )?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    key.copy_from_slice(&region[..32]);
+    Ok(key)
 }
 
 /// Opens `sealed` for `binding`; the plaintext is zeroized when dropped.
@@ -193,19 +216,16 @@ pub fn open(
     sealed: &Sealed,
 ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
     let data_key = unwrap_data_key(keys, binding, sealed)?;
-    let nonce: [u8; NONCE] = sealed.bytes[NONCE + WRAPPED..HEADER]
-        .try_into()
-        .map_err(|_| OpenError::Malformed)?;
-    cipher(&data_key)
-        .decrypt(
-            &Nonce::from(nonce),
-            Payload {
-                msg: &sealed.bytes[HEADER..],
-                aad: &binding.associated_data("twig-vault value", 0),
-            },
-        )
-        .map(Zeroizing::new)
-        .map_err(|_| OpenError::Rejected)
+    let mut value = Zeroizing::new(sealed.bytes[HEADER..].to_vec());
+    decrypt_in(
+        &cipher(&data_key),
+        &sealed.bytes[NONCE + WRAPPED..HEADER],
+        &binding.associated_data("twig-vault value", 0),
+        value.as_mut_slice(),
+    )?;
+    let len = value.len() - TAG;
+    value.truncate(len);
+    Ok(value)
 }
 
 /// Re-wraps the data key of `sealed` with `to` (the value's ciphertext is
@@ -217,19 +237,16 @@ pub fn rewrap(
     sealed: &Sealed,
 ) -> Result<Sealed, OpenError> {
     let data_key = unwrap_data_key(keys, binding, sealed)?;
-    let wrap_nonce = random::<NONCE>();
-    let wrapped = cipher(to.bytes())
-        .encrypt(
-            &Nonce::from(wrap_nonce),
-            Payload {
-                msg: data_key.as_ref(),
-                aad: &binding.associated_data("twig-vault data key", to.version()),
-            },
-        )
-        .expect("encryption of 32 bytes");
     let mut bytes = sealed.bytes.clone();
-    bytes[..NONCE].copy_from_slice(&wrap_nonce);
-    bytes[NONCE..NONCE + WRAPPED].copy_from_slice(&wrapped);
+    getrandom::fill(&mut bytes[..NONCE]).expect("the OS random source");
+    bytes[NONCE..NONCE + 32].copy_from_slice(data_key.as_ref());
+    let (wrap_nonce, rest) = bytes.split_at_mut(NONCE);
+    encrypt_in(
+        to.cipher(),
+        wrap_nonce,
+        &binding.associated_data("twig-vault data key", to.version()),
+        &mut rest[..WRAPPED],
+    );
     Ok(Sealed {
         version: to.version(),
         bytes,
@@ -336,6 +353,37 @@ mod tests {
             open(&new_only, &binding(), &moved).unwrap().as_slice(),
             b"value"
         );
+    }
+
+    /// Values sealed earlier keep opening: each part is the standard
+    /// AES-256-GCM-SIV output (ciphertext then tag) of the documented layout.
+    #[test]
+    fn the_layout_is_standard_aes_gcm_siv() {
+        use aes_gcm_siv::aead::{Aead, Payload};
+        let keys = ring();
+        let sealed = seal(&keys, &binding(), b"sk-layout");
+        let b = &sealed.bytes;
+        let data_key = keys
+            .active()
+            .cipher()
+            .decrypt(
+                &Nonce::try_from(&b[..NONCE]).unwrap(),
+                Payload {
+                    msg: &b[NONCE..NONCE + WRAPPED],
+                    aad: &binding().associated_data("twig-vault data key", 1),
+                },
+            )
+            .unwrap();
+        let value = cipher(data_key.as_slice().try_into().unwrap())
+            .decrypt(
+                &Nonce::try_from(&b[NONCE + WRAPPED..HEADER]).unwrap(),
+                Payload {
+                    msg: &b[HEADER..],
+                    aad: &binding().associated_data("twig-vault value", 0),
+                },
+            )
+            .unwrap();
+        assert_eq!(value, b"sk-layout");
     }
 
     #[test]

@@ -144,11 +144,12 @@ impl pb::vault_service_server::VaultService for VaultGrpc {
     ) -> Result<Response<pb::UnsealResponse>, Status> {
         require_internal(&request)?;
         let r = request.get_ref();
-        let plaintext = self
+        let mut plaintext = self
             .inner
             .unseal(&context(r.context.as_ref())?, &r.ciphertext)?;
+        // The response owns the buffer from here (no second copy).
         Ok(Response::new(pb::UnsealResponse {
-            plaintext: plaintext.to_vec(),
+            plaintext: std::mem::take(&mut *plaintext).into(),
         }))
     }
 

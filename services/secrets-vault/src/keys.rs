@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use aes_gcm_siv::Aes256GcmSiv;
+use aes_gcm_siv::aead::KeyInit;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -36,6 +38,8 @@ pub enum KeyError {
 pub struct MasterKey {
     version: u32,
     bytes: Zeroizing<[u8; 32]>,
+    /// Set up once (its key schedule zeroized on drop), not per value.
+    cipher: Aes256GcmSiv,
 }
 
 impl fmt::Debug for MasterKey {
@@ -62,17 +66,23 @@ impl MasterKey {
                 version,
                 len: decoded.len(),
             })?;
-        Ok(Self {
-            version,
-            bytes: Zeroizing::new(bytes),
-        })
+        Ok(Self::from_bytes(version, Zeroizing::new(bytes)))
     }
 
     /// A new random key (for the development key of the embedded default).
     pub fn generate(version: u32) -> Self {
         let mut bytes = Zeroizing::new([0u8; 32]);
         getrandom::fill(bytes.as_mut()).expect("the OS random source");
-        Self { version, bytes }
+        Self::from_bytes(version, bytes)
+    }
+
+    fn from_bytes(version: u32, bytes: Zeroizing<[u8; 32]>) -> Self {
+        let cipher = Aes256GcmSiv::new_from_slice(bytes.as_ref()).expect("32-byte keys");
+        Self {
+            version,
+            bytes,
+            cipher,
+        }
     }
 
     /// The key as base64, for writing the development key file.
@@ -96,8 +106,9 @@ impl MasterKey {
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    pub(crate) fn bytes(&self) -> &[u8; 32] {
-        &self.bytes
+    /// The AEAD keyed with this master key.
+    pub(crate) fn cipher(&self) -> &Aes256GcmSiv {
+        &self.cipher
     }
 }
 

@@ -14,9 +14,11 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use twig_auth::AuthLayer;
 
+mod coalesce;
 mod metrics;
 mod trace;
 
+pub use coalesce::CoalescingIo;
 pub use metrics::{install_recorder, serve_admin};
 pub use tonic_health;
 pub use trace::TraceLayer;
@@ -90,7 +92,10 @@ pub async fn serve(
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY a response written in two parts waits
             // for the peer's delayed ACK (40 ms) before its second part.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            futures::TryStreamExt::map_ok(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                CoalescingIo::new,
+            ),
             signal,
         );
 
