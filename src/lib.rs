@@ -274,6 +274,7 @@ pub async fn build(
             config.auth.internal_token.as_ref(),
             &config.auth.internal_clients,
             config.server.trusted_proxies.clone(),
+            twig_auth::AccessPolicy::of_twig_apis()?,
         ),
         names,
         sessions,

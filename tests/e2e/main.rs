@@ -25,6 +25,7 @@ macro_rules! on_both_backends {
     };
 }
 
+mod access;
 mod api_keys;
 mod binary;
 mod buf_curl;

@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 use twig_config::{InternalClient, Secret};
 use twig_errors::ApiError;
 
+use crate::access::AccessPolicy;
 use crate::principal::{Authentication, Authenticator, InternalCaller};
 
 /// Header that carries the internal service credential.
@@ -33,17 +34,20 @@ pub struct AuthLayer {
     /// fixed-length) and who presents it.
     internal: Arc<Vec<([u8; 32], InternalCaller)>>,
     trusted_proxies: Arc<Vec<IpNet>>,
+    policy: Arc<AccessPolicy>,
 }
 
 impl AuthLayer {
     /// A layer that authenticates bearers with `authenticator`, accepts
-    /// `internal_token` (if configured) from internal callers, and reads
-    /// `X-Forwarded-For` only from `trusted_proxies`.
+    /// `internal_token` (if configured) from internal callers, reads
+    /// `X-Forwarded-For` only from `trusted_proxies`, and refuses calls
+    /// that do not meet their RPC's requirement in `policy`.
     pub fn new(
         authenticator: Arc<dyn Authenticator>,
         internal_token: Option<&Secret>,
         internal_clients: &[InternalClient],
         trusted_proxies: Vec<IpNet>,
+        policy: AccessPolicy,
     ) -> Self {
         let digest = |t: &Secret| -> [u8; 32] { Sha256::digest(t.expose().as_bytes()).into() };
         let mut internal = Vec::new();
@@ -69,6 +73,7 @@ impl AuthLayer {
             authenticator,
             internal: Arc::new(internal),
             trusted_proxies: Arc::new(trusted_proxies),
+            policy: Arc::new(policy),
         }
     }
 }
@@ -93,7 +98,10 @@ pub struct AuthService<S> {
 
 impl<S, B> tower::Service<Request<B>> for AuthService<S>
 where
-    S: tower::Service<Request<B>> + Clone + Send + 'static,
+    S: tower::Service<Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -138,6 +146,14 @@ where
                 };
                 request.extensions_mut().insert(Authentication(outcome));
             }
+            if let Some(requirement) = layer.policy.requirement(request.uri().path())
+                && let Err(refused) = requirement.check(request.extensions())
+            {
+                let status = tonic::Status::from(refused);
+                metrics::counter!("twig_auth_refused_total", "code" => code_label(status.code()))
+                    .increment(1);
+                return Ok(status.into_http());
+            }
             inner.call(request).await
         })
     }
@@ -156,6 +172,16 @@ impl AuthLayer {
             }
         }
         found
+    }
+}
+
+fn code_label(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::PermissionDenied => "permission_denied",
+        tonic::Code::Unavailable => "unavailable",
+        tonic::Code::ResourceExhausted => "resource_exhausted",
+        _ => "other",
     }
 }
 

@@ -8,13 +8,19 @@
 //! - `x-twig-internal-token` is compared in constant time with the
 //!   configured service credential; a match stores [`InternalCaller`].
 //!
+//! - the RPC's declared caller (`option (twig.auth.v1.access)` in the
+//!   proto files, read into an [`AccessPolicy`]) is checked: a call that
+//!   does not meet it is refused before any service code runs.
+//!
 //! Services then ask [`principal`] or [`require_internal`] and authorize
-//! their own operations (org scoping, roles).
+//! their own operations (org scoping, roles, ownership).
 
+pub mod access;
 mod client_ip;
 mod layer;
 pub mod principal;
 
+pub use access::{AccessPolicy, PolicyError, Requirement};
 pub use client_ip::client_ip;
 pub use layer::{AuthLayer, AuthService, ClientIp, INTERNAL_TOKEN_HEADER};
 pub use principal::{
@@ -26,13 +32,7 @@ use twig_errors::ApiError;
 /// The authenticated principal of a request, or UNAUTHENTICATED (or
 /// UNAVAILABLE when the credential store is down).
 pub fn principal<T>(request: &tonic::Request<T>) -> Result<&Principal, ApiError> {
-    match request.extensions().get::<Authentication>() {
-        Some(Authentication(Ok(p))) => Ok(p),
-        Some(Authentication(Err(e))) => Err(e.clone()),
-        None => Err(ApiError::unauthenticated(
-            "this call needs `authorization: Bearer <access token>`",
-        )),
-    }
+    access::principal_in(request.extensions())
 }
 
 /// The principal, which must have signed in with a session (not an API
@@ -43,9 +43,7 @@ pub fn session_principal<T>(
     let p = principal(request)?;
     match p.session_id() {
         Some(id) => Ok((p, id)),
-        None => Err(ApiError::permission_denied(
-            "this call needs a signed-in user's session token, not an API key",
-        )),
+        None => Err(access::not_a_session()),
     }
 }
 
@@ -57,11 +55,7 @@ pub fn require_internal<T>(request: &tonic::Request<T>) -> Result<(), ApiError> 
 
 /// The internal caller, or PERMISSION_DENIED.
 pub fn internal_caller<T>(request: &tonic::Request<T>) -> Result<&InternalCaller, ApiError> {
-    request.extensions().get::<InternalCaller>().ok_or_else(|| {
-        ApiError::permission_denied(
-            "internal RPC: present the service credential in x-twig-internal-token",
-        )
-    })
+    access::internal_in(request.extensions())
 }
 
 /// The internal caller holding `scope`, or PERMISSION_DENIED.
@@ -69,14 +63,5 @@ pub fn require_internal_scope<'a, T>(
     request: &'a tonic::Request<T>,
     scope: &str,
 ) -> Result<&'a InternalCaller, ApiError> {
-    let caller = internal_caller(request)?;
-    if caller.has_scope(scope) {
-        Ok(caller)
-    } else {
-        Err(ApiError::permission_denied(format!(
-            "this internal RPC needs an internal client with the {scope} scope \
-             (auth.internal_clients); {:?} does not hold it",
-            caller.name
-        )))
-    }
+    access::caller_with_scope(internal_caller(request)?, scope)
 }

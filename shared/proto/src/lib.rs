@@ -23,6 +23,15 @@ pub fn datetime(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::U
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/twig_descriptor.bin"));
 
+/// `twig.auth.v1`: who may call each RPC (a method option).
+pub mod auth {
+    /// `twig.auth.v1`
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("twig.auth.v1");
+    }
+}
+
 /// `twig.sessions.v1`
 pub mod sessions {
     /// `twig.sessions.v1`

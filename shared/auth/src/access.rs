@@ -1,0 +1,441 @@
+//! Who may call each RPC, as the proto files declare it.
+//!
+//! Every RPC carries `option (twig.auth.v1.access) = {...}`. [`AccessPolicy`]
+//! reads those options from the encoded descriptor set the build produces,
+//! so the rule lives beside the RPC and nowhere else; the auth layer checks
+//! it before any service code runs.
+
+use std::collections::HashMap;
+
+use http::Extensions;
+use prost::Message;
+use twig_errors::ApiError;
+use twig_proto::auth::v1 as pb;
+
+use crate::principal::{Authentication, InternalCaller, Principal, Scope};
+
+/// What an RPC requires of its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    /// Anyone.
+    Public,
+    /// A session or API key, with the scope if one is named.
+    Principal(Option<Scope>),
+    /// A signed-in user's session, with the scope if one is named.
+    Session(Option<Scope>),
+    /// The internal credential, of a client holding the internal scope if
+    /// one is named.
+    Internal(Option<String>),
+    /// The internal credential, or a principal with the scope.
+    PrincipalOrInternal(Option<Scope>),
+}
+
+/// Why the declared access rules cannot be used. The server does not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// The descriptor set does not decode.
+    #[error("the API descriptor set does not decode: {0}")]
+    Descriptor(String),
+    /// An RPC of a twig service has no `(twig.auth.v1.access)` option.
+    #[error(
+        "{0} declares no caller: add `option (twig.auth.v1.access) = {{caller: …}};` to the RPC"
+    )]
+    Undeclared(String),
+    /// An option that makes no sense, e.g. a scope on a public RPC.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The RPC.
+        path: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// The requirement of every RPC, by gRPC path (`/package.Service/Method`).
+#[derive(Debug, Clone, Default)]
+pub struct AccessPolicy {
+    rules: HashMap<String, Requirement>,
+}
+
+impl AccessPolicy {
+    /// The policy of every RPC in `descriptor_set` whose package starts with
+    /// `twig.`; each must declare its caller.
+    pub fn from_descriptor_set(descriptor_set: &[u8]) -> Result<Self, PolicyError> {
+        let set =
+            FileSet::decode(descriptor_set).map_err(|e| PolicyError::Descriptor(e.to_string()))?;
+        let mut rules = HashMap::new();
+        for file in set.file {
+            let package = file.package.unwrap_or_default();
+            if !package.starts_with("twig.") {
+                continue;
+            }
+            for service in file.service {
+                let service_name = service.name.unwrap_or_default();
+                for method in service.method {
+                    let path = format!(
+                        "/{package}.{service_name}/{}",
+                        method.name.unwrap_or_default()
+                    );
+                    let access = method.options.and_then(|o| o.access);
+                    let requirement = requirement(&path, access)?;
+                    rules.insert(path, requirement);
+                }
+            }
+        }
+        Ok(Self { rules })
+    }
+
+    /// The policy of the twig APIs built into this binary.
+    pub fn of_twig_apis() -> Result<Self, PolicyError> {
+        Self::from_descriptor_set(twig_proto::FILE_DESCRIPTOR_SET)
+    }
+
+    /// The requirement of the RPC at `path`; `None` for paths that are not
+    /// twig RPCs (health, reflection), which are open to everyone.
+    pub fn requirement(&self, path: &str) -> Option<&Requirement> {
+        self.rules.get(path)
+    }
+
+    /// Every declared RPC path.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.rules.keys().map(String::as_str)
+    }
+}
+
+fn requirement(path: &str, access: Option<pb::Access>) -> Result<Requirement, PolicyError> {
+    let access = access.ok_or_else(|| PolicyError::Undeclared(path.to_string()))?;
+    let invalid = |reason| PolicyError::Invalid {
+        path: path.to_string(),
+        reason,
+    };
+    let scope = match pb::Scope::try_from(access.scope) {
+        Ok(pb::Scope::Unspecified) => None,
+        Ok(pb::Scope::Read) => Some(Scope::Read),
+        Ok(pb::Scope::Write) => Some(Scope::Write),
+        Ok(pb::Scope::Execute) => Some(Scope::Execute),
+        Ok(pb::Scope::Admin) => Some(Scope::Admin),
+        Err(_) => return Err(invalid("unknown scope")),
+    };
+    let internal_scope = Some(access.internal_scope).filter(|s| !s.is_empty());
+    let caller = pb::Caller::try_from(access.caller).map_err(|_| invalid("unknown caller"))?;
+    if caller != pb::Caller::Internal && internal_scope.is_some() {
+        return Err(invalid("internal_scope applies to CALLER_INTERNAL only"));
+    }
+    match caller {
+        pb::Caller::Unspecified => Err(PolicyError::Undeclared(path.to_string())),
+        pb::Caller::Public if scope.is_some() => Err(invalid("a public RPC takes no scope")),
+        pb::Caller::Public => Ok(Requirement::Public),
+        pb::Caller::Principal => Ok(Requirement::Principal(scope)),
+        pb::Caller::Session => Ok(Requirement::Session(scope)),
+        pb::Caller::Internal if scope.is_some() => Err(invalid(
+            "an internal RPC takes internal_scope, not a principal's scope",
+        )),
+        pb::Caller::Internal => Ok(Requirement::Internal(internal_scope)),
+        pb::Caller::PrincipalOrInternal => Ok(Requirement::PrincipalOrInternal(scope)),
+    }
+}
+
+impl Requirement {
+    /// Whether the request, as the auth layer authenticated it (its
+    /// extensions), meets the requirement; the error says what is missing.
+    pub fn check(&self, extensions: &Extensions) -> Result<(), ApiError> {
+        match self {
+            Requirement::Public => Ok(()),
+            Requirement::Principal(scope) => with_scope(principal_in(extensions)?, *scope),
+            Requirement::Session(scope) => {
+                let p = principal_in(extensions)?;
+                if p.session_id().is_none() {
+                    return Err(not_a_session());
+                }
+                with_scope(p, *scope)
+            }
+            Requirement::Internal(scope) => {
+                let caller = internal_in(extensions)?;
+                match scope {
+                    Some(scope) => caller_with_scope(caller, scope).map(|_| ()),
+                    None => Ok(()),
+                }
+            }
+            Requirement::PrincipalOrInternal(scope) => {
+                if extensions.get::<InternalCaller>().is_some() {
+                    Ok(())
+                } else {
+                    with_scope(principal_in(extensions)?, *scope)
+                }
+            }
+        }
+    }
+}
+
+fn with_scope(principal: &Principal, scope: Option<Scope>) -> Result<(), ApiError> {
+    match scope {
+        Some(scope) => principal.require_scope(scope),
+        None => Ok(()),
+    }
+}
+
+/// The authenticated principal in `extensions`, or UNAUTHENTICATED (or the
+/// authentication's own error, e.g. UNAVAILABLE when the store is down).
+pub(crate) fn principal_in(extensions: &Extensions) -> Result<&Principal, ApiError> {
+    match extensions.get::<Authentication>() {
+        Some(Authentication(Ok(p))) => Ok(p),
+        Some(Authentication(Err(e))) => Err(e.clone()),
+        None => Err(ApiError::unauthenticated(
+            "this call needs `authorization: Bearer <access token>`",
+        )),
+    }
+}
+
+pub(crate) fn not_a_session() -> ApiError {
+    ApiError::permission_denied("this call needs a signed-in user's session token, not an API key")
+}
+
+/// The internal caller in `extensions`, or PERMISSION_DENIED.
+pub(crate) fn internal_in(extensions: &Extensions) -> Result<&InternalCaller, ApiError> {
+    extensions.get::<InternalCaller>().ok_or_else(|| {
+        ApiError::permission_denied(
+            "internal RPC: present the service credential in x-twig-internal-token",
+        )
+    })
+}
+
+/// The internal caller if it holds `scope`, or PERMISSION_DENIED.
+pub(crate) fn caller_with_scope<'a>(
+    caller: &'a InternalCaller,
+    scope: &str,
+) -> Result<&'a InternalCaller, ApiError> {
+    if caller.has_scope(scope) {
+        Ok(caller)
+    } else {
+        Err(ApiError::permission_denied(format!(
+            "this internal RPC needs an internal client with the {scope} scope \
+             (auth.internal_clients); {:?} does not hold it",
+            caller.name
+        )))
+    }
+}
+
+// The parts of `google.protobuf.FileDescriptorSet` the policy reads, with
+// the method option decoded (prost-types drops extensions).
+
+#[derive(Clone, PartialEq, Message)]
+struct FileSet {
+    #[prost(message, repeated, tag = "1")]
+    file: Vec<File>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct File {
+    #[prost(string, optional, tag = "2")]
+    package: Option<String>,
+    #[prost(message, repeated, tag = "6")]
+    service: Vec<Service>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Service {
+    #[prost(string, optional, tag = "1")]
+    name: Option<String>,
+    #[prost(message, repeated, tag = "2")]
+    method: Vec<Method>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Method {
+    #[prost(string, optional, tag = "1")]
+    name: Option<String>,
+    #[prost(message, optional, tag = "4")]
+    options: Option<MethodOptions>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct MethodOptions {
+    /// `extend google.protobuf.MethodOptions { Access access = 51710; }`
+    #[prost(message, optional, tag = "51710")]
+    access: Option<pb::Access>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::principal::Credential;
+
+    fn set_with(access: Option<pb::Access>) -> Vec<u8> {
+        FileSet {
+            file: vec![File {
+                package: Some("twig.demo.v1".into()),
+                service: vec![Service {
+                    name: Some("DemoService".into()),
+                    method: vec![Method {
+                        name: Some("Do".into()),
+                        options: Some(MethodOptions { access }),
+                    }],
+                }],
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    fn access(caller: pb::Caller, scope: pb::Scope, internal_scope: &str) -> Option<pb::Access> {
+        Some(pb::Access {
+            caller: caller as i32,
+            scope: scope as i32,
+            internal_scope: internal_scope.into(),
+        })
+    }
+
+    #[test]
+    fn every_twig_rpc_declares_its_caller() {
+        let policy = AccessPolicy::of_twig_apis().expect("every RPC declares its caller");
+        // Spot checks against the proto files.
+        let get = |p: &str| policy.requirement(p).cloned();
+        assert_eq!(
+            get("/twig.sessions.v1.SessionService/Login"),
+            Some(Requirement::Public)
+        );
+        assert_eq!(
+            get("/twig.apikeys.v1.ApiKeyService/SetOrgAllowlist"),
+            Some(Requirement::Principal(Some(Scope::Admin)))
+        );
+        assert_eq!(
+            get("/twig.vault.v1.VaultService/RevealProviderKey"),
+            Some(Requirement::Internal(Some("vault.reveal".into())))
+        );
+        assert_eq!(
+            get("/twig.sessions.v1.SessionService/ChangePassword"),
+            Some(Requirement::Session(None))
+        );
+        assert_eq!(get("/grpc.health.v1.Health/Check"), None);
+        assert!(
+            policy.paths().count() >= 40,
+            "every service's RPCs are read"
+        );
+    }
+
+    #[test]
+    fn an_rpc_without_a_declaration_stops_the_start() {
+        let err = AccessPolicy::from_descriptor_set(&set_with(None)).unwrap_err();
+        assert_eq!(
+            err,
+            PolicyError::Undeclared("/twig.demo.v1.DemoService/Do".into())
+        );
+        assert!(err.to_string().contains("option (twig.auth.v1.access)"));
+        let unspecified = access(pb::Caller::Unspecified, pb::Scope::Unspecified, "");
+        assert!(matches!(
+            AccessPolicy::from_descriptor_set(&set_with(unspecified)),
+            Err(PolicyError::Undeclared(_))
+        ));
+    }
+
+    #[test]
+    fn contradictory_declarations_stop_the_start() {
+        for bad in [
+            access(pb::Caller::Public, pb::Scope::Read, ""),
+            access(pb::Caller::Internal, pb::Scope::Admin, ""),
+            access(pb::Caller::Principal, pb::Scope::Read, "vault.reveal"),
+        ] {
+            assert!(
+                matches!(
+                    AccessPolicy::from_descriptor_set(&set_with(bad.clone())),
+                    Err(PolicyError::Invalid { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            AccessPolicy::from_descriptor_set(b"\xff\xff\xff"),
+            Err(PolicyError::Descriptor(_))
+        ));
+    }
+
+    fn principal(credential: Credential, scopes: Vec<Scope>) -> Principal {
+        Principal {
+            user_id: uuid::Uuid::nil(),
+            org_id: uuid::Uuid::nil(),
+            roles: Vec::new(),
+            scopes,
+            credential,
+            expires_at: None,
+        }
+    }
+
+    fn with_principal(p: Principal) -> Extensions {
+        let mut e = Extensions::new();
+        e.insert(Authentication(Ok(p)));
+        e
+    }
+
+    #[test]
+    fn requirements_say_what_is_missing() {
+        let key = Credential::ApiKey {
+            key_id: uuid::Uuid::nil(),
+        };
+        let session = Credential::Session {
+            session_id: uuid::Uuid::nil(),
+        };
+        let none = Extensions::new();
+        let reader = with_principal(principal(key, vec![Scope::Read]));
+        let member = with_principal(principal(session, vec![Scope::Read, Scope::Write]));
+        let mut internal = Extensions::new();
+        internal.insert(InternalCaller {
+            name: "runtime".into(),
+            scopes: vec!["vault.reveal".into()],
+        });
+        let mut plain_internal = Extensions::new();
+        plain_internal.insert(InternalCaller {
+            name: "internal".into(),
+            scopes: Vec::new(),
+        });
+
+        assert!(Requirement::Public.check(&none).is_ok());
+        let code = |r: Result<(), ApiError>| tonic::Status::from(r.unwrap_err()).code();
+        assert_eq!(
+            code(Requirement::Principal(None).check(&none)),
+            tonic::Code::Unauthenticated
+        );
+        assert!(
+            Requirement::Principal(Some(Scope::Read))
+                .check(&reader)
+                .is_ok()
+        );
+        let denied = Requirement::Principal(Some(Scope::Write))
+            .check(&reader)
+            .unwrap_err();
+        assert!(
+            tonic::Status::from(denied)
+                .message()
+                .contains("write scope")
+        );
+        assert_eq!(
+            code(Requirement::Session(None).check(&reader)),
+            tonic::Code::PermissionDenied
+        );
+        assert!(
+            Requirement::Session(Some(Scope::Write))
+                .check(&member)
+                .is_ok()
+        );
+        assert_eq!(
+            code(Requirement::Internal(None).check(&member)),
+            tonic::Code::PermissionDenied
+        );
+        assert!(
+            Requirement::Internal(Some("vault.reveal".into()))
+                .check(&internal)
+                .is_ok()
+        );
+        assert_eq!(
+            code(Requirement::Internal(Some("vault.reveal".into())).check(&plain_internal)),
+            tonic::Code::PermissionDenied
+        );
+        assert!(
+            Requirement::PrincipalOrInternal(Some(Scope::Admin))
+                .check(&plain_internal)
+                .is_ok()
+        );
+        assert_eq!(
+            code(Requirement::PrincipalOrInternal(Some(Scope::Admin)).check(&reader)),
+            tonic::Code::PermissionDenied
+        );
+    }
+}

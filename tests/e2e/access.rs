@@ -1,0 +1,112 @@
+//! Each RPC's declared caller (`option (twig.auth.v1.access)`) is enforced
+//! in front of the services: refusals come before any service code, with
+//! the status and message of the missing piece.
+
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use twig_proto::apikeys::v1 as pb;
+use twig_proto::sessions::v1 as spb;
+use twig_tests::{Backend, TestApp, bearer, email};
+
+async fn declared_callers_are_enforced(backend: Backend) {
+    let app = TestApp::builder(backend).weak_hashing().spawn().await;
+    let ada = email("access");
+    app.sign_up(&ada).await;
+    let owner = app.login(&ada).await.access_token;
+    let reader = app
+        .api_keys()
+        .create_api_key(bearer(
+            &owner,
+            pb::CreateApiKeyRequest {
+                name: "reader".into(),
+                scopes: vec![pb::Scope::Read as i32],
+                expires_at: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let create = |token: Option<&str>| {
+        let message = pb::CreateApiKeyRequest {
+            name: "more".into(),
+            scopes: vec![pb::Scope::Read as i32],
+            expires_at: None,
+        };
+        let request = match token {
+            Some(t) => bearer(t, message),
+            None => tonic::Request::new(message),
+        };
+        let mut client = app.api_keys();
+        async move { client.create_api_key(request).await }
+    };
+
+    // CreateApiKey declares CALLER_PRINCIPAL with the write scope.
+    let anonymous = create(None).await.unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    assert!(anonymous.message().contains("authorization: Bearer"), "{anonymous:?}");
+    let read_only = create(Some(&reader)).await.unwrap_err();
+    assert_eq!(read_only.code(), Code::PermissionDenied);
+    assert!(read_only.message().contains("write scope"), "{read_only:?}");
+    // Nothing was written by the refused calls.
+    let keys = app
+        .api_keys()
+        .list_api_keys(bearer(&owner, pb::ListApiKeysRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert_eq!(keys.len(), 1);
+    // The owner's session meets the same requirement.
+    assert!(create(Some(&owner)).await.is_ok());
+
+    // ChangePassword declares CALLER_SESSION: an API key is refused.
+    let by_key = app
+        .sessions()
+        .change_password(bearer(
+            &reader,
+            spb::ChangePasswordRequest {
+                current_password: "whatever".into(),
+                new_password: "whatever-else-entirely".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(by_key.code(), Code::PermissionDenied);
+    assert!(by_key.message().contains("session token"), "{by_key:?}");
+
+    // VerifyApiKey declares CALLER_INTERNAL: a session is not enough.
+    let not_internal = app
+        .api_keys()
+        .verify_api_key(bearer(
+            &owner,
+            pb::VerifyApiKeyRequest {
+                key: reader.clone(),
+                required_scope: pb::Scope::Read as i32,
+                client_ip: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(not_internal.code(), Code::PermissionDenied);
+    assert!(not_internal.message().contains("x-twig-internal-token"));
+
+    // Login is public; so is the health check, which is not a twig RPC.
+    let login = app
+        .sessions()
+        .login(spb::LoginRequest {
+            email: ada.clone(),
+            password: twig_tests::PASSWORD.into(),
+            organization_id: String::new(),
+        })
+        .await;
+    assert!(login.is_ok(), "{login:?}");
+    let health = HealthClient::new(app.channel.clone())
+        .check(HealthCheckRequest::default())
+        .await;
+    assert!(health.is_ok(), "{health:?}");
+    app.stop().await;
+}
+
+on_both_backends!(declared_callers_are_enforced);
