@@ -29,6 +29,8 @@ pub enum ServiceId {
     Quota,
     /// `twig.vault.v1.VaultService`.
     Vault,
+    /// `twig.edge.v1.AuthorizeService`.
+    Edge,
 }
 
 impl ServiceId {
@@ -38,6 +40,7 @@ impl ServiceId {
         ServiceId::ApiKeys,
         ServiceId::Quota,
         ServiceId::Vault,
+        ServiceId::Edge,
     ];
 
     /// Parses a name given to `--services`.
@@ -47,6 +50,7 @@ impl ServiceId {
             "api-keys" => Ok(Self::ApiKeys),
             "quota" => Ok(Self::Quota),
             "secrets-vault" => Ok(Self::Vault),
+            "edge" => Ok(Self::Edge),
             other => Err(format!(
                 "unknown service {other:?}; known: {}",
                 Self::ALL
@@ -65,6 +69,7 @@ impl ServiceId {
             Self::ApiKeys => "api-keys",
             Self::Quota => "quota",
             Self::Vault => "secrets-vault",
+            Self::Edge => "edge",
         }
     }
 }
@@ -136,6 +141,8 @@ pub async fn migrate(db: &DatabaseConnection, services: &[ServiceId]) -> anyhow:
             ServiceId::Vault => twig_db::migrate::<twig_vault::Migrator>(db)
                 .await
                 .context("migrating the vault")?,
+            // The edge keeps no tables.
+            ServiceId::Edge => {}
         }
     }
     Ok(())
@@ -221,6 +228,8 @@ pub async fn build(
             }
             // Built last: it asks api-keys (when here) who owns a key.
             ServiceId::Quota => {}
+            // Built last: it decides with every credential service here.
+            ServiceId::Edge => {}
             ServiceId::Vault => {
                 let keys =
                     twig_vault::keyring_config::load(&config.vault, config.database.url.expose())?;
@@ -258,13 +267,27 @@ pub async fn build(
     } else {
         None
     };
-    let authenticator = Arc::new(BearerAuthenticator {
+    let credentials = twig_edge::CredentialRouter {
         sessions: sessions.clone().map(|s| {
-            Box::new(twig_sessions::SessionAuthenticator(s)) as Box<dyn twig_auth::Authenticator>
+            Arc::new(twig_sessions::SessionAuthenticator(s)) as Arc<dyn twig_auth::Authenticator>
         }),
         api_keys: api_keys.clone().map(|k| {
-            Box::new(twig_apikeys::KeyAuthenticator(k)) as Box<dyn twig_auth::Authenticator>
+            Arc::new(twig_apikeys::KeyAuthenticator(k)) as Arc<dyn twig_auth::Authenticator>
         }),
+    };
+    let policy = Arc::new(twig_auth::AccessPolicy::of_twig_apis()?);
+    if services.contains(&ServiceId::Edge) {
+        let authorizer =
+            twig_edge::Authorizer::new(credentials.clone(), quota.clone(), policy.clone());
+        routes = routes.add_service(
+            twig_proto::edge::v1::authorize_service_server::AuthorizeServiceServer::new(
+                twig_edge::grpc::AuthorizeGrpc::new(authorizer),
+            ),
+        );
+        names.push(twig_edge::SERVICE_NAME);
+    }
+    let authenticator = Arc::new(BearerAuthenticator {
+        credentials,
         quota: quota.clone(),
     });
     Ok(Suite {
@@ -274,7 +297,7 @@ pub async fn build(
             config.auth.internal_token.as_ref(),
             &config.auth.internal_clients,
             config.server.trusted_proxies.clone(),
-            twig_auth::AccessPolicy::of_twig_apis()?,
+            policy,
         ),
         names,
         sessions,
@@ -435,8 +458,7 @@ async fn quota_housekeeping(quota: Arc<twig_quota::Quota>) {
 /// an API key's request is then counted against its quota (when the quota
 /// service runs here).
 struct BearerAuthenticator {
-    sessions: Option<Box<dyn twig_auth::Authenticator>>,
-    api_keys: Option<Box<dyn twig_auth::Authenticator>>,
+    credentials: twig_edge::CredentialRouter,
     quota: Option<Arc<twig_quota::Quota>>,
 }
 
@@ -446,25 +468,12 @@ impl twig_auth::Authenticator for BearerAuthenticator {
         bearer: &'a str,
         client_ip: Option<std::net::IpAddr>,
     ) -> twig_auth::principal::AuthFuture<'a> {
-        use twig_crypto::TokenKind;
-        let target = match TokenKind::of(bearer) {
-            Some(TokenKind::SessionAccess) => self.sessions.as_ref(),
-            Some(TokenKind::ApiKey) => self.api_keys.as_ref(),
-            Some(TokenKind::SessionRefresh) | None => None,
-        };
-        match target {
-            Some(authenticator) => Box::pin(async move {
-                let principal = authenticator.authenticate(bearer, client_ip).await?;
-                if let Some(quota) = &self.quota {
-                    quota.enforce(&principal).await?;
-                }
-                Ok(principal)
-            }),
-            None => Box::pin(async {
-                Err(twig_errors::ApiError::unauthenticated(
-                    "the bearer token is not an access token or API key this server accepts",
-                ))
-            }),
-        }
+        Box::pin(async move {
+            let principal = self.credentials.authenticate(bearer, client_ip).await?;
+            if let Some(quota) = &self.quota {
+                quota.enforce(&principal).await?;
+            }
+            Ok(principal)
+        })
     }
 }

@@ -45,7 +45,10 @@ async fn declared_callers_are_enforced(backend: Backend) {
     // CreateApiKey declares CALLER_PRINCIPAL with the write scope.
     let anonymous = create(None).await.unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
-    assert!(anonymous.message().contains("authorization: Bearer"), "{anonymous:?}");
+    assert!(
+        anonymous.message().contains("authorization: Bearer"),
+        "{anonymous:?}"
+    );
     let read_only = create(Some(&reader)).await.unwrap_err();
     assert_eq!(read_only.code(), Code::PermissionDenied);
     assert!(read_only.message().contains("write scope"), "{read_only:?}");

@@ -27,6 +27,7 @@ macro_rules! on_both_backends {
 
 mod access;
 mod api_keys;
+mod authorize;
 mod binary;
 mod buf_curl;
 mod crash;

@@ -10,6 +10,9 @@
 //! - `--verify quota`: quota `Check` (one subject per worker) vs the
 //!   baseline — run the server with a default limit high enough that every
 //!   check is admitted and counted;
+//! - `--verify authorize`: the edge's `Authorize` for an API key (run the
+//!   server with a default limit high enough that every call is admitted)
+//!   vs the baseline;
 //! - `--verify seal,unseal`: vault `Seal` / `Unseal` of `--payload-bytes`
 //!   (1 KiB by default) vs the baseline;
 //! - `--rewrap-secrets N --database-url URL`: no server; seeds N sealed
@@ -97,6 +100,7 @@ enum Rpc {
     QuotaCheck,
     Seal,
     Unseal,
+    Authorize,
     Login,
 }
 
@@ -109,6 +113,7 @@ impl Rpc {
             Rpc::QuotaCheck => "Quota Check",
             Rpc::Seal => "Vault Seal",
             Rpc::Unseal => "Vault Unseal",
+            Rpc::Authorize => "Authorize",
             Rpc::Login => "Login",
         }
     }
@@ -235,6 +240,23 @@ impl Client {
                     .unseal(request)
                     .await
                     .is_ok()
+            }
+            Rpc::Authorize => {
+                let mut request = tonic::Request::new(twig_proto::edge::v1::AuthorizeRequest {
+                    credential: self.api_key.clone(),
+                    target: Some(twig_proto::edge::v1::authorize_request::Target::Method(
+                        "/twig.apikeys.v1.ApiKeyService/ListApiKeys".into(),
+                    )),
+                    client_ip: "192.0.2.10".into(),
+                    cost: 1,
+                });
+                request
+                    .metadata_mut()
+                    .insert("x-twig-internal-token", self.internal_token.clone());
+                twig_proto::edge::v1::authorize_service_client::AuthorizeServiceClient::new(channel)
+                    .authorize(request)
+                    .await
+                    .is_ok_and(|r| r.into_inner().allowed)
             }
             Rpc::Login => SessionServiceClient::new(channel)
                 .login(pb::LoginRequest {
@@ -569,8 +591,14 @@ async fn main() -> anyhow::Result<()> {
                 Rpc::Unseal,
                 format!("Vault Unseal ({} bytes)", args.payload_bytes),
             ),
+            "authorize" => (
+                Rpc::Authorize,
+                format!("Authorize (API key, {})", args.key_label),
+            ),
             other => {
-                anyhow::bail!("--verify takes session, key, quota, seal and unseal, not {other}")
+                anyhow::bail!(
+                    "--verify takes session, key, quota, seal, unseal and authorize, not {other}"
+                )
             }
         };
         anyhow::ensure!(client.call(0, rpc).await, "{} fails", rpc.label());

@@ -189,21 +189,36 @@ impl Quota {
         self.check_subject(subject, org, cost).await
     }
 
-    /// One request of an API key: counted for the key (or its
-    /// organisation's shared limit); RESOURCE_EXHAUSTED with the retry
-    /// delay when refused. Other credentials are not limited here.
-    pub async fn enforce(&self, principal: &Principal) -> Result<(), ApiError> {
+    /// `cost` units of an API key's request, counted for the key (or its
+    /// organisation's shared limit); `None` for other credentials, which
+    /// are not limited here.
+    pub async fn count_request(
+        &self,
+        principal: &Principal,
+        cost: u64,
+    ) -> Result<Option<Outcome>, ApiError> {
         let Credential::ApiKey { key_id } = principal.credential else {
-            return Ok(());
+            return Ok(None);
         };
-        let outcome = self
-            .check_subject(Subject::key(key_id), Some(principal.org_id), 1)
-            .await?;
-        if outcome.admitted() {
-            return Ok(());
+        let cost = cost.clamp(1, MAX_COST);
+        self.check_subject(Subject::key(key_id), Some(principal.org_id), cost)
+            .await
+            .map(Some)
+    }
+
+    /// One request of an API key: RESOURCE_EXHAUSTED with the retry delay
+    /// when refused (see [`Quota::count_request`]).
+    pub async fn enforce(&self, principal: &Principal) -> Result<(), ApiError> {
+        match self.count_request(principal, 1).await? {
+            Some(outcome) if !outcome.admitted() => Err(Self::refusal(&outcome)),
+            _ => Ok(()),
         }
-        let d = outcome.decision;
-        Err(ApiError::resource_exhausted(
+    }
+
+    /// RESOURCE_EXHAUSTED for a refused request, with the retry delay.
+    pub fn refusal(outcome: &Outcome) -> ApiError {
+        let d = &outcome.decision;
+        ApiError::resource_exhausted(
             format!(
                 "rate limit exceeded: {} requests per {} s for {}; retry later",
                 d.limit,
@@ -215,7 +230,7 @@ impl Quota {
                 },
             ),
             d.retry_after.unwrap_or(d.period),
-        ))
+        )
     }
 
     async fn check_subject(

@@ -47,7 +47,7 @@ impl AuthLayer {
         internal_token: Option<&Secret>,
         internal_clients: &[InternalClient],
         trusted_proxies: Vec<IpNet>,
-        policy: AccessPolicy,
+        policy: Arc<AccessPolicy>,
     ) -> Self {
         let digest = |t: &Secret| -> [u8; 32] { Sha256::digest(t.expose().as_bytes()).into() };
         let mut internal = Vec::new();
@@ -73,7 +73,7 @@ impl AuthLayer {
             authenticator,
             internal: Arc::new(internal),
             trusted_proxies: Arc::new(trusted_proxies),
-            policy: Arc::new(policy),
+            policy,
         }
     }
 }

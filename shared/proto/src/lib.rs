@@ -32,6 +32,15 @@ pub mod auth {
     }
 }
 
+/// `twig.edge.v1`
+pub mod edge {
+    /// `twig.edge.v1`
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("twig.edge.v1");
+    }
+}
+
 /// `twig.sessions.v1`
 pub mod sessions {
     /// `twig.sessions.v1`

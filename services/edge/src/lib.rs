@@ -1,0 +1,19 @@
+//! The edge: the one place where a request's caller is decided.
+//!
+//! - [`CredentialRouter`]: a bearer credential goes to the service that
+//!   issued it, by its prefix (session tokens to sessions, API keys to
+//!   api-keys);
+//! - [`Authorizer`]: the whole decision for one request — credential, the
+//!   method's declared caller or a required scope, IP allowlists (checked
+//!   by the credential's service), then quota;
+//! - [`grpc::AuthorizeGrpc`]: `twig.edge.v1.AuthorizeService` on the wire.
+
+pub mod authorize;
+pub mod grpc;
+mod router;
+
+pub use authorize::{Authorizer, Decision, Denial, Target};
+pub use router::CredentialRouter;
+
+/// The fully-qualified gRPC service name.
+pub const SERVICE_NAME: &str = "twig.edge.v1.AuthorizeService";
