@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use twig_auth::{AccessPolicy, Authentication, Authenticator, Principal, Scope};
+use twig_auth::{AccessPolicy, Authenticator, Principal, Scope};
 use twig_errors::{ApiError, ErrorCode};
 use twig_quota::{Outcome, Quota};
 
@@ -91,7 +91,7 @@ impl Authorizer {
         cost: u64,
     ) -> Result<Decision, ApiError> {
         let requirement = match target {
-            Target::Method(path) => Some(self.policy.requirement(path).cloned().ok_or_else(
+            Target::Method(path) => Some(self.policy.requirement(path).ok_or_else(
                 || {
                     ApiError::invalid_field(
                         "method",
@@ -123,11 +123,7 @@ impl Authorizer {
             }
         };
         let permitted = match (&requirement, target) {
-            (Some(requirement), _) => {
-                let mut extensions = http::Extensions::new();
-                extensions.insert(Authentication(Ok(principal.clone())));
-                requirement.check(&extensions)
-            }
+            (Some(requirement), _) => requirement.check_principal(&principal),
             (None, Target::Scope(Some(scope))) => principal.require_scope(*scope),
             (None, _) => Ok(()),
         };

@@ -139,30 +139,44 @@ impl Requirement {
     /// Whether the request, as the auth layer authenticated it (its
     /// extensions), meets the requirement; the error says what is missing.
     pub fn check(&self, extensions: &Extensions) -> Result<(), ApiError> {
+        self.check_caller(
+            || principal_in(extensions),
+            extensions.get::<InternalCaller>(),
+        )
+    }
+
+    /// Whether `principal`, calling from outside (no internal credential),
+    /// meets the requirement.
+    pub fn check_principal(&self, principal: &Principal) -> Result<(), ApiError> {
+        self.check_caller(|| Ok(principal), None)
+    }
+
+    fn check_caller<'a>(
+        &self,
+        principal: impl FnOnce() -> Result<&'a Principal, ApiError>,
+        internal: Option<&InternalCaller>,
+    ) -> Result<(), ApiError> {
         match self {
             Requirement::Public => Ok(()),
-            Requirement::Principal(scope) => with_scope(principal_in(extensions)?, *scope),
+            Requirement::Principal(scope) => with_scope(principal()?, *scope),
             Requirement::Session(scope) => {
-                let p = principal_in(extensions)?;
+                let p = principal()?;
                 if p.session_id().is_none() {
                     return Err(not_a_session());
                 }
                 with_scope(p, *scope)
             }
             Requirement::Internal(scope) => {
-                let caller = internal_in(extensions)?;
+                let caller = internal.ok_or_else(not_internal)?;
                 match scope {
                     Some(scope) => caller_with_scope(caller, scope).map(|_| ()),
                     None => Ok(()),
                 }
             }
-            Requirement::PrincipalOrInternal(scope) => {
-                if extensions.get::<InternalCaller>().is_some() {
-                    Ok(())
-                } else {
-                    with_scope(principal_in(extensions)?, *scope)
-                }
-            }
+            Requirement::PrincipalOrInternal(scope) => match internal {
+                Some(_) => Ok(()),
+                None => with_scope(principal()?, *scope),
+            },
         }
     }
 }
@@ -192,11 +206,13 @@ pub(crate) fn not_a_session() -> ApiError {
 
 /// The internal caller in `extensions`, or PERMISSION_DENIED.
 pub(crate) fn internal_in(extensions: &Extensions) -> Result<&InternalCaller, ApiError> {
-    extensions.get::<InternalCaller>().ok_or_else(|| {
-        ApiError::permission_denied(
-            "internal RPC: present the service credential in x-twig-internal-token",
-        )
-    })
+    extensions.get::<InternalCaller>().ok_or_else(not_internal)
+}
+
+fn not_internal() -> ApiError {
+    ApiError::permission_denied(
+        "internal RPC: present the service credential in x-twig-internal-token",
+    )
 }
 
 /// The internal caller if it holds `scope`, or PERMISSION_DENIED.
