@@ -153,6 +153,7 @@ pub struct Suite {
     routes: Routes,
     auth: AuthLayer,
     names: Vec<&'static str>,
+    cors_origins: Vec<String>,
     /// The sessions service, when it runs here.
     pub sessions: Option<Arc<Sessions>>,
     /// The api-keys service, when it runs here.
@@ -300,6 +301,7 @@ pub async fn build(
             policy,
         ),
         names,
+        cors_origins: config.server.cors_origins.clone(),
         sessions,
         api_keys,
         quota,
@@ -398,6 +400,7 @@ pub async fn run(
             auth: suite.auth,
             service_names: suite.names,
             drain_timeout,
+            cors_origins: suite.cors_origins,
         },
         shutdown,
     )

@@ -30,6 +30,7 @@ mod api_keys;
 mod authorize;
 mod binary;
 mod buf_curl;
+mod cors;
 mod crash;
 mod ip_allowlists;
 mod quota;

@@ -72,6 +72,7 @@ VALUE_SETS = {
         "networkPolicy": {"allowFrom": {"namespaceLabels": {"team": "edge"}}},
     },
     "long release name": CREDS,
+    "browser origins": {**CREDS, "server": {"corsOrigins": ["https://app.example.com", "http://localhost:5173"]}},
     "metrics off": {**CREDS, "metrics": {"enabled": False}},
     "metrics port 9100, scraper pods in a labelled namespace": {
         **CREDS,
@@ -360,6 +361,18 @@ def _():
     )
 
 
+@check("browser origins: TWIG__SERVER__CORS_ORIGINS as a JSON list when set, absent otherwise")
+def _():
+    for label in VALUE_SETS:
+        origins = VALUE_SETS[label].get("server", {}).get("corsOrigins")
+        for d in of_kind(label, "Deployment"):
+            got = env_of(d["spec"]["template"]["spec"]["containers"][0]).get("TWIG__SERVER__CORS_ORIGINS")
+            if origins:
+                expect(got is not None and json.loads(got["value"]) == origins, f"{label}: {got}")
+            else:
+                expect(got is None, f"{label}: {got}")
+
+
 @check("quota on more than one replica without Redis, or Redis without a usable URL, fails rendering")
 def _():
     err = helm.HelmRenderError
@@ -633,6 +646,9 @@ def _():
         ({"quota": {"period": "a minute"}}, "/quota/period"),
         ({"quota": {"onStoreError": "maybe"}}, "/quota/onStoreError"),
         ({"vault": {"masterKeys": {"1": "x"}}}, "masterKeys"),
+        ({"server": {"corsOrigins": ["*"]}}, "/server/corsOrigins/0"),
+        ({"server": {"corsOrigins": ["https://app.example.com/"]}}, "/server/corsOrigins/0"),
+        ({"server": {"corsOrigins": "https://app.example.com"}}, "/server/corsOrigins"),
     ]
     for values, fragment in bad:
         merged = {**CREDS, **values}

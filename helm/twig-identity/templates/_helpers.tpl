@@ -147,6 +147,10 @@ top context), "secret" (the Secret to read credentials from) and, optional,
   value: {{ printf "0.0.0.0:%d" (int $v.server.port) | quote }}
 - name: TWIG__SERVER__ADMIN_LISTEN
   value: {{ .adminListen | default (include "twig.adminListen" .root) | quote }}
+{{- with $v.server.corsOrigins }}
+- name: TWIG__SERVER__CORS_ORIGINS
+  value: {{ toJson . | quote }}
+{{- end }}
 - name: TWIG__TELEMETRY__JSON_LOGS
   value: "true"
 - name: TWIG__TELEMETRY__LOG_FILTER

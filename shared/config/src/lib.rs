@@ -182,6 +182,11 @@ pub struct ServerConfig {
     /// Proxies whose `X-Forwarded-For` is believed (networks); from any
     /// other peer the header is ignored.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Browser origins allowed to call across origins (gRPC-web), exactly
+    /// as the browser sends them (`https://app.example.com`, with a port
+    /// when not the default). Credentials are allowed for these only; any
+    /// other origin gets no CORS headers.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -191,8 +196,30 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(10),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
+}
+
+/// Why `origin` is not a browser origin (`scheme://host[:port]`), if it
+/// is not.
+fn origin_problem(origin: &str) -> Option<&'static str> {
+    let Some(rest) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return Some("must start with https:// or http://");
+    };
+    if rest.is_empty() {
+        return Some("has no host");
+    }
+    if rest.contains('*') {
+        return Some("wildcards are not allowed: list each origin");
+    }
+    if rest.contains(['/', '?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("must be scheme://host[:port] with no path");
+    }
+    None
 }
 
 /// The database.
@@ -357,6 +384,11 @@ impl Config {
     /// Checks the rules no type can express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        for origin in &self.server.cors_origins {
+            if let Some(problem) = origin_problem(origin) {
+                problems.push(format!("server.cors_origins: {origin:?} {problem}"));
+            }
+        }
         if self.server.admin_listen == self.server.listen && self.server.listen.port() != 0 {
             problems.push("server.admin_listen must differ from server.listen".to_string());
         }
@@ -476,6 +508,46 @@ impl Config {
 #[allow(clippy::result_large_err)] // figment::Jail's closure signature
 mod tests {
     use super::*;
+
+    #[test]
+    fn cors_origins_must_be_exact_origins() {
+        let mut config = Config::default();
+        config.server.cors_origins = vec![
+            "https://app.example.com".into(),
+            "http://localhost:5173".into(),
+        ];
+        config.validate().unwrap();
+        for bad in [
+            "*",
+            "https://*.example.com",
+            "app.example.com",
+            "https://app.example.com/",
+            "https://",
+            "ftp://app.example.com",
+        ] {
+            config.server.cors_origins = vec![bad.into()];
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("server.cors_origins"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn cors_origins_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "TWIG__SERVER__CORS_ORIGINS",
+                r#"["https://app.example.com","http://localhost:5173"]"#,
+            );
+            let config = Config::load(None).unwrap();
+            assert_eq!(
+                config.server.cors_origins,
+                ["https://app.example.com", "http://localhost:5173"]
+            );
+            jail.set_env("TWIG__SERVER__CORS_ORIGINS", r#"["*"]"#);
+            assert!(Config::load(None).is_err());
+            Ok(())
+        });
+    }
 
     #[test]
     fn defaults_are_valid() {

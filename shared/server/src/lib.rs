@@ -15,6 +15,7 @@ use tonic_health::server::HealthReporter;
 use twig_auth::AuthLayer;
 
 mod coalesce;
+mod cors;
 mod metrics;
 mod trace;
 
@@ -33,6 +34,8 @@ pub struct ServeOptions {
     pub service_names: Vec<&'static str>,
     /// How long in-flight requests may finish after shutdown starts.
     pub drain_timeout: Duration,
+    /// Browser origins allowed across origins (validated configuration).
+    pub cors_origins: Vec<String>,
 }
 
 /// The health service and its reporter. Every status starts NOT_SERVING;
@@ -86,6 +89,7 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(TraceLayer)
+        .layer(cors::layer(&options.cors_origins))
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(options.auth)
         .add_routes(routes)

@@ -1,0 +1,143 @@
+//! Browsers across origins: configured origins get CORS answers with the
+//! gRPC status headers exposed; any other origin gets none.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use twig_tests::{Backend, TestApp};
+
+const APP: &str = "https://app.example.com";
+
+/// Sends one raw HTTP/1.1 request; returns the status line and the
+/// headers (names lowercased), and the body.
+async fn http1(
+    addr: SocketAddr,
+    head: &str,
+    body: &[u8],
+) -> (String, Vec<(String, String)>, Vec<u8>) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "{head}\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    stream.write_all(&request).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut raw),
+    )
+    .await
+    .expect("the server answers")
+    .unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header block");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, raw[split + 4..].to_vec())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn preflight(origin: &str) -> String {
+    format!(
+        "OPTIONS /twig.apikeys.v1.ApiKeyService/ListApiKeys HTTP/1.1\r\nOrigin: {origin}\r\n\
+         Access-Control-Request-Method: POST\r\n\
+         Access-Control-Request-Headers: authorization,content-type,x-grpc-web"
+    )
+}
+
+fn grpc_web_health(origin: &str) -> String {
+    format!(
+        "POST /grpc.health.v1.Health/Check HTTP/1.1\r\nOrigin: {origin}\r\n\
+         Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1"
+    )
+}
+
+/// An empty message in one gRPC-web frame.
+const EMPTY_FRAME: [u8; 5] = [0, 0, 0, 0, 0];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_origins_only() {
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|c| c.server.cors_origins = vec![APP.into()])
+        .spawn()
+        .await;
+
+    // A configured origin's preflight: its own origin, credentials, the
+    // request headers a gRPC-web client sends.
+    let (status, headers, _) = http1(app.addr, &preflight(APP), b"").await;
+    assert!(status.contains(" 200"), "{status}");
+    assert_eq!(header(&headers, "access-control-allow-origin"), Some(APP));
+    assert_eq!(
+        header(&headers, "access-control-allow-credentials"),
+        Some("true")
+    );
+    let allowed = header(&headers, "access-control-allow-headers").unwrap_or_default();
+    for h in ["authorization", "content-type", "x-grpc-web"] {
+        assert!(allowed.contains(h), "{h} in {allowed}");
+    }
+    assert!(header(&headers, "vary").is_some_and(|v| v.to_ascii_lowercase().contains("origin")));
+
+    // Its real call: the gRPC status headers are readable by the page.
+    let (status, headers, body) = http1(app.addr, &grpc_web_health(APP), &EMPTY_FRAME).await;
+    assert!(status.contains(" 200"), "{status}");
+    assert_eq!(header(&headers, "access-control-allow-origin"), Some(APP));
+    let exposed = header(&headers, "access-control-expose-headers").unwrap_or_default();
+    for h in ["grpc-status", "grpc-message"] {
+        assert!(exposed.contains(h), "{h} in {exposed}");
+    }
+    assert!(
+        String::from_utf8_lossy(&body).contains("grpc-status:0"),
+        "the trailers frame says OK"
+    );
+
+    // Any other origin, however similar: no CORS headers, never reflected.
+    for hostile in [
+        "https://evil.example",
+        "https://app.example.com.evil.example",
+        "http://app.example.com",
+        "null",
+    ] {
+        for request in [preflight(hostile), grpc_web_health(hostile)] {
+            let body: &[u8] = if request.starts_with("POST") {
+                &EMPTY_FRAME
+            } else {
+                b""
+            };
+            let (_, headers, _) = http1(app.addr, &request, body).await;
+            assert_eq!(
+                header(&headers, "access-control-allow-origin"),
+                None,
+                "{hostile}"
+            );
+            assert_eq!(
+                header(&headers, "access-control-allow-credentials"),
+                None,
+                "{hostile}"
+            );
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_origin_is_allowed_by_default() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (_, headers, _) = http1(app.addr, &preflight(APP), b"").await;
+    assert_eq!(header(&headers, "access-control-allow-origin"), None);
+    app.stop().await;
+}
