@@ -33,6 +33,7 @@ mod buf_curl;
 mod cors;
 mod crash;
 mod ip_allowlists;
+mod node_grpc_web;
 mod quota;
 mod quota_replicas;
 mod replicas;

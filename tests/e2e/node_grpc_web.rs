@@ -1,0 +1,91 @@
+//! A real gRPC-web client: Connect's web transport (the one the browser
+//! front end uses), run by Node against the server on port 0. The API key
+//! it creates then works over native gRPC.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use twig_proto::apikeys::v1 as pb;
+use twig_tests::{Backend, TestApp, bearer};
+
+const ORIGIN: &str = "https://app.example.com";
+
+/// `tests/node`, with its packages and generated client code in place.
+fn node_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node");
+    for needed in [
+        "node_modules/@connectrpc/connect-web",
+        "gen/twig/apikeys/v1/apikeys_pb.js",
+    ] {
+        assert!(
+            dir.join(needed).exists(),
+            "{} is missing: run `npm ci` and `buf generate` in tests/node (scripts/test does)",
+            dir.join(needed).display()
+        );
+    }
+    dir
+}
+
+async fn grpc_web_client_signs_up_creates_and_lists_a_key(backend: Backend) {
+    let app = TestApp::builder(backend)
+        .weak_hashing()
+        .config(|c| c.server.cors_origins = vec![ORIGIN.into()])
+        .spawn()
+        .await;
+    let dir = node_dir();
+    let base = format!("http://{}", app.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .current_dir(&dir)
+            .args(["grpc_web_flow.mjs", &base, ORIGIN])
+            .output()
+            .expect("run node")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "node failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+
+    // Created and listed through gRPC-web.
+    let key_id = seen["keyId"].as_str().unwrap();
+    let listed: Vec<&str> = seen["listedIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [key_id]);
+    // A bad token fails cleanly, with the code and message intact.
+    assert_eq!(seen["badToken"]["code"], "Unauthenticated", "{seen}");
+    assert!(!seen["badToken"]["message"].as_str().unwrap().is_empty());
+    // The browser would have let the page read the answer.
+    assert_eq!(seen["corsAllowOrigin"], ORIGIN);
+    assert!(
+        seen["corsExposed"]
+            .as_str()
+            .is_some_and(|h| h.contains("grpc-status") && h.contains("grpc-message")),
+        "{seen}"
+    );
+
+    // The key works over native gRPC.
+    let secret = seen["secret"].as_str().unwrap();
+    assert!(secret.starts_with("twig_sk_"));
+    let keys = app
+        .api_keys()
+        .list_api_keys(bearer(secret, pb::ListApiKeysRequest::default()))
+        .await
+        .expect("the web-created key works over gRPC")
+        .into_inner()
+        .keys;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].id, key_id);
+    assert_eq!(
+        keys[0].organization_id,
+        seen["organizationId"].as_str().unwrap()
+    );
+    app.stop().await;
+}
+
+on_both_backends!(grpc_web_client_signs_up_creates_and_lists_a_key);
