@@ -29,6 +29,7 @@ mod access;
 mod api_keys;
 mod authorize;
 mod binary;
+mod browser;
 mod buf_curl;
 mod cors;
 mod crash;

@@ -1,0 +1,55 @@
+// The page's script: Connect's gRPC-web transport on the browser's fetch,
+// talking to the API on another origin (so CORS is exercised).
+// Bundled by esbuild into dist/app.js.
+
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { SessionService } from "../gen/twig/sessions/v1/sessions_pb.js";
+import { ApiKeyService, Scope } from "../gen/twig/apikeys/v1/apikeys_pb.js";
+
+const api = new URLSearchParams(location.search).get("api");
+const transport = createGrpcWebTransport({ baseUrl: api, useBinaryFormat: true });
+const sessions = createClient(SessionService, transport);
+const keys = createClient(ApiKeyService, transport);
+
+const show = (id, text) => {
+  document.getElementById(id).textContent = text;
+};
+
+async function run() {
+  show("status", "running");
+  const email = `browser-${Date.now()}-${Math.random().toString(16).slice(2)}@example.com`;
+  const password = "a long enough password for a browser";
+  await sessions.signUp({ email, password, displayName: "Browser", organizationName: "Web" });
+  const login = await sessions.login({ email, password });
+  const headers = { Authorization: `Bearer ${login.tokens.accessToken}` };
+  const created = await keys.createApiKey({ name: "made in a browser", scopes: [Scope.READ] }, { headers });
+  const listed = await keys.listApiKeys({}, { headers });
+  const list = document.getElementById("keys");
+  for (const key of listed.keys) {
+    const item = document.createElement("li");
+    item.textContent = `${key.name} (${key.prefix}…)`;
+    item.dataset.id = key.id;
+    list.append(item);
+  }
+  let badToken = null;
+  try {
+    await keys.listApiKeys({}, { headers: { Authorization: "Bearer twig_st_not-a-real-token" } });
+  } catch (e) {
+    const err = ConnectError.from(e);
+    badToken = { code: Code[err.code], message: err.rawMessage };
+    show("bad-token", `${badToken.code}: ${badToken.message}`);
+  }
+  return { keyId: created.key.id, secret: created.secret, listedIds: listed.keys.map((k) => k.id), badToken };
+}
+
+document.getElementById("run").addEventListener("click", async () => {
+  try {
+    const result = await run();
+    show("result", JSON.stringify(result));
+    show("status", "done");
+  } catch (e) {
+    show("result", JSON.stringify({ error: String(e) }));
+    show("status", "failed");
+  }
+});
