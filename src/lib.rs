@@ -154,6 +154,7 @@ pub struct Suite {
     auth: AuthLayer,
     names: Vec<&'static str>,
     cors_origins: Vec<String>,
+    limits: twig_server::Limits,
     /// The sessions service, when it runs here.
     pub sessions: Option<Arc<Sessions>>,
     /// The api-keys service, when it runs here.
@@ -178,12 +179,15 @@ pub async fn build(
             .context("connecting to Redis (redis.url)")?,
         None => twig_fanout::Fanout::local(),
     };
+    // Larger requests are refused (RESOURCE_EXHAUSTED) before decoding.
+    let max_message = config.server.max_message_bytes;
     // The audit log is shared by every service; its query service runs
     // wherever any service does.
     let mut routes = Routes::default().add_service(
         twig_proto::audit::v1::audit_service_server::AuditServiceServer::new(
             twig_audit::AuditGrpc::new(db.clone()),
-        ),
+        )
+        .max_decoding_message_size(max_message),
     );
     let mut names = vec![twig_audit::SERVICE_NAME];
     let mut background = Vec::new();
@@ -204,7 +208,8 @@ pub async fn build(
                 routes = routes.add_service(
                     twig_proto::sessions::v1::session_service_server::SessionServiceServer::new(
                         twig_sessions::grpc::SessionsGrpc::new(svc.clone()),
-                    ),
+                    )
+                    .max_decoding_message_size(max_message),
                 );
                 names.push(twig_sessions::SERVICE_NAME);
                 background.push(tokio::spawn(flush_last_seen(svc.clone())));
@@ -221,7 +226,8 @@ pub async fn build(
                 routes = routes.add_service(
                     twig_proto::apikeys::v1::api_key_service_server::ApiKeyServiceServer::new(
                         twig_apikeys::grpc::ApiKeysGrpc::new(svc.clone()),
-                    ),
+                    )
+                    .max_decoding_message_size(max_message),
                 );
                 names.push(twig_apikeys::SERVICE_NAME);
                 background.push(tokio::spawn(flush_api_keys(svc.clone())));
@@ -247,7 +253,8 @@ pub async fn build(
                 routes = routes.add_service(
                     twig_proto::vault::v1::vault_service_server::VaultServiceServer::new(
                         twig_vault::grpc::VaultGrpc::new(svc.clone()),
-                    ),
+                    )
+                    .max_decoding_message_size(max_message),
                 );
                 names.push(twig_vault::SERVICE_NAME);
                 vault = Some(svc);
@@ -261,7 +268,8 @@ pub async fn build(
         routes = routes.add_service(
             twig_proto::quota::v1::quota_service_server::QuotaServiceServer::new(
                 twig_quota::grpc::QuotaGrpc::new(svc.clone()),
-            ),
+            )
+            .max_decoding_message_size(max_message),
         );
         names.push(twig_quota::SERVICE_NAME);
         Some(svc)
@@ -283,7 +291,8 @@ pub async fn build(
         routes = routes.add_service(
             twig_proto::edge::v1::authorize_service_server::AuthorizeServiceServer::new(
                 twig_edge::grpc::AuthorizeGrpc::new(authorizer),
-            ),
+            )
+            .max_decoding_message_size(max_message),
         );
         names.push(twig_edge::SERVICE_NAME);
     }
@@ -302,6 +311,11 @@ pub async fn build(
         ),
         names,
         cors_origins: config.server.cors_origins.clone(),
+        limits: twig_server::Limits {
+            max_header_bytes: config.server.max_header_bytes,
+            request_timeout: config.server.request_timeout,
+            max_concurrent_streams: config.server.max_concurrent_streams,
+        },
         sessions,
         api_keys,
         quota,
@@ -401,6 +415,7 @@ pub async fn run(
             service_names: suite.names,
             drain_timeout,
             cors_origins: suite.cors_origins,
+            limits: suite.limits,
         },
         shutdown,
     )

@@ -46,3 +46,4 @@ mod telemetry;
 mod vault;
 mod vault_logs;
 mod vault_rotation;
+mod wire;

@@ -187,6 +187,16 @@ pub struct ServerConfig {
     /// when not the default). Credentials are allowed for these only; any
     /// other origin gets no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Largest request message, in bytes; larger ones are refused with
+    /// RESOURCE_EXHAUSTED before they are decoded.
+    pub max_message_bytes: usize,
+    /// Largest header block a client may send, in bytes.
+    pub max_header_bytes: u32,
+    /// Longest a request may run (a client's shorter deadline wins).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for ServerConfig {
@@ -197,6 +207,10 @@ impl Default for ServerConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
+            max_message_bytes: 4 * 1024 * 1024,
+            max_header_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 256,
         }
     }
 }
@@ -384,6 +398,19 @@ impl Config {
     /// Checks the rules no type can express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        // The vault takes values up to 64 KiB; leave room for the envelope.
+        if self.server.max_message_bytes < 128 * 1024 {
+            problems.push("server.max_message_bytes must be at least 131072 (128 KiB)".into());
+        }
+        if self.server.max_header_bytes < 4 * 1024 {
+            problems.push("server.max_header_bytes must be at least 4096".into());
+        }
+        if self.server.request_timeout.is_zero() {
+            problems.push("server.request_timeout must be more than 0".into());
+        }
+        if self.server.max_concurrent_streams == 0 {
+            problems.push("server.max_concurrent_streams must be at least 1".into());
+        }
         for origin in &self.server.cors_origins {
             if let Some(problem) = origin_problem(origin) {
                 problems.push(format!("server.cors_origins: {origin:?} {problem}"));

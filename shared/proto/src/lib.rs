@@ -3,6 +3,8 @@
 //! One module per proto package, named like the package
 //! (`twig.sessions.v1` → [`sessions::v1`]).
 
+pub mod codec;
+
 /// `google.protobuf.Timestamp` from a UTC time.
 pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {

@@ -36,6 +36,20 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
     /// Browser origins allowed across origins (validated configuration).
     pub cors_origins: Vec<String>,
+    /// Limits of one connection and one request.
+    pub limits: Limits,
+}
+
+/// Limits of one connection and one request; the message size limit is
+/// set on each service.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest header block a client may send (HTTP/2 SETTINGS).
+    pub max_header_bytes: u32,
+    /// Longest a request may run; a client's shorter `grpc-timeout` wins.
+    pub request_timeout: Duration,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub max_concurrent_streams: u32,
 }
 
 /// The health service and its reporter. Every status starts NOT_SERVING;
@@ -86,8 +100,12 @@ pub async fn serve(
     };
 
     let local = listener.local_addr()?;
+    let limits = options.limits;
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
+        .http2_max_header_list_size(limits.max_header_bytes)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .timeout(limits.request_timeout)
         .layer(TraceLayer)
         .layer(cors::layer(&options.cors_origins))
         .layer(tonic_web::GrpcWebLayer::new())
