@@ -155,6 +155,7 @@ pub struct Suite {
     names: Vec<&'static str>,
     cors_origins: Vec<String>,
     limits: twig_server::Limits,
+    http_routes: Option<axum::Router>,
     /// The sessions service, when it runs here.
     pub sessions: Option<Arc<Sessions>>,
     /// The api-keys service, when it runs here.
@@ -300,17 +301,31 @@ pub async fn build(
         credentials,
         quota: quota.clone(),
     });
+    let auth = AuthLayer::new(
+        authenticator,
+        config.auth.internal_token.as_ref(),
+        &config.auth.internal_clients,
+        config.server.trusted_proxies.clone(),
+        policy,
+    );
+    let routes = routes.prepare();
+    // The HTTP/JSON routes call the gRPC routes through the same auth
+    // layer, so both surfaces get one and the same decision.
+    let http_routes = if services.contains(&ServiceId::Edge) {
+        let grpc = tower::Layer::layer(&auth, routes.clone());
+        Some(twig_edge::json::router(
+            twig_proto::FILE_DESCRIPTOR_SET,
+            grpc,
+        )?)
+    } else {
+        None
+    };
     Ok(Suite {
         routes,
-        auth: AuthLayer::new(
-            authenticator,
-            config.auth.internal_token.as_ref(),
-            &config.auth.internal_clients,
-            config.server.trusted_proxies.clone(),
-            policy,
-        ),
+        auth,
         names,
         cors_origins: config.server.cors_origins.clone(),
+        http_routes,
         limits: twig_server::Limits {
             max_header_bytes: config.server.max_header_bytes,
             request_timeout: config.server.request_timeout,
@@ -416,6 +431,7 @@ pub async fn run(
             drain_timeout,
             cors_origins: suite.cors_origins,
             limits: suite.limits,
+            http_routes: suite.http_routes,
         },
         shutdown,
     )

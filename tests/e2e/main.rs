@@ -33,6 +33,7 @@ mod browser;
 mod buf_curl;
 mod cors;
 mod crash;
+mod http_json;
 mod ip_allowlists;
 mod node_grpc_web;
 mod quota;

@@ -10,6 +10,7 @@
 
 pub mod authorize;
 pub mod grpc;
+pub mod json;
 mod router;
 
 pub use authorize::{Authorizer, Decision, Denial, Target};

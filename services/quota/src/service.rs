@@ -231,6 +231,11 @@ impl Quota {
             ),
             d.retry_after.unwrap_or(d.period),
         )
+        .with_rate_limit(twig_errors::RateLimit {
+            limit: d.limit,
+            remaining: d.remaining,
+            reset: d.retry_after.unwrap_or(d.period),
+        })
     }
 
     async fn check_subject(

@@ -120,7 +120,16 @@ where
         let layer = self.layer.clone();
         Box::pin(async move {
             strip_principal_headers(request.headers_mut());
-            if let Some(caller) = layer.internal_caller(request.headers()) {
+            // Only gRPC (and gRPC-web, already translated) is authenticated
+            // here. HTTP/JSON routes re-enter as gRPC calls, which are; a
+            // request that is neither still meets its RPC's requirement
+            // below, without credentials.
+            let grpc = request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.starts_with("application/grpc"));
+            if grpc && let Some(caller) = layer.internal_caller(request.headers()) {
                 request.extensions_mut().insert(caller);
             }
             let peer = request
@@ -139,7 +148,7 @@ where
             if let Some(ip) = client {
                 request.extensions_mut().insert(ClientIp(ip));
             }
-            if let Some(bearer) = bearer(request.headers()) {
+            if grpc && let Some(bearer) = bearer(request.headers()) {
                 let outcome = match bearer {
                     Ok(token) => layer.authenticator.authenticate(&token, client).await,
                     Err(e) => Err(e),

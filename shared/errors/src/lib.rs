@@ -49,6 +49,23 @@ impl ErrorCode {
         }
     }
 
+    /// The code for a gRPC status from anywhere (tonic's own errors
+    /// included): OUT_OF_RANGE reads as INVALID_ARGUMENT, codes the
+    /// services never send as INTERNAL.
+    pub fn from_grpc(code: Code) -> Self {
+        match code {
+            Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument,
+            Code::Unauthenticated => Self::Unauthenticated,
+            Code::PermissionDenied => Self::PermissionDenied,
+            Code::NotFound => Self::NotFound,
+            Code::AlreadyExists => Self::AlreadyExists,
+            Code::FailedPrecondition => Self::FailedPrecondition,
+            Code::ResourceExhausted => Self::ResourceExhausted,
+            Code::Unavailable | Code::DeadlineExceeded => Self::Unavailable,
+            _ => Self::Internal,
+        }
+    }
+
     /// The HTTP status code for the same outcome.
     pub fn http(self) -> http::StatusCode {
         use http::StatusCode as S;
@@ -86,6 +103,20 @@ pub struct ApiError {
     message: String,
     violations: Vec<FieldViolation>,
     retry_after: Option<Duration>,
+    rate_limit: Option<RateLimit>,
+}
+
+/// The limit a refused request hit, sent as `ratelimit-limit`,
+/// `ratelimit-remaining` and `ratelimit-reset` (seconds) metadata, and as
+/// those HTTP headers on the HTTP/JSON surface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests (units) per period.
+    pub limit: u64,
+    /// Units still admissible now.
+    pub remaining: u64,
+    /// When the limit admits this request again.
+    pub reset: Duration,
 }
 
 impl ApiError {
@@ -96,6 +127,7 @@ impl ApiError {
             message: message.into(),
             violations: Vec::new(),
             retry_after: None,
+            rate_limit: None,
         }
     }
 
@@ -186,6 +218,17 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
+
+    /// With the limit that was hit.
+    pub fn with_rate_limit(mut self, rate_limit: RateLimit) -> Self {
+        self.rate_limit = Some(rate_limit);
+        self
+    }
+
+    /// The limit that was hit, for a rate-limit refusal.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
+    }
 }
 
 impl fmt::Display for ApiError {
@@ -205,11 +248,23 @@ impl From<ApiError> for tonic::Status {
         if let Some(delay) = err.retry_after {
             details.set_retry_info(Some(delay));
         }
-        if err.violations.is_empty() && err.retry_after.is_none() {
+        let mut status = if err.violations.is_empty() && err.retry_after.is_none() {
             tonic::Status::new(err.code.grpc(), err.message)
         } else {
             tonic::Status::with_error_details(err.code.grpc(), err.message, details)
+        };
+        if let Some(limit) = err.rate_limit {
+            let reset = limit.reset.as_secs() + u64::from(limit.reset.subsec_nanos() > 0);
+            let metadata = status.metadata_mut();
+            for (name, value) in [
+                ("ratelimit-limit", limit.limit),
+                ("ratelimit-remaining", limit.remaining),
+                ("ratelimit-reset", reset),
+            ] {
+                metadata.insert(name, value.into());
+            }
         }
+        status
     }
 }
 

@@ -25,6 +25,15 @@ pub fn datetime(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::U
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/twig_descriptor.bin"));
 
+/// `twig.api.v1`: the HTTP/JSON route of an RPC (a method option).
+pub mod api {
+    /// `twig.api.v1`
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("twig.api.v1");
+    }
+}
+
 /// `twig.auth.v1`: who may call each RPC (a method option).
 pub mod auth {
     /// `twig.auth.v1`

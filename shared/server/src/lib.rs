@@ -16,6 +16,7 @@ use twig_auth::AuthLayer;
 
 mod coalesce;
 mod cors;
+mod http_routes;
 mod metrics;
 mod trace;
 
@@ -38,6 +39,8 @@ pub struct ServeOptions {
     pub cors_origins: Vec<String>,
     /// Limits of one connection and one request.
     pub limits: Limits,
+    /// Plain HTTP routes (the HTTP/JSON surface), beside gRPC on the port.
+    pub http_routes: Option<axum::Router>,
 }
 
 /// Limits of one connection and one request; the message size limit is
@@ -108,6 +111,9 @@ pub async fn serve(
         .timeout(limits.request_timeout)
         .layer(TraceLayer)
         .layer(cors::layer(&options.cors_origins))
+        .layer(http_routes::HttpRoutesLayer {
+            routes: options.http_routes,
+        })
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(options.auth)
         .add_routes(routes)
