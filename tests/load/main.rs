@@ -13,6 +13,9 @@
 //! - `--verify authorize`: the edge's `Authorize` for an API key (run the
 //!   server with a default limit high enough that every call is admitted)
 //!   vs the baseline;
+//! - `--verify me,me-web`: an authenticated call (`GetCurrentUser`) over
+//!   native gRPC vs the health check, and over gRPC-web (HTTP/1.1) vs the
+//!   same call over native gRPC;
 //! - `--verify seal,unseal`: vault `Seal` / `Unseal` of `--payload-bytes`
 //!   (1 KiB by default) vs the baseline;
 //! - `--rewrap-secrets N --database-url URL`: no server; seeds N sealed
@@ -101,6 +104,10 @@ enum Rpc {
     Seal,
     Unseal,
     Authorize,
+    /// GetCurrentUser (signed in) over native gRPC.
+    Me,
+    /// The same over gRPC-web (HTTP/1.1).
+    MeWeb,
     Login,
 }
 
@@ -114,6 +121,8 @@ impl Rpc {
             Rpc::Seal => "Vault Seal",
             Rpc::Unseal => "Vault Unseal",
             Rpc::Authorize => "Authorize",
+            Rpc::Me => "GetCurrentUser (gRPC)",
+            Rpc::MeWeb => "GetCurrentUser (gRPC-web)",
             Rpc::Login => "Login",
         }
     }
@@ -155,8 +164,19 @@ impl Outcome {
     }
 }
 
+/// A gRPC-web client over HTTP/1.1, as a browser's transport speaks.
+type WebClient = tonic_web::GrpcWebClientService<
+    hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        tonic_web::GrpcWebCall<tonic::body::Body>,
+    >,
+>;
+
 struct Client {
     channels: Vec<Channel>,
+    /// The same server over gRPC-web.
+    web: WebClient,
+    origin: tonic::transport::Uri,
     /// Parsed once: the client's own cost should not weigh on one RPC only.
     internal_token: tonic::metadata::AsciiMetadataValue,
     access_token: String,
@@ -257,6 +277,26 @@ impl Client {
                     .authorize(request)
                     .await
                     .is_ok_and(|r| r.into_inner().allowed)
+            }
+            Rpc::Me | Rpc::MeWeb => {
+                let mut request = tonic::Request::new(pb::GetCurrentUserRequest {});
+                request.metadata_mut().insert(
+                    "authorization",
+                    format!("Bearer {}", self.access_token)
+                        .parse()
+                        .expect("ASCII token"),
+                );
+                if rpc == Rpc::Me {
+                    SessionServiceClient::new(channel)
+                        .get_current_user(request)
+                        .await
+                        .is_ok()
+                } else {
+                    SessionServiceClient::with_origin(self.web.clone(), self.origin.clone())
+                        .get_current_user(request)
+                        .await
+                        .is_ok()
+                }
             }
             Rpc::Login => SessionServiceClient::new(channel)
                 .login(pb::LoginRequest {
@@ -552,7 +592,15 @@ async fn main() -> anyhow::Result<()> {
             .map(|r| r.into_inner().ciphertext)
             .unwrap_or_default()
     };
+    let web = tower::ServiceBuilder::new()
+        .layer(tonic_web::GrpcWebClientLayer::new())
+        .service(
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http(),
+        );
     let client = Arc::new(Client {
+        web,
+        origin: args.target.parse().context("--target is not a URI")?,
         channels,
         internal_token: args
             .internal_token
@@ -579,6 +627,7 @@ async fn main() -> anyhow::Result<()> {
     run(client.clone(), Rpc::Verify, 8, Duration::from_secs(1), None).await;
 
     for which in &args.verify {
+        let mut baseline = Rpc::Health;
         let (rpc, title) = match which.as_str() {
             "session" => (Rpc::Verify, "VerifySession (cache hit)".to_string()),
             "key" => (Rpc::VerifyKey, format!("VerifyApiKey ({})", args.key_label)),
@@ -595,16 +644,25 @@ async fn main() -> anyhow::Result<()> {
                 Rpc::Authorize,
                 format!("Authorize (API key, {})", args.key_label),
             ),
+            "me" => (Rpc::Me, "GetCurrentUser over native gRPC".to_string()),
+            "me-web" => {
+                baseline = Rpc::Me;
+                (
+                    Rpc::MeWeb,
+                    "GetCurrentUser over gRPC-web (HTTP/1.1)".to_string(),
+                )
+            }
             other => {
                 anyhow::bail!(
-                    "--verify takes session, key, quota, seal, unseal and authorize, not {other}"
+                    "--verify takes session, key, quota, seal, unseal, authorize, me and me-web, not {other}"
                 )
             }
         };
         anyhow::ensure!(client.call(0, rpc).await, "{} fails", rpc.label());
         run(client.clone(), rpc, 8, Duration::from_secs(1), None).await;
         println!(
-            "## {title} vs baseline (Health/Check), {}s each in alternating 1 s slices\n",
+            "## {title} vs baseline ({}), {}s each in alternating 1 s slices\n",
+            baseline.label(),
             args.seconds
         );
         println!(
@@ -612,9 +670,9 @@ async fn main() -> anyhow::Result<()> {
         );
         println!("|---|---|---|---|---|---|---|---|");
         for &c in &args.concurrency {
-            let (base, measured) = compare(&client, Rpc::Health, rpc, c, length).await;
-            for (r, o) in [(Rpc::Health, &base), (rpc, &measured)] {
-                let (tp, p99) = if r == Rpc::Health {
+            let (base, measured) = compare(&client, baseline, rpc, c, length).await;
+            for (r, o) in [(baseline, &base), (rpc, &measured)] {
+                let (tp, p99) = if r == baseline {
                     ("—".to_string(), "—".to_string())
                 } else {
                     (
