@@ -112,4 +112,65 @@ async fn declared_callers_are_enforced(backend: Backend) {
     app.stop().await;
 }
 
-on_both_backends!(declared_callers_are_enforced);
+/// Principal metadata a client sends is stripped: it neither signs anyone
+/// in nor changes who a signed-in caller is, on gRPC or HTTP/JSON.
+async fn forged_principal_metadata_is_ignored(backend: Backend) {
+    let app = TestApp::builder(backend).weak_hashing().spawn().await;
+    let ada = app.sign_up(&email("ada")).await;
+    let ada_id = ada.user.unwrap().id;
+    let ada_org = ada.organization.unwrap().id;
+    let bob_email = email("bob");
+    app.sign_up(&bob_email).await;
+    let bob = app.login(&bob_email).await.access_token;
+    let forge = |request: &mut tonic::Request<spb::GetCurrentUserRequest>| {
+        for (name, value) in [
+            ("x-twig-principal-user-id", ada_id.as_str()),
+            ("x-twig-principal-org-id", ada_org.as_str()),
+            ("x-twig-principal-scopes", "admin"),
+            ("x-twig-principal", "user:ada"),
+        ] {
+            request.metadata_mut().insert(name, value.parse().unwrap());
+        }
+    };
+
+    let mut anonymous = tonic::Request::new(spb::GetCurrentUserRequest {});
+    forge(&mut anonymous);
+    let refused = app
+        .sessions()
+        .get_current_user(anonymous)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    let mut as_bob = bearer(&bob, spb::GetCurrentUserRequest {});
+    forge(&mut as_bob);
+    let me = app
+        .sessions()
+        .get_current_user(as_bob)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.user.unwrap().email, bob_email);
+    assert_ne!(me.organization_id, ada_org);
+
+    // The same over HTTP/JSON.
+    let head = format!(
+        "GET /v1/me HTTP/1.1\r\nX-Twig-Principal-User-Id: {ada_id}\r\nX-Twig-Principal-Org-Id: {ada_org}"
+    );
+    let (status, _, _) = twig_tests::http1(app.addr, &head, b"").await;
+    assert!(status.contains(" 401"), "{status}");
+    let head = format!("{head}\r\nAuthorization: Bearer {bob}");
+    let (status, _, body) = twig_tests::http1(app.addr, &head, b"").await;
+    assert!(status.contains(" 200"), "{status}");
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains(&bob_email) && !body.contains(&ada_id),
+        "{body}"
+    );
+    app.stop().await;
+}
+
+on_both_backends!(
+    declared_callers_are_enforced,
+    forged_principal_metadata_is_ignored
+);

@@ -140,3 +140,58 @@ async fn hostile_requests_get_clean_errors() {
     still_serving(&app).await;
     app.stop().await;
 }
+
+/// gRPC-web in both encodings a browser client may use: binary and text
+/// (base64), over HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_binary_and_text() {
+    use base64::Engine as _;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let empty = frame(0, 0, &[]);
+    for (content_type, body) in [
+        ("application/grpc-web+proto", empty.clone()),
+        (
+            "application/grpc-web-text",
+            base64::engine::general_purpose::STANDARD
+                .encode(&empty)
+                .into_bytes(),
+        ),
+    ] {
+        let head = format!(
+            "POST /grpc.health.v1.Health/Check HTTP/1.1\r\nContent-Type: {content_type}\r\n\
+             Accept: {content_type}\r\nX-Grpc-Web: 1"
+        );
+        let (status, headers, body) = http1(app.addr, &head, &body).await;
+        assert!(status.contains(" 200"), "{content_type}: {status}");
+        assert!(
+            header(&headers, "content-type").is_some_and(|ct| ct.starts_with(content_type)),
+            "{content_type}: {headers:?}"
+        );
+        let body = if content_type.ends_with("text") {
+            // Base64 too, possibly several padded parts one after another.
+            let text = String::from_utf8(body).unwrap();
+            let mut decoded = Vec::new();
+            let mut rest = text.as_str();
+            while !rest.is_empty() {
+                let end = rest
+                    .find(|c: char| c != '=')
+                    .and_then(|start| rest[start..].find('=').map(|i| start + i))
+                    .map(|i| i + rest[i..].chars().take_while(|c| *c == '=').count())
+                    .unwrap_or(rest.len());
+                decoded.extend(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(&rest[..end])
+                        .expect("base64"),
+                );
+                rest = &rest[end..];
+            }
+            decoded
+        } else {
+            body
+        };
+        assert_eq!(grpc_web_status(&headers, &body), Some(0), "{content_type}");
+        // SERVING: field 1 = 1.
+        assert!(body.windows(2).any(|w| w == [0x08, 0x01]), "{content_type}");
+    }
+    app.stop().await;
+}

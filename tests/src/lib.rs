@@ -420,8 +420,8 @@ pub fn scrape_metrics(admin: SocketAddr) -> String {
 }
 
 /// Sends one raw HTTP/1.1 request (`head`: request line and headers,
-/// without Host, Content-Length and Connection); returns the status line and the
-/// headers (names lowercased), and the body.
+/// without Host, Content-Length and Connection); returns the status line,
+/// the headers (names lowercased) and the body (de-chunked).
 pub async fn http1(
     addr: std::net::SocketAddr,
     head: &str,
@@ -451,11 +451,34 @@ pub async fn http1(
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap().to_string();
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    (status, headers, raw[split + 4..].to_vec())
+    let body = &raw[split + 4..];
+    let body = if header(&headers, "transfer-encoding") == Some("chunked") {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    (status, headers, body)
+}
+
+/// The payload of a chunked HTTP/1.1 body.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size_line = String::from_utf8_lossy(&raw[..end]);
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
+            .expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        let start = end + 2;
+        out.extend_from_slice(&raw[start..start + size]);
+        raw = &raw[(start + size + 2).min(raw.len())..];
+    }
+    out
 }
 
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
