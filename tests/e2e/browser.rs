@@ -82,16 +82,8 @@ async fn serve_page(root: PathBuf) -> String {
     origin
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_page_in_chromium_signs_up_and_manages_keys() {
-    let dir = node_dir();
-    let page_origin = serve_page(dir.join("browser")).await;
-    let app = TestApp::builder(Backend::Sqlite)
-        .weak_hashing()
-        .config(|c| c.server.cors_origins = vec![page_origin.clone()])
-        .spawn()
-        .await;
-    let page = format!("{page_origin}/index.html?api=http://{}", app.addr);
+/// Opens `page` in Chromium, clicks Run and returns what the page showed.
+async fn open_in_chromium(dir: PathBuf, page: String) -> serde_json::Value {
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .current_dir(&dir)
@@ -103,8 +95,20 @@ async fn a_page_in_chromium_signs_up_and_manages_keys() {
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the browser run failed: {stderr}");
-    let seen: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("one JSON line");
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("one JSON line")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_in_chromium_signs_up_and_manages_keys() {
+    let dir = node_dir();
+    let page_origin = serve_page(dir.join("browser")).await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .weak_hashing()
+        .config(|c| c.server.cors_origins = vec![page_origin.clone()])
+        .spawn()
+        .await;
+    let page = format!("{page_origin}/index.html?api=http://{}", app.addr);
+    let seen = open_in_chromium(dir, page).await;
 
     assert_eq!(seen["status"], "done", "{seen}");
     let key_id = seen["result"]["keyId"].as_str().unwrap();
@@ -141,22 +145,7 @@ async fn a_page_from_an_unlisted_origin_is_blocked_by_the_browser() {
         .spawn()
         .await;
     let page = format!("{page_origin}/index.html?api=http://{}", app.addr);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .current_dir(&dir)
-            .args(["browser_flow.mjs", &page])
-            .output()
-            .expect("run node")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("one JSON line");
+    let seen = open_in_chromium(dir, page).await;
     assert_eq!(seen["status"], "failed", "{seen}");
     assert!(
         seen["consoleErrors"]

@@ -323,7 +323,7 @@ fn status_response(status: &tonic::Status) -> Response {
     let code = ErrorCode::from_grpc(status.code());
     let details = status.get_error_details();
     let mut body = serde_json::json!({
-        "code": code_name(status.code()),
+        "code": twig_errors::grpc_code_name(status.code()),
         "message": status.message(),
     });
     if let Some(bad) = details.bad_request() {
@@ -347,29 +347,6 @@ fn status_response(status: &tonic::Status) -> Response {
         }
     }
     response
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code as C;
-    match code {
-        C::Ok => "OK",
-        C::Cancelled => "CANCELLED",
-        C::Unknown => "UNKNOWN",
-        C::InvalidArgument => "INVALID_ARGUMENT",
-        C::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        C::NotFound => "NOT_FOUND",
-        C::AlreadyExists => "ALREADY_EXISTS",
-        C::PermissionDenied => "PERMISSION_DENIED",
-        C::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        C::FailedPrecondition => "FAILED_PRECONDITION",
-        C::Aborted => "ABORTED",
-        C::OutOfRange => "OUT_OF_RANGE",
-        C::Unimplemented => "UNIMPLEMENTED",
-        C::Internal => "INTERNAL",
-        C::Unavailable => "UNAVAILABLE",
-        C::DataLoss => "DATA_LOSS",
-        C::Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 #[cfg(test)]
