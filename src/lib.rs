@@ -180,7 +180,7 @@ pub async fn build(
             .context("connecting to Redis (redis.url)")?,
         None => twig_fanout::Fanout::local(),
     };
-    // Larger requests are refused (RESOURCE_EXHAUSTED) before decoding.
+    // Larger requests are refused (OUT_OF_RANGE) before decoding.
     let max_message = config.server.max_message_bytes;
     // The audit log is shared by every service; its query service runs
     // wherever any service does.
@@ -297,16 +297,13 @@ pub async fn build(
         );
         names.push(twig_edge::SERVICE_NAME);
     }
-    let authenticator = Arc::new(BearerAuthenticator {
-        credentials,
-        quota: quota.clone(),
-    });
     let auth = AuthLayer::new(
-        authenticator,
+        Arc::new(credentials),
         config.auth.internal_token.as_ref(),
         &config.auth.internal_clients,
         config.server.trusted_proxies.clone(),
         policy,
+        quota.clone().map(|q| q as Arc<dyn twig_auth::RequestQuota>),
     );
     let routes = routes.prepare();
     // The HTTP/JSON routes call the gRPC routes through the same auth
@@ -485,29 +482,5 @@ async fn quota_housekeeping(quota: Arc<twig_quota::Quota>) {
         if let Err(e) = quota.flush().await {
             tracing::warn!(error = %e, "could not write quota usage; will retry");
         }
-    }
-}
-
-/// Sends each bearer token to the service that issued it, by its prefix;
-/// an API key's request is then counted against its quota (when the quota
-/// service runs here).
-struct BearerAuthenticator {
-    credentials: twig_edge::CredentialRouter,
-    quota: Option<Arc<twig_quota::Quota>>,
-}
-
-impl twig_auth::Authenticator for BearerAuthenticator {
-    fn authenticate<'a>(
-        &'a self,
-        bearer: &'a str,
-        client_ip: Option<std::net::IpAddr>,
-    ) -> twig_auth::principal::AuthFuture<'a> {
-        Box::pin(async move {
-            let principal = self.credentials.authenticate(bearer, client_ip).await?;
-            if let Some(quota) = &self.quota {
-                quota.enforce(&principal).await?;
-            }
-            Ok(principal)
-        })
     }
 }

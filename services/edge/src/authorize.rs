@@ -55,8 +55,9 @@ impl Decision {
     }
 }
 
-/// Makes the edge's decision; the auth layer and the `Authorize` RPC both
-/// ask it.
+/// Makes the edge's decision for the `Authorize` RPC, in the auth layer's
+/// order and with its parts: the credential router, the declared
+/// requirement, then the quota (so refused requests spend nothing).
 #[derive(Clone)]
 pub struct Authorizer {
     credentials: CredentialRouter,

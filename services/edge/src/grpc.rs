@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 
 use tonic::{Request, Response, Status};
-use twig_auth::{Credential, Principal, Scope, require_internal};
+use twig_auth::access::{scope_from_pb, scope_to_pb};
+use twig_auth::{Credential, Principal, require_internal};
 use twig_errors::ApiError;
-use twig_proto::auth::v1 as auth_pb;
 use twig_proto::edge::v1 as pb;
 use twig_proto::edge::v1::authorize_service_server::AuthorizeService;
 use twig_quota::Outcome;
@@ -24,33 +24,6 @@ impl AuthorizeGrpc {
     }
 }
 
-fn scope_from_pb(raw: i32) -> Result<Option<Scope>, ApiError> {
-    match auth_pb::Scope::try_from(raw) {
-        Ok(auth_pb::Scope::Unspecified) => Ok(None),
-        Ok(auth_pb::Scope::Read) => Ok(Some(Scope::Read)),
-        Ok(auth_pb::Scope::Write) => Ok(Some(Scope::Write)),
-        Ok(auth_pb::Scope::Execute) => Ok(Some(Scope::Execute)),
-        Ok(auth_pb::Scope::Admin) => Ok(Some(Scope::Admin)),
-        Err(_) => Err(ApiError::invalid_field("required_scope", "unknown scope")),
-    }
-}
-
-fn scope_to_pb(scope: Scope) -> i32 {
-    (match scope {
-        Scope::Read => auth_pb::Scope::Read,
-        Scope::Write => auth_pb::Scope::Write,
-        Scope::Execute => auth_pb::Scope::Execute,
-        Scope::Admin => auth_pb::Scope::Admin,
-    }) as i32
-}
-
-fn duration(d: std::time::Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    }
-}
-
 fn principal_to_pb(p: &Principal) -> pb::Principal {
     pb::Principal {
         user_id: p.user_id.to_string(),
@@ -63,7 +36,7 @@ fn principal_to_pb(p: &Principal) -> pb::Principal {
                 pb::principal::Credential::ApiKeyId(key_id.to_string())
             }
         }),
-        scopes: p.scopes.iter().map(|s| scope_to_pb(*s)).collect(),
+        scopes: p.scopes.iter().map(|s| scope_to_pb(*s) as i32).collect(),
         roles: p.roles.iter().map(|r| r.as_str().to_string()).collect(),
     }
 }
@@ -73,12 +46,12 @@ fn quota_to_pb(outcome: &Outcome) -> pb::QuotaState {
     pb::QuotaState {
         limit: d.limit,
         remaining: d.remaining,
-        period: Some(duration(d.period)),
-        reset_after: Some(duration(d.reset_after)),
+        period: Some(twig_proto::duration(d.period)),
+        reset_after: Some(twig_proto::duration(d.reset_after)),
         retry_after: if d.allowed {
             None
         } else {
-            d.retry_after.map(duration)
+            d.retry_after.map(twig_proto::duration)
         },
         shadow: outcome.shadow,
     }
@@ -94,9 +67,10 @@ impl AuthorizeService for AuthorizeGrpc {
         let r = request.into_inner();
         let target = match r.target {
             Some(pb::authorize_request::Target::Method(path)) => Target::Method(path),
-            Some(pb::authorize_request::Target::RequiredScope(raw)) => {
-                Target::Scope(scope_from_pb(raw)?)
-            }
+            Some(pb::authorize_request::Target::RequiredScope(raw)) => Target::Scope(
+                scope_from_pb(raw)
+                    .map_err(|_| ApiError::invalid_field("required_scope", "unknown scope"))?,
+            ),
             None => {
                 return Err(ApiError::invalid_field(
                     "target",

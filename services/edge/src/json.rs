@@ -336,8 +336,10 @@ fn status_response(status: &tonic::Status) -> Response {
     let mut response = json_response(code.http(), body.to_string().into_bytes());
     let headers: &mut HeaderMap = response.headers_mut();
     if let Some(delay) = details.retry_info().and_then(|r| r.retry_delay) {
-        let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-        headers.insert(header::RETRY_AFTER, secs.into());
+        headers.insert(
+            header::RETRY_AFTER,
+            twig_errors::whole_seconds_up(delay).into(),
+        );
     }
     for name in ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"] {
         if let Some(value) = status.metadata().get(name).and_then(|v| v.to_str().ok())

@@ -26,13 +26,6 @@ impl QuotaGrpc {
     }
 }
 
-fn duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    }
-}
-
 /// The rule asked for in a request, checked.
 fn requested_rule(limit: Option<&pb::Limit>) -> Result<(String, Rule), ApiError> {
     let l = limit.ok_or_else(|| ApiError::invalid_field("limit", "is required"))?;
@@ -71,7 +64,7 @@ fn wire_limit(subject: &str, rule: &Rule, stored: Option<&quota_limit::Model>) -
     pb::Limit {
         subject: subject.to_string(),
         limit: rule.limit.limit(),
-        period: Some(duration(rule.limit.period())),
+        period: Some(twig_proto::duration(rule.limit.period())),
         buckets: rule.limit.buckets(),
         shadow: rule.shadow,
         updated_at: stored.map(|m| twig_proto::timestamp(m.updated_at)),
@@ -98,9 +91,9 @@ impl pb::quota_service_server::QuotaService for QuotaGrpc {
             allowed,
             limit: d.limit,
             remaining: d.remaining,
-            reset_after: Some(duration(d.reset_after)),
-            retry_after: d.retry_after.map(duration),
-            period: Some(duration(d.period)),
+            reset_after: Some(twig_proto::duration(d.reset_after)),
+            retry_after: d.retry_after.map(twig_proto::duration),
+            period: Some(twig_proto::duration(d.period)),
             shadow: outcome.shadow,
             shadow_denied,
             fail_open: outcome.fail_open,

@@ -182,11 +182,7 @@ impl Quota {
                     .map_err(|_| ApiError::invalid_field("org_id", "must be a UUID or empty"))?,
             )
         };
-        let cost = if cost == 0 { 1 } else { cost };
-        if cost > MAX_COST {
-            return Err(ApiError::invalid_field("cost", "must be at most 10^12"));
-        }
-        self.check_subject(subject, org, cost).await
+        self.check_subject(subject, org, units(cost)?).await
     }
 
     /// `cost` units of an API key's request, counted for the key (or its
@@ -200,8 +196,7 @@ impl Quota {
         let Credential::ApiKey { key_id } = principal.credential else {
             return Ok(None);
         };
-        let cost = cost.clamp(1, MAX_COST);
-        self.check_subject(Subject::key(key_id), Some(principal.org_id), cost)
+        self.check_subject(Subject::key(key_id), Some(principal.org_id), units(cost)?)
             .await
             .map(Some)
     }
@@ -215,7 +210,8 @@ impl Quota {
         }
     }
 
-    /// RESOURCE_EXHAUSTED for a refused request, with the retry delay.
+    /// RESOURCE_EXHAUSTED for a refused request, with the retry delay and
+    /// the limit.
     pub fn refusal(outcome: &Outcome) -> ApiError {
         let d = &outcome.decision;
         ApiError::resource_exhausted(
@@ -472,5 +468,21 @@ fn unknown(limit: &Limit) -> Decision {
         remaining: limit.limit(),
         reset_after: Duration::ZERO,
         retry_after: Some(Duration::ZERO),
+    }
+}
+
+/// A request's cost in units: 0 counts as 1; more than [`MAX_COST`] is
+/// refused.
+fn units(cost: u64) -> Result<u64, ApiError> {
+    match cost {
+        0 => Ok(1),
+        c if c > MAX_COST => Err(ApiError::invalid_field("cost", "must be at most 10^12")),
+        c => Ok(c),
+    }
+}
+
+impl twig_auth::RequestQuota for Quota {
+    fn count<'a>(&'a self, principal: &'a Principal) -> twig_auth::principal::QuotaFuture<'a> {
+        Box::pin(self.enforce(principal))
     }
 }

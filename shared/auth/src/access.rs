@@ -108,14 +108,7 @@ fn requirement(path: &str, access: Option<pb::Access>) -> Result<Requirement, Po
         path: path.to_string(),
         reason,
     };
-    let scope = match pb::Scope::try_from(access.scope) {
-        Ok(pb::Scope::Unspecified) => None,
-        Ok(pb::Scope::Read) => Some(Scope::Read),
-        Ok(pb::Scope::Write) => Some(Scope::Write),
-        Ok(pb::Scope::Execute) => Some(Scope::Execute),
-        Ok(pb::Scope::Admin) => Some(Scope::Admin),
-        Err(_) => return Err(invalid("unknown scope")),
-    };
+    let scope = scope_from_pb(access.scope).map_err(|UnknownScope| invalid("unknown scope"))?;
     let internal_scope = Some(access.internal_scope).filter(|s| !s.is_empty());
     let caller = pb::Caller::try_from(access.caller).map_err(|_| invalid("unknown caller"))?;
     if caller != pb::Caller::Internal && internal_scope.is_some() {
@@ -132,6 +125,31 @@ fn requirement(path: &str, access: Option<pb::Access>) -> Result<Requirement, Po
         )),
         pb::Caller::Internal => Ok(Requirement::Internal(internal_scope)),
         pb::Caller::PrincipalOrInternal => Ok(Requirement::PrincipalOrInternal(scope)),
+    }
+}
+
+/// A number that is no `twig.auth.v1.Scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownScope;
+
+/// A `twig.auth.v1.Scope` as a [`Scope`]; `None` for unspecified.
+pub fn scope_from_pb(raw: i32) -> Result<Option<Scope>, UnknownScope> {
+    match pb::Scope::try_from(raw).map_err(|_| UnknownScope)? {
+        pb::Scope::Unspecified => Ok(None),
+        pb::Scope::Read => Ok(Some(Scope::Read)),
+        pb::Scope::Write => Ok(Some(Scope::Write)),
+        pb::Scope::Execute => Ok(Some(Scope::Execute)),
+        pb::Scope::Admin => Ok(Some(Scope::Admin)),
+    }
+}
+
+/// A [`Scope`] as `twig.auth.v1.Scope`.
+pub fn scope_to_pb(scope: Scope) -> pb::Scope {
+    match scope {
+        Scope::Read => pb::Scope::Read,
+        Scope::Write => pb::Scope::Write,
+        Scope::Execute => pb::Scope::Execute,
+        Scope::Admin => pb::Scope::Admin,
     }
 }
 

@@ -13,7 +13,7 @@ use twig_config::{InternalClient, Secret};
 use twig_errors::ApiError;
 
 use crate::access::AccessPolicy;
-use crate::principal::{Authentication, Authenticator, InternalCaller};
+use crate::principal::{Authentication, Authenticator, InternalCaller, RequestQuota};
 
 /// Header that carries the internal service credential.
 pub const INTERNAL_TOKEN_HEADER: &str = "x-twig-internal-token";
@@ -35,19 +35,22 @@ pub struct AuthLayer {
     internal: Arc<Vec<([u8; 32], InternalCaller)>>,
     trusted_proxies: Arc<Vec<IpNet>>,
     policy: Arc<AccessPolicy>,
+    quota: Option<Arc<dyn RequestQuota>>,
 }
 
 impl AuthLayer {
     /// A layer that authenticates bearers with `authenticator`, accepts
     /// `internal_token` (if configured) from internal callers, reads
-    /// `X-Forwarded-For` only from `trusted_proxies`, and refuses calls
-    /// that do not meet their RPC's requirement in `policy`.
+    /// `X-Forwarded-For` only from `trusted_proxies`, refuses calls that
+    /// do not meet their RPC's requirement in `policy`, then counts the
+    /// rest against `quota`.
     pub fn new(
         authenticator: Arc<dyn Authenticator>,
         internal_token: Option<&Secret>,
         internal_clients: &[InternalClient],
         trusted_proxies: Vec<IpNet>,
         policy: Arc<AccessPolicy>,
+        quota: Option<Arc<dyn RequestQuota>>,
     ) -> Self {
         let digest = |t: &Secret| -> [u8; 32] { Sha256::digest(t.expose().as_bytes()).into() };
         let mut internal = Vec::new();
@@ -74,6 +77,7 @@ impl AuthLayer {
             internal: Arc::new(internal),
             trusted_proxies: Arc::new(trusted_proxies),
             policy,
+            quota,
         }
     }
 }
@@ -155,13 +159,20 @@ where
                 };
                 request.extensions_mut().insert(Authentication(outcome));
             }
-            if let Some(requirement) = layer.policy.requirement(request.uri().path())
-                && let Err(refused) = requirement.check(request.extensions())
-            {
-                let status = tonic::Status::from(refused);
-                metrics::counter!("twig_auth_refused_total", "code" => code_label(status.code()))
+            if let Some(requirement) = layer.policy.requirement(request.uri().path()) {
+                let decided = match requirement.check(request.extensions()) {
+                    Ok(()) => layer.count(request.extensions()).await,
+                    Err(refused) => Err(refused),
+                };
+                if let Err(refused) = decided {
+                    let status = tonic::Status::from(refused);
+                    metrics::counter!(
+                        "twig_auth_refused_total",
+                        "code" => twig_errors::grpc_code_name(status.code())
+                    )
                     .increment(1);
-                return Ok(status.into_http());
+                    return Ok(status.into_http());
+                }
             }
             inner.call(request).await
         })
@@ -169,6 +180,14 @@ where
 }
 
 impl AuthLayer {
+    /// Counts an authenticated principal's request, when a quota runs here.
+    async fn count(&self, extensions: &http::Extensions) -> Result<(), ApiError> {
+        match (&self.quota, extensions.get::<Authentication>()) {
+            (Some(quota), Some(Authentication(Ok(principal)))) => quota.count(principal).await,
+            _ => Ok(()),
+        }
+    }
+
     /// Compares the presented credential with every configured one in
     /// constant time (no early exit).
     fn internal_caller(&self, headers: &HeaderMap) -> Option<InternalCaller> {
@@ -181,16 +200,6 @@ impl AuthLayer {
             }
         }
         found
-    }
-}
-
-fn code_label(code: tonic::Code) -> &'static str {
-    match code {
-        tonic::Code::Unauthenticated => "unauthenticated",
-        tonic::Code::PermissionDenied => "permission_denied",
-        tonic::Code::Unavailable => "unavailable",
-        tonic::Code::ResourceExhausted => "resource_exhausted",
-        _ => "other",
     }
 }
 

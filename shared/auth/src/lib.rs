@@ -10,7 +10,9 @@
 //!
 //! - the RPC's declared caller (`option (twig.auth.v1.access)` in the
 //!   proto files, read into an [`AccessPolicy`]) is checked: a call that
-//!   does not meet it is refused before any service code runs.
+//!   does not meet it is refused before any service code runs;
+//! - then the principal's request is counted by the [`RequestQuota`]
+//!   (when one runs here); over the limit it is refused.
 //!
 //! Services then ask [`principal`] or [`require_internal`] and authorize
 //! their own operations (org scoping, roles, ownership).
@@ -24,7 +26,7 @@ pub use access::{AccessPolicy, PolicyError, Requirement};
 pub use client_ip::client_ip;
 pub use layer::{AuthLayer, AuthService, ClientIp, INTERNAL_TOKEN_HEADER};
 pub use principal::{
-    Authentication, Authenticator, Credential, InternalCaller, Principal, Role, Scope,
+    Authentication, Authenticator, Credential, InternalCaller, Principal, RequestQuota, Role, Scope,
 };
 
 use twig_errors::ApiError;

@@ -183,6 +183,17 @@ impl InternalCaller {
 /// Boxed future returned by [`Authenticator::authenticate`].
 pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Principal, ApiError>> + Send + 'a>>;
 
+/// Boxed future returned by [`RequestQuota::count`].
+pub type QuotaFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ApiError>> + Send + 'a>>;
+
+/// Counts an authenticated request against its quota. The auth layer asks
+/// once the RPC's requirement is met, so refused requests spend nothing.
+/// Implemented by the quota service.
+pub trait RequestQuota: Send + Sync + 'static {
+    /// RESOURCE_EXHAUSTED (with the retry delay and the limit) when over.
+    fn count<'a>(&'a self, principal: &'a Principal) -> QuotaFuture<'a>;
+}
+
 /// Turns a bearer token into a principal. Implemented by the sessions
 /// service (session tokens) and the api-keys service (API keys).
 pub trait Authenticator: Send + Sync + 'static {

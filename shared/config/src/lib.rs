@@ -188,7 +188,7 @@ pub struct ServerConfig {
     /// other origin gets no CORS headers.
     pub cors_origins: Vec<String>,
     /// Largest request message, in bytes; larger ones are refused with
-    /// RESOURCE_EXHAUSTED before they are decoded.
+    /// OUT_OF_RANGE before they are decoded.
     pub max_message_bytes: usize,
     /// Largest header block a client may send, in bytes.
     pub max_header_bytes: u32,

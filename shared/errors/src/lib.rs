@@ -254,7 +254,7 @@ impl From<ApiError> for tonic::Status {
             tonic::Status::with_error_details(err.code.grpc(), err.message, details)
         };
         if let Some(limit) = err.rate_limit {
-            let reset = limit.reset.as_secs() + u64::from(limit.reset.subsec_nanos() > 0);
+            let reset = whole_seconds_up(limit.reset);
             let metadata = status.metadata_mut();
             for (name, value) in [
                 ("ratelimit-limit", limit.limit),
@@ -266,6 +266,12 @@ impl From<ApiError> for tonic::Status {
         }
         status
     }
+}
+
+/// A delay in whole seconds, rounded up, as `Retry-After` and
+/// `RateLimit-Reset` give it (never telling a client to come back early).
+pub fn whole_seconds_up(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 /// The canonical name of a gRPC status code (`RESOURCE_EXHAUSTED`), as

@@ -13,6 +13,14 @@ pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// `google.protobuf.Duration` from a duration (saturating).
+pub fn duration(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
 /// A UTC time from a `google.protobuf.Timestamp`; `None` when it is out of
 /// range or its nanos are negative.
 pub fn datetime(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
