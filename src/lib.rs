@@ -12,6 +12,7 @@ use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
+use tonic::transport::Channel;
 use twig_apikeys::ApiKeys;
 use twig_auth::AuthLayer;
 use twig_config::Config;
@@ -262,8 +263,18 @@ pub async fn build(
             }
         }
     }
+    let remote = Remote::connect(&config.remote, services)?;
+    let remote_keys = remote
+        .api_keys
+        .clone()
+        .map(|channel| twig_apikeys::remote::RemoteKeys::new(channel, remote.credential.clone()));
     let quota = if services.contains(&ServiceId::Quota) {
-        let svc = Arc::new(build_quota(config, &db, &fanout, &deps, api_keys.clone()).await?);
+        let owners: Option<Arc<dyn twig_quota::KeyOwnership>> = match (&api_keys, &remote_keys) {
+            (Some(local), _) => Some(Arc::new(KeysOfOrg(local.clone()))),
+            (None, Some(remote)) => Some(Arc::new(RemoteKeysOfOrg(remote.clone()))),
+            (None, None) => None,
+        };
+        let svc = Arc::new(build_quota(config, &db, &fanout, &deps, owners).await?);
         background.push(tokio::spawn(svc.limits().listen_for_changes()));
         background.push(tokio::spawn(quota_housekeeping(svc.clone())));
         routes = routes.add_service(
@@ -277,18 +288,39 @@ pub async fn build(
     } else {
         None
     };
+    // Each credential, and each request's count, goes to the service in
+    // this process or else to its configured address.
     let credentials = twig_edge::CredentialRouter {
-        sessions: sessions.clone().map(|s| {
-            Arc::new(twig_sessions::SessionAuthenticator(s)) as Arc<dyn twig_auth::Authenticator>
-        }),
-        api_keys: api_keys.clone().map(|k| {
-            Arc::new(twig_apikeys::KeyAuthenticator(k)) as Arc<dyn twig_auth::Authenticator>
-        }),
+        sessions: match (&sessions, &remote.sessions) {
+            (Some(local), _) => Some(Arc::new(twig_sessions::SessionAuthenticator(local.clone()))
+                as Arc<dyn twig_auth::Authenticator>),
+            (None, Some(channel)) => Some(Arc::new(
+                twig_sessions::remote::RemoteSessionAuthenticator::new(
+                    channel.clone(),
+                    remote.credential.clone(),
+                ),
+            )),
+            (None, None) => None,
+        },
+        api_keys: match (&api_keys, &remote_keys) {
+            (Some(local), _) => Some(Arc::new(twig_apikeys::KeyAuthenticator(local.clone()))
+                as Arc<dyn twig_auth::Authenticator>),
+            (None, Some(remote)) => Some(Arc::new(remote.clone())),
+            (None, None) => None,
+        },
+    };
+    let counter: Option<Arc<dyn twig_quota::RequestCounter>> = match (&quota, &remote.quota) {
+        (Some(local), _) => Some(local.clone()),
+        (None, Some(channel)) => Some(Arc::new(twig_quota::remote::RemoteQuota::new(
+            channel.clone(),
+            remote.credential.clone(),
+        ))),
+        (None, None) => None,
     };
     let policy = Arc::new(twig_auth::AccessPolicy::of_twig_apis()?);
     if services.contains(&ServiceId::Edge) {
         let authorizer =
-            twig_edge::Authorizer::new(credentials.clone(), quota.clone(), policy.clone());
+            twig_edge::Authorizer::new(credentials.clone(), counter.clone(), policy.clone());
         routes = routes.add_service(
             twig_proto::edge::v1::authorize_service_server::AuthorizeServiceServer::new(
                 twig_edge::grpc::AuthorizeGrpc::new(authorizer),
@@ -296,14 +328,20 @@ pub async fn build(
             .max_decoding_message_size(max_message),
         );
         names.push(twig_edge::SERVICE_NAME);
+        // The edge is the front door: calls to a service in another
+        // process go on there, after the same decision as local ones.
+        for (name, channel) in remote.forwarded() {
+            let forward = twig_edge::Forward::new(name, channel, remote.credential.clone());
+            let router = routes.axum_router_mut();
+            *router = std::mem::take(router).route_service(&format!("/{name}/{{*rest}}"), forward);
+        }
     }
     let auth = AuthLayer::new(
         Arc::new(credentials),
-        config.auth.internal_token.as_ref(),
-        &config.auth.internal_clients,
+        &config.auth,
         config.server.trusted_proxies.clone(),
         policy,
-        quota.clone().map(|q| q as Arc<dyn twig_auth::RequestQuota>),
+        counter.map(|c| Arc::new(twig_quota::PerRequest(c)) as Arc<dyn twig_auth::RequestQuota>),
     );
     let routes = routes.prepare();
     // The HTTP/JSON routes call the gRPC routes through the same auth
@@ -342,7 +380,7 @@ async fn build_quota(
     db: &DatabaseConnection,
     fanout: &twig_fanout::Fanout,
     deps: &Deps,
-    api_keys: Option<Arc<ApiKeys>>,
+    key_owners: Option<Arc<dyn twig_quota::KeyOwnership>>,
 ) -> anyhow::Result<twig_quota::Quota> {
     use twig_config::{OnStoreError, QuotaStore};
     let q = &config.quota;
@@ -386,8 +424,8 @@ async fn build_quota(
         policy,
         deps.clock.clone(),
     );
-    Ok(match api_keys {
-        Some(keys) => quota.with_key_ownership(Arc::new(KeysOfOrg(keys))),
+    Ok(match key_owners {
+        Some(owners) => quota.with_key_ownership(owners),
         None => quota,
     })
 }
@@ -409,6 +447,74 @@ impl twig_quota::KeyOwnership for KeysOfOrg {
                 Err(e) => Err(e.into()),
             }
         })
+    }
+}
+
+/// The same, from the api-keys service in another process.
+struct RemoteKeysOfOrg(twig_apikeys::remote::RemoteKeys);
+
+impl twig_quota::KeyOwnership for RemoteKeysOfOrg {
+    fn owns_key<'a>(
+        &'a self,
+        principal: &'a twig_auth::Principal,
+        key_id: uuid::Uuid,
+    ) -> futures::future::BoxFuture<'a, Result<bool, twig_errors::ApiError>> {
+        Box::pin(self.0.owns_key(principal, key_id))
+    }
+}
+
+/// Channels to the services that run in other processes
+/// (`remote.*`), for those not running here.
+struct Remote {
+    credential: twig_auth::ServiceCredential,
+    sessions: Option<Channel>,
+    api_keys: Option<Channel>,
+    quota: Option<Channel>,
+    vault: Option<Channel>,
+}
+
+impl Remote {
+    /// Lazy channels (connected on first use, reconnected after a
+    /// failure) to every configured address of a service not in `here`.
+    fn connect(config: &twig_config::RemoteConfig, here: &[ServiceId]) -> anyhow::Result<Self> {
+        // Used only with an address, and validation requires the token
+        // whenever one is set.
+        let placeholder = twig_config::Secret::new("-");
+        let token = config.token.as_ref().unwrap_or(&placeholder);
+        let credential = twig_auth::ServiceCredential::new(token)
+            .context("remote.token must be printable ASCII")?;
+        let channel = |id: ServiceId, url: &Option<String>| -> anyhow::Result<Option<Channel>> {
+            let Some(url) = url.as_deref().filter(|_| !here.contains(&id)) else {
+                return Ok(None);
+            };
+            let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+                .with_context(|| format!("remote address of {} ({url})", id.name()))?
+                .connect_timeout(config.connect_timeout)
+                .timeout(config.timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_while_idle(true);
+            Ok(Some(endpoint.connect_lazy()))
+        };
+        Ok(Self {
+            sessions: channel(ServiceId::Sessions, &config.sessions)?,
+            api_keys: channel(ServiceId::ApiKeys, &config.api_keys)?,
+            quota: channel(ServiceId::Quota, &config.quota)?,
+            vault: channel(ServiceId::Vault, &config.secrets_vault)?,
+            credential,
+        })
+    }
+
+    /// The gRPC service name and channel of each remote service.
+    fn forwarded(&self) -> impl Iterator<Item = (&'static str, Channel)> + '_ {
+        [
+            (twig_sessions::SERVICE_NAME, &self.sessions),
+            (twig_apikeys::SERVICE_NAME, &self.api_keys),
+            (twig_quota::SERVICE_NAME, &self.quota),
+            (twig_vault::SERVICE_NAME, &self.vault),
+        ]
+        .into_iter()
+        .filter_map(|(name, channel)| channel.clone().map(|c| (name, c)))
     }
 }
 

@@ -29,7 +29,7 @@ enum Command {
     /// Runs the services on one port (all of them unless --services).
     Serve {
         /// Comma-separated subset, e.g. `sessions`.
-        #[arg(long)]
+        #[arg(long, env = "TWIG_SERVICES")]
         services: Option<String>,
     },
     /// Applies database migrations and exits.

@@ -43,6 +43,7 @@ mod server;
 mod sessions_abuse;
 mod sessions_flow;
 mod sessions_tokens;
+mod split;
 mod telemetry;
 mod vault;
 mod vault_logs;

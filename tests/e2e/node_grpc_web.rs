@@ -8,7 +8,7 @@ use std::process::Command;
 use twig_proto::apikeys::v1 as pb;
 use twig_tests::{Backend, TestApp, bearer};
 
-const ORIGIN: &str = "https://app.example.com";
+pub(crate) const ORIGIN: &str = "https://app.example.com";
 
 /// `tests/node`, with its packages and generated client code in place.
 fn node_dir() -> PathBuf {
@@ -26,14 +26,10 @@ fn node_dir() -> PathBuf {
     dir
 }
 
-async fn grpc_web_client_signs_up_creates_and_lists_a_key(backend: Backend) {
-    let app = TestApp::builder(backend)
-        .weak_hashing()
-        .config(|c| c.server.cors_origins = vec![ORIGIN.into()])
-        .spawn()
-        .await;
+/// Runs `grpc_web_flow.mjs` against the edge at `base` (which must allow
+/// [`ORIGIN`]); returns what the client saw.
+pub(crate) async fn run_grpc_web_flow(base: String) -> serde_json::Value {
     let dir = node_dir();
-    let base = format!("http://{}", app.addr);
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .current_dir(&dir)
@@ -46,7 +42,16 @@ async fn grpc_web_client_signs_up_creates_and_lists_a_key(backend: Backend) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "node failed: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    serde_json::from_str(stdout.trim()).expect("one JSON line")
+}
+
+async fn grpc_web_client_signs_up_creates_and_lists_a_key(backend: Backend) {
+    let app = TestApp::builder(backend)
+        .weak_hashing()
+        .config(|c| c.server.cors_origins = vec![ORIGIN.into()])
+        .spawn()
+        .await;
+    let seen = run_grpc_web_flow(format!("http://{}", app.addr)).await;
 
     // Created and listed through gRPC-web.
     let key_id = seen["keyId"].as_str().unwrap();

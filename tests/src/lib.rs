@@ -371,12 +371,25 @@ pub fn twig_binary() -> std::path::PathBuf {
 /// Runs `command serve` (the command prepared with its environment) on a
 /// free port and waits until it accepts connections. The admin port is a
 /// free one too unless the command sets `TWIG__SERVER__ADMIN_LISTEN`.
-pub async fn spawn_serve(mut command: std::process::Command) -> (std::process::Child, Channel) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+pub async fn spawn_serve(command: std::process::Command) -> (std::process::Child, Channel) {
+    let (child, channel, _) = spawn_serve_at(command, None).await;
+    (child, channel)
+}
+
+/// A port on 127.0.0.1 that nothing listens on now.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .expect("free port")
         .local_addr()
         .expect("address")
-        .port();
+}
+
+/// [`spawn_serve`] on `addr` (or a free port), also giving the address.
+pub async fn spawn_serve_at(
+    mut command: std::process::Command,
+    addr: Option<SocketAddr>,
+) -> (std::process::Child, Channel, SocketAddr) {
+    let port = addr.unwrap_or_else(free_addr).port();
     command.env("TWIG__SERVER__LISTEN", format!("127.0.0.1:{port}"));
     if !command
         .get_envs()
@@ -398,7 +411,7 @@ pub async fn spawn_serve(mut command: std::process::Command) -> (std::process::C
             .connect()
             .await
         {
-            return (child, channel);
+            return (child, channel, ([127, 0, 0, 1], port).into());
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

@@ -3,7 +3,8 @@
 //!
 //! - [`service::ApiKeys`]: the logic;
 //! - [`grpc::ApiKeysGrpc`]: `twig.apikeys.v1.ApiKeyService` on the wire;
-//! - [`KeyAuthenticator`]: API keys for the shared auth layer.
+//! - [`KeyAuthenticator`]: API keys for the shared auth layer;
+//!   [`remote::RemoteKeys`] the same (and key ownership) over gRPC.
 
 pub mod cache;
 pub mod cidrs;
@@ -11,6 +12,7 @@ pub mod entity;
 pub mod error;
 pub mod grpc;
 pub mod migration;
+pub mod remote;
 pub mod scopes;
 pub mod service;
 

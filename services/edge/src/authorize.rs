@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use twig_auth::{AccessPolicy, Authenticator, Principal, Scope};
 use twig_errors::{ApiError, ErrorCode};
-use twig_quota::{Outcome, Quota};
+use twig_quota::{Outcome, Quota, RequestCounter};
 
 use crate::router::CredentialRouter;
 
@@ -61,16 +61,16 @@ impl Decision {
 #[derive(Clone)]
 pub struct Authorizer {
     credentials: CredentialRouter,
-    quota: Option<Arc<Quota>>,
+    quota: Option<Arc<dyn RequestCounter>>,
     policy: Arc<AccessPolicy>,
 }
 
 impl Authorizer {
-    /// An authorizer over the credential services, the quota (when it
-    /// runs here) and the declared access policy.
+    /// An authorizer over the credential services, the quota (in this
+    /// process or another) and the declared access policy.
     pub fn new(
         credentials: CredentialRouter,
-        quota: Option<Arc<Quota>>,
+        quota: Option<Arc<dyn RequestCounter>>,
         policy: Arc<AccessPolicy>,
     ) -> Self {
         Self {

@@ -6,14 +6,19 @@
 //! - [`Authorizer`]: the whole decision for one request — credential, the
 //!   method's declared caller or a required scope, IP allowlists (checked
 //!   by the credential's service), then quota;
-//! - [`grpc::AuthorizeGrpc`]: `twig.edge.v1.AuthorizeService` on the wire.
+//! - [`grpc::AuthorizeGrpc`]: `twig.edge.v1.AuthorizeService` on the wire;
+//! - [`json`]: the HTTP/JSON routes, each call made as the RPC's gRPC call;
+//! - [`Forward`]: a service in another process, called with the caller
+//!   the edge decided.
 
 pub mod authorize;
+mod forward;
 pub mod grpc;
 pub mod json;
 mod router;
 
 pub use authorize::{Authorizer, Decision, Denial, Target};
+pub use forward::Forward;
 pub use router::CredentialRouter;
 
 /// The fully-qualified gRPC service name.

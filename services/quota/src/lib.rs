@@ -11,12 +11,17 @@
 //! - [`usage`]: admitted and refused checks per subject per minute;
 //! - [`service::Quota`]: the decision, the store-down policy, who may
 //!   change limits;
+//! - [`requests`]: what an authenticated request counts under, and
+//!   [`RequestCounter`] (this process's [`Quota`] or
+//!   [`remote::RemoteQuota`] over gRPC) for the front doors;
 //! - [`grpc::QuotaGrpc`]: `twig.quota.v1.QuotaService` on the wire.
 
 pub mod entity;
 pub mod grpc;
 pub mod limits;
 pub mod migration;
+pub mod remote;
+pub mod requests;
 pub mod service;
 pub mod store;
 pub mod subject;
@@ -25,6 +30,7 @@ pub mod window;
 
 pub use limits::{Limits, Rule};
 pub use migration::Migrator;
+pub use requests::{PerRequest, RequestCounter};
 pub use service::{KeyOwnership, Outcome, Quota, StorePolicy};
 pub use store::{MemoryStore, RedisStore, Store};
 pub use usage::Usage;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use twig_auth::{Credential, Principal, Scope};
+use twig_auth::{Principal, Scope};
 use twig_clock::Clock;
 use twig_errors::ApiError;
 use uuid::Uuid;
@@ -193,21 +193,12 @@ impl Quota {
         principal: &Principal,
         cost: u64,
     ) -> Result<Option<Outcome>, ApiError> {
-        let Credential::ApiKey { key_id } = principal.credential else {
+        let Some((subject, org)) = crate::requests::request_subject(principal) else {
             return Ok(None);
         };
-        self.check_subject(Subject::key(key_id), Some(principal.org_id), units(cost)?)
+        self.check_subject(subject, Some(org), units(cost)?)
             .await
             .map(Some)
-    }
-
-    /// One request of an API key: RESOURCE_EXHAUSTED with the retry delay
-    /// when refused (see [`Quota::count_request`]).
-    pub async fn enforce(&self, principal: &Principal) -> Result<(), ApiError> {
-        match self.count_request(principal, 1).await? {
-            Some(outcome) if !outcome.admitted() => Err(Self::refusal(&outcome)),
-            _ => Ok(()),
-        }
     }
 
     /// RESOURCE_EXHAUSTED for a refused request, with the retry delay and
@@ -478,11 +469,5 @@ fn units(cost: u64) -> Result<u64, ApiError> {
         0 => Ok(1),
         c if c > MAX_COST => Err(ApiError::invalid_field("cost", "must be at most 10^12")),
         c => Ok(c),
-    }
-}
-
-impl twig_auth::RequestQuota for Quota {
-    fn count<'a>(&'a self, principal: &'a Principal) -> twig_auth::principal::QuotaFuture<'a> {
-        Box::pin(self.enforce(principal))
     }
 }

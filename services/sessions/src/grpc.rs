@@ -32,7 +32,7 @@ fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
 
 fn client<T>(request: &Request<T>) -> ClientContext {
     ClientContext {
-        ip: request.remote_addr().map(|a| a.ip().to_canonical()),
+        ip: twig_auth::request_client_ip(request).map(|ip| ip.to_canonical()),
         user_agent: request
             .metadata()
             .get("user-agent")
@@ -64,7 +64,7 @@ fn role_to_pb(role: Role) -> pb::Role {
     }
 }
 
-fn role_from_pb(raw: i32) -> Result<Role, Status> {
+pub(crate) fn role_from_pb(raw: i32) -> Result<Role, Status> {
     match pb::Role::try_from(raw) {
         Ok(pb::Role::Owner) => Ok(Role::Owner),
         Ok(pb::Role::Admin) => Ok(Role::Admin),

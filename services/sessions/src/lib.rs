@@ -4,7 +4,8 @@
 //!
 //! - [`service::Sessions`]: the logic;
 //! - [`grpc::SessionsGrpc`]: `twig.sessions.v1.SessionService` on the wire;
-//! - [`SessionAuthenticator`]: access tokens for the shared auth layer.
+//! - [`SessionAuthenticator`]: access tokens for the shared auth layer;
+//!   [`remote::RemoteSessionAuthenticator`] the same over gRPC.
 
 pub mod cache;
 pub mod email;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod grpc;
 pub mod last_seen;
 pub mod migration;
+pub mod remote;
 pub mod service;
 pub mod throttle;
 

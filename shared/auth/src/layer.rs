@@ -9,10 +9,11 @@ use http::{HeaderMap, Request};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use twig_config::{InternalClient, Secret};
+use twig_config::{AuthConfig, Secret};
 use twig_errors::ApiError;
 
 use crate::access::AccessPolicy;
+use crate::forwarded::{FORWARDED_HEADER, Forwarded, ForwardedCaller};
 use crate::principal::{Authentication, Authenticator, InternalCaller, RequestQuota};
 
 /// Header that carries the internal service credential.
@@ -33,6 +34,9 @@ pub struct AuthLayer {
     /// SHA-256 of each internal credential (so comparisons are
     /// fixed-length) and who presents it.
     internal: Arc<Vec<([u8; 32], InternalCaller)>>,
+    /// SHA-256 of the edge's credential: its calls carry the caller it
+    /// decided.
+    edge: Option<[u8; 32]>,
     trusted_proxies: Arc<Vec<IpNet>>,
     policy: Arc<AccessPolicy>,
     quota: Option<Arc<dyn RequestQuota>>,
@@ -40,21 +44,21 @@ pub struct AuthLayer {
 
 impl AuthLayer {
     /// A layer that authenticates bearers with `authenticator`, accepts
-    /// `internal_token` (if configured) from internal callers, reads
+    /// the internal credentials of `auth` from internal callers and the
+    /// edge's forwarded callers next to `auth.edge_token`, reads
     /// `X-Forwarded-For` only from `trusted_proxies`, refuses calls that
     /// do not meet their RPC's requirement in `policy`, then counts the
     /// rest against `quota`.
     pub fn new(
         authenticator: Arc<dyn Authenticator>,
-        internal_token: Option<&Secret>,
-        internal_clients: &[InternalClient],
+        auth: &AuthConfig,
         trusted_proxies: Vec<IpNet>,
         policy: Arc<AccessPolicy>,
         quota: Option<Arc<dyn RequestQuota>>,
     ) -> Self {
         let digest = |t: &Secret| -> [u8; 32] { Sha256::digest(t.expose().as_bytes()).into() };
         let mut internal = Vec::new();
-        if let Some(t) = internal_token {
+        if let Some(t) = &auth.internal_token {
             internal.push((
                 digest(t),
                 InternalCaller {
@@ -63,7 +67,7 @@ impl AuthLayer {
                 },
             ));
         }
-        for client in internal_clients {
+        for client in &auth.internal_clients {
             internal.push((
                 digest(&client.token),
                 InternalCaller {
@@ -75,6 +79,7 @@ impl AuthLayer {
         Self {
             authenticator,
             internal: Arc::new(internal),
+            edge: auth.edge_token.as_ref().map(digest),
             trusted_proxies: Arc::new(trusted_proxies),
             policy,
             quota,
@@ -123,6 +128,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Box::pin(async move {
+            let forwarded = request.headers_mut().remove(FORWARDED_HEADER);
             strip_principal_headers(request.headers_mut());
             // Only gRPC (and gRPC-web, already translated) is authenticated
             // here. HTTP/JSON routes re-enter as gRPC calls, which are; a
@@ -133,31 +139,22 @@ where
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|ct| ct.starts_with("application/grpc"));
-            if grpc && let Some(caller) = layer.internal_caller(request.headers()) {
-                request.extensions_mut().insert(caller);
-            }
-            let peer = request
-                .extensions()
-                .get::<tonic::transport::server::TcpConnectInfo>()
-                .and_then(|info| info.remote_addr())
-                .map(|addr| addr.ip());
-            let client = peer.map(|peer| {
-                let forwarded = request
-                    .headers()
-                    .get_all("x-forwarded-for")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok());
-                crate::client_ip(peer, forwarded, &layer.trusted_proxies)
-            });
-            if let Some(ip) = client {
-                request.extensions_mut().insert(ClientIp(ip));
-            }
-            if grpc && let Some(bearer) = bearer(request.headers()) {
-                let outcome = match bearer {
-                    Ok(token) => layer.authenticator.authenticate(&token, client).await,
-                    Err(e) => Err(e),
-                };
-                request.extensions_mut().insert(Authentication(outcome));
+            let from_edge = grpc && layer.is_edge(request.headers());
+            match (from_edge, forwarded) {
+                // The edge decided who called; its own credential stands
+                // for nobody here.
+                (true, Some(value)) => match ForwardedCaller::from_header(&value) {
+                    Ok(caller) => adopt(&mut request, caller),
+                    Err(refused) => return Ok(refuse(refused)),
+                },
+                // The edge calling on its own behalf (VerifySession, Check).
+                (true, None) => {
+                    request.extensions_mut().insert(InternalCaller {
+                        name: "edge".into(),
+                        scopes: Vec::new(),
+                    });
+                }
+                (false, _) => layer.authenticate(&mut request, grpc).await,
             }
             if let Some(requirement) = layer.policy.requirement(request.uri().path()) {
                 let decided = match requirement.check(request.extensions()) {
@@ -165,13 +162,7 @@ where
                     Err(refused) => Err(refused),
                 };
                 if let Err(refused) = decided {
-                    let status = tonic::Status::from(refused);
-                    metrics::counter!(
-                        "twig_auth_refused_total",
-                        "code" => twig_errors::grpc_code_name(status.code())
-                    )
-                    .increment(1);
-                    return Ok(status.into_http());
+                    return Ok(refuse(refused));
                 }
             }
             inner.call(request).await
@@ -180,11 +171,57 @@ where
 }
 
 impl AuthLayer {
-    /// Counts an authenticated principal's request, when a quota runs here.
+    /// Finds the caller of a request from outside: its internal
+    /// credential, its address, its bearer.
+    async fn authenticate<B>(&self, request: &mut Request<B>, grpc: bool) {
+        if grpc && let Some(caller) = self.internal_caller(request.headers()) {
+            request.extensions_mut().insert(caller);
+        }
+        let peer = request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr())
+            .map(|addr| addr.ip());
+        let client = peer.map(|peer| {
+            let forwarded = request
+                .headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok());
+            crate::client_ip(peer, forwarded, &self.trusted_proxies)
+        });
+        if let Some(ip) = client {
+            request.extensions_mut().insert(ClientIp(ip));
+        }
+        if grpc && let Some(bearer) = bearer(request.headers()) {
+            let outcome = match bearer {
+                Ok(token) => self.authenticator.authenticate(&token, client).await,
+                Err(e) => Err(e),
+            };
+            request.extensions_mut().insert(Authentication(outcome));
+        }
+    }
+
+    /// Counts an authenticated principal's request, when a quota runs here
+    /// and the edge has not counted it already.
     async fn count(&self, extensions: &http::Extensions) -> Result<(), ApiError> {
+        if extensions.get::<Forwarded>().is_some() {
+            return Ok(());
+        }
         match (&self.quota, extensions.get::<Authentication>()) {
             (Some(quota), Some(Authentication(Ok(principal)))) => quota.count(principal).await,
             _ => Ok(()),
+        }
+    }
+
+    /// Whether the request presents the edge's credential (constant time).
+    fn is_edge(&self, headers: &HeaderMap) -> bool {
+        match (self.edge, headers.get(INTERNAL_TOKEN_HEADER)) {
+            (Some(expected), Some(given)) => {
+                let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+                bool::from(expected.ct_eq(&given))
+            }
+            _ => false,
         }
     }
 
@@ -201,6 +238,32 @@ impl AuthLayer {
         }
         found
     }
+}
+
+/// Puts the caller the edge decided in the request's extensions.
+fn adopt<B>(request: &mut Request<B>, caller: ForwardedCaller) {
+    let extensions = request.extensions_mut();
+    extensions.insert(Forwarded);
+    if let Some(ip) = caller.client_ip {
+        extensions.insert(ClientIp(ip));
+    }
+    if let Some(internal) = caller.internal {
+        extensions.insert(internal);
+    }
+    if let Some(principal) = caller.principal {
+        extensions.insert(Authentication(Ok(principal)));
+    }
+}
+
+/// The refusal as a gRPC answer, counted.
+fn refuse(refused: ApiError) -> http::Response<tonic::body::Body> {
+    let status = tonic::Status::from(refused);
+    metrics::counter!(
+        "twig_auth_refused_total",
+        "code" => twig_errors::grpc_code_name(status.code())
+    )
+    .increment(1);
+    status.into_http()
 }
 
 fn strip_principal_headers(headers: &mut HeaderMap) {

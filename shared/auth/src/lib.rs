@@ -14,20 +14,28 @@
 //! - then the principal's request is counted by the [`RequestQuota`]
 //!   (when one runs here); over the limit it is refused.
 //!
+//! Where the edge runs in another process, it forwards each call with the
+//! caller it decided ([`ForwardedCaller`]); next to the edge's credential
+//! the layer takes that caller instead of authenticating again.
+//!
 //! Services then ask [`principal`] or [`require_internal`] and authorize
 //! their own operations (org scoping, roles, ownership).
 
 pub mod access;
 mod client_ip;
+pub mod forwarded;
 mod layer;
 pub mod principal;
+mod service_credential;
 
 pub use access::{AccessPolicy, PolicyError, Requirement};
 pub use client_ip::client_ip;
+pub use forwarded::{FORWARDED_HEADER, Forwarded, ForwardedCaller};
 pub use layer::{AuthLayer, AuthService, ClientIp, INTERNAL_TOKEN_HEADER};
 pub use principal::{
     Authentication, Authenticator, Credential, InternalCaller, Principal, RequestQuota, Role, Scope,
 };
+pub use service_credential::ServiceCredential;
 
 use twig_errors::ApiError;
 
@@ -47,6 +55,16 @@ pub fn session_principal<T>(
         Some(id) => Ok((p, id)),
         None => Err(access::not_a_session()),
     }
+}
+
+/// The end client's address: as the auth layer found it (through trusted
+/// proxies, or as the edge forwarded it), else the connection's peer.
+pub fn request_client_ip<T>(request: &tonic::Request<T>) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<ClientIp>()
+        .map(|ip| ip.0)
+        .or_else(|| request.remote_addr().map(|a| a.ip()))
 }
 
 /// PERMISSION_DENIED unless the request carried the internal service

@@ -38,6 +38,62 @@ pub struct Config {
     pub quota: QuotaConfig,
     /// The secrets vault.
     pub vault: VaultConfig,
+    /// Where the services that do not run in this process are.
+    pub remote: RemoteConfig,
+}
+
+/// Services in other processes (`serve --services edge` and other splits):
+/// their gRPC addresses. A service that runs here is always called
+/// in-process; one that runs neither here nor at an address is
+/// unavailable (its credentials and RPCs are answered UNAVAILABLE).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// The sessions service, e.g. `http://twig-sessions:50051`.
+    pub sessions: Option<String>,
+    /// The api-keys service.
+    pub api_keys: Option<String>,
+    /// The quota service.
+    pub quota: Option<String>,
+    /// The secrets vault.
+    pub secrets_vault: Option<String>,
+    /// The credential this process presents to them: their
+    /// `auth.edge_token`. Required when any address is set.
+    pub token: Option<Secret>,
+    /// Longest wait for one call to another service.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Longest wait for a connection to another service.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        Self {
+            sessions: None,
+            api_keys: None,
+            quota: None,
+            secrets_vault: None,
+            token: None,
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RemoteConfig {
+    /// Each configured address with its setting's name.
+    pub fn addresses(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("remote.sessions", &self.sessions),
+            ("remote.api_keys", &self.api_keys),
+            ("remote.quota", &self.quota),
+            ("remote.secrets_vault", &self.secrets_vault),
+        ]
+        .into_iter()
+        .filter_map(|(name, url)| url.as_deref().map(|url| (name, url)))
+    }
 }
 
 /// The secrets vault. Master keys are checked when the service is built,
@@ -288,6 +344,13 @@ pub struct AuthConfig {
     /// credential (e.g. the agent runtime, which may reveal stored provider
     /// keys): each presents its own token in `x-twig-internal-token`.
     pub internal_clients: Vec<InternalClient>,
+    /// The edge's credential (`x-twig-internal-token`) where services run
+    /// apart from the edge (`serve --services …`): a call presenting it
+    /// may carry the caller the edge decided (`x-twig-principal-bin`), which
+    /// this process then believes instead of checking again. Give it only
+    /// to the edge (its `remote.token`). Unset: forwarded callers are
+    /// refused.
+    pub edge_token: Option<Secret>,
 }
 
 /// Scopes only internal clients can hold.
@@ -490,10 +553,36 @@ impl Config {
         if !(1..=10_000).contains(&self.vault.rewrap_batch) {
             problems.push("vault.rewrap_batch must be between 1 and 10000".into());
         }
+        for (name, url) in self.remote.addresses() {
+            if let Some(problem) = origin_problem(url) {
+                problems.push(format!("{name}: {url:?} {problem}"));
+            }
+        }
+        match &self.remote.token {
+            None if self.remote.addresses().next().is_some() => problems.push(
+                "remote.token is required when a remote address is set: \
+                 the services there know it as their auth.edge_token"
+                    .into(),
+            ),
+            Some(token) if token.expose().len() < 32 => {
+                problems.push("remote.token must be at least 32 characters".into());
+            }
+            _ => {}
+        }
+        if self.remote.timeout.is_zero() || self.remote.connect_timeout.is_zero() {
+            problems.push("remote.timeout and remote.connect_timeout must be more than 0".into());
+        }
         let mut names = std::collections::HashSet::new();
         let mut tokens = std::collections::HashSet::new();
         if let Some(t) = &self.auth.internal_token {
             tokens.insert(t.expose().to_string());
+        }
+        if let Some(t) = &self.auth.edge_token {
+            if t.expose().len() < 32 {
+                problems.push("auth.edge_token must be at least 32 characters".into());
+            } else if !tokens.insert(t.expose().to_string()) {
+                problems.push("auth.edge_token must differ from auth.internal_token".into());
+            }
         }
         for client in &self.auth.internal_clients {
             let name = &client.name;
@@ -535,6 +624,27 @@ impl Config {
 #[allow(clippy::result_large_err)] // figment::Jail's closure signature
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_services_need_addresses_and_the_edge_credential() {
+        let mut config = Config::default();
+        config.remote.api_keys = Some("http://twig-api-keys:50051".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("remote.token is required"), "{err}");
+        config.remote.token = Some(Secret::new("e".repeat(32)));
+        config.validate().unwrap();
+        config.remote.sessions = Some("twig-sessions:50051".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("remote.sessions"), "{err}");
+        config.remote.sessions = None;
+        config.auth.internal_token = Some(Secret::new("i".repeat(32)));
+        config.auth.edge_token = Some(Secret::new("i".repeat(32)));
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("auth.edge_token must differ"), "{err}");
+        config.auth.edge_token = Some(Secret::new("short"));
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("auth.edge_token must be at least 32"), "{err}");
+    }
 
     #[test]
     fn cors_origins_must_be_exact_origins() {

@@ -231,6 +231,35 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer of `service`, called in another process, as this
+    /// process's own: code, message, field violations and retry delay
+    /// kept. A call that never got an answer from the service (it is down,
+    /// unreachable or too slow) is UNAVAILABLE naming it.
+    pub fn from_remote(service: &str, status: &tonic::Status) -> Self {
+        let answered = status.metadata().contains_key("content-type")
+            || !matches!(
+                status.code(),
+                Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled
+            );
+        if !answered {
+            return Self::unavailable(format!(
+                "the {service} service could not be reached: {}",
+                status.message()
+            ));
+        }
+        let mut err = Self::new(ErrorCode::from_grpc(status.code()), status.message());
+        let details = status.get_error_details();
+        if let Some(bad) = details.bad_request() {
+            for v in &bad.field_violations {
+                err = err.with_violation(v.field.clone(), v.description.clone());
+            }
+        }
+        err.retry_after = details.retry_info().and_then(|r| r.retry_delay);
+        err
+    }
+}
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}: {}", self.code, self.message)

@@ -1,0 +1,84 @@
+//! The quota service in another process (`remote.quota`): requests are
+//! counted there with `Check`, under the same subjects as here.
+
+use futures::future::BoxFuture;
+use tonic::transport::Channel;
+use twig_auth::{Principal, ServiceCredential};
+use twig_errors::ApiError;
+use twig_proto::quota::v1 as pb;
+use twig_proto::quota::v1::quota_service_client::QuotaServiceClient;
+
+use crate::requests::{RequestCounter, request_subject};
+use crate::service::Outcome;
+use crate::subject::Subject;
+use crate::window::Decision;
+
+/// Counts requests with the quota service at a gRPC address.
+#[derive(Clone)]
+pub struct RemoteQuota {
+    client: QuotaServiceClient<Channel>,
+    credential: ServiceCredential,
+}
+
+impl RemoteQuota {
+    /// Calls the quota service on `channel`, presenting `credential`.
+    pub fn new(channel: Channel, credential: ServiceCredential) -> Self {
+        Self {
+            client: QuotaServiceClient::new(channel),
+            credential,
+        }
+    }
+}
+
+impl RequestCounter for RemoteQuota {
+    fn count_request<'a>(
+        &'a self,
+        principal: &'a Principal,
+        cost: u64,
+    ) -> BoxFuture<'a, Result<Option<Outcome>, ApiError>> {
+        Box::pin(async move {
+            let Some((subject, org)) = request_subject(principal) else {
+                return Ok(None);
+            };
+            let request = self.credential.request(pb::CheckRequest {
+                subject: subject.into_string(),
+                cost,
+                org_id: org.to_string(),
+            });
+            let answer = self
+                .client
+                .clone()
+                .check(request)
+                .await
+                .map_err(|status| ApiError::from_remote("quota", &status))?
+                .into_inner();
+            outcome_of(answer).map(Some).ok_or_else(|| {
+                ApiError::unavailable(
+                    "the quota service answered with a decision this process cannot read; \
+                     run the services at the same version",
+                )
+            })
+        })
+    }
+}
+
+/// The outcome a `Check` answer stands for (`allowed` there is whether to
+/// go ahead: the rule's decision, or a shadow or fail-open admission).
+fn outcome_of(answer: pb::CheckResponse) -> Option<Outcome> {
+    let duration = |d: Option<prost_types::Duration>| -> Option<std::time::Duration> {
+        d.and_then(|d| std::time::Duration::try_from(d).ok())
+    };
+    Some(Outcome {
+        decision: Decision {
+            allowed: answer.allowed && !answer.shadow_denied,
+            limit: answer.limit,
+            period: duration(answer.period)?,
+            remaining: answer.remaining,
+            reset_after: duration(answer.reset_after)?,
+            retry_after: duration(answer.retry_after),
+        },
+        subject: Subject::parse(&answer.counted_subject).ok()?,
+        shadow: answer.shadow,
+        fail_open: answer.fail_open,
+    })
+}
