@@ -40,6 +40,8 @@ RELEASE, NAMESPACE = "twig", "identity"
 DB_URL = "postgres://twig:db-pw-5e1f0c@db.example:5432/twig"
 TOKEN = "internal-token-7b3e9a2d41c8f06e5a9b2c7d"
 CREDS = {"database": {"url": DB_URL}, "auth": {"internalToken": TOKEN}}
+EDGE_TOKEN = "edge-token-4c9d1e7a20b5f3869e1d0a7b"
+SPLIT_CREDS = {"database": {"url": DB_URL}, "auth": {"internalToken": TOKEN, "edgeToken": EDGE_TOKEN}}
 REDIS_URL = "redis://:redis-pw-93c1a7@redis.example:6379"
 REDIS = {"redis": {"enabled": True, "url": REDIS_URL}}
 VAULT = {"vault": {"masterKeysSecret": "twig-vault-keys"}}
@@ -48,20 +50,28 @@ VALUE_SETS = {
     "default (split, sessions)": CREDS,
     "monolith": {**CREDS, **REDIS, **VAULT, "mode": "monolith", "monolith": {"replicas": 3}},
     "split, vault": {
-        **CREDS,
+        **SPLIT_CREDS,
         **VAULT,
         "services": {"secrets-vault": {"enabled": True, "replicas": 2}},
     },
     "split, quota on Redis, fail closed": {
-        **CREDS,
+        **SPLIT_CREDS,
         "redis": {"enabled": True, "url": REDIS_URL, "keyPrefix": "prod:"},
         "quota": {"defaultLimit": 600, "period": "1m", "onStoreError": "closed"},
         "services": {"quota": {"enabled": True, "replicas": 3}},
     },
     "split, two services": {
-        **CREDS,
+        **SPLIT_CREDS,
         "mode": "split",
         "services": {"api-keys": {"enabled": True, "replicas": 3}},
+    },
+    "split, edge in front": {
+        **SPLIT_CREDS,
+        "services": {
+            "api-keys": {"enabled": True, "replicas": 2},
+            "quota": {"enabled": True, "replicas": 1},
+            "edge": {"enabled": True, "replicas": 3},
+        },
     },
     "existingSecret": {"existingSecret": "twig-creds"},
     "NetworkPolicy off": {**CREDS, "networkPolicy": {"enabled": False}},
@@ -227,6 +237,39 @@ def _():
         expect(services == {d["metadata"]["name"] for d in deps.values()}, f"{label}: Services {sorted(services)}")
 
 
+@check("split mode: each service reaches the others at their Services, presenting the edge credential")
+def _():
+    deps = deployments_by_component("split, edge in front")
+    expect(set(deps) == {"sessions", "api-keys", "quota", "edge"}, f"Deployments {sorted(deps)}")
+    services = {s["metadata"]["name"] for s in of_kind("split, edge in front", "Service")}
+    settings = {"sessions": "SESSIONS", "api-keys": "API_KEYS", "quota": "QUOTA"}
+    for name, d in deps.items():
+        env = env_of(d["spec"]["template"]["spec"]["containers"][0])
+        for var in ("TWIG__AUTH__EDGE_TOKEN", "TWIG__REMOTE__TOKEN"):
+            ref = env[var].get("valueFrom", {}).get("secretKeyRef", {})
+            expect(ref.get("key") == "edge-token", f"{name}: {var} is {env[var]}")
+        remotes = {k: v["value"] for k, v in env.items() if k.startswith("TWIG__REMOTE__") and k != "TWIG__REMOTE__TOKEN"}
+        want = {
+            f"TWIG__REMOTE__{setting}": f"http://{RELEASE}-twig-identity-{other}:50051"
+            for other, setting in settings.items()
+            if other != name
+        }
+        expect(remotes == want, f"{name}: remotes {remotes}, want {want}")
+        for url in remotes.values():
+            host = url.removeprefix("http://").rsplit(":", 1)[0]
+            expect(host in services, f"{name}: {url} is no Service of the release")
+    # One service alone calls nobody and needs no edge credential.
+    (alone,) = of_kind("default (split, sessions)", "Deployment")
+    env = env_of(alone["spec"]["template"]["spec"]["containers"][0])
+    expect(not any(k.startswith("TWIG__REMOTE__") or k == "TWIG__AUTH__EDGE_TOKEN" for k in env), f"sessions alone: {sorted(env)}")
+    err = helm.HelmRenderError
+    two = {"services": {"edge": {"enabled": True, "replicas": 1}}}
+    expect_failure({**CREDS, **two}, err, "auth.edgeToken is required")
+    expect_failure({**CREDS, **two, "auth": {"internalToken": TOKEN, "edgeToken": "short"}}, err, "auth.edgeToken must be at least 32")
+    expect_failure({**CREDS, **two, "auth": {"internalToken": TOKEN, "edgeToken": TOKEN}}, err, "must differ from auth.internalToken")
+    expect_failure({"existingSecret": "x", "auth": {"internalToken": "", "edgeToken": EDGE_TOKEN}}, err, "leave auth.edgeToken empty")
+
+
 @check("monolith mode: one Deployment running `serve` with monolith.replicas")
 def _():
     (d,) = of_kind("monolith", "Deployment")
@@ -315,12 +358,14 @@ def _():
             text = json.dumps(obj)
             redis = VALUE_SETS[label].get("redis", {}).get("enabled", False)
             if obj["kind"] != "Secret":
-                plain = DB_URL in text or TOKEN in text or REDIS_URL in text
+                plain = any(secret in text for secret in (DB_URL, TOKEN, EDGE_TOKEN, REDIS_URL))
                 expect(not plain, f"{label}: plain credential in {obj['kind']}")
             else:
                 expect(not obj.get("stringData"), f"{label}: stringData in {obj['metadata']['name']}")
                 data = {k: base64.b64decode(v).decode() for k, v in obj["data"].items()}
                 expected = {"database-url": DB_URL, "internal-token": TOKEN}
+                if VALUE_SETS[label].get("auth", {}).get("edgeToken"):
+                    expected["edge-token"] = EDGE_TOKEN
                 if redis:
                     expected["redis-url"] = REDIS_URL
                 expect(data == expected, f"{label}: Secret data {sorted(data)}")
@@ -378,8 +423,8 @@ def _():
     err = helm.HelmRenderError
     expect_failure({**CREDS, **VAULT, "mode": "monolith"}, err, "more than one replica", "redis.enabled")
     many = {"services": {"quota": {"enabled": True, "replicas": 2}}}
-    expect_failure({**CREDS, **many}, err, "more than one replica")
-    render({**CREDS, "services": {"quota": {"enabled": True, "replicas": 1}}})
+    expect_failure({**SPLIT_CREDS, **many}, err, "more than one replica")
+    render({**SPLIT_CREDS, "services": {"quota": {"enabled": True, "replicas": 1}}})
     render({**CREDS, **VAULT, "mode": "monolith", "monolith": {"replicas": 1}})
     expect_failure({**CREDS, "redis": {"enabled": True}}, err, "redis.url is required")
     expect_failure({**CREDS, "redis": {"enabled": True, "url": "http://r:6379"}}, err, "redis://")
@@ -408,7 +453,7 @@ def _():
                 expect("vault-keys" not in volumes and "TWIG__VAULT__MASTER_KEYS_DIR" not in env, f"{label}: {component}")
     err = helm.HelmRenderError
     expect_failure({**CREDS, **REDIS, "mode": "monolith"}, err, "vault.masterKeysSecret")
-    expect_failure({**CREDS, "services": {"secrets-vault": {"enabled": True, "replicas": 1}}}, err, "vault.masterKeysSecret")
+    expect_failure({**SPLIT_CREDS, "services": {"secrets-vault": {"enabled": True, "replicas": 1}}}, err, "vault.masterKeysSecret")
 
 
 @check("existingSecret: the chart makes no Secret and every pod reads the operator's")

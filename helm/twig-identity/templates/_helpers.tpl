@@ -83,6 +83,18 @@ Messages never repeat a secret value.
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- if and (ne .Values.mode "monolith") (gt (len (include "twig.components" . | fromJson).items) 1) (not .Values.existingSecret) -}}
+{{- $edge := required "auth.edgeToken is required in split mode with more than one service (at least 32 characters, unlike auth.internalToken), or set existingSecret" .Values.auth.edgeToken -}}
+{{- if lt (len $edge) 32 -}}
+{{- fail "auth.edgeToken must be at least 32 characters" -}}
+{{- end -}}
+{{- if eq $edge .Values.auth.internalToken -}}
+{{- fail "auth.edgeToken must differ from auth.internalToken" -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.existingSecret .Values.auth.edgeToken -}}
+{{- fail "existingSecret is set: leave auth.edgeToken empty (the Secret holds it under secretKeys.edgeToken)" -}}
+{{- end -}}
 {{- if and .Values.existingSecret .Values.redis.url -}}
 {{- fail "existingSecret is set: leave redis.url empty (the Secret holds it under secretKeys.redisUrl)" -}}
 {{- end -}}
@@ -122,6 +134,22 @@ What runs, as JSON {"items": [...]}: in monolith mode one component running
 {{- end -}}
 {{- if not $items -}}
 {{- fail "mode is split but no entry of services has enabled: true" -}}
+{{- end -}}
+{{- /* Each component reaches the other services at their Services. */ -}}
+{{- if gt (len $items) 1 -}}
+{{- $settings := dict "sessions" "TWIG__REMOTE__SESSIONS" "api-keys" "TWIG__REMOTE__API_KEYS" "quota" "TWIG__REMOTE__QUOTA" "secrets-vault" "TWIG__REMOTE__SECRETS_VAULT" -}}
+{{- $withRemotes := list -}}
+{{- range $item := $items -}}
+{{- $remotes := list -}}
+{{- range $other := $items -}}
+{{- $env := get $settings $other.component -}}
+{{- if and $env (ne $other.component $item.component) -}}
+{{- $remotes = append $remotes (dict "env" $env "url" (printf "http://%s:%d" $other.name (int $root.Values.service.port))) -}}
+{{- end -}}
+{{- end -}}
+{{- $withRemotes = append $withRemotes (merge (dict "remotes" $remotes "split" true) $item) -}}
+{{- end -}}
+{{- $items = $withRemotes -}}
 {{- end -}}
 {{- end -}}
 {{- dict "items" $items | toJson -}}
@@ -197,6 +225,9 @@ top context), "secret" (the Secret to read credentials from) and, optional,
 {{- define "twig.secretData" -}}
 {{ .Values.secretKeys.databaseUrl }}: {{ .Values.database.url | b64enc | quote }}
 {{ .Values.secretKeys.internalToken }}: {{ .Values.auth.internalToken | b64enc | quote }}
+{{- if .Values.auth.edgeToken }}
+{{ .Values.secretKeys.edgeToken }}: {{ .Values.auth.edgeToken | b64enc | quote }}
+{{- end }}
 {{- if .Values.redis.enabled }}
 {{ .Values.secretKeys.redisUrl }}: {{ .Values.redis.url | b64enc | quote }}
 {{- end }}
