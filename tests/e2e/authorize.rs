@@ -187,4 +187,97 @@ async fn one_call_gives_the_whole_decision(backend: Backend) {
     app.stop().await;
 }
 
-on_both_backends!(one_call_gives_the_whole_decision);
+/// Per key by default; an organisation with a limit of its own (an
+/// enterprise plan) has one count shared by all its keys, at the edge as in
+/// `Check`.
+async fn an_organisations_limit_is_shared_by_its_keys(backend: Backend) {
+    let app = TestApp::builder(backend)
+        .weak_hashing()
+        .config(|c| c.quota.default_limit = 100)
+        .spawn()
+        .await;
+    let ada = email("org-limit");
+    app.sign_up(&ada).await;
+    let session = app.login(&ada).await.access_token;
+    let mut keys = Vec::new();
+    for name in ["a", "b"] {
+        let created = app
+            .api_keys()
+            .create_api_key(bearer(
+                &session,
+                kpb::CreateApiKeyRequest {
+                    name: name.into(),
+                    scopes: vec![kpb::Scope::Read as i32],
+                    expires_at: None,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        keys.push((created.secret, created.key.unwrap()));
+    }
+    let list = Target::Method("/twig.apikeys.v1.ApiKeyService/ListApiKeys".into());
+    // By default each key has its own 100.
+    for (secret, _) in &keys {
+        let d = authorize(&app, request(secret, list.clone(), "203.0.113.9", 1))
+            .await
+            .unwrap();
+        assert_eq!(d.quota.unwrap().remaining, 99);
+    }
+    // The organisation's own limit: 4 a minute for all its keys together.
+    let org = keys[0].1.organization_id.clone();
+    app.quota()
+        .set_limit(bearer(
+            &session,
+            twig_proto::quota::v1::SetLimitRequest {
+                limit: Some(twig_proto::quota::v1::Limit {
+                    subject: format!("org:{org}"),
+                    limit: 4,
+                    period: Some(prost_types::Duration {
+                        seconds: 60,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    let (a, b) = (&keys[0].0, &keys[1].0);
+    let d = authorize(&app, request(a, list.clone(), "203.0.113.9", 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        (d.quota.as_ref().unwrap().limit, d.quota.unwrap().remaining),
+        (4, 2)
+    );
+    // The other key spends from the same count, over gRPC.
+    let listed = app
+        .api_keys()
+        .list_api_keys(bearer(b, kpb::ListApiKeysRequest::default()))
+        .await
+        .expect("third unit of four");
+    assert_eq!(listed.into_inner().keys.len(), 2);
+    let d = authorize(&app, request(b, list.clone(), "203.0.113.9", 1))
+        .await
+        .unwrap();
+    assert!(d.allowed && d.quota.unwrap().remaining == 0);
+    for secret in [a, b] {
+        let refused = app
+            .api_keys()
+            .list_api_keys(bearer(secret, kpb::ListApiKeysRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("this organisation"),
+            "{refused:?}"
+        );
+    }
+    app.stop().await;
+}
+
+on_both_backends!(
+    one_call_gives_the_whole_decision,
+    an_organisations_limit_is_shared_by_its_keys
+);
