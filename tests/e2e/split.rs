@@ -2,7 +2,8 @@
 //! (real binaries on one PostgreSQL database): the edge reaches them over
 //! gRPC at their configured addresses with the caller it decided, and
 //! every surface — native gRPC, gRPC-web (Connect's client), HTTP/JSON,
-//! `Authorize` — works as in one process, each request counted once.
+//! `Authorize` — works as in one process, each request counted once, and
+//! an internal client's rights reach the vault through the edge.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +20,8 @@ use twig_proto::quota::v1 as qpb;
 use twig_proto::quota::v1::quota_service_client::QuotaServiceClient;
 use twig_proto::sessions::v1 as spb;
 use twig_proto::sessions::v1::session_service_client::SessionServiceClient;
+use twig_proto::vault::v1 as vpb;
+use twig_proto::vault::v1::vault_service_client::VaultServiceClient;
 use twig_tests::{
     Backend, PASSWORD, TestDatabase, bearer, email, free_addr, http1, spawn_serve_at, twig_binary,
     with_internal_token,
@@ -28,6 +31,7 @@ use crate::node_grpc_web::{ORIGIN, run_grpc_web_flow};
 
 const INTERNAL: &str = "split-internal-token-0123456789abcdef";
 const EDGE: &str = "split-edge-token-0123456789abcdef01234";
+const RUNTIME: &str = "split-runtime-token-0123456789abcdef0123";
 
 /// One service process per entry, started one after the other (each
 /// migrates its own tables).
@@ -43,7 +47,7 @@ impl Split {
     async fn start() -> Self {
         let db = TestDatabase::new(Backend::Postgres).await;
         // Addresses first: api-keys and quota each call the other.
-        let [sessions, api_keys, quota, edge] = [(); 4].map(|_| free_addr());
+        let [sessions, api_keys, quota, vault, edge] = [(); 5].map(|_| free_addr());
         let url = |addr: SocketAddr| format!("http://{addr}");
         let mut processes = Vec::new();
         let mut start = async |name: &'static str, addr, env: &[(&str, &str)]| {
@@ -66,10 +70,12 @@ impl Split {
             &[("TWIG__REMOTE__API_KEYS", &url(api_keys))],
         )
         .await;
+        start("secrets-vault", vault, &[]).await;
         let edge_channel = start(
             "edge",
             edge,
             &[
+                ("TWIG__REMOTE__SECRETS_VAULT", &url(vault)),
                 ("TWIG__REMOTE__SESSIONS", &url(sessions)),
                 ("TWIG__REMOTE__API_KEYS", &url(api_keys)),
                 ("TWIG__REMOTE__QUOTA", &url(quota)),
@@ -113,6 +119,10 @@ fn process(db_url: &str, service: &str, env: &[(&str, &str)]) -> Command {
     cmd.env("DATABASE_URL", db_url)
         .env("TWIG__AUTH__INTERNAL_TOKEN", INTERNAL)
         .env("TWIG__AUTH__EDGE_TOKEN", EDGE)
+        .env(
+            "TWIG__AUTH__INTERNAL_CLIENTS",
+            format!(r#"[{{name="runtime",token="{RUNTIME}",scopes=["vault.reveal"]}}]"#),
+        )
         .env("TWIG__QUOTA__DEFAULT_LIMIT", "1000")
         .env("RUST_LOG", "warn")
         .env("TWIG_SERVICES", service)
@@ -306,6 +316,50 @@ async fn the_edge_reaches_services_in_other_processes() {
             .len(),
         1
     );
+
+    // The vault in its own process: a provider key stored as the signed-in
+    // admin; revealed only for the internal client holding vault.reveal,
+    // whose identity the edge checked and passed on.
+    let vault = VaultServiceClient::new(edge.clone());
+    let value = "sk-proj-abcdefghijklmnopqrstuvwxyz0123";
+    let stored = vault
+        .clone()
+        .add_provider_key(bearer(
+            &session,
+            vpb::AddProviderKeyRequest {
+                provider: "openai".into(),
+                name: "main".into(),
+                value: value.into(),
+            },
+        ))
+        .await
+        .expect("a provider key stored through the edge")
+        .into_inner()
+        .key
+        .unwrap();
+    let reveal = |token: &str| {
+        with_internal_token(
+            token,
+            vpb::RevealProviderKeyRequest {
+                organization_id: org.id.clone(),
+                id: stored.id.clone(),
+            },
+        )
+    };
+    let revealed = vault
+        .clone()
+        .reveal_provider_key(reveal(RUNTIME))
+        .await
+        .expect("revealed for the runtime")
+        .into_inner();
+    assert_eq!(revealed.value, value);
+    let refused = vault
+        .clone()
+        .reveal_provider_key(reveal(INTERNAL))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("vault.reveal"), "{refused:?}");
 
     // Straight to the api-keys process, a caller cannot claim to be
     // someone: not with no credential, not with the plain internal one.

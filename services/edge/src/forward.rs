@@ -7,9 +7,11 @@ use std::convert::Infallible;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use http::{HeaderName, Request, Response, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
+use opentelemetry::propagation::Injector;
 use tonic::body::Body;
 use tonic::transport::Channel;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use twig_auth::{
     Authentication, ClientIp, FORWARDED_HEADER, ForwardedCaller, INTERNAL_TOKEN_HEADER,
     InternalCaller, ServiceCredential,
@@ -68,6 +70,11 @@ impl Forward {
         parts.headers.remove(INTERNAL_TOKEN_HEADER);
         self.credential.attach(&mut parts.headers);
         parts.headers.insert(FORWARDED_HEADER, caller.to_header());
+        // The service's span joins this call's span, not the client's.
+        let context = tracing::Span::current().context();
+        opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&context, &mut HeaderInjector(&mut parts.headers));
+        });
         parts.version = http::Version::HTTP_2;
         parts.extensions = http::Extensions::new();
         Request::from_parts(parts, Body::new(body))
@@ -102,5 +109,102 @@ where
                 }
             }
         })
+    }
+}
+
+/// Writes trace context (`traceparent`, `tracestate`) into headers.
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use twig_auth::Principal;
+
+    use super::*;
+
+    fn forward() -> Forward {
+        let channel = Channel::from_static("http://127.0.0.1:9").connect_lazy();
+        let credential = ServiceCredential::new(&twig_config::Secret::new("e".repeat(32))).unwrap();
+        Forward::new("sessions", channel, credential)
+    }
+
+    fn incoming() -> Request<http_body_util::Empty<bytes::Bytes>> {
+        let mut request = Request::post("/twig.sessions.v1.SessionService/ListSessions")
+            .header("authorization", "Bearer twig_st_client")
+            .header(INTERNAL_TOKEN_HEADER, "the client's own")
+            .header("connection", "keep-alive")
+            .header("user-agent", "curl/8")
+            .header(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let principal = Principal {
+            user_id: uuid::Uuid::new_v4(),
+            org_id: uuid::Uuid::new_v4(),
+            roles: Vec::new(),
+            scopes: Vec::new(),
+            credential: twig_auth::Credential::Session {
+                session_id: uuid::Uuid::new_v4(),
+            },
+            expires_at: None,
+        };
+        request
+            .extensions_mut()
+            .insert(Authentication(Ok(principal)));
+        request
+            .extensions_mut()
+            .insert(ClientIp("198.51.100.7".parse().unwrap()));
+        request
+    }
+
+    #[tokio::test]
+    async fn the_call_carries_the_edges_caller_and_credential_only() {
+        let out = forward().outgoing(incoming());
+        let headers = out.headers();
+        assert!(headers.get("authorization").is_none());
+        assert!(headers.get("connection").is_none());
+        assert_eq!(headers[INTERNAL_TOKEN_HEADER], "e".repeat(32).as_str());
+        assert_eq!(headers["user-agent"], "curl/8");
+        let caller = ForwardedCaller::from_header(&headers[FORWARDED_HEADER]).unwrap();
+        assert_eq!(caller.client_ip, Some("198.51.100.7".parse().unwrap()));
+        assert!(caller.principal.is_some() && caller.internal.is_none());
+        assert_eq!(out.version(), http::Version::HTTP_2);
+        assert!(out.extensions().get::<Authentication>().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_service_joins_the_edges_span() {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let span = tracing::info_span!("rpc");
+        let _entered = span.enter();
+        let ours = span.context().span().span_context().clone();
+        assert!(ours.is_valid());
+        let out = forward().outgoing(incoming());
+        let traceparent = out.headers()["traceparent"].to_str().unwrap();
+        assert!(
+            traceparent.contains(&ours.span_id().to_string()),
+            "{traceparent} names the edge's span {}",
+            ours.span_id()
+        );
     }
 }
