@@ -88,6 +88,18 @@ async fn hostile_requests_get_clean_errors() {
             frame(0, 4, &[0x0a, 0x02, 0xc3, 0x28]),
             vec![invalid],
         ),
+        // Groups nested 10,000 deep in an unknown field: the decoder's
+        // recursion limit refuses it instead of exhausting the stack.
+        (
+            "deep nesting",
+            "",
+            {
+                let mut nested = vec![0x7b_u8; 10_000];
+                nested.extend(std::iter::repeat_n(0x7c_u8, 10_000));
+                frame(0, nested.len() as u32, &nested)
+            },
+            vec![invalid],
+        ),
         // Says 1000 bytes, carries 10.
         (
             "lying length prefix",
