@@ -289,26 +289,43 @@ pub async fn build(
         None
     };
     // Each credential, and each request's count, goes to the service in
-    // this process or else to its configured address.
+    // this process or else to its configured address (answers kept for a
+    // moment, dropped on the services' announcements).
+    let mut caches = Vec::new();
+    let mut cached =
+        |remote: Arc<dyn twig_auth::Authenticator>| -> Arc<dyn twig_auth::Authenticator> {
+            if config.remote.verify_cache_ttl.is_zero() {
+                return remote;
+            }
+            let cache = Arc::new(twig_auth::VerifyCache::new(
+                remote,
+                config.remote.verify_cache_ttl,
+            ));
+            caches.push(cache.clone());
+            cache
+        };
     let credentials = twig_edge::CredentialRouter {
         sessions: match (&sessions, &remote.sessions) {
             (Some(local), _) => Some(Arc::new(twig_sessions::SessionAuthenticator(local.clone()))
                 as Arc<dyn twig_auth::Authenticator>),
-            (None, Some(channel)) => Some(Arc::new(
+            (None, Some(channel)) => Some(cached(Arc::new(
                 twig_sessions::remote::RemoteSessionAuthenticator::new(
                     channel.clone(),
                     remote.credential.clone(),
                 ),
-            )),
+            ))),
             (None, None) => None,
         },
         api_keys: match (&api_keys, &remote_keys) {
             (Some(local), _) => Some(Arc::new(twig_apikeys::KeyAuthenticator(local.clone()))
                 as Arc<dyn twig_auth::Authenticator>),
-            (None, Some(remote)) => Some(Arc::new(remote.clone())),
+            (None, Some(remote)) => Some(cached(Arc::new(remote.clone()))),
             (None, None) => None,
         },
     };
+    if !caches.is_empty() {
+        background.push(tokio::spawn(forget_stale_answers(fanout.clone(), caches)));
+    }
     let counter: Option<Arc<dyn twig_quota::RequestCounter>> = match (&quota, &remote.quota) {
         (Some(local), _) => Some(local.clone()),
         (None, Some(channel)) => Some(Arc::new(twig_quota::remote::RemoteQuota::new(
@@ -515,6 +532,34 @@ impl Remote {
         ]
         .into_iter()
         .filter_map(|(name, channel)| channel.clone().map(|c| (name, c)))
+    }
+}
+
+/// Drops the kept answers of remote credential services when they
+/// announce a change (or everything after a reconnect, when announcements
+/// may have been missed).
+async fn forget_stale_answers(
+    fanout: twig_fanout::Fanout,
+    caches: Vec<Arc<twig_auth::VerifyCache>>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut events = fanout.subscribe();
+    loop {
+        let stale = match events.recv().await {
+            Ok(twig_fanout::Event::Message { topic, payload }) => {
+                twig_sessions::remote::stale_of(&topic, &payload)
+                    .or_else(|| twig_apikeys::remote::stale_of(&topic, &payload))
+            }
+            Ok(twig_fanout::Event::Resync) | Err(RecvError::Lagged(_)) => {
+                Some(twig_auth::Stale::All)
+            }
+            Err(RecvError::Closed) => return,
+        };
+        if let Some(stale) = stale {
+            for cache in &caches {
+                cache.forget(stale);
+            }
+        }
     }
 }
 

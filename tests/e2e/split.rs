@@ -37,6 +37,8 @@ const RUNTIME: &str = "split-runtime-token-0123456789abcdef0123";
 /// migrates its own tables).
 struct Split {
     processes: Vec<(&'static str, Child)>,
+    /// The api-keys process's metrics port.
+    api_keys_admin: SocketAddr,
     edge: Channel,
     edge_addr: SocketAddr,
     api_keys: Channel,
@@ -47,11 +49,17 @@ impl Split {
     async fn start() -> Self {
         let db = TestDatabase::new(Backend::Postgres).await;
         // Addresses first: api-keys and quota each call the other.
-        let [sessions, api_keys, quota, vault, edge] = [(); 5].map(|_| free_addr());
+        let [sessions, api_keys, quota, vault, edge, api_keys_admin] = [(); 6].map(|_| free_addr());
+        // Changes reach every process through one Redis.
+        let prefix = twig_testkit::redis_prefix();
         let url = |addr: SocketAddr| format!("http://{addr}");
         let mut processes = Vec::new();
         let mut start = async |name: &'static str, addr, env: &[(&str, &str)]| {
-            let (child, channel, _) = spawn_serve_at(process(&db.url, name, env), Some(addr)).await;
+            let mut command = process(&db.url, name, env);
+            command
+                .env("REDIS_URL", "redis://127.0.0.1:6379")
+                .env("TWIG__REDIS__KEY_PREFIX", &prefix);
+            let (child, channel, _) = spawn_serve_at(command, Some(addr)).await;
             processes.push((name, child));
             channel
         };
@@ -61,7 +69,10 @@ impl Split {
         let api_keys_channel = start(
             "api-keys",
             api_keys,
-            &[("TWIG__REMOTE__QUOTA", &url(quota))],
+            &[
+                ("TWIG__REMOTE__QUOTA", &url(quota)),
+                ("TWIG__SERVER__ADMIN_LISTEN", &api_keys_admin.to_string()),
+            ],
         )
         .await;
         start(
@@ -80,11 +91,14 @@ impl Split {
                 ("TWIG__REMOTE__API_KEYS", &url(api_keys)),
                 ("TWIG__REMOTE__QUOTA", &url(quota)),
                 ("TWIG__SERVER__CORS_ORIGINS", &format!("[\"{ORIGIN}\"]")),
+                // Long: only the announcement can explain a quick refusal.
+                ("TWIG__REMOTE__VERIFY_CACHE_TTL", "30s"),
             ],
         )
         .await;
         Self {
             processes,
+            api_keys_admin,
             edge: edge_channel,
             edge_addr: edge,
             api_keys: api_keys_channel,
@@ -304,6 +318,38 @@ async fn the_edge_reaches_services_in_other_processes() {
     assert!(status.contains(" 429 "), "{status}");
     assert!(twig_tests::header(&headers, "retry-after").is_some());
 
+    // The edge kept the key's answer: five requests from two addresses
+    // asked api-keys at most twice.
+    let verified = verify_calls(split.api_keys_admin);
+    assert!(
+        (1..=2).contains(&verified),
+        "VerifyApiKey called {verified} times"
+    );
+    // Revoked through the edge: the announcement drops the kept answer at
+    // once (the edge keeps answers for 30 s here).
+    ApiKeyServiceClient::new(edge.clone())
+        .revoke_api_key(bearer(
+            &session,
+            kpb::RevokeApiKeyRequest {
+                key_id: key_id.clone(),
+            },
+        ))
+        .await
+        .expect("revoke through the edge");
+    let started = std::time::Instant::now();
+    loop {
+        match list_keys(&edge, &key).await {
+            Err(e) if e.code() == Code::Unauthenticated => break,
+            other => {
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(2),
+                    "the revoked key still passes the edge: {other:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+
     // gRPC-web: Connect's web transport through the edge, end to end.
     let seen = run_grpc_web_flow(format!("http://{}", split.edge_addr)).await;
     assert_eq!(seen["badToken"]["code"], "Unauthenticated", "{seen}");
@@ -438,4 +484,15 @@ async fn the_edge_reaches_services_in_other_processes() {
     assert_eq!(down.code(), Code::Unavailable, "{down:?}");
     // The other services still answer.
     assert_eq!(list_keys(&edge, web_key).await.unwrap().len(), 1);
+}
+
+/// `VerifyApiKey` calls the api-keys process answered so far.
+fn verify_calls(admin: SocketAddr) -> u64 {
+    twig_tests::scrape_metrics(admin)
+        .lines()
+        .filter(|l| {
+            l.starts_with("twig_rpc_requests_total") && l.contains("method=\"VerifyApiKey\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }

@@ -9,6 +9,7 @@ use tonic::transport::Channel;
 use twig_auth::principal::AuthFuture;
 use twig_auth::{
     Authenticator, Credential, FORWARDED_HEADER, ForwardedCaller, Principal, ServiceCredential,
+    Stale,
 };
 use twig_errors::{ApiError, ErrorCode};
 use twig_proto::apikeys::v1 as pb;
@@ -100,4 +101,15 @@ fn principal_of(answer: &pb::VerifyApiKeyResponse) -> Option<Principal> {
             None => None,
         },
     })
+}
+
+/// What an api-keys announcement on the fan-out makes stale in a
+/// [`twig_auth::VerifyCache`] of this service's answers.
+pub fn stale_of(topic: &str, payload: &str) -> Option<Stale> {
+    let id = Uuid::parse_str(payload).ok()?;
+    match topic {
+        crate::service::INVALIDATE => Some(Stale::Key(id)),
+        crate::service::INVALIDATE_ORG => Some(Stale::Org(id)),
+        _ => None,
+    }
 }

@@ -54,9 +54,9 @@ pub struct ApiKeys {
 }
 
 /// The fan-out topic on which changed keys are announced.
-const INVALIDATE: &str = "apikeys.invalidate";
+pub(crate) const INVALIDATE: &str = "apikeys.invalidate";
 /// The fan-out topic on which changed organisation allowlists are announced.
-const INVALIDATE_ORG: &str = "apikeys.invalidate_org";
+pub(crate) const INVALIDATE_ORG: &str = "apikeys.invalidate_org";
 
 /// A key's uses within one minute, not yet written.
 #[derive(Debug, Clone, Copy)]

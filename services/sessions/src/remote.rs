@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use tonic::transport::Channel;
 use twig_auth::principal::AuthFuture;
-use twig_auth::{Authenticator, Credential, Principal, Role, Scope, ServiceCredential};
+use twig_auth::{Authenticator, Credential, Principal, Role, Scope, ServiceCredential, Stale};
 use twig_errors::ApiError;
 use twig_proto::sessions::v1 as pb;
 use twig_proto::sessions::v1::session_service_client::SessionServiceClient;
@@ -73,4 +73,15 @@ fn principal_of(answer: &pb::VerifySessionResponse) -> Option<Principal> {
             None => None,
         },
     })
+}
+
+/// What a sessions announcement on the fan-out makes stale in a
+/// [`twig_auth::VerifyCache`] of this service's answers.
+pub fn stale_of(topic: &str, payload: &str) -> Option<Stale> {
+    let id = Uuid::parse_str(payload).ok()?;
+    match topic {
+        crate::service::ENDED_SESSION => Some(Stale::Session(id)),
+        crate::service::ENDED_USER => Some(Stale::UserSessions(id)),
+        _ => None,
+    }
 }

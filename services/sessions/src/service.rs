@@ -81,9 +81,9 @@ pub struct Sessions {
 }
 
 /// Fan-out topic: a session ended (payload: session id).
-const ENDED_SESSION: &str = "sessions.ended";
+pub(crate) const ENDED_SESSION: &str = "sessions.ended";
 /// Fan-out topic: every session of a user ended (payload: user id).
-const ENDED_USER: &str = "sessions.user_ended";
+pub(crate) const ENDED_USER: &str = "sessions.user_ended";
 
 fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)

@@ -27,6 +27,7 @@ pub mod forwarded;
 mod layer;
 pub mod principal;
 mod service_credential;
+pub mod verify_cache;
 
 pub use access::{AccessPolicy, PolicyError, Requirement};
 pub use client_ip::client_ip;
@@ -36,6 +37,7 @@ pub use principal::{
     Authentication, Authenticator, Credential, InternalCaller, Principal, RequestQuota, Role, Scope,
 };
 pub use service_credential::ServiceCredential;
+pub use verify_cache::{Stale, VerifyCache};
 
 use twig_errors::ApiError;
 

@@ -66,6 +66,11 @@ pub struct RemoteConfig {
     /// Longest wait for a connection to another service.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How long this process keeps a remote sessions or api-keys answer
+    /// about a token (positive answers only, never past expiry; changes
+    /// announced through Redis drop them at once). 0 turns it off.
+    #[serde(with = "humantime_serde")]
+    pub verify_cache_ttl: Duration,
 }
 
 impl Default for RemoteConfig {
@@ -78,6 +83,7 @@ impl Default for RemoteConfig {
             token: None,
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
+            verify_cache_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -568,6 +574,9 @@ impl Config {
                 problems.push("remote.token must be at least 32 characters".into());
             }
             _ => {}
+        }
+        if self.remote.verify_cache_ttl > Duration::from_secs(60) {
+            problems.push("remote.verify_cache_ttl must be at most 60s".into());
         }
         if self.remote.timeout.is_zero() || self.remote.connect_timeout.is_zero() {
             problems.push("remote.timeout and remote.connect_timeout must be more than 0".into());
