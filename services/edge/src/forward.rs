@@ -13,8 +13,7 @@ use tonic::body::Body;
 use tonic::transport::Channel;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use twig_auth::{
-    Authentication, ClientIp, FORWARDED_HEADER, ForwardedCaller, INTERNAL_TOKEN_HEADER,
-    InternalCaller, ServiceCredential,
+    Authentication, ClientIp, FORWARDED_HEADER, ForwardedCaller, InternalCaller, ServiceCredential,
 };
 use twig_errors::ApiError;
 
@@ -67,7 +66,7 @@ impl Forward {
         for name in NOT_FORWARDED {
             parts.headers.remove(name);
         }
-        parts.headers.remove(INTERNAL_TOKEN_HEADER);
+        // Replaces the client's own service credential, if it sent one.
         self.credential.attach(&mut parts.headers);
         parts.headers.insert(FORWARDED_HEADER, caller.to_header());
         // The service's span joins this call's span, not the client's.
@@ -130,7 +129,7 @@ impl Injector for HeaderInjector<'_> {
 mod tests {
     use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
     use tracing_subscriber::layer::SubscriberExt as _;
-    use twig_auth::Principal;
+    use twig_auth::{INTERNAL_TOKEN_HEADER, Principal};
 
     use super::*;
 

@@ -139,7 +139,13 @@ where
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|ct| ct.starts_with("application/grpc"));
-            let from_edge = grpc && layer.is_edge(request.headers());
+            // The presented service credential, hashed once for every
+            // comparison below.
+            let presented = grpc
+                .then(|| request.headers().get(INTERNAL_TOKEN_HEADER))
+                .flatten()
+                .map(|given| -> [u8; 32] { Sha256::digest(given.as_bytes()).into() });
+            let from_edge = presented.is_some_and(|given| layer.is_edge(&given));
             match (from_edge, forwarded) {
                 // The edge decided who called; its own credential stands
                 // for nobody here.
@@ -154,7 +160,7 @@ where
                         scopes: Vec::new(),
                     });
                 }
-                (false, _) => layer.authenticate(&mut request, grpc).await,
+                (false, _) => layer.authenticate(&mut request, grpc, presented).await,
             }
             if let Some(requirement) = layer.policy.requirement(request.uri().path()) {
                 let decided = match requirement.check(request.extensions()) {
@@ -172,9 +178,14 @@ where
 
 impl AuthLayer {
     /// Finds the caller of a request from outside: its internal
-    /// credential, its address, its bearer.
-    async fn authenticate<B>(&self, request: &mut Request<B>, grpc: bool) {
-        if grpc && let Some(caller) = self.internal_caller(request.headers()) {
+    /// credential (`presented`, hashed), its address, its bearer.
+    async fn authenticate<B>(
+        &self,
+        request: &mut Request<B>,
+        grpc: bool,
+        presented: Option<[u8; 32]>,
+    ) {
+        if let Some(caller) = presented.and_then(|given| self.internal_caller(&given)) {
             request.extensions_mut().insert(caller);
         }
         let peer = request
@@ -214,25 +225,19 @@ impl AuthLayer {
         }
     }
 
-    /// Whether the request presents the edge's credential (constant time).
-    fn is_edge(&self, headers: &HeaderMap) -> bool {
-        match (self.edge, headers.get(INTERNAL_TOKEN_HEADER)) {
-            (Some(expected), Some(given)) => {
-                let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-                bool::from(expected.ct_eq(&given))
-            }
-            _ => false,
-        }
+    /// Whether the presented credential (SHA-256) is the edge's
+    /// (constant time).
+    fn is_edge(&self, given: &[u8; 32]) -> bool {
+        self.edge
+            .is_some_and(|expected| bool::from(expected.ct_eq(given)))
     }
 
-    /// Compares the presented credential with every configured one in
-    /// constant time (no early exit).
-    fn internal_caller(&self, headers: &HeaderMap) -> Option<InternalCaller> {
-        let given = headers.get(INTERNAL_TOKEN_HEADER)?;
-        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+    /// Compares the presented credential (SHA-256) with every configured
+    /// one in constant time (no early exit).
+    fn internal_caller(&self, given: &[u8; 32]) -> Option<InternalCaller> {
         let mut found = None;
         for (expected, caller) in self.internal.iter() {
-            if bool::from(expected.ct_eq(&given)) {
+            if bool::from(expected.ct_eq(given)) {
                 found = Some(caller.clone());
             }
         }
