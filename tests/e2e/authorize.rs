@@ -56,12 +56,9 @@ async fn one_call_gives_the_whole_decision(backend: Backend) {
     let create = Target::Method("/twig.apikeys.v1.ApiKeyService/CreateApiKey".into());
 
     // Allowed: the principal and the quota after this request.
-    let ok = authorize(
-        &app,
-        request(&format!("Bearer {key}"), list.clone(), "203.0.113.9", 2),
-    )
-    .await
-    .unwrap();
+    let ok = authorize(&app, request(&key, list.clone(), "203.0.113.9", 2))
+        .await
+        .unwrap();
     assert!(ok.allowed, "{ok:?}");
     assert_eq!(ok.denial, pb::Denial::Unspecified as i32);
     let principal = ok.principal.unwrap();

@@ -32,6 +32,7 @@ mod binary;
 mod browser;
 mod buf_curl;
 mod cors;
+mod credentials;
 mod crash;
 mod http_json;
 mod ip_allowlists;

@@ -102,18 +102,10 @@ impl Authorizer {
             )?),
             Target::Scope(_) => None,
         };
-        let token = credential
-            .strip_prefix("Bearer ")
-            .or_else(|| credential.strip_prefix("bearer "))
-            .unwrap_or(credential)
-            .trim();
-        if token.is_empty() {
-            return Ok(Decision::refused(
-                None,
-                Denial::Unauthenticated,
-                ApiError::unauthenticated("no credential was presented"),
-            ));
-        }
+        let token = match twig_auth::bearer::credential(credential) {
+            Ok(token) => token,
+            Err(e) => return Ok(Decision::refused(None, Denial::Unauthenticated, e)),
+        };
         let principal = match self.credentials.authenticate(token, Some(client_ip)).await {
             Ok(p) => p,
             Err(e) => {

@@ -204,7 +204,10 @@ impl AuthLayer {
         if let Some(ip) = client {
             request.extensions_mut().insert(ClientIp(ip));
         }
-        if grpc && let Some(bearer) = bearer(request.headers()) {
+        let bearer = grpc
+            .then(|| crate::bearer::from_headers(request.headers()).map(|r| r.map(str::to_owned)))
+            .flatten();
+        if let Some(bearer) = bearer {
             let outcome = match bearer {
                 Ok(token) => self.authenticator.authenticate(&token, client).await,
                 Err(e) => Err(e),
@@ -282,36 +285,9 @@ fn strip_principal_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// The bearer token, if an `authorization` header is present.
-fn bearer(headers: &HeaderMap) -> Option<Result<String, ApiError>> {
-    let value = headers.get(http::header::AUTHORIZATION)?;
-    let malformed = || ApiError::unauthenticated("authorization header must be `Bearer <token>`");
-    let Ok(value) = value.to_str() else {
-        return Some(Err(malformed()));
-    };
-    let mut parts = value.splitn(2, ' ');
-    let scheme = parts.next().unwrap_or_default();
-    let token = parts.next().unwrap_or_default().trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return Some(Err(malformed()));
-    }
-    Some(Ok(token.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bearer_is_parsed_case_insensitively() {
-        let mut h = HeaderMap::new();
-        h.insert("authorization", "bearer abc".parse().unwrap());
-        assert_eq!(bearer(&h).unwrap().unwrap(), "abc");
-        h.insert("authorization", "Basic abc".parse().unwrap());
-        assert!(bearer(&h).unwrap().is_err());
-        h.insert("authorization", "Bearer ".parse().unwrap());
-        assert!(bearer(&h).unwrap().is_err());
-    }
 
     #[test]
     fn client_principal_headers_are_removed() {

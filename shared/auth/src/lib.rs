@@ -22,6 +22,7 @@
 //! their own operations (org scoping, roles, ownership).
 
 pub mod access;
+pub mod bearer;
 mod client_ip;
 pub mod forwarded;
 mod layer;
