@@ -1,7 +1,8 @@
 //! A real browser: headless Chromium (playwright-core) loads a small page
 //! built with Connect's gRPC-web transport from another origin; the page
-//! signs up, logs in, creates an API key, lists it, and shows a bad
-//! token's clean failure.
+//! signs up, logs in, creates an API key, lists it, renames and revokes
+//! it through the HTTP/JSON routes (PATCH and DELETE, preflighted), and
+//! shows a bad token's clean failure.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -120,6 +121,13 @@ async fn a_page_in_chromium_signs_up_and_manages_keys() {
             .unwrap()
             .starts_with("made in a browser (twig_sk_")
     );
+    // PATCH and DELETE on the HTTP/JSON routes pass the browser's
+    // preflight and reach the API.
+    let http = &seen["result"]["http"];
+    assert_eq!(http["patch"]["status"], 200, "{seen}");
+    assert_eq!(http["patch"]["name"], "renamed in a browser", "{seen}");
+    assert_eq!(http["delete"]["status"], 200, "{seen}");
+    assert!(http["revokedAt"].is_string(), "{seen}");
     assert_eq!(
         seen["result"]["badToken"]["code"], "Unauthenticated",
         "{seen}"

@@ -45,6 +45,19 @@ async fn configured_origins_only() {
     }
     assert!(header(&headers, "vary").is_some_and(|v| v.to_ascii_lowercase().contains("origin")));
 
+    // The HTTP/JSON routes' methods are allowed too.
+    for method in ["PATCH", "DELETE", "PUT", "GET"] {
+        let request = format!(
+            "OPTIONS /v1/api-keys/some-id HTTP/1.1\r\nOrigin: {APP}\r\n\
+             Access-Control-Request-Method: {method}\r\n\
+             Access-Control-Request-Headers: authorization,content-type"
+        );
+        let (status, headers, _) = http1(app.addr, &request, b"").await;
+        assert!(status.contains(" 200"), "{method}: {status}");
+        let methods = header(&headers, "access-control-allow-methods").unwrap_or_default();
+        assert!(methods.contains(method), "{method} in {methods}");
+    }
+
     // Its real call: the gRPC status headers are readable by the page.
     let (status, headers, body) = http1(app.addr, &grpc_web_health(APP), &EMPTY_FRAME).await;
     assert!(status.contains(" 200"), "{status}");

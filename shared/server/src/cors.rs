@@ -47,7 +47,14 @@ pub(crate) fn layer(origins: &[String]) -> CorsLayer {
         .allow_credentials(AllowCredentials::predicate(move |origin, _| {
             with_credentials.contains(origin)
         }))
-        .allow_methods([Method::POST, Method::GET])
+        // Every method the HTTP/JSON routes use (gRPC-web is POST).
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers(allowed)
         .expose_headers(EXPOSED.map(HeaderName::from_static))
         .max_age(Duration::from_secs(600))

@@ -32,6 +32,25 @@ async function run() {
     item.dataset.id = key.id;
     list.append(item);
   }
+  // The HTTP/JSON routes from this origin: a PATCH and a DELETE, each
+  // preflighted by the browser (JSON body, bearer header).
+  const json = async (method, path, body) => {
+    const response = await fetch(`${api}${path}`, {
+      method,
+      headers: { ...headers, "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: response.status, body: await response.json() };
+  };
+  const keyPath = `/v1/api-keys/${encodeURIComponent(created.key.id)}`;
+  const renamed = await json("PATCH", keyPath, { name: "renamed in a browser" });
+  const revoked = await json("DELETE", keyPath);
+  const afterRevoke = await json("GET", keyPath);
+  const http = {
+    patch: { status: renamed.status, name: renamed.body.key?.name },
+    delete: { status: revoked.status },
+    revokedAt: afterRevoke.body.key?.revokedAt ?? null,
+  };
   let badToken = null;
   try {
     await keys.listApiKeys({}, { headers: { Authorization: "Bearer twig_st_not-a-real-token" } });
@@ -40,7 +59,13 @@ async function run() {
     badToken = { code: Code[err.code], message: err.rawMessage };
     show("bad-token", `${badToken.code}: ${badToken.message}`);
   }
-  return { keyId: created.key.id, secret: created.secret, listedIds: listed.keys.map((k) => k.id), badToken };
+  return {
+    keyId: created.key.id,
+    secret: created.secret,
+    listedIds: listed.keys.map((k) => k.id),
+    http,
+    badToken,
+  };
 }
 
 document.getElementById("run").addEventListener("click", async () => {
