@@ -300,6 +300,7 @@ pub async fn build(
             let cache = Arc::new(twig_auth::VerifyCache::new(
                 remote,
                 config.remote.verify_cache_ttl,
+                fanout.freshness(),
             ));
             caches.push(cache.clone());
             cache

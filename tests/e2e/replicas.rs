@@ -175,3 +175,105 @@ async fn logout_reaches_the_other_replica_within_a_second() {
         "logout reached B after {outcome:?}"
     );
 }
+
+/// Polls `refused` until it says true; returns how long that took.
+async fn time_until(limit: Duration, mut refused: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if refused().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("still accepted {limit:?} after the change");
+}
+
+/// With Redis gone, announcements are lost: a replica's cached answers
+/// fall back to the one-second bound, however long they may be kept while
+/// Redis is up, and its metrics say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_bounds_cached_answers_to_a_second() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let mut redis = twig_testkit::PrivateRedis::start();
+    let prefix = twig_testkit::redis_prefix();
+    let with_private_redis = || {
+        let mut cmd = replica(&db.url, &prefix);
+        cmd.env("REDIS_URL", redis.url())
+            .env("TWIG__API_KEYS__VERIFY_CACHE_TTL", "60s");
+        cmd
+    };
+    let (mut a, chan_a) = spawn_serve(with_private_redis()).await;
+    let admin_b = twig_tests::free_addr();
+    let mut cmd_b = with_private_redis();
+    cmd_b.env("TWIG__SERVER__ADMIN_LISTEN", admin_b.to_string());
+    let (mut b, chan_b, _) = twig_tests::spawn_serve_at(cmd_b, None).await;
+
+    let outcome = async {
+        let token = sign_up_on(&chan_a, "outage@example.com").await;
+        let mut keys_a = ApiKeyServiceClient::new(chan_a.clone());
+        let created = keys_a
+            .create_api_key(bearer(
+                &token,
+                pb::CreateApiKeyRequest {
+                    name: "outage".into(),
+                    scopes: vec![pb::Scope::Read as i32],
+                    expires_at: None,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let key_id = created.key.unwrap().id;
+        let key = created.secret;
+        // B verifies both and keeps the answers (60 s and 30 s).
+        verify(&chan_b, &key).await.unwrap();
+        verify_session(&chan_b, &token).await.unwrap();
+        let before = twig_tests::scrape_metrics(admin_b);
+        assert!(before.contains("twig_fanout_connected 1"), "{before}");
+
+        // Redis goes away; A revokes the key and ends the session, and
+        // cannot announce either.
+        redis.stop();
+        keys_a
+            .revoke_api_key(bearer(&token, pb::RevokeApiKeyRequest { key_id }))
+            .await
+            .unwrap();
+        spb::session_service_client::SessionServiceClient::new(chan_a.clone())
+            .logout(bearer(&token, spb::LogoutRequest {}))
+            .await
+            .unwrap();
+        let key_took = time_until(Duration::from_secs(10), async || {
+            matches!(verify(&chan_b, &key).await, Err(e) if e.code() == Code::Unauthenticated)
+        })
+        .await;
+        let session_took = time_until(Duration::from_secs(10), async || {
+            verify_session(&chan_b, &token).await == Err(Code::Unauthenticated)
+        })
+        .await;
+        let during = twig_tests::scrape_metrics(admin_b);
+        (key_took, session_took, during)
+    }
+    .await;
+    for child in [&mut a, &mut b] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (key_took, session_took, during) = outcome;
+    println!("during the outage: key refused after {key_took:?}, session after {session_took:?}");
+    // The answers were stored before the outage: at most the one-second
+    // bound (plus polling) once the subscription is seen down.
+    assert!(key_took < Duration::from_millis(1500), "key: {key_took:?}");
+    assert!(
+        session_took < Duration::from_millis(1500),
+        "session: {session_took:?}"
+    );
+    assert!(during.contains("twig_fanout_connected 0"), "{during}");
+    for cache in ["apikeys", "sessions"] {
+        assert!(
+            during.contains(&format!(
+                "twig_cache_outage_dropped_total{{cache=\"{cache}\"}}"
+            )),
+            "{cache}: {during}"
+        );
+    }
+}

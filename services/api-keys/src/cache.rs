@@ -2,7 +2,9 @@
 //!
 //! Positive entries live `ttl`, negative ones (unknown keys) `negative_ttl`;
 //! neither outlives the key. Revocation, rotation and scope changes in this
-//! process drop the key's entries at once.
+//! process drop the key's entries at once; on other replicas the fan-out's
+//! announcement does, and while it may be missed a positive answer is
+//! believed for at most a second ([`Freshness`]).
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,7 @@ use dashmap::DashMap;
 use ipnet::IpNet;
 use twig_auth::{Credential, Principal};
 use twig_crypto::TokenHash;
+use twig_fanout::Freshness;
 use uuid::Uuid;
 
 const MAX_ENTRIES: usize = 500_000;
@@ -40,7 +43,15 @@ enum Answer {
 pub struct KeyCache {
     ttl: Duration,
     negative_ttl: Duration,
-    entries: DashMap<TokenHash, (Answer, Instant)>,
+    freshness: Freshness,
+    entries: DashMap<TokenHash, Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    answer: Answer,
+    stored: Instant,
+    until: Instant,
 }
 
 /// What the cache knows of a secret.
@@ -55,11 +66,14 @@ pub enum Cached {
 }
 
 impl KeyCache {
-    /// A cache with the given lifetimes (zero disables that kind).
-    pub fn new(ttl: Duration, negative_ttl: Duration) -> Self {
+    /// A cache with the given lifetimes (zero disables that kind),
+    /// believing positive answers past a second only while `freshness`
+    /// says announcements arrive.
+    pub fn new(ttl: Duration, negative_ttl: Duration, freshness: Freshness) -> Self {
         Self {
             ttl,
             negative_ttl,
+            freshness,
             entries: DashMap::new(),
         }
     }
@@ -69,12 +83,18 @@ impl KeyCache {
         let Some(entry) = self.entries.get(hash) else {
             return Cached::Miss;
         };
-        if entry.1 <= Instant::now() {
+        let believed = match &entry.answer {
+            Answer::Valid(_) => self.freshness.believes(entry.stored, "apikeys"),
+            // A new secret is random, never one looked up before: no
+            // announcement concerns unknown ones.
+            Answer::Unknown => true,
+        };
+        if entry.until <= Instant::now() || !believed {
             drop(entry);
             self.entries.remove(hash);
             return Cached::Miss;
         }
-        match &entry.0 {
+        match &entry.answer {
             Answer::Valid(p) => Cached::Valid(p.clone()),
             Answer::Unknown => Cached::Unknown,
         }
@@ -96,12 +116,19 @@ impl KeyCache {
         }
         let now = Instant::now();
         if self.entries.len() >= MAX_ENTRIES {
-            self.entries.retain(|_, e| e.1 > now);
+            self.entries.retain(|_, e| e.until > now);
             if self.entries.len() >= MAX_ENTRIES {
                 self.entries.clear();
             }
         }
-        self.entries.insert(hash, (answer, now + ttl));
+        self.entries.insert(
+            hash,
+            Entry {
+                answer,
+                stored: now,
+                until: now + ttl,
+            },
+        );
     }
 
     /// Forgets everything (after fan-out messages may have been missed).
@@ -112,7 +139,7 @@ impl KeyCache {
     /// Forgets every answer about `key_id`. (Negative answers need no
     /// forgetting: a new secret is random, never one looked up before.)
     pub fn forget_key(&self, key_id: Uuid) {
-        self.entries.retain(|_, e| match &e.0 {
+        self.entries.retain(|_, e| match &e.answer {
             Answer::Valid(v) => v.principal.credential != Credential::ApiKey { key_id },
             Answer::Unknown => true,
         });
@@ -120,7 +147,7 @@ impl KeyCache {
 
     /// Forgets every answer about keys of `org_id` (its allowlist changed).
     pub fn forget_org(&self, org_id: Uuid) {
-        self.entries.retain(|_, e| match &e.0 {
+        self.entries.retain(|_, e| match &e.answer {
             Answer::Valid(v) => v.principal.org_id != org_id,
             Answer::Unknown => true,
         });

@@ -107,8 +107,12 @@ impl ApiKeys {
         fanout: Fanout,
     ) -> Self {
         Self {
+            cache: KeyCache::new(
+                config.verify_cache_ttl,
+                config.negative_cache_ttl,
+                fanout.freshness(),
+            ),
             fanout,
-            cache: KeyCache::new(config.verify_cache_ttl, config.negative_cache_ttl),
             db,
             clock,
             usage: DashMap::new(),

@@ -4,14 +4,17 @@
 //!
 //! Entries live at most `ttl` and never past the token's expiry. Logout,
 //! revocation, refresh and password change in this process remove the
-//! session's entries at once; another replica's cache forgets them within
-//! `ttl` (the documented cross-replica bound).
+//! session's entries at once; another replica's cache forgets them when
+//! the fan-out announces it, and while announcements may be missed an
+//! entry is believed for at most a second ([`Freshness`]).
+//! Without Redis, `ttl` itself is at most a second.
 
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use twig_auth::Principal;
 use twig_crypto::TokenHash;
+use twig_fanout::Freshness;
 use uuid::Uuid;
 
 const MAX_ENTRIES: usize = 200_000;
@@ -19,6 +22,7 @@ const MAX_ENTRIES: usize = 200_000;
 #[derive(Debug, Clone)]
 struct Entry {
     principal: Principal,
+    stored: Instant,
     until: Instant,
 }
 
@@ -26,14 +30,17 @@ struct Entry {
 #[derive(Debug)]
 pub struct VerifyCache {
     ttl: Duration,
+    freshness: Freshness,
     entries: DashMap<TokenHash, Entry>,
 }
 
 impl VerifyCache {
-    /// A cache keeping entries for `ttl` (zero disables it).
-    pub fn new(ttl: Duration) -> Self {
+    /// A cache keeping entries for `ttl` (zero disables it), past a
+    /// second only while `freshness` says announcements arrive.
+    pub fn new(ttl: Duration, freshness: Freshness) -> Self {
         Self {
             ttl,
+            freshness,
             entries: DashMap::new(),
         }
     }
@@ -41,7 +48,7 @@ impl VerifyCache {
     /// The cached principal, if fresh.
     pub fn get(&self, hash: &TokenHash) -> Option<Principal> {
         let entry = self.entries.get(hash)?;
-        if entry.until > Instant::now() {
+        if entry.until > Instant::now() && self.freshness.believes(entry.stored, "sessions") {
             Some(entry.principal.clone())
         } else {
             drop(entry);
@@ -63,7 +70,14 @@ impl VerifyCache {
             }
         }
         let until = now + self.ttl.min(valid_for);
-        self.entries.insert(hash, Entry { principal, until });
+        self.entries.insert(
+            hash,
+            Entry {
+                principal,
+                stored: now,
+                until,
+            },
+        );
     }
 
     /// Forgets every token of these sessions.

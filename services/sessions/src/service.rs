@@ -122,12 +122,12 @@ impl Sessions {
         fanout: Fanout,
     ) -> Self {
         Self {
+            cache: VerifyCache::new(config.verify_cache_ttl, fanout.freshness()),
             fanout,
             policy: PasswordPolicy {
                 min_chars: config.password_min_chars,
                 max_bytes: config.password_max_bytes,
             },
-            cache: VerifyCache::new(config.verify_cache_ttl),
             ip_limiter: IpLimiter::new(config.failed_logins_per_ip_per_minute),
             last_seen: LastSeen::default(),
             db,

@@ -6,6 +6,8 @@
 //! and per client address (API-key allowlists depend on it). A change
 //! announced on the fan-out (a key revoked, a session ended, an allowlist
 //! changed) drops the answers it concerns at once; a reconnect drops all.
+//! While the fan-out is down, an answer is believed for at most a second
+//! ([`Freshness`]), whatever `ttl` says.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
+use twig_fanout::Freshness;
 use uuid::Uuid;
 
 use crate::principal::{AuthFuture, Authenticator, Credential, Principal};
@@ -53,18 +56,28 @@ impl Stale {
 pub struct VerifyCache {
     inner: Arc<dyn Authenticator>,
     ttl: Duration,
-    kept: DashMap<([u8; 32], Option<IpAddr>), (Principal, Instant)>,
+    freshness: Freshness,
+    kept: DashMap<([u8; 32], Option<IpAddr>), Kept>,
     /// Bumped by every change heard, so an answer fetched across a change
     /// is not kept.
     generation: AtomicU64,
 }
 
+/// One kept answer.
+struct Kept {
+    principal: Principal,
+    stored: Instant,
+    until: Instant,
+}
+
 impl VerifyCache {
-    /// Keeps `inner`'s answers for `ttl`.
-    pub fn new(inner: Arc<dyn Authenticator>, ttl: Duration) -> Self {
+    /// Keeps `inner`'s answers for `ttl`, past a second only while
+    /// `freshness` says announcements arrive.
+    pub fn new(inner: Arc<dyn Authenticator>, ttl: Duration, freshness: Freshness) -> Self {
         Self {
             inner,
             ttl,
+            freshness,
             kept: DashMap::new(),
             generation: AtomicU64::new(0),
         }
@@ -76,8 +89,7 @@ impl VerifyCache {
         if stale == Stale::All {
             self.kept.clear();
         } else {
-            self.kept
-                .retain(|_, (principal, _)| !stale.covers(principal));
+            self.kept.retain(|_, kept| !stale.covers(&kept.principal));
         }
     }
 
@@ -99,9 +111,10 @@ impl Authenticator for VerifyCache {
                 (Sha256::digest(bearer.as_bytes()).into(), client_ip);
             let now = Instant::now();
             if let Some(entry) = self.kept.get(&key)
-                && entry.1 > now
+                && entry.until > now
+                && self.freshness.believes(entry.stored, "edge")
             {
-                return Ok(entry.0.clone());
+                return Ok(entry.principal.clone());
             }
             let generation = self.generation.load(Ordering::Acquire);
             let principal = self.inner.authenticate(bearer, client_ip).await?;
@@ -114,8 +127,15 @@ impl Authenticator for VerifyCache {
                 if self.kept.len() >= MAX_KEPT {
                     self.kept.clear();
                 }
-                self.kept
-                    .insert(key, (principal.clone(), Instant::now() + keep));
+                let stored = Instant::now();
+                self.kept.insert(
+                    key,
+                    Kept {
+                        principal: principal.clone(),
+                        stored,
+                        until: stored + keep,
+                    },
+                );
             }
             Ok(principal)
         })
@@ -135,6 +155,55 @@ mod tests {
             credential,
             expires_at: None,
         }
+    }
+
+    /// Answers every token with one principal, counting the calls.
+    #[derive(Default)]
+    struct Counting {
+        calls: AtomicU64,
+    }
+
+    impl Authenticator for Counting {
+        fn authenticate<'a>(&'a self, _: &'a str, _: Option<IpAddr>) -> AuthFuture<'a> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                Ok(principal(Credential::ApiKey {
+                    key_id: Uuid::nil(),
+                }))
+            })
+        }
+    }
+
+    /// With the fan-out's Redis gone, an answer kept for a minute is asked
+    /// again after a second.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kept_answers_last_a_second_while_announcements_may_be_missed() {
+        let mut redis = twig_testkit::PrivateRedis::start();
+        let fanout = twig_fanout::Fanout::redis(&redis.url(), &twig_testkit::redis_prefix())
+            .await
+            .expect("the private Redis answers");
+        let inner = Arc::new(Counting::default());
+        let cache = VerifyCache::new(inner.clone(), Duration::from_secs(60), fanout.freshness());
+        let calls = || inner.calls.load(Ordering::SeqCst);
+
+        cache.authenticate("token", None).await.unwrap();
+        tokio::time::sleep(twig_fanout::OUTAGE_BOUND).await;
+        cache.authenticate("token", None).await.unwrap();
+        assert_eq!(calls(), 1, "kept while Redis is up, past the outage bound");
+
+        redis.stop();
+        let noticed = Instant::now();
+        while fanout.freshness().is_live() {
+            assert!(
+                noticed.elapsed() < Duration::from_secs(5),
+                "the fan-out did not notice Redis stopping"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cache.authenticate("token", None).await.unwrap();
+        assert_eq!(calls(), 2, "an answer older than a second is asked again");
+        cache.authenticate("token", None).await.unwrap();
+        assert_eq!(calls(), 2, "a fresh answer is still kept for a second");
     }
 
     #[test]

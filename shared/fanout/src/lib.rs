@@ -7,12 +7,17 @@
 //!
 //! Subscribers receive [`Event::Message`]s, and [`Event::Resync`] whenever
 //! the subscription (re)connects: messages may have been missed while it
-//! was down, so caches must then drop everything.
+//! was down, so caches must then drop everything. While it is down, the
+//! caches' answers are believed for at most a second ([`Freshness`]).
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::broadcast;
+
+mod freshness;
+
+pub use freshness::{Freshness, OUTAGE_BOUND};
 
 /// What a subscriber receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +38,7 @@ pub enum Event {
 pub struct Fanout {
     events: broadcast::Sender<Event>,
     redis: Option<Redis>,
+    freshness: Freshness,
 }
 
 #[derive(Clone)]
@@ -51,6 +57,7 @@ impl Fanout {
         Self {
             events,
             redis: None,
+            freshness: Freshness::always(),
         }
     }
 
@@ -67,10 +74,12 @@ impl Fanout {
         .map_err(|_| anyhow::anyhow!("Redis at the configured URL did not answer within 5 s"))??;
         let (events, _) = broadcast::channel(1024);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let freshness = Freshness::down();
         tokio::spawn(subscribe_forever(
             client.clone(),
             prefix.to_string(),
             events.clone(),
+            freshness.clone(),
             Some(ready_tx),
         ));
         tokio::time::timeout(Duration::from_secs(5), ready_rx)
@@ -83,7 +92,14 @@ impl Fanout {
                 client,
                 publisher: std::sync::Arc::new(tokio::sync::Mutex::new(publisher)),
             }),
+            freshness,
         })
+    }
+
+    /// Whether announcements are arriving: caches ask it how long their
+    /// answers may be believed.
+    pub fn freshness(&self) -> Freshness {
+        self.freshness.clone()
     }
 
     /// Receives every event from now on.
@@ -150,6 +166,7 @@ async fn subscribe_forever(
     client: redis::Client,
     prefix: String,
     events: broadcast::Sender<Event>,
+    freshness: Freshness,
     mut ready: Option<tokio::sync::oneshot::Sender<anyhow::Result<()>>>,
 ) {
     let pattern = format!("{prefix}*");
@@ -164,6 +181,7 @@ async fn subscribe_forever(
         match attempt {
             Ok(pubsub) => {
                 backoff = Duration::from_millis(100);
+                freshness.set_live();
                 let _ = events.send(Event::Resync);
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(Ok(()));
@@ -181,7 +199,10 @@ async fn subscribe_forever(
                         payload,
                     });
                 }
-                tracing::warn!("Redis subscription ended; reconnecting");
+                freshness.set_down();
+                tracing::warn!(
+                    "Redis subscription ended; cached answers are believed for at most 1 s until it is back"
+                );
             }
             Err(e) => {
                 if let Some(ready) = ready.take() {
