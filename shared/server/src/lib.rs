@@ -16,7 +16,9 @@ use twig_auth::AuthLayer;
 
 mod coalesce;
 mod cors;
+mod framing;
 mod http_routes;
+mod methods;
 mod metrics;
 mod trace;
 
@@ -115,6 +117,8 @@ pub async fn serve(
             routes: options.http_routes,
         })
         .layer(tonic_web::GrpcWebLayer::new())
+        // Malformed request bodies: INVALID_ARGUMENT, not INTERNAL.
+        .layer(framing::FramingLayer)
         .layer(options.auth)
         .add_routes(routes)
         .serve_with_incoming_shutdown(
