@@ -162,6 +162,12 @@ impl Fanout {
     }
 }
 
+/// How often the subscription asks Redis whether it is still there, and
+/// how long the answer may take: a connection lost without a word (a
+/// frozen server, a network cut) is noticed within about two seconds.
+const PING_EVERY: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
 async fn subscribe_forever(
     client: redis::Client,
     prefix: String,
@@ -176,45 +182,74 @@ async fn subscribe_forever(
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.psubscribe(&pattern).await?;
             Ok::<_, redis::RedisError>(pubsub)
-        }
-        .await;
-        match attempt {
-            Ok(pubsub) => {
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(pubsub)) => {
                 backoff = Duration::from_millis(100);
                 freshness.set_live();
                 let _ = events.send(Event::Resync);
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(Ok(()));
                 }
-                let mut stream = pubsub.into_on_message();
-                while let Some(msg) = stream.next().await {
-                    let Some(topic) = msg.get_channel_name().strip_prefix(&prefix) else {
-                        continue;
-                    };
-                    let Ok(payload) = msg.get_payload::<String>() else {
-                        continue;
-                    };
-                    let _ = events.send(Event::Message {
-                        topic: topic.to_string(),
-                        payload,
-                    });
-                }
+                let why = deliver(pubsub, &prefix, &events).await;
                 freshness.set_down();
                 tracing::warn!(
-                    "Redis subscription ended; cached answers are believed for at most 1 s until it is back"
+                    why,
+                    "Redis subscription lost; cached answers are believed for at most 1 s until it is back"
                 );
             }
-            Err(e) => {
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => anyhow::Error::from(e),
+                    _ => anyhow::anyhow!("Redis did not accept the subscription within 5 s"),
+                };
                 if let Some(ready) = ready.take() {
-                    let _ = ready.send(Err(e.into()));
+                    let _ = ready.send(Err(error));
                     return;
                 }
                 metrics::counter!("twig_fanout_reconnects_total").increment(1);
-                tracing::warn!(error = %e, "cannot subscribe to Redis; retrying");
+                tracing::warn!(error = %error, "cannot subscribe to Redis; retrying");
             }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Passes the subscription's messages on until it ends or stops answering
+/// pings; says which.
+async fn deliver(
+    pubsub: redis::aio::PubSub,
+    prefix: &str,
+    events: &broadcast::Sender<Event>,
+) -> &'static str {
+    let (mut sink, mut stream) = pubsub.split();
+    let mut ticks = tokio::time::interval(PING_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            message = stream.next() => {
+                let Some(message) = message else {
+                    return "the connection closed";
+                };
+                let Some(topic) = message.get_channel_name().strip_prefix(prefix) else {
+                    continue;
+                };
+                let Ok(payload) = message.get_payload::<String>() else {
+                    continue;
+                };
+                let _ = events.send(Event::Message {
+                    topic: topic.to_string(),
+                    payload,
+                });
+            }
+            _ = ticks.tick() => {
+                let pong = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
+                if !matches!(pong, Ok(Ok(_))) {
+                    return "Redis did not answer a ping in time";
+                }
+            }
+        }
     }
 }
 
@@ -234,6 +269,56 @@ mod tests {
                 payload: "k1".into()
             }
         );
+    }
+
+    /// Waits until `freshness` says `live`; panics after `limit`.
+    async fn until_live(freshness: &Freshness, live: bool, limit: Duration) -> Duration {
+        let start = std::time::Instant::now();
+        while freshness.is_live() != live {
+            assert!(
+                start.elapsed() < limit,
+                "the subscription was not seen {} within {limit:?}",
+                if live { "up" } else { "down" }
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        start.elapsed()
+    }
+
+    /// A Redis that dies, or freezes without closing its connections, is
+    /// noticed (the caches then fall back to the short bound), and the
+    /// subscription comes back with a resync when Redis does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_subscription_is_noticed_and_resumed() {
+        let mut redis = twig_testkit::PrivateRedis::start();
+        let fanout = Fanout::redis(&redis.url(), "twig-test:")
+            .await
+            .expect("the private Redis answers");
+        let freshness = fanout.freshness();
+        let mut events = fanout.subscribe();
+        assert!(freshness.is_live());
+
+        // Frozen: the connection stays open, pings go unanswered.
+        redis.pause();
+        let took = until_live(&freshness, false, Duration::from_secs(5)).await;
+        println!("a frozen Redis was noticed after {took:?}");
+        redis.resume();
+        until_live(&freshness, true, Duration::from_secs(10)).await;
+
+        // Killed: the connection closes.
+        redis.stop();
+        until_live(&freshness, false, Duration::from_secs(2)).await;
+        redis.restart();
+        until_live(&freshness, true, Duration::from_secs(10)).await;
+        let resynced = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                if events.recv().await == Ok(Event::Resync) {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(resynced.is_ok(), "a reconnect announces a resync");
     }
 
     /// Two fan-outs on one Redis: a message published on one reaches the

@@ -138,9 +138,34 @@ impl PrivateRedis {
     /// Kills the server (as a crash would).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A frozen server must be thawed to die of SIGKILL promptly
+            // (it does anyway, but its port is then freed at once).
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open but nothing
+    /// answers, as on a network cut. [`PrivateRedis::resume`] thaws it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a server frozen by [`PrivateRedis::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server runs");
+        let status = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
     }
 
     /// Starts the server again on the same port (empty).
