@@ -620,7 +620,7 @@ async fn flush_api_keys(keys: Arc<ApiKeys>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
-        if let Err(e) = keys.flush().await {
+        if let Err(e) = keys.flush_ended().await {
             tracing::warn!(error = %e, "could not write api-key usage; will retry");
         }
     }

@@ -34,6 +34,7 @@ mod buf_curl;
 mod cors;
 mod credentials;
 mod crash;
+mod forged_keys;
 mod http_json;
 mod ip_allowlists;
 mod node_grpc_web;

@@ -12,6 +12,7 @@ pub mod entity;
 pub mod error;
 pub mod grpc;
 pub mod migration;
+pub mod refusals;
 pub mod remote;
 pub mod scopes;
 pub mod service;

@@ -14,7 +14,7 @@ use sea_orm::{
 use twig_audit::{AuditEvent, Outcome};
 use twig_auth::{Credential, Principal, Scope};
 use twig_clock::Clock;
-use twig_crypto::{Token, TokenHash, TokenKind};
+use twig_crypto::{Token, TokenFormatError, TokenHash, TokenKind};
 use twig_fanout::{Event, Fanout};
 use uuid::Uuid;
 
@@ -22,6 +22,7 @@ use crate::cache::{Cached, KeyCache, Verified};
 use crate::cidrs;
 use crate::entity::{api_key, api_key_secret, api_key_usage, org_ip_allowlist};
 use crate::error::KeyError;
+use crate::refusals::{Refusals, Source, Summary};
 use crate::scopes;
 
 type Result<T> = std::result::Result<T, KeyError>;
@@ -48,8 +49,11 @@ pub struct ApiKeys {
     /// Successful verifications per (key, minute) since the last flush:
     /// one map update per verification, for the counts and last-used time.
     usage: DashMap<(Uuid, i64), Use>,
-    /// Refused verifications since the last flush, counted.
-    failures: DashMap<Refusal, u64>,
+    /// Refusals of unknown keys, counted per client address and period.
+    unknown: Refusals<Client>,
+    /// Refusals of real keys (revoked, expired, address not allowed),
+    /// counted per key, address and period.
+    denied: Refusals<KeyRefusal>,
     fanout: Fanout,
 }
 
@@ -65,16 +69,66 @@ struct Use {
     last: DateTime<Utc>,
 }
 
-/// One kind of refused verification, for the batched audit events.
+/// Who presented an unknown key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Refusal {
+enum Client {
+    /// A client address (none when the caller did not know it).
+    Address(Option<IpAddr>),
+    /// Every address beyond the period's cap.
+    Others,
+}
+
+impl Source for Client {
+    fn overflow(&self) -> Self {
+        Client::Others
+    }
+}
+
+/// A refused use of a real key: its organisation's admins see these.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct KeyRefusal {
     /// `apikey.verify_failed` or `apikey.ip_denied`.
     action: &'static str,
-    org: Option<Uuid>,
+    org: Uuid,
+    key: Uuid,
     prefix: String,
+    /// `revoked` or `expired`; for address denials `org` or `key`, the
+    /// list that refused.
+    reason: &'static str,
     ip: Option<IpAddr>,
-    /// For address denials: `org` or `key`, the list that refused.
-    policy: Option<&'static str>,
+    /// Counted for every address beyond the period's cap.
+    other_addresses: bool,
+}
+
+impl Source for KeyRefusal {
+    fn overflow(&self) -> Self {
+        Self {
+            ip: None,
+            other_addresses: true,
+            ..self.clone()
+        }
+    }
+}
+
+/// Why a presented key was refused before its allowlists were looked at.
+#[derive(Debug)]
+enum Refused {
+    /// Not the shape of an API key (wrong prefix, length or characters).
+    Malformed,
+    /// The shape of an API key, but a checksum that does not match.
+    BadChecksum,
+    /// Well formed, but no such secret.
+    Unknown,
+    /// A real key, revoked.
+    Revoked(KeyRefusal),
+    /// A real key or secret, expired.
+    Expired(KeyRefusal),
+}
+
+/// Counts a refusal in `twig_apikey_refusals_total`, by a reason from a
+/// fixed set.
+fn count_refusal(reason: &'static str) {
+    metrics::counter!("twig_apikey_refusals_total", "reason" => reason).increment(1);
 }
 
 fn chrono(d: Duration) -> chrono::Duration {
@@ -116,7 +170,14 @@ impl ApiKeys {
             db,
             clock,
             usage: DashMap::new(),
-            failures: DashMap::new(),
+            unknown: Refusals::new(
+                config.refusal_audit_period,
+                config.refusal_audit_max_sources,
+            ),
+            denied: Refusals::new(
+                config.refusal_audit_period,
+                config.refusal_audit_max_sources,
+            ),
         }
     }
 
@@ -440,29 +501,34 @@ impl ApiKeys {
         required: Option<Scope>,
         client_ip: Option<IpAddr>,
     ) -> Result<Principal> {
-        let verified = match self.verify_key(text).await {
+        let client_ip = client_ip.map(|ip| ip.to_canonical());
+        let verified = match self.verify_key(text, client_ip).await? {
             Ok(v) => v,
-            Err(KeyError::InvalidKey) => {
-                self.refuse(Refusal {
-                    action: "apikey.verify_failed",
-                    org: None,
-                    prefix: Token::public_prefix(text),
-                    ip: client_ip,
-                    policy: None,
-                });
+            Err(refused) => {
+                self.refuse(refused, text, client_ip);
                 return Err(KeyError::InvalidKey);
             }
-            Err(e) => return Err(e),
         };
         for (policy, list) in [("org", &verified.org_cidrs), ("key", &verified.key_cidrs)] {
             if !cidrs::allows(list, client_ip) {
-                self.refuse(Refusal {
-                    action: "apikey.ip_denied",
-                    org: Some(verified.principal.org_id),
-                    prefix: verified.prefix.clone(),
-                    ip: client_ip.map(|ip| ip.to_canonical()),
-                    policy: Some(policy),
-                });
+                count_refusal("ip_denied");
+                let key = match verified.principal.credential {
+                    Credential::ApiKey { key_id } => key_id,
+                    Credential::Session { .. } => Uuid::nil(),
+                };
+                self.denied.record(
+                    self.clock.now(),
+                    KeyRefusal {
+                        action: "apikey.ip_denied",
+                        org: verified.principal.org_id,
+                        key,
+                        prefix: verified.prefix.clone(),
+                        reason: policy,
+                        ip: client_ip,
+                        other_addresses: false,
+                    },
+                    "",
+                );
                 return Err(KeyError::AddressNotAllowed);
             }
         }
@@ -487,15 +553,25 @@ impl ApiKeys {
         Ok(verified.principal.clone())
     }
 
-    async fn verify_key(&self, text: &str) -> Result<Arc<Verified>> {
-        Token::check_format(TokenKind::ApiKey, text).map_err(|_| KeyError::InvalidKey)?;
+    /// The key `text` names, or why it is refused; `Err` only for
+    /// database trouble.
+    async fn verify_key(
+        &self,
+        text: &str,
+        client_ip: Option<IpAddr>,
+    ) -> Result<std::result::Result<Arc<Verified>, Refused>> {
+        match Token::check_format(TokenKind::ApiKey, text) {
+            Ok(()) => {}
+            Err(TokenFormatError::BadChecksum) => return Ok(Err(Refused::BadChecksum)),
+            Err(_) => return Ok(Err(Refused::Malformed)),
+        }
         let hash = TokenHash::of(text);
         let now = self.clock.now();
         match self.cache.get(&hash) {
             Cached::Valid(v) if v.principal.expires_at.is_none_or(|t| t > now) => {
-                return Ok(v);
+                return Ok(Ok(v));
             }
-            Cached::Unknown => return Err(KeyError::InvalidKey),
+            Cached::Unknown => return Ok(Err(Refused::Unknown)),
             Cached::Valid(_) | Cached::Miss => {}
         }
         // One query for the secret, its key and the organisation's allowlist.
@@ -507,14 +583,25 @@ impl ApiKeys {
                 .await?
         else {
             self.cache.put_unknown(hash);
-            return Err(KeyError::InvalidKey);
+            return Ok(Err(Refused::Unknown));
         };
-        if secret.expires_at.is_some_and(|t| t <= now) {
-            return Err(KeyError::InvalidKey);
+        let Some(key) = key else {
+            return Ok(Err(Refused::Unknown));
+        };
+        let refusal = |reason| KeyRefusal {
+            action: "apikey.verify_failed",
+            org: key.org_id,
+            key: key.id,
+            prefix: secret.prefix.clone(),
+            reason,
+            ip: client_ip,
+            other_addresses: false,
+        };
+        if key.revoked_at.is_some() {
+            return Ok(Err(Refused::Revoked(refusal("revoked"))));
         }
-        let key = key.ok_or(KeyError::InvalidKey)?;
-        if key.revoked_at.is_some() || key.expires_at.is_some_and(|t| t <= now) {
-            return Err(KeyError::InvalidKey);
+        if secret.expires_at.is_some_and(|t| t <= now) || key.expires_at.is_some_and(|t| t <= now) {
+            return Ok(Err(Refused::Expired(refusal("expired"))));
         }
         let org_cidrs = org_allowlist
             .map(|row| cidrs::from_stored(&row.cidrs))
@@ -539,7 +626,7 @@ impl ApiKeys {
         let valid_for =
             expires_at.map_or(Duration::MAX, |t| (t - now).to_std().unwrap_or_default());
         self.cache.put_valid(hash, verified.clone(), valid_for);
-        Ok(verified)
+        Ok(Ok(verified))
     }
 
     /// Requests per minute (`bucket_minutes` = 1) or per day (1440) of a
@@ -639,14 +726,51 @@ impl ApiKeys {
         Ok(nets.iter().map(|n| n.to_string()).collect())
     }
 
-    fn refuse(&self, refusal: Refusal) {
-        *self.failures.entry(refusal).or_insert(0) += 1;
+    /// Counts a refused key: in the metrics, and for the audit log under
+    /// its client address (unknown keys, with the presented prefix as a
+    /// sample) or its key (real keys).
+    fn refuse(&self, refused: Refused, text: &str, client_ip: Option<IpAddr>) {
+        let now = self.clock.now();
+        let unknown = |reason| {
+            count_refusal(reason);
+            self.unknown
+                .record(now, Client::Address(client_ip), &Token::public_prefix(text));
+        };
+        match refused {
+            Refused::Malformed => unknown("malformed"),
+            Refused::BadChecksum => unknown("bad_checksum"),
+            Refused::Unknown => unknown("unknown"),
+            Refused::Revoked(refusal) => {
+                count_refusal("revoked");
+                self.denied.record(now, refusal, "");
+            }
+            Refused::Expired(refusal) => {
+                count_refusal("expired");
+                self.denied.record(now, refusal, "");
+            }
+        }
     }
 
-    /// Writes batched work: usage counts and last-used times, and one
-    /// audit event per kind of refusal with its count, so a flood of bad
-    /// keys cannot flood the audit log.
+    /// Writes all batched work: usage counts and last-used times, and the
+    /// refusal summaries of every period, the current one too (at
+    /// shutdown, and for tests).
     pub async fn flush(&self) -> Result<()> {
+        self.flush_usage().await?;
+        self.write_refusals(self.unknown.take_all(), self.denied.take_all())
+            .await
+    }
+
+    /// Writes usage counts and last-used times, and the refusal summaries
+    /// of the periods that have ended: the periodic flush, so that each
+    /// source is one audit row per period.
+    pub async fn flush_ended(&self) -> Result<()> {
+        self.flush_usage().await?;
+        let now = self.clock.now();
+        self.write_refusals(self.unknown.take_ended(now), self.denied.take_ended(now))
+            .await
+    }
+
+    async fn flush_usage(&self) -> Result<()> {
         let usage: Vec<((Uuid, i64), Use)> =
             self.usage.iter().map(|e| (*e.key(), *e.value())).collect();
         for ((key_id, minute), used) in usage {
@@ -685,33 +809,93 @@ impl ApiKeys {
             }
             self.usage.remove_if(&(key_id, minute), |_, u| u.count == 0);
         }
-        let refusals: Vec<(Refusal, u64)> = self
-            .failures
-            .iter()
-            .map(|e| (e.key().clone(), *e.value()))
-            .collect();
+        Ok(())
+    }
+
+    /// One audit event per summary: per client address and period for
+    /// unknown keys (with a few presented prefixes), per key, address and
+    /// period for real keys (in the key's organisation). What cannot be
+    /// written is kept for the next flush. One warning per flush, however
+    /// many refusals.
+    async fn write_refusals(
+        &self,
+        mut unknown: Vec<Summary<Client>>,
+        mut denied: Vec<Summary<KeyRefusal>>,
+    ) -> Result<()> {
+        let period_seconds = self.unknown.period().as_secs();
         let now = self.clock.now();
-        for (refusal, count) in refusals {
-            let mut event = AuditEvent::new(refusal.action, Outcome::Failure)
-                .actor(
-                    refusal
-                        .ip
-                        .map_or("unknown".to_string(), |ip| format!("ip:{ip}")),
-                )
-                .ip(refusal.ip.map(|ip| ip.to_string()))
+        let refused: u64 = unknown.iter().map(|s| s.count).sum();
+        if refused > 0 {
+            let overflow: u64 = unknown
+                .iter()
+                .filter(|s| s.source == Client::Others)
+                .map(|s| s.count)
+                .sum();
+            tracing::warn!(
+                refused,
+                sources = unknown.len(),
+                beyond_the_address_cap = overflow,
+                "unknown API keys refused"
+            );
+        }
+        while let Some(s) = unknown.pop() {
+            let (actor, ip) = match s.source {
+                Client::Address(Some(ip)) => (format!("ip:{ip}"), Some(ip.to_string())),
+                Client::Address(None) => ("unknown".to_string(), None),
+                Client::Others => ("others".to_string(), None),
+            };
+            let written = AuditEvent::new("apikey.verify_failed", Outcome::Failure)
+                .actor(actor)
+                .ip(ip)
                 .details(serde_json::json!({
-                    "prefix": refusal.prefix,
-                    "count": count,
-                    "policy": refusal.policy,
-                }));
-            if let Some(org) = refusal.org {
-                event = event.org(org);
+                    "count": s.count,
+                    "prefixes": s.samples,
+                    "other_addresses": s.source == Client::Others,
+                    "period_start": s.period_start.to_rfc3339(),
+                    "period_seconds": period_seconds,
+                }))
+                .record_at(&self.db, now)
+                .await;
+            if let Err(e) = written {
+                unknown.push(s);
+                self.unknown.restore(unknown);
+                self.denied.restore(denied);
+                return Err(e.into());
             }
-            event.record_at(&self.db, now).await?;
-            if let Some(mut c) = self.failures.get_mut(&refusal) {
-                *c = c.saturating_sub(count);
+        }
+        while let Some(s) = denied.pop() {
+            let r = &s.source;
+            let (actor, ip) = match (r.ip, r.other_addresses) {
+                (Some(ip), _) => (format!("ip:{ip}"), Some(ip.to_string())),
+                (None, false) => ("unknown".to_string(), None),
+                (None, true) => ("others".to_string(), None),
+            };
+            let mut details = serde_json::json!({
+                "prefix": r.prefix,
+                "count": s.count,
+                "other_addresses": r.other_addresses,
+                "period_start": s.period_start.to_rfc3339(),
+                "period_seconds": period_seconds,
+            });
+            let field = if r.action == "apikey.ip_denied" {
+                "policy"
+            } else {
+                "reason"
+            };
+            details[field] = serde_json::Value::from(r.reason);
+            let written = AuditEvent::new(r.action, Outcome::Failure)
+                .org(r.org)
+                .actor(actor)
+                .target(format!("key:{}", r.key))
+                .ip(ip)
+                .details(details)
+                .record_at(&self.db, now)
+                .await;
+            if let Err(e) = written {
+                denied.push(s);
+                self.denied.restore(denied);
+                return Err(e.into());
             }
-            self.failures.remove_if(&refusal, |_, c| *c == 0);
         }
         Ok(())
     }

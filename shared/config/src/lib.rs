@@ -219,6 +219,14 @@ pub struct ApiKeysConfig {
     /// How long an unknown key is answered from memory.
     #[serde(with = "humantime_serde")]
     pub negative_cache_ttl: Duration,
+    /// Refused verifications are written to the audit log as one row per
+    /// source (client address, or key and address) and period of this
+    /// length, with a count, rather than one row per request.
+    #[serde(with = "humantime_serde")]
+    pub refusal_audit_period: Duration,
+    /// Sources tracked per period; refusals from any more are counted in
+    /// one overflow row (per key for refusals of a real key).
+    pub refusal_audit_max_sources: usize,
 }
 
 impl Default for ApiKeysConfig {
@@ -226,6 +234,8 @@ impl Default for ApiKeysConfig {
         Self {
             verify_cache_ttl: Duration::from_millis(500),
             negative_cache_ttl: Duration::from_millis(500),
+            refusal_audit_period: Duration::from_secs(60),
+            refusal_audit_max_sources: 1000,
         }
     }
 }
@@ -547,6 +557,14 @@ impl Config {
                 "api_keys.verify_cache_ttl must be at most {ttl_limit}s \
                  (without Redis it bounds how long a revoked key passes on another replica)"
             ));
+        }
+        if self.api_keys.refusal_audit_period < Duration::from_secs(1)
+            || self.api_keys.refusal_audit_period > Duration::from_secs(3600)
+        {
+            problems.push("api_keys.refusal_audit_period must be between 1s and 1h".into());
+        }
+        if !(1..=100_000).contains(&self.api_keys.refusal_audit_max_sources) {
+            problems.push("api_keys.refusal_audit_max_sources must be between 1 and 100000".into());
         }
         if self.quota.store == QuotaStore::Redis && self.redis.url.is_none() {
             problems.push("quota.store = redis needs redis.url (or REDIS_URL)".into());
