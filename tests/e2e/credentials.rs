@@ -9,7 +9,7 @@ use twig_proto::edge::v1 as pb;
 use twig_proto::edge::v1::authorize_request::Target;
 use twig_proto::edge::v1::authorize_service_client::AuthorizeServiceClient;
 use twig_proto::sessions::v1 as spb;
-use twig_tests::{Backend, TestApp, bearer, email};
+use twig_tests::{Backend, TestApp, bearer, email, http1};
 
 /// What clients have put around a real token.
 const DECORATIONS: [(&str, &str); 11] = [
@@ -156,5 +156,29 @@ async fn decorated_credentials_are_refused_everywhere() {
             "{refused:?}"
         );
     }
+
+    // The same over HTTP/JSON: one header is good, two are a 401.
+    let me = |headers: String| format!("GET /v1/me HTTP/1.1{headers}");
+    let (status, _, _) = http1(
+        app.addr,
+        &me(format!("\r\nAuthorization: Bearer {session}")),
+        b"",
+    )
+    .await;
+    assert!(status.contains(" 200"), "{status}");
+    let (status, _, body) = http1(
+        app.addr,
+        &me(format!(
+            "\r\nAuthorization: Bearer {session}\r\nAuthorization: Bearer {session}"
+        )),
+        b"",
+    )
+    .await;
+    assert!(status.contains(" 401"), "{status}");
+    assert!(
+        String::from_utf8_lossy(&body).contains("more than one authorization header"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     app.stop().await;
 }
