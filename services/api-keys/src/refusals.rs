@@ -13,7 +13,9 @@
 //! source's [`Source::overflow`] (one bucket for all unknown-key clients,
 //! one per key for refusals of a real key), so the audit rows per period
 //! are bounded by the cap plus the overflow buckets, whatever the number
-//! of requests or addresses.
+//! of requests or addresses. While summaries cannot be written, at most
+//! [`MAX_PENDING_PERIODS`] periods are kept: the oldest one's counts join
+//! the next, so nothing is lost and memory stays bounded.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -24,6 +26,9 @@ use chrono::{DateTime, Utc};
 
 /// The most sample prefixes one summary keeps.
 pub const MAX_SAMPLES: usize = 4;
+
+/// The most periods kept unwritten.
+pub const MAX_PENDING_PERIODS: usize = 10;
 
 /// Who a refusal is counted under.
 pub trait Source: Clone + Eq + Hash {
@@ -61,6 +66,42 @@ impl Tally {
             self.samples.push(sample.to_string());
         }
     }
+
+    fn merge(&mut self, other: Tally) {
+        self.add(other.count, "");
+        for sample in &other.samples {
+            self.add(0, sample);
+        }
+    }
+}
+
+/// Counts `tally` under `source` in one period's `sources`, or under its
+/// overflow bucket once `max_sources` other sources are tracked.
+fn count_in<S: Source>(
+    sources: &mut HashMap<S, Tally>,
+    max_sources: usize,
+    source: S,
+    tally: Tally,
+) {
+    let tracked = sources.len() < max_sources || sources.contains_key(&source);
+    let source = if tracked { source } else { source.overflow() };
+    sources.entry(source).or_default().merge(tally);
+}
+
+/// Keeps at most [`MAX_PENDING_PERIODS`] periods: the oldest one's counts
+/// join the next period's.
+fn keep_bounded<S: Source>(periods: &mut BTreeMap<i64, HashMap<S, Tally>>, max_sources: usize) {
+    while periods.len() > MAX_PENDING_PERIODS {
+        let Some((_, oldest)) = periods.pop_first() else {
+            return;
+        };
+        let Some(next) = periods.values_mut().next() else {
+            return;
+        };
+        for (source, tally) in oldest {
+            count_in(next, max_sources, source, tally);
+        }
+    }
 }
 
 /// Refusals counted per period and source, not yet written.
@@ -90,11 +131,16 @@ impl<S: Source> Refusals<S> {
     /// prefix of what was presented (kept if the summary has room).
     pub fn record(&self, at: DateTime<Utc>, source: S, sample: &str) {
         let period = self.period_of(at);
+        let mut tally = Tally::default();
+        tally.add(1, sample);
         let mut periods = self.periods.lock().expect("refusals lock");
-        let sources = periods.entry(period).or_default();
-        let tracked = sources.len() < self.max_sources || sources.contains_key(&source);
-        let source = if tracked { source } else { source.overflow() };
-        sources.entry(source).or_default().add(1, sample);
+        count_in(
+            periods.entry(period).or_default(),
+            self.max_sources,
+            source,
+            tally,
+        );
+        keep_bounded(&mut periods, self.max_sources);
     }
 
     /// Takes the summaries of the periods that ended before `now`.
@@ -118,16 +164,18 @@ impl<S: Source> Refusals<S> {
         let mut periods = self.periods.lock().expect("refusals lock");
         for s in summaries {
             let period = self.period_of(s.period_start);
-            let tally = periods
-                .entry(period)
-                .or_default()
-                .entry(s.source)
-                .or_default();
-            tally.add(s.count, "");
-            for sample in &s.samples {
-                tally.add(0, sample);
-            }
+            let tally = Tally {
+                count: s.count,
+                samples: s.samples,
+            };
+            count_in(
+                periods.entry(period).or_default(),
+                self.max_sources,
+                s.source,
+                tally,
+            );
         }
+        keep_bounded(&mut periods, self.max_sources);
     }
 
     /// How many sources are tracked, over all pending periods.
@@ -271,6 +319,36 @@ mod tests {
                 .all(|s| s.period_start.timestamp() == start + 60)
         );
         assert_eq!(refusals.tracked(), 0);
+    }
+
+    #[test]
+    fn unwritten_periods_are_bounded_and_lose_no_count() {
+        let clock = ManualClock::default();
+        let refusals = Refusals::new(Duration::from_secs(60), 5);
+        let periods = MAX_PENDING_PERIODS as u32 + 5;
+        for _ in 0..periods {
+            for address in 0..20 {
+                refusals.record(clock.now(), Client::Address(address), "p");
+            }
+            clock.advance(Duration::from_secs(60));
+        }
+        // Nothing was written (say the database is down): still bounded.
+        assert!(refusals.tracked() <= MAX_PENDING_PERIODS * 6);
+        let taken = refusals.take_all();
+        let starts: std::collections::HashSet<_> = taken.iter().map(|s| s.period_start).collect();
+        assert_eq!(starts.len(), MAX_PENDING_PERIODS);
+        assert_eq!(
+            taken.iter().map(|s| s.count).sum::<u64>(),
+            u64::from(periods) * 20
+        );
+        // Failed writes put back are bounded the same way.
+        refusals.restore(taken.clone());
+        refusals.restore(taken);
+        assert!(refusals.tracked() <= MAX_PENDING_PERIODS * 6);
+        assert_eq!(
+            refusals.take_all().iter().map(|s| s.count).sum::<u64>(),
+            u64::from(periods) * 40
+        );
     }
 
     #[test]
