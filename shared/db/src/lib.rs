@@ -4,6 +4,10 @@
 //!
 //! Services never branch on the backend in their queries; only DDL that
 //! the two dialects spell differently (triggers) looks at it.
+//!
+//! Every transaction that writes starts with [`begin_write`]: on SQLite it
+//! takes the database's one write lock at `BEGIN`, so concurrent writers
+//! queue on the busy timeout instead of failing with "database is locked".
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +15,7 @@ use std::time::Duration;
 use sea_orm::sqlx;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
-    SqlErr,
+    SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use twig_errors::ApiError;
@@ -76,7 +80,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         options.map_sqlx_sqlite_opts(|opts| {
             opts.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true)
         });
     }
@@ -86,6 +90,28 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
             backend: if sqlite { "sqlite" } else { "postgres" },
             source,
         })
+}
+
+/// How long a writer waits for SQLite's write lock before its call fails.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts a transaction that will write; every write transaction of every
+/// service starts here.
+///
+/// On SQLite this is `BEGIN IMMEDIATE`: the transaction takes the write
+/// lock before its first statement, waiting up to
+/// [`SQLITE_BUSY_TIMEOUT`] while another connection holds it, so writers
+/// run one after another. A plain (deferred) `BEGIN` that reads first
+/// cannot wait: when another connection commits between its read and its
+/// first write, SQLite refuses the upgrade at once ("database is locked",
+/// `SQLITE_BUSY_SNAPSHOT`). On PostgreSQL it is a plain `BEGIN` (the mode
+/// is SQLite's only); row locks and unique constraints order writers there.
+pub async fn begin_write<C: TransactionTrait>(db: &C) -> Result<C::Transaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
 }
 
 /// Applies every pending migration of one service's migrator.
@@ -139,5 +165,83 @@ pub fn failpoint(step: &str) {
     if std::env::var("TWIG_FAILPOINT").is_ok_and(|v| v == step) {
         eprintln!("failpoint {step}: aborting");
         std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::Statement;
+
+    async fn count(db: &impl ConnectionTrait) -> i64 {
+        db.query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT COUNT(*) FROM t",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index(0)
+        .unwrap()
+    }
+
+    async fn insert(db: &impl ConnectionTrait) -> Result<(), DbErr> {
+        db.execute_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "INSERT INTO t (n) VALUES (1)",
+        ))
+        .await
+        .map(|_| ())
+    }
+
+    async fn two_connections() -> (tempfile::TempDir, DatabaseConnection) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
+        let db = connect(&url, 2).await.unwrap();
+        db.execute_unprepared("CREATE TABLE t (n INTEGER)")
+            .await
+            .unwrap();
+        (dir, db)
+    }
+
+    /// The failure `begin_write` exists for: a deferred transaction that
+    /// read before another connection committed cannot write, and SQLite
+    /// does not wait for it.
+    #[tokio::test]
+    async fn a_deferred_reader_cannot_write_after_another_commit() {
+        let (_dir, db) = two_connections().await;
+        let first = db.begin().await.unwrap();
+        count(&first).await;
+        let second = db.begin().await.unwrap();
+        insert(&second).await.unwrap();
+        second.commit().await.unwrap();
+        let err = insert(&first).await.unwrap_err();
+        assert!(err.to_string().contains("locked"), "{err}");
+    }
+
+    /// With `begin_write` the second writer waits for the first to commit,
+    /// then reads what it wrote: no write fails.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_queue_for_the_write_lock() {
+        let (_dir, db) = two_connections().await;
+        let first = begin_write(&db).await.unwrap();
+        assert_eq!(count(&first).await, 0);
+        let db2 = db.clone();
+        let second = tokio::spawn(async move {
+            let txn = begin_write(&db2).await?;
+            let seen = count(&txn).await;
+            insert(&txn).await?;
+            txn.commit().await?;
+            Ok::<_, DbErr>(seen)
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !second.is_finished(),
+            "the second writer waits for the lock"
+        );
+        insert(&first).await.unwrap();
+        first.commit().await.unwrap();
+        assert_eq!(second.await.unwrap().unwrap(), 1, "it saw the first write");
+        assert_eq!(count(&db).await, 2);
     }
 }
