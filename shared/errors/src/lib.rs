@@ -7,6 +7,8 @@
 use std::fmt;
 use std::time::Duration;
 
+pub mod fields;
+
 use tonic::Code;
 use tonic_types::{ErrorDetails, StatusExt};
 
