@@ -37,6 +37,7 @@ mod crash;
 mod forged_keys;
 mod http_json;
 mod ip_allowlists;
+mod metrics_bounds;
 mod node_grpc_web;
 mod quota;
 mod quota_replicas;

@@ -8,7 +8,9 @@
 //! decision (credential, declared caller, allowlists, quota) is the same
 //! one. The answer is the response message as proto3 JSON, or an error
 //! body with the HTTP status of the gRPC code; 429 carries `Retry-After`
-//! and `RateLimit-Limit` / `-Remaining` / `-Reset`.
+//! and `RateLimit-Limit` / `-Remaining` / `-Reset`. Each answer carries
+//! its route's template ([`MatchedPath`]) in its extensions, the one
+//! label the request metrics take from it.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body as HttpBody;
-use axum::extract::{RawPathParams, Request};
+use axum::extract::{MatchedPath, RawPathParams, Request};
 use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter};
 use bytes::Bytes;
@@ -122,10 +124,17 @@ where
                 let route = route.clone();
                 let grpc = grpc.clone();
                 async move {
-                    match call(&route, grpc, params, request).await {
+                    // The route's template names the request in the
+                    // metrics (twig-server's TraceLayer reads it).
+                    let template = request.extensions().get::<MatchedPath>().cloned();
+                    let mut response = match call(&route, grpc, params, request).await {
                         Ok(response) => response,
                         Err(refused) => refused,
+                    };
+                    if let Some(template) = template {
+                        response.extensions_mut().insert(template);
                     }
+                    response
                 }
             };
             let entry = by_path.remove(&path).unwrap_or_default();
