@@ -48,6 +48,15 @@ impl KeyError {
     }
 }
 
+impl From<twig_errors::fields::InvalidField> for KeyError {
+    fn from(e: twig_errors::fields::InvalidField) -> Self {
+        Self::InvalidField {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
 impl From<KeyError> for ApiError {
     fn from(err: KeyError) -> Self {
         match &err {

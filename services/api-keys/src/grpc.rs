@@ -86,7 +86,9 @@ fn key_to_pb(k: &api_key::Model) -> pb::ApiKey {
     }
 }
 
+/// The scopes of a request: each one once, at most one of each kind.
 fn scopes_from(raw: &[i32]) -> Result<Vec<Scope>, Status> {
+    twig_errors::fields::distinct("scopes", raw, Scope::ALL.len())?;
     raw.iter().map(|s| scope_from_pb("scopes", *s)).collect()
 }
 

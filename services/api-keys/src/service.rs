@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryOrder, QuerySelect, Set,
 };
 use twig_audit::{AuditEvent, Outcome};
 use twig_auth::{Credential, Principal, Scope};
@@ -135,21 +135,12 @@ fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
+/// The longest key name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// A key name by the shared rule ([`twig_errors::fields::name`]).
 fn clean_name(raw: &str) -> Result<String> {
-    let name = raw.trim();
-    if name.is_empty() {
-        return Err(KeyError::field("name", "is required"));
-    }
-    if name.chars().count() > 100 {
-        return Err(KeyError::field("name", "must be at most 100 characters"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(KeyError::field(
-            "name",
-            "must not contain control characters",
-        ));
-    }
-    Ok(name.to_string())
+    Ok(twig_errors::fields::name("name", raw, MAX_NAME_CHARS)?)
 }
 
 impl ApiKeys {
@@ -264,13 +255,13 @@ impl ApiKeys {
             ));
         }
         let now = self.clock.now();
-        if expires_at.is_some_and(|t| t <= now) {
-            return Err(KeyError::field("expires_at", "must be in the future"));
+        if let Some(at) = expires_at {
+            twig_errors::fields::expiry("expires_at", at, now)?;
         }
         let secret = Token::generate(TokenKind::ApiKey);
         let prefix = Token::public_prefix(secret.expose());
         let id = Uuid::now_v7();
-        let txn = self.db.begin().await?;
+        let txn = twig_db::begin_write(&self.db).await?;
         let key = api_key::ActiveModel {
             id: Set(id),
             org_id: Set(principal.org_id),
@@ -385,7 +376,7 @@ impl ApiKeys {
             model.allowed_cidrs = Set(cidrs::to_stored(&nets));
         }
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
+        let txn = twig_db::begin_write(&self.db).await?;
         let updated = model.update(&txn).await?;
         AuditEvent::new("apikey.updated", Outcome::Success)
             .org(principal.org_id)
@@ -408,7 +399,7 @@ impl ApiKeys {
         let key = self.load(principal, key_id).await?;
         Self::require_may_change(principal, &key)?;
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
+        let txn = twig_db::begin_write(&self.db).await?;
         api_key::Entity::update_many()
             .col_expr(api_key::Column::RevokedAt, Expr::value(now))
             .filter(api_key::Column::Id.eq(key_id))
@@ -448,7 +439,7 @@ impl ApiKeys {
         let old_until = now + chrono(overlap);
         let secret = Token::generate(TokenKind::ApiKey);
         let prefix = Token::public_prefix(secret.expose());
-        let txn = self.db.begin().await?;
+        let txn = twig_db::begin_write(&self.db).await?;
         // Old secrets: end at the overlap's end (never extend an earlier end).
         api_key_secret::Entity::update_many()
             .col_expr(api_key_secret::Column::ExpiresAt, Expr::value(old_until))
@@ -701,16 +692,23 @@ impl ApiKeys {
         let nets = cidrs::parse(entries).map_err(|e| KeyError::field("cidrs", e))?;
         let stored = cidrs::to_stored(&nets);
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
-        org_ip_allowlist::Entity::delete_by_id(principal.org_id)
-            .exec(&txn)
-            .await?;
-        org_ip_allowlist::ActiveModel {
+        let txn = twig_db::begin_write(&self.db).await?;
+        // One statement whether or not a list exists, so concurrent
+        // replacements never collide on the organisation's row.
+        org_ip_allowlist::Entity::insert(org_ip_allowlist::ActiveModel {
             org_id: Set(principal.org_id),
             cidrs: Set(stored.clone()),
             updated_at: Set(now),
-        }
-        .insert(&txn)
+        })
+        .on_conflict(
+            OnConflict::column(org_ip_allowlist::Column::OrgId)
+                .update_columns([
+                    org_ip_allowlist::Column::Cidrs,
+                    org_ip_allowlist::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
         .await?;
         AuditEvent::new("org.ip_allowlist_changed", Outcome::Success)
             .org(principal.org_id)

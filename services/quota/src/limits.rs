@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
+use sea_orm::ColumnTrait;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
-use sea_orm::{ColumnTrait, TransactionTrait};
 use twig_audit::{AuditEvent, Outcome};
 use twig_errors::ApiError;
 use twig_fanout::{Event, Fanout};
@@ -143,7 +143,7 @@ impl Limits {
             updated_at: Set(now),
             updated_by: Set(actor.clone()),
         };
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
         quota_limit::Entity::insert(model)
             .on_conflict(
                 sea_orm::sea_query::OnConflict::column(quota_limit::Column::Subject)
@@ -193,7 +193,7 @@ impl Limits {
         now: DateTime<Utc>,
     ) -> Result<(), ApiError> {
         let db_err = |e: sea_orm::DbErr| twig_db::api_error(&e);
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
         let deleted = quota_limit::Entity::delete_many()
             .filter(quota_limit::Column::Subject.eq(subject.as_str()))
             .filter(quota_limit::Column::OrgId.eq(org))

@@ -25,8 +25,15 @@ impl Subject {
         if !KINDS.contains(&kind) {
             return Err("kind must be one of key, org, user, ip, custom");
         }
-        if value.is_empty() || value.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err("value must be non-empty, without spaces or control characters");
+        if value.is_empty()
+            || value
+                .chars()
+                .any(|c| c.is_whitespace() || twig_errors::fields::is_invisible(c))
+        {
+            return Err(
+                "value must be non-empty, without spaces, control, bidirectional, zero-width or \
+                 other invisible characters",
+            );
         }
         Ok(Self(raw.to_string()))
     }
@@ -77,6 +84,8 @@ mod tests {
             "nope:x",
             "key:a b",
             "key:\0",
+            "custom:a\u{202E}b",
+            "custom:\u{200B}",
             &format!("key:{}", "a".repeat(300)),
         ] {
             assert!(Subject::parse(bad).is_err(), "{bad:?}");

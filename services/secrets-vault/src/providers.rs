@@ -96,8 +96,11 @@ impl Provider {
                 }
             }
             Self::Custom(_) => {
-                if value.chars().any(char::is_control) {
-                    Err("must not contain control characters")
+                if value.chars().any(twig_errors::fields::is_invisible) {
+                    Err(
+                        "must not contain control, bidirectional, zero-width or other invisible \
+                         characters",
+                    )
                 } else {
                     Ok(())
                 }
@@ -161,6 +164,8 @@ mod tests {
         assert!(custom.check("anything at all").is_ok());
         assert!(custom.check("").is_err());
         assert!(custom.check("a\nb").is_err());
+        assert!(custom.check("value\u{202E}").is_err());
+        assert!(custom.check("zero\u{200B}width").is_err());
         assert!(custom.check(&"x".repeat(MAX_VALUE + 1)).is_err());
         for bad in ["", "OpenAI", "custom:", "custom:has space", "custom:ü"] {
             assert!(Provider::parse(bad).is_err(), "{bad:?}");

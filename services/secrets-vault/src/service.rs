@@ -6,12 +6,12 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use twig_audit::{AuditEvent, Outcome};
 use twig_auth::{InternalCaller, Principal, Scope};
 use twig_clock::Clock;
-use twig_errors::ApiError;
+use twig_errors::{ApiError, fields};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -19,6 +19,11 @@ use crate::entity::{master_key, rewrap_job, secret};
 use crate::envelope::{self, Binding, MAX_PLAINTEXT, OpenError, Sealed};
 use crate::keys::Keyring;
 use crate::providers::Provider;
+
+/// The longest provider key name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// The longest transit purpose or record id, in characters.
+pub const MAX_CONTEXT_CHARS: usize = 200;
 
 /// The purpose bound into stored provider keys.
 const PROVIDER_KEY: &str = "provider-key";
@@ -42,19 +47,14 @@ fn open_error(e: OpenError) -> ApiError {
 pub struct Context(Binding);
 
 impl Context {
-    /// Checks the organisation (a UUID), purpose and record (1 to 200
-    /// printable characters each).
+    /// Checks the organisation (a UUID), purpose and record (1 to
+    /// [`MAX_CONTEXT_CHARS`] visible characters each, kept exactly as
+    /// sent: they are bound into the ciphertext).
     pub fn new(org: &str, purpose: &str, record: &str) -> Result<Self, ApiError> {
         let org = Uuid::parse_str(org)
             .map_err(|_| ApiError::invalid_field("context.organization_id", "must be a UUID"))?;
-        for (field, value) in [("context.purpose", purpose), ("context.record_id", record)] {
-            if value.is_empty() || value.len() > 200 || value.chars().any(char::is_control) {
-                return Err(ApiError::invalid_field(
-                    field,
-                    "1 to 200 characters, no control characters",
-                ));
-            }
-        }
+        fields::exact_text("context.purpose", purpose, MAX_CONTEXT_CHARS)?;
+        fields::exact_text("context.record_id", record, MAX_CONTEXT_CHARS)?;
         Ok(Self(Binding {
             org,
             purpose: purpose.to_string(),
@@ -147,7 +147,7 @@ impl Vault {
                 Some(_) => {}
                 None => {
                     let now = clock.now();
-                    let txn = db.begin().await?;
+                    let txn = twig_db::begin_write(&db).await?;
                     master_key::ActiveModel {
                         version: Set(version),
                         check_value: Set(key.check_value()),
@@ -213,38 +213,35 @@ impl Vault {
         principal.require_scope(Scope::Admin)?;
         let provider =
             Provider::parse(provider).map_err(|r| ApiError::invalid_field("provider", r))?;
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(ApiError::invalid_field(
-                "name",
-                "1 to 100 characters, no control characters",
-            ));
-        }
+        let name = fields::name("name", name, MAX_NAME_CHARS)?;
         provider
             .check(value)
             .map_err(|r| ApiError::invalid_field("value", r))?;
         let id = Uuid::now_v7();
         let sealed = self.seal_value(principal.org_id, id, value);
         let now = self.clock.now();
-        let txn = self.db.begin().await.map_err(db_err)?;
-        let taken = secret::Entity::find()
+        let taken = || {
+            ApiError::already_exists(format!(
+                "a {} key named {name:?} exists; update it or pick another name",
+                provider.name()
+            ))
+        };
+        let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
+        let existing = secret::Entity::find()
             .filter(secret::Column::OrgId.eq(principal.org_id))
             .filter(secret::Column::Provider.eq(provider.name()))
-            .filter(secret::Column::Name.eq(name))
+            .filter(secret::Column::Name.eq(name.as_str()))
             .count(&txn)
             .await
             .map_err(db_err)?;
-        if taken > 0 {
-            return Err(ApiError::already_exists(format!(
-                "a {} key named {name:?} exists; update it or pick another name",
-                provider.name()
-            )));
+        if existing > 0 {
+            return Err(taken());
         }
         let model = secret::ActiveModel {
             id: Set(id),
             org_id: Set(principal.org_id),
             provider: Set(provider.name()),
-            name: Set(name.to_string()),
+            name: Set(name.clone()),
             masked: Set(provider.mask(value)),
             sealed: Set(sealed.to_text()),
             key_version: Set(i32::try_from(sealed.version).unwrap_or(i32::MAX)),
@@ -255,7 +252,15 @@ impl Vault {
         }
         .insert(&txn)
         .await
-        .map_err(db_err)?;
+        .map_err(|e| {
+            // Another request added the same name since the check above
+            // (PostgreSQL; SQLite's writers run one at a time).
+            if twig_db::is_unique_violation(&e) {
+                taken()
+            } else {
+                db_err(e)
+            }
+        })?;
         AuditEvent::new("vault.secret_added", Outcome::Success)
             .org(principal.org_id)
             .actor(principal.actor())
@@ -308,7 +313,7 @@ impl Vault {
             .map_err(|r| ApiError::invalid_field("value", r))?;
         let sealed = self.seal_value(found.org_id, found.id, value);
         let now = self.clock.now();
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
         let mut model: secret::ActiveModel = found.into();
         model.sealed = Set(sealed.to_text());
         model.key_version = Set(i32::try_from(sealed.version).unwrap_or(i32::MAX));
@@ -331,7 +336,7 @@ impl Vault {
         principal.require_scope(Scope::Admin)?;
         let found = self.find(principal.org_id, id).await?;
         let now = self.clock.now();
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
         secret::Entity::delete_by_id(found.id)
             .exec(&txn)
             .await
@@ -373,7 +378,7 @@ impl Vault {
                 .map_err(|_| ApiError::internal(&DbErr::Custom("stored value".into())))?,
         );
         let now = self.clock.now();
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
         secret::Entity::update_many()
             .col_expr(secret::Column::LastUsedAt, Expr::value(now))
             .filter(secret::Column::Id.eq(found.id))
@@ -452,6 +457,7 @@ impl Vault {
     async fn latest_job(&self) -> Result<Option<JobStatus>, ApiError> {
         let Some(job) = rewrap_job::Entity::find()
             .order_by_desc(rewrap_job::Column::StartedAt)
+            .order_by_desc(rewrap_job::Column::Id)
             .one(&self.db)
             .await
             .map_err(db_err)?
@@ -479,7 +485,7 @@ impl Vault {
         if unfinished.is_none() {
             let now = self.clock.now();
             let id = Uuid::now_v7();
-            let txn = self.db.begin().await.map_err(db_err)?;
+            let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
             // A job for an older target is superseded.
             rewrap_job::Entity::update_many()
                 .col_expr(rewrap_job::Column::FinishedAt, Expr::value(now))
@@ -538,11 +544,11 @@ impl Vault {
     }
 
     /// Moves data keys batch by batch, each batch one transaction (rows
-    /// and progress together), until none is left on another version.
+    /// and progress together), until none is left on another version. One
+    /// run at a time in this process: a later call waits, then finishes a
+    /// job started while the earlier run was ending.
     pub async fn run_rewrap(&self) -> Result<(), ApiError> {
-        let Ok(_running) = self.rewrapping.try_lock() else {
-            return Ok(());
-        };
+        let _running = self.rewrapping.lock().await;
         let Some(job) = rewrap_job::Entity::find()
             .filter(rewrap_job::Column::FinishedAt.is_null())
             .one(&self.db)
@@ -558,7 +564,7 @@ impl Vault {
             )));
         };
         loop {
-            let txn = self.db.begin().await.map_err(db_err)?;
+            let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
             let rows = secret::Entity::find()
                 .filter(secret::Column::KeyVersion.ne(job.target_version))
                 .order_by_asc(secret::Column::Id)
@@ -636,7 +642,7 @@ impl Vault {
             ));
         }
         let now: DateTime<Utc> = self.clock.now();
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
         let using = secret::Entity::find()
             .filter(secret::Column::KeyVersion.eq(v))
             .count(&txn)

@@ -20,8 +20,14 @@ impl Email {
         if email.len() > Self::MAX_LEN {
             return Err("must be at most 254 characters");
         }
-        if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("must not contain spaces or control characters");
+        if email
+            .chars()
+            .any(|c| c.is_whitespace() || twig_errors::fields::is_invisible(c))
+        {
+            return Err(
+                "must not contain spaces, control, bidirectional, zero-width or other invisible \
+                 characters",
+            );
         }
         let Some((local, domain)) = email.rsplit_once('@') else {
             return Err("must contain @");
@@ -82,6 +88,8 @@ mod tests {
             "ada@.com",
             "ada@x..com",
             "ada\0@example.com",
+            "ada\u{202E}@example.com",
+            "a\u{200B}da@example.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }

@@ -74,6 +74,15 @@ impl SessionError {
     }
 }
 
+impl From<twig_errors::fields::InvalidField> for SessionError {
+    fn from(e: twig_errors::fields::InvalidField) -> Self {
+        Self::InvalidField {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
 impl From<SessionError> for ApiError {
     fn from(err: SessionError) -> Self {
         match &err {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, Set,
 };
 use sha2::{Digest, Sha256};
 use twig_audit::{AuditEvent, Outcome};
@@ -93,23 +93,19 @@ fn email_hash(email: &Email) -> Vec<u8> {
     Sha256::digest(email.as_str().as_bytes()).to_vec()
 }
 
+/// The longest display or organisation name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// A display or organisation name by the shared rule
+/// ([`twig_errors::fields::optional_name`]); empty means `fallback`, cut
+/// to the same length.
 fn clean_name(field: &'static str, raw: &str, fallback: String) -> Result<String> {
-    let name = raw.trim();
-    let name = if name.is_empty() {
-        fallback
-    } else {
-        name.to_string()
-    };
-    if name.chars().count() > 200 {
-        return Err(SessionError::field(field, "must be at most 200 characters"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(SessionError::field(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    Ok(name)
+    Ok(
+        match twig_errors::fields::optional_name(field, raw, MAX_NAME_CHARS)? {
+            Some(name) => name,
+            None => fallback.chars().take(MAX_NAME_CHARS).collect(),
+        },
+    )
 }
 
 impl Sessions {
@@ -235,7 +231,7 @@ impl Sessions {
             .map_err(|e| SessionError::password("password", e))?;
 
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
+        let txn = twig_db::begin_write(&self.db).await?;
         let (user, org) =
             insert_user_and_org(&txn, &email, &display_name, &password_hash, &org_name, now)
                 .await
@@ -333,7 +329,7 @@ impl Sessions {
         .org_id;
 
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
+        let txn = twig_db::begin_write(&self.db).await?;
         login_failure::Entity::delete_by_id(email_hash(&email))
             .exec(&txn)
             .await?;
@@ -372,7 +368,7 @@ impl Sessions {
         let now = self.clock.now();
         let cutoff = now - chrono(self.config.login_failure_window);
         let hash = email_hash(email);
-        let txn = self.db.begin().await?;
+        let txn = twig_db::begin_write(&self.db).await?;
         // Restart the count if the last failure is outside the window,
         // otherwise add one; insert when there is no row yet.
         let restarted = login_failure::Entity::update_many()
@@ -491,7 +487,7 @@ impl Sessions {
             .map_err(|_| SessionError::InvalidToken)?;
         let hash = TokenHash::of(refresh_token).as_bytes().to_vec();
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
+        let txn = twig_db::begin_write(&self.db).await?;
         let won = refresh_token::Entity::update_many()
             .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
             .filter(refresh_token::Column::TokenHash.eq(hash.clone()))
@@ -654,7 +650,7 @@ impl Sessions {
         client: &ClientContext,
     ) -> Result<()> {
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
+        let txn = twig_db::begin_write(&self.db).await?;
         revoke_sessions(&txn, session::Column::Id.eq(session_id), "logout", now).await?;
         self.audit("session.logout", principal, client)
             .target(format!("session:{session_id}"))
@@ -672,7 +668,7 @@ impl Sessions {
         client: &ClientContext,
     ) -> Result<u64> {
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
+        let txn = twig_db::begin_write(&self.db).await?;
         let ended = revoke_sessions(
             &txn,
             session::Column::UserId.eq(principal.user_id),
@@ -720,7 +716,7 @@ impl Sessions {
         client: &ClientContext,
     ) -> Result<()> {
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
+        let txn = twig_db::begin_write(&self.db).await?;
         let ended = revoke_sessions(
             &txn,
             sea_orm::sea_query::ExprTrait::and(
@@ -777,7 +773,7 @@ impl Sessions {
             .await
             .map_err(|e| SessionError::password("new_password", e))?;
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
+        let txn = twig_db::begin_write(&self.db).await?;
         user::Entity::update_many()
             .col_expr(user::Column::PasswordHash, Expr::value(new_hash))
             .filter(user::Column::Id.eq(user.id))
@@ -866,7 +862,7 @@ impl Sessions {
             .await?
             .ok_or(SessionError::NotFound("user"))?;
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
+        let txn = twig_db::begin_write(&self.db).await?;
         membership::ActiveModel {
             org_id: Set(org_id),
             user_id: Set(user.id),
@@ -941,7 +937,7 @@ impl Sessions {
             return Err(SessionError::Forbidden("only owners may disable owners"));
         }
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
+        let txn = twig_db::begin_write(&self.db).await?;
         user::Entity::update_many()
             .col_expr(
                 user::Column::DisabledAt,
@@ -1002,7 +998,7 @@ impl Sessions {
             .await
             .map_err(|e| SessionError::password("password", e))?;
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
+        let txn = twig_db::begin_write(&self.db).await?;
         let (user, org) =
             insert_user_and_org(&txn, &email, "Administrator", &hash, &org_name, now).await?;
         AuditEvent::new("system.bootstrapped", Outcome::Success)

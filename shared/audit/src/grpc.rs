@@ -5,11 +5,14 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tonic::{Request, Response, Status};
 use twig_auth::{Scope, principal};
-use twig_errors::ApiError;
+use twig_errors::{ApiError, fields};
 use twig_proto::audit::v1 as pb;
 use uuid::Uuid;
 
 use crate::entity;
+
+/// The longest `actor` or `action` filter, in characters.
+pub const MAX_FILTER_CHARS: usize = 256;
 
 /// The audit query service.
 #[derive(Clone)]
@@ -54,9 +57,11 @@ impl pb::audit_service_server::AuditService for AuditGrpc {
             .order_by_desc(entity::Column::Id)
             .limit(size);
         if !r.actor.is_empty() {
+            fields::exact_text("actor", &r.actor, MAX_FILTER_CHARS)?;
             query = query.filter(entity::Column::Actor.eq(r.actor.clone()));
         }
         if !r.action.is_empty() {
+            fields::exact_text("action", &r.action, MAX_FILTER_CHARS)?;
             query = query.filter(entity::Column::Action.eq(r.action.clone()));
         }
         if let Some(since) = &r.since {
