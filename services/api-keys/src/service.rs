@@ -49,6 +49,9 @@ pub struct ApiKeys {
     /// Successful verifications per (key, minute) since the last flush:
     /// one map update per verification, for the counts and last-used time.
     usage: DashMap<(Uuid, i64), Use>,
+    /// Held while usage is written: two flushes at once (the background
+    /// one and a caller's) would both add the same counts.
+    flushing: tokio::sync::Mutex<()>,
     /// Refusals of unknown keys, counted per client address and period.
     unknown: Refusals<Client>,
     /// Refusals of real keys (revoked, expired, address not allowed),
@@ -161,6 +164,7 @@ impl ApiKeys {
             db,
             clock,
             usage: DashMap::new(),
+            flushing: tokio::sync::Mutex::new(()),
             unknown: Refusals::new(
                 config.refusal_audit_period,
                 config.refusal_audit_max_sources,
@@ -769,6 +773,7 @@ impl ApiKeys {
     }
 
     async fn flush_usage(&self) -> Result<()> {
+        let _one_at_a_time = self.flushing.lock().await;
         let usage: Vec<((Uuid, i64), Use)> =
             self.usage.iter().map(|e| (*e.key(), *e.value())).collect();
         for ((key_id, minute), used) in usage {

@@ -80,6 +80,9 @@ impl Tally {
 pub struct Usage {
     db: DatabaseConnection,
     pending: DashMap<Subject, Vec<(i64, Counts)>>,
+    /// Held while tallies are written: two flushes at once (the
+    /// background one and a caller's) would both add the same counts.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl Usage {
@@ -88,6 +91,7 @@ impl Usage {
         Self {
             db,
             pending: DashMap::new(),
+            flushing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -107,6 +111,7 @@ impl Usage {
 
     /// Adds the tallies to the table; what was written is no longer held.
     pub async fn flush(&self) -> Result<(), DbErr> {
+        let _one_at_a_time = self.flushing.lock().await;
         let snapshot: Vec<(Subject, Vec<(i64, Counts)>)> = self
             .pending
             .iter()
