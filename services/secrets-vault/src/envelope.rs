@@ -26,6 +26,9 @@ const WRAPPED: usize = 32 + TAG;
 const HEADER: usize = NONCE + WRAPPED + NONCE;
 /// The largest plaintext one seal takes.
 pub const MAX_PLAINTEXT: usize = 64 * 1024;
+/// The longest base64 body of a sealed value: that of the largest
+/// plaintext. Anything longer is refused before it is decoded.
+const MAX_BODY: usize = (HEADER + MAX_PLAINTEXT + TAG).div_ceil(3) * 4;
 
 /// Where a value belongs; bound into both encryptions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +97,9 @@ impl Sealed {
             .ok()
             .filter(|v| *v > 0)
             .ok_or(OpenError::Malformed)?;
+        if body.len() > MAX_BODY {
+            return Err(OpenError::Malformed);
+        }
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| OpenError::Malformed)?;
@@ -398,6 +404,11 @@ mod tests {
         ] {
             assert_eq!(Sealed::parse(bad), Err(OpenError::Malformed), "{bad:?}");
         }
+        // The largest plaintext's sealed form parses; anything longer not.
+        let largest = seal(&ring(), &binding(), &vec![7; MAX_PLAINTEXT]).to_text();
+        assert!(Sealed::parse(&largest).is_ok());
+        let huge = format!("twig:k1:{}", "A".repeat(MAX_BODY + 4));
+        assert_eq!(Sealed::parse(&huge), Err(OpenError::Malformed));
     }
 
     proptest! {
