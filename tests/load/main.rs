@@ -751,7 +751,7 @@ async fn main() -> anyhow::Result<()> {
 /// Inserts `count` keys with one secret each, in batches, as the
 /// api-keys service stores them (random secrets: nobody can use them).
 async fn seed_keys(url: &str, count: u64) -> anyhow::Result<()> {
-    use sea_orm::{EntityTrait, Set, TransactionTrait};
+    use sea_orm::{EntityTrait, Set};
     use twig_apikeys::entity::{api_key, api_key_secret};
     use twig_crypto::{Token, TokenKind};
 
@@ -788,7 +788,7 @@ async fn seed_keys(url: &str, count: u64) -> anyhow::Result<()> {
                 expires_at: Set(None),
             });
         }
-        let txn = db.begin().await?;
+        let txn = twig_db::begin_write(&db).await?;
         api_key::Entity::insert_many(keys)
             .exec_without_returning(&txn)
             .await?;

@@ -106,6 +106,10 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// first write, SQLite refuses the upgrade at once ("database is locked",
 /// `SQLITE_BUSY_SNAPSHOT`). On PostgreSQL it is a plain `BEGIN` (the mode
 /// is SQLite's only); row locks and unique constraints order writers there.
+///
+/// A single statement outside a transaction (the batched background
+/// writers' updates) needs nothing more: SQLite takes the write lock for
+/// it before it reads, with the same busy wait.
 pub async fn begin_write<C: TransactionTrait>(db: &C) -> Result<C::Transaction, DbErr> {
     db.begin_with_options(TransactionOptions {
         sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
