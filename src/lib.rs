@@ -379,11 +379,7 @@ pub async fn build(
         names,
         cors_origins: config.server.cors_origins.clone(),
         http_routes,
-        limits: twig_server::Limits {
-            max_header_bytes: config.server.max_header_bytes,
-            request_timeout: config.server.request_timeout,
-            max_concurrent_streams: config.server.max_concurrent_streams,
-        },
+        limits: twig_server::Limits::from_config(&config.server),
         sessions,
         api_keys,
         quota,

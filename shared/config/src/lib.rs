@@ -269,6 +269,61 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Streams one HTTP/2 connection may have open at once.
     pub max_concurrent_streams: u32,
+    /// How long a new connection may stay silent before its first bytes;
+    /// then it is closed.
+    #[serde(with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
+    /// How long an HTTP/1 client may take to send a request's headers
+    /// (also the wait for the next request on a kept-alive connection).
+    #[serde(with = "humantime_serde")]
+    pub http1_header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed
+    /// (HTTP/2: GOAWAY first).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How often the server pings an HTTP/2 client it has not heard from.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    /// How long an HTTP/2 ping may go unanswered before the connection is
+    /// closed.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Duration,
+    /// A connection is asked to close (GOAWAY) after about this long (± 10 %
+    /// jitter), so clients spread over replicas; `0s` never.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Duration,
+    /// How long requests on a connection closing for its age (or being
+    /// idle) may still run before it is closed outright.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age_grace: Duration,
+    /// Open connections at most; when reached, the longest-idle ones are
+    /// closed first, and a new one is refused only if none is idle. Unset:
+    /// three quarters of the process's file-descriptor limit.
+    pub max_connections: Option<u32>,
+    /// Open connections from one client address at most (its longest-idle
+    /// one is closed first).
+    pub max_connections_per_address: u32,
+    /// Requests being served at once across all connections; beyond it a
+    /// request is refused at once (gRPC RESOURCE_EXHAUSTED, HTTP 503).
+    pub max_requests_in_flight: u32,
+    /// Streams an HTTP/2 client may make the server reset for protocol
+    /// errors before the connection is closed (the CVE-2025-8671 defence).
+    pub http2_max_local_error_resets: u32,
+    /// Streams reset by the client that the server has not yet taken up,
+    /// at most (the rapid-reset defence).
+    pub http2_max_pending_accept_resets: u32,
+    /// Bytes the server buffers for sending per HTTP/2 stream.
+    pub http2_max_send_buf_bytes: u32,
+    /// HTTP/2 flow-control window a client may fill per stream.
+    pub http2_initial_stream_window_bytes: u32,
+    /// HTTP/2 flow-control window a client may fill per connection.
+    pub http2_initial_connection_window_bytes: u32,
+    /// Largest HTTP/2 frame payload the server accepts.
+    pub http2_max_frame_bytes: u32,
+    /// Headers one HTTP/1 request may carry.
+    pub http1_max_headers: u32,
+    /// Largest HTTP/1 read buffer (bounds a request's header block).
+    pub http1_max_buf_bytes: u32,
 }
 
 impl Default for ServerConfig {
@@ -282,7 +337,104 @@ impl Default for ServerConfig {
             max_message_bytes: 4 * 1024 * 1024,
             max_header_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(30),
-            max_concurrent_streams: 256,
+            max_concurrent_streams: 100,
+            first_byte_timeout: Duration::from_secs(10),
+            http1_header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            http2_keepalive_interval: Duration::from_secs(60),
+            http2_keepalive_timeout: Duration::from_secs(20),
+            max_connection_age: Duration::from_secs(3600),
+            max_connection_age_grace: Duration::from_secs(300),
+            max_connections: None,
+            max_connections_per_address: 1024,
+            max_requests_in_flight: 4096,
+            http2_max_local_error_resets: 1024,
+            http2_max_pending_accept_resets: 20,
+            http2_max_send_buf_bytes: 256 * 1024,
+            http2_initial_stream_window_bytes: 1024 * 1024,
+            http2_initial_connection_window_bytes: 2 * 1024 * 1024,
+            http2_max_frame_bytes: 16 * 1024,
+            http1_max_headers: 100,
+            http1_max_buf_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The rules of the connection limits and timeouts.
+    fn connection_problems(&self, problems: &mut Vec<String>) {
+        let at_least = |name: &str, value: Duration, min: Duration| {
+            (value < min).then(|| format!("server.{name} must be at least {min:?}"))
+        };
+        problems.extend(
+            [
+                ("first_byte_timeout", self.first_byte_timeout),
+                ("http1_header_read_timeout", self.http1_header_read_timeout),
+                ("idle_timeout", self.idle_timeout),
+                ("http2_keepalive_interval", self.http2_keepalive_interval),
+                ("http2_keepalive_timeout", self.http2_keepalive_timeout),
+                ("max_connection_age_grace", self.max_connection_age_grace),
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| at_least(name, value, Duration::from_millis(100))),
+        );
+        if !self.max_connection_age.is_zero() && self.max_connection_age < Duration::from_secs(1) {
+            problems.push("server.max_connection_age must be 0s (never) or at least 1s".into());
+        }
+        let positive = [
+            ("max_connections", self.max_connections.unwrap_or(1)),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address,
+            ),
+            ("max_requests_in_flight", self.max_requests_in_flight),
+            (
+                "http2_max_local_error_resets",
+                self.http2_max_local_error_resets,
+            ),
+            (
+                "http2_max_pending_accept_resets",
+                self.http2_max_pending_accept_resets,
+            ),
+            ("http1_max_headers", self.http1_max_headers),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                problems.push(format!("server.{name} must be at least 1"));
+            }
+        }
+        if self.http1_max_headers > 1000 {
+            problems.push("server.http1_max_headers must be at most 1000".into());
+        }
+        if self.http2_max_send_buf_bytes < 16 * 1024 {
+            problems.push("server.http2_max_send_buf_bytes must be at least 16384".into());
+        }
+        // RFC 9113 §6.5.2: windows up to 2^31-1, frames 2^14 to 2^24-1.
+        for (name, value) in [
+            (
+                "http2_initial_stream_window_bytes",
+                self.http2_initial_stream_window_bytes,
+            ),
+            (
+                "http2_initial_connection_window_bytes",
+                self.http2_initial_connection_window_bytes,
+            ),
+        ] {
+            if !(65_535..=0x7fff_ffff).contains(&value) {
+                problems.push(format!(
+                    "server.{name} must be between 65535 and 2147483647"
+                ));
+            }
+        }
+        if !(16_384..=16_777_215).contains(&self.http2_max_frame_bytes) {
+            problems.push("server.http2_max_frame_bytes must be between 16384 and 16777215".into());
+        }
+        // hyper refuses a smaller HTTP/1 buffer; the header block must fit.
+        if self.http1_max_buf_bytes < 8192 || self.http1_max_buf_bytes < self.max_header_bytes {
+            problems.push(
+                "server.http1_max_buf_bytes must be at least 8192 and at least server.max_header_bytes"
+                    .into(),
+            );
         }
     }
 }
@@ -490,6 +642,7 @@ impl Config {
         if self.server.max_concurrent_streams == 0 {
             problems.push("server.max_concurrent_streams must be at least 1".into());
         }
+        self.server.connection_problems(&mut problems);
         for origin in &self.server.cors_origins {
             if let Some(problem) = origin_problem(origin) {
                 problems.push(format!("server.cors_origins: {origin:?} {problem}"));
@@ -790,6 +943,38 @@ mod tests {
             assert_eq!(config.quota.on_store_error, OnStoreError::Closed);
             jail.set_env("TWIG__QUOTA__ON_STORE_ERROR", "maybe");
             assert!(Config::load(None).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn connection_limits_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TWIG__SERVER__IDLE_TIMEOUT", "0s");
+            jail.set_env("TWIG__SERVER__HTTP2_MAX_LOCAL_ERROR_RESETS", "0");
+            jail.set_env("TWIG__SERVER__HTTP2_MAX_FRAME_BYTES", "1000");
+            jail.set_env("TWIG__SERVER__HTTP1_MAX_BUF_BYTES", "4096");
+            jail.set_env("TWIG__SERVER__MAX_CONNECTIONS", "0");
+            let err = Config::load(None).unwrap_err().to_string();
+            for name in [
+                "server.idle_timeout",
+                "server.http2_max_local_error_resets",
+                "server.http2_max_frame_bytes",
+                "server.http1_max_buf_bytes",
+                "server.max_connections must",
+            ] {
+                assert!(err.contains(name), "{name}: {err}");
+            }
+            jail.set_env("TWIG__SERVER__IDLE_TIMEOUT", "2s");
+            jail.set_env("TWIG__SERVER__HTTP2_MAX_LOCAL_ERROR_RESETS", "10");
+            jail.set_env("TWIG__SERVER__HTTP2_MAX_FRAME_BYTES", "32768");
+            jail.set_env("TWIG__SERVER__HTTP1_MAX_BUF_BYTES", "65536");
+            jail.set_env("TWIG__SERVER__MAX_CONNECTIONS", "500");
+            jail.set_env("TWIG__SERVER__MAX_CONNECTION_AGE", "0s");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.server.idle_timeout, Duration::from_secs(2));
+            assert_eq!(config.server.max_connections, Some(500));
+            assert!(config.server.max_connection_age.is_zero());
             Ok(())
         });
     }

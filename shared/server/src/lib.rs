@@ -3,9 +3,13 @@
 //! shutdown with a drain deadline.
 //!
 //! The caller binds the listener (port 0 in tests) and hands it in, so the
-//! bound address is known before serving starts.
+//! bound address is known before serving starts. The accept loop is ours
+//! (`accept.rs`, `registry.rs`, `connection.rs`): every connection gets a
+//! first-byte deadline, an idle timeout, an age limit and explicit HTTP/1
+//! and HTTP/2 limits, and the number of open connections is capped.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -14,15 +18,22 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use twig_auth::AuthLayer;
 
+mod accept;
 mod coalesce;
+mod connection;
 mod cors;
+mod deadline;
 mod framing;
 mod http_routes;
+mod in_flight;
+mod limits;
 mod methods;
 mod metrics;
+mod registry;
 mod trace;
 
 pub use coalesce::CoalescingIo;
+pub use limits::{Limits, default_max_connections, descriptor_limit};
 pub use metrics::{install_recorder, serve_admin};
 pub use tonic_health;
 pub use trace::TraceLayer;
@@ -43,18 +54,6 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// Plain HTTP routes (the HTTP/JSON surface), beside gRPC on the port.
     pub http_routes: Option<axum::Router>,
-}
-
-/// Limits of one connection and one request; the message size limit is
-/// set on each service.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Largest header block a client may send (HTTP/2 SETTINGS).
-    pub max_header_bytes: u32,
-    /// Longest a request may run; a client's shorter `grpc-timeout` wins.
-    pub request_timeout: Duration,
-    /// Streams one HTTP/2 connection may have open at once.
-    pub max_concurrent_streams: u32,
 }
 
 /// The health service and its reporter. Every status starts NOT_SERVING;
@@ -94,59 +93,95 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-    let shutdown_reporter = reporter.clone();
-    let names = options.service_names.clone();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutdown requested: health NOT_SERVING, draining");
-        set_all(&shutdown_reporter, &names, ServingStatus::NotServing).await;
-        let _ = started_tx.send(());
-    };
+    let limits = options.limits;
+    let stack: in_flight::Stack = tower::util::BoxCloneService::new(
+        tower::ServiceBuilder::new()
+            .map_response(|response: http::Response<_>| response.map(tonic::body::Body::new))
+            // Errors become gRPC statuses (a passed deadline: CANCELLED).
+            .layer(tonic::service::RecoverErrorLayer::new())
+            .layer(deadline::DeadlineLayer {
+                server_timeout: limits.request_timeout,
+            })
+            .layer(TraceLayer)
+            .layer(cors::layer(&options.cors_origins))
+            .layer(http_routes::HttpRoutesLayer {
+                routes: options.http_routes,
+            })
+            .layer(tonic_web::GrpcWebLayer::new())
+            // Malformed request bodies: INVALID_ARGUMENT, not INTERNAL.
+            .layer(framing::FramingLayer)
+            .layer(options.auth)
+            .service(routes.prepare()),
+    );
+
+    let (phase_tx, phase_rx) = tokio::sync::watch::channel(connection::Phase::Serving);
+    let shared = Arc::new(connection::Shared {
+        http: connection::http_builder(&limits),
+        limits,
+        in_flight: in_flight::InFlight::new(limits.max_requests_in_flight),
+        phase: phase_rx,
+    });
+    let registry =
+        registry::Registry::new(limits.max_connections, limits.max_connections_per_address);
 
     let local = listener.local_addr()?;
-    let limits = options.limits;
-    let server = tonic::transport::Server::builder()
-        .accept_http1(true)
-        .http2_max_header_list_size(limits.max_header_bytes)
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .timeout(limits.request_timeout)
-        .layer(TraceLayer)
-        .layer(cors::layer(&options.cors_origins))
-        .layer(http_routes::HttpRoutesLayer {
-            routes: options.http_routes,
-        })
-        .layer(tonic_web::GrpcWebLayer::new())
-        // Malformed request bodies: INVALID_ARGUMENT, not INTERNAL.
-        .layer(framing::FramingLayer)
-        .layer(options.auth)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(
+    set_all(&reporter, &options.service_names, ServingStatus::Serving).await;
+    tracing::info!(
+        address = %local,
+        services = ?options.service_names,
+        max_connections = limits.max_connections,
+        "serving"
+    );
+
+    // The stack moves in: shared by reference it would have to be `Sync`.
+    let (listener_ref, registry_ref, shared_ref) = (&listener, &registry, &shared);
+    let accepting = async move {
+        let (listener, registry, shared) = (listener_ref, registry_ref, shared_ref);
+        let mut backoff = accept::Backoff::default();
+        loop {
+            let (tcp, peer) = accept::accept(listener, &mut backoff, || {
+                registry.shed_one();
+            })
+            .await;
             // Without TCP_NODELAY a response written in two parts waits
             // for the peer's delayed ACK (40 ms) before its second part.
-            futures::TryStreamExt::map_ok(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                CoalescingIo::new,
-            ),
-            signal,
-        );
-
-    set_all(&reporter, &options.service_names, ServingStatus::Serving).await;
-    tracing::info!(address = %local, services = ?options.service_names, "serving");
-
-    let drain = options.drain_timeout;
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result?,
-        () = async move {
-            if started_rx.await.is_ok() {
-                tokio::time::sleep(drain).await;
-            } else {
-                std::future::pending::<()>().await;
+            let _ = tcp.set_nodelay(true);
+            match registry.admit(peer.ip()) {
+                Ok(registered) => {
+                    let stack = stack.clone();
+                    tokio::spawn(connection::run(tcp, registered, stack, shared.clone()));
+                }
+                Err(refusal) => {
+                    tracing::debug!(?refusal, %peer, "connection refused: at the connection cap");
+                    connection::Closed::Refused.count();
+                }
             }
-        } => {
-            tracing::warn!(?drain, "drain deadline passed; closing remaining connections");
         }
+    };
+    tokio::select! {
+        () = accepting => {}
+        () = shutdown => {}
+    }
+    tracing::info!("shutdown requested: health NOT_SERVING, draining");
+    set_all(&reporter, &options.service_names, ServingStatus::NotServing).await;
+    // Stop accepting at once: new clients are refused rather than left
+    // waiting for a server that will not answer them.
+    drop(listener);
+    phase_tx.send_replace(connection::Phase::Draining);
+    // Every connection holds `shared`; the phase's receivers are gone when
+    // the last connection is.
+    drop(shared);
+    let drain = options.drain_timeout;
+    if tokio::time::timeout(drain, phase_tx.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?drain,
+            "drain deadline passed; closing remaining connections"
+        );
+        phase_tx.send_replace(connection::Phase::Closing);
+        let _ = tokio::time::timeout(Duration::from_secs(1), phase_tx.closed()).await;
     }
     tracing::info!("server stopped");
     Ok(())
