@@ -212,6 +212,7 @@ mod tests {
     /// read before another connection committed cannot write, and SQLite
     /// does not wait for it.
     #[tokio::test]
+    #[allow(clippy::disallowed_methods)] // the plain BEGIN, to show why not
     async fn a_deferred_reader_cannot_write_after_another_commit() {
         let (_dir, db) = two_connections().await;
         let first = db.begin().await.unwrap();
