@@ -320,8 +320,10 @@ fn cpu_of(pid: u32) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_descriptors_the_server_backs_off_and_recovers() {
     let db = twig_tests::TestDatabase::new(Backend::Sqlite).await;
-    let (mut child, channel, addr) =
-        twig_tests::spawn_serve_at(limited_server(&db.url, 256), None).await;
+    let admin = twig_tests::free_addr();
+    let mut command = limited_server(&db.url, 256);
+    command.env("TWIG__SERVER__ADMIN_LISTEN", admin.to_string());
+    let (mut child, channel, addr) = twig_tests::spawn_serve_at(command, None).await;
     assert_eq!(health(&channel).await.unwrap(), 1);
     let mut silent = Vec::new();
     for _ in 0..400 {
@@ -346,7 +348,80 @@ async fn out_of_descriptors_the_server_backs_off_and_recovers() {
         .await
         .unwrap();
     let answer = tokio::time::timeout(Duration::from_secs(5), health(&fresh)).await;
+    let metrics = tokio::task::spawn_blocking(move || twig_tests::scrape_metrics(admin))
+        .await
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(answer.expect("answers within 5 s").unwrap(), 1);
+    // Failed accepts are counted, and idle connections were closed to
+    // free descriptors.
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        value(r#"twig_accept_errors_total{kind="descriptors"}"#) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value(r#"twig_connections_closed_total{reason="shed"}"#) >= 1.0,
+        "{metrics}"
+    );
+    assert!(value("twig_connections_open") >= 1.0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_connection_is_asked_to_leave_at_its_age() {
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|c| c.server.max_connection_age = Duration::from_secs(2))
+        .spawn()
+        .await;
+    let stream = TcpStream::connect(app.addr).await.unwrap();
+    let (reader, mut writer) = stream.into_split();
+    writer.write_all(&hello()).await.unwrap();
+    let ended = read_until_closed(reader, Duration::from_secs(6))
+        .await
+        .expect("an old connection is closed within 6 s");
+    assert_eq!(ended.goaway, Some(0), "GOAWAY NO_ERROR first: {ended:?}");
+    // 2 s ± 10 %, then at most a second for the client to answer.
+    assert!(ended.after >= Duration::from_millis(1700), "{ended:?}");
+    assert!(ended.after < Duration::from_secs(4), "{ended:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_in_flight_cap_are_refused_at_once() {
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|c| c.server.max_requests_in_flight = 2)
+        .spawn()
+        .await;
+    // Two Watch streams stay in flight.
+    let mut watches = Vec::new();
+    for _ in 0..2 {
+        let mut watch = HealthClient::new(app.channel.clone())
+            .watch(HealthCheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        watch.message().await.unwrap().expect("the current status");
+        watches.push(watch);
+    }
+    let refused = health(&app.channel).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    let (status, headers, _) =
+        twig_tests::http1(app.addr, "GET /no/such/route HTTP/1.1", b"").await;
+    assert!(status.contains("503"), "{status}");
+    assert_eq!(twig_tests::header(&headers, "retry-after"), Some("1"));
+    // A finished request gives its place back.
+    drop(watches);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(health(&app.channel).await.unwrap(), 1);
+    app.stop().await;
 }
