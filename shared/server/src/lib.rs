@@ -124,6 +124,15 @@ pub async fn serve(
     let registry =
         registry::Registry::new(limits.max_connections, limits.max_connections_per_address);
 
+    let descriptors = descriptor_limit();
+    if limits.max_connections as u64 >= descriptors {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            descriptors,
+            "server.max_connections is not below the descriptor limit (ulimit -n): \
+             accepts will fail before the cap is reached; lower it or raise the limit"
+        );
+    }
     let local = listener.local_addr()?;
     set_all(&reporter, &options.service_names, ServingStatus::Serving).await;
     tracing::info!(
