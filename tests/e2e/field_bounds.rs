@@ -186,7 +186,7 @@ async fn each_bad_field_is_refused_by_name_and_nothing_is_written(backend: Backe
                     &owner,
                     spb::AddMemberRequest {
                         organization_id: org,
-                        email: "moc.elpmaxe@\u{202E}ada".into(),
+                        email: "ada\u{202E}moc@example.com".into(),
                         role: spb::Role::Member as i32,
                     },
                 ))
@@ -307,14 +307,28 @@ async fn each_bad_field_is_refused_by_name_and_nothing_is_written(backend: Backe
             }
         }),
         // quota
-        case("bidi override in a limit's subject", "subject", {
+        case("bidi override in a checked subject", "subject", {
+            let (mut c, token) = (quota.clone(), app.internal_token.clone());
+            async move {
+                c.check(twig_tests::with_internal_token(
+                    &token,
+                    qpb::CheckRequest {
+                        subject: "custom:tenant\u{202E}a".into(),
+                        cost: 1,
+                        org_id: String::new(),
+                    },
+                ))
+                .await
+            }
+        }),
+        case("zero-width space in a limit's subject", "subject", {
             let (mut c, owner, org) = (quota.clone(), owner.clone(), org.clone());
             async move {
                 c.set_limit(bearer(
                     &owner,
                     qpb::SetLimitRequest {
                         limit: Some(qpb::Limit {
-                            subject: format!("org:{org}\u{202E}"),
+                            subject: format!("org:\u{200B}{org}"),
                             limit: 10,
                             period: Some(prost_types::Duration {
                                 seconds: 60,
