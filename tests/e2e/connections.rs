@@ -347,6 +347,7 @@ async fn out_of_descriptors_the_server_backs_off_and_recovers() {
     let cpu_start = cpu_of(child.0.id());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cpu = cpu_of(child.0.id()) - cpu_start;
+    eprintln!("out of descriptors: {cpu:?} of CPU in 3 s");
     assert!(
         cpu < Duration::from_millis(600),
         "out of descriptors, the server used {cpu:?} of CPU in 3 s"
