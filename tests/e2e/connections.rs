@@ -121,6 +121,38 @@ async fn an_idle_http1_keep_alive_connection_is_closed_after_the_idle_timeout() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_sent_too_slowly_is_cut_off() {
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|c| c.server.http1_header_read_timeout = Duration::from_secs(1))
+        .spawn()
+        .await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    // The start of a request, then a header now and then: never the end.
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let dribble = async {
+        for i in 0..10 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let header = format!("X-Slow-{i}: y\r\n");
+            if stream.write_all(header.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    };
+    dribble.await;
+    let closed = closed_within(&mut stream, Duration::from_secs(2)).await;
+    assert!(
+        closed.is_some(),
+        "a request head still unfinished after {:?} is not cut off",
+        started.elapsed()
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_gets_goaway_after_the_idle_timeout() {
     let app = TestApp::builder(Backend::Sqlite)
         .config(|c| c.server.idle_timeout = Duration::from_secs(1))
