@@ -163,15 +163,18 @@ impl RedisStore {
         now_ms: u64,
         cost: u64,
     ) -> Result<Decision, Unreachable> {
-        if let Some(decision) = self.remembered_refusal(subject, limit, now_ms, cost) {
-            metrics::counter!("twig_quota_precheck_refusals_total").increment(1);
-            return Ok(decision);
-        }
+        // The lease first: its units are counted in Redis already, and a
+        // refusal remembered by a concurrent check (answered after this
+        // replica's lease was granted) must not strand them.
         let current = now_ms / limit.slice_ms();
         let want = match self.admit_from_lease(subject, limit, now_ms, current, cost) {
             Ok(decision) => return Ok(decision),
             Err(want) => want,
         };
+        if let Some(decision) = self.remembered_refusal(subject, limit, now_ms, cost) {
+            metrics::counter!("twig_quota_precheck_refusals_total").increment(1);
+            return Ok(decision);
+        }
         let (reply, answer) = oneshot::channel();
         let entry = Entry::Check {
             key: key(&self.prefix, limit, subject),
