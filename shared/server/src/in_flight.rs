@@ -67,9 +67,9 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<tower::BoxError>,
 {
-    type Response = Response<Body>;
+    type Response = Response<Guarded>;
     type Error = tower::BoxError;
-    type Future = BoxFuture<'static, Result<Response<Body>, tower::BoxError>>;
+    type Future = BoxFuture<'static, Result<Response<Guarded>, tower::BoxError>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // The stack is made ready per request (`oneshot`), below.
@@ -79,7 +79,11 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let Some(permit) = self.in_flight.try_acquire() else {
             ::metrics::counter!("twig_requests_shed_total").increment(1);
-            let response = overloaded(&request);
+            let response = overloaded(&request).map(|body| Guarded {
+                body,
+                _active: None,
+                _permit: None,
+            });
             return Box::pin(async move { Ok(response) });
         };
         let active = self.conn.start_request();
@@ -88,12 +92,10 @@ where
         let call = self.stack.clone().oneshot(request);
         Box::pin(async move {
             let response = call.await?;
-            Ok(response.map(|body| {
-                Body::new(Guarded {
-                    body,
-                    _active: active,
-                    _permit: permit,
-                })
+            Ok(response.map(|body| Guarded {
+                body,
+                _active: Some(active),
+                _permit: Some(permit),
             }))
         })
     }
@@ -120,11 +122,13 @@ fn overloaded<B>(request: &Request<B>) -> Response<Body> {
     }
 }
 
-/// A response body that keeps its request counted until it is done.
-struct Guarded {
+/// A response body that keeps its request counted until it is done
+/// (handed to hyper as it is: boxing it again cost an allocation and a
+/// dynamic call per frame of every response).
+pub(crate) struct Guarded {
     body: Body,
-    _active: ActiveRequest,
-    _permit: Permit,
+    _active: Option<ActiveRequest>,
+    _permit: Option<Permit>,
 }
 
 impl http_body::Body for Guarded {
