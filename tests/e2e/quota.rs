@@ -482,6 +482,12 @@ async fn replicas_sharing_redis_hold_one_limit() {
                     c.redis.url = Some(twig_config::Secret::new(twig_testkit::redis_url()));
                     c.redis.key_prefix = prefix.clone();
                     c.quota.store = QuotaStore::Redis;
+                    // This test is about sharing one limit, not about a
+                    // slow store: with the whole suite running at once a
+                    // Redis answer can take longer than the default
+                    // 100 ms, and a check that times out is admitted
+                    // (fail open).
+                    c.quota.redis_timeout = Duration::from_secs(5);
                 })
                 .spawn()
                 .await,
@@ -493,19 +499,25 @@ async fn replicas_sharing_redis_hold_one_limit() {
         let apps = apps.clone();
         tasks.push(tokio::spawn(async move {
             let app = &apps[worker % 3];
-            let mut admitted = 0u64;
+            let (mut admitted, mut failed_open) = (0u64, 0u64);
             for _ in 0..30 {
-                if check(app, "key:shared", 1).await.unwrap().allowed {
-                    admitted += 1;
-                }
+                let decision = check(app, "key:shared", 1).await.unwrap();
+                admitted += u64::from(decision.allowed);
+                failed_open += u64::from(decision.fail_open);
             }
-            admitted
+            (admitted, failed_open)
         }));
     }
-    let mut total = 0;
+    let (mut total, mut failed_open) = (0, 0);
     for t in tasks {
-        total += t.await.unwrap();
+        let (admitted, open) = t.await.unwrap();
+        total += admitted;
+        failed_open += open;
     }
+    assert_eq!(
+        failed_open, 0,
+        "checks admitted because Redis did not answer"
+    );
     assert_eq!(
         total, 100,
         "360 checks on three replicas against 100 per minute"

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -122,14 +121,19 @@ pub(crate) fn http_builder(limits: &Limits) -> Builder<TokioExecutor> {
 
 /// Serves one admitted connection with `stack` until it closes, and
 /// counts why.
-pub(crate) async fn run(tcp: TcpStream, registered: Registered, stack: Stack, shared: Arc<Shared>) {
+pub(crate) async fn run<S: Stack>(
+    tcp: TcpStream,
+    registered: Registered,
+    stack: S,
+    shared: Arc<Shared>,
+) {
     let closed = serve(tcp, registered.conn(), stack, &shared).await;
     tracing::debug!(reason = closed.label(), "connection closed");
     closed.count();
     drop(registered);
 }
 
-async fn serve(tcp: TcpStream, conn: &Arc<Conn>, stack: Stack, shared: &Shared) -> Closed {
+async fn serve<S: Stack>(tcp: TcpStream, conn: &Arc<Conn>, stack: S, shared: &Shared) -> Closed {
     let limits = &shared.limits;
     let mut phase = shared.phase.clone();
     let mut probe = [0u8; 1];
@@ -153,14 +157,13 @@ async fn serve(tcp: TcpStream, conn: &Arc<Conn>, stack: Stack, shared: &Shared) 
         in_flight: shared.in_flight.clone(),
         info: io.connect_info(),
     };
-    let connection = shared
-        .http
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    let connection = shared.http.serve_connection(TokioIo::new(io), service);
     let idle_timeout = limits.idle_timeout;
-    let idle_check = tokio::time::sleep(idle_timeout);
-    let age = tokio::time::sleep(limits.max_connection_age.map_or(NEVER, jittered));
-    let closing_check = tokio::time::sleep(NEVER);
-    tokio::pin!(connection, idle_check, age, closing_check);
+    let age_at = Instant::now() + limits.max_connection_age.map_or(NEVER, jittered);
+    // One timer for the idle check, the age limit and, once closing, the
+    // closing check: fewer timers to poll on every wake of the connection.
+    let check = tokio::time::sleep_until((Instant::now() + idle_timeout).min(age_at));
+    tokio::pin!(connection, check);
     // Why and since when the connection is closing, and its grace.
     let mut closing: Option<(Closed, Instant, Duration)> = None;
     loop {
@@ -176,18 +179,6 @@ async fn serve(tcp: TcpStream, conn: &Arc<Conn>, stack: Stack, shared: &Shared) 
                 };
             }
             () = conn.shed() => return Closed::Shed,
-            () = &mut idle_check, if closing.is_none() => {
-                let idle = conn.idle_for();
-                match idle {
-                    Some(idle) if idle >= idle_timeout => Some(Closed::Idle),
-                    _ => {
-                        let left = idle_timeout - idle.unwrap_or_default();
-                        idle_check.as_mut().reset(Instant::now() + left);
-                        None
-                    }
-                }
-            }
-            () = &mut age, if closing.is_none() => Some(Closed::Age),
             changed = phase.changed() => {
                 let now = changed.map(|()| *phase.borrow_and_update());
                 match now {
@@ -199,16 +190,28 @@ async fn serve(tcp: TcpStream, conn: &Arc<Conn>, stack: Stack, shared: &Shared) 
                     }
                 }
             }
-            () = &mut closing_check, if closing.is_some() => {
-                if let Some((reason, since, grace)) = closing {
-                    let waited = since.elapsed();
-                    let settled = conn.idle_for().is_some() && waited >= LINGER;
-                    if settled || waited >= grace {
-                        return reason;
+            () = &mut check => {
+                let now = Instant::now();
+                match closing {
+                    None if now >= age_at => Some(Closed::Age),
+                    None => match conn.idle_for() {
+                        Some(idle) if idle >= idle_timeout => Some(Closed::Idle),
+                        idle => {
+                            let left = idle_timeout - idle.unwrap_or_default();
+                            check.as_mut().reset((now + left).min(age_at));
+                            None
+                        }
+                    },
+                    Some((reason, since, grace)) => {
+                        let waited = now - since;
+                        let settled = conn.idle_for().is_some() && waited >= LINGER;
+                        if settled || waited >= grace {
+                            return reason;
+                        }
+                        check.as_mut().reset(now + CLOSING_CHECK);
+                        None
                     }
                 }
-                closing_check.as_mut().reset(Instant::now() + CLOSING_CHECK);
-                None
             }
         };
         if let Some(reason) = close {
@@ -219,7 +222,7 @@ async fn serve(tcp: TcpStream, conn: &Arc<Conn>, stack: Stack, shared: &Shared) 
                 _ => limits.max_connection_age_grace,
             };
             closing = Some((reason, Instant::now(), grace));
-            closing_check.as_mut().reset(Instant::now() + CLOSING_CHECK);
+            check.as_mut().reset(Instant::now() + CLOSING_CHECK);
         }
     }
 }

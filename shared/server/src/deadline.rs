@@ -3,11 +3,13 @@
 //! deadline ends with [`tonic::TimeoutExpired`], which the error-recovery
 //! layer answers as CANCELLED (what tonic's own server does).
 
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use http::{HeaderMap, Request};
+use tokio::time::Timeout;
 
 /// Builds [`Deadline`].
 #[derive(Debug, Clone, Copy)]
@@ -37,11 +39,10 @@ impl<S, B> tower::Service<Request<B>> for Deadline<S>
 where
     S: tower::Service<Request<B>>,
     S::Error: Into<tower::BoxError>,
-    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = tower::BoxError;
-    type Future = BoxFuture<'static, Result<S::Response, tower::BoxError>>;
+    type Future = DeadlineFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -50,12 +51,31 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let timeout = client_timeout(request.headers())
             .map_or(self.server_timeout, |t| t.min(self.server_timeout));
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, call).await {
-                Ok(result) => result.map_err(Into::into),
-                Err(_) => Err(tonic::TimeoutExpired(()).into()),
-            }
+        DeadlineFuture {
+            call: tokio::time::timeout(timeout, self.inner.call(request)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer, or [`tonic::TimeoutExpired`] at its deadline.
+    pub(crate) struct DeadlineFuture<F> {
+        #[pin]
+        call: Timeout<F>,
+    }
+}
+
+impl<F, R, E> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<R, E>>,
+    E: Into<tower::BoxError>,
+{
+    type Output = Result<R, tower::BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match ready!(self.project().call.poll(cx)) {
+            Ok(result) => result.map_err(Into::into),
+            Err(_) => Err(tonic::TimeoutExpired(()).into()),
         })
     }
 }

@@ -4,22 +4,46 @@
 //! RESOURCE_EXHAUSTED, HTTP 503), and gives the request its connection's
 //! addresses. A request stays in flight until its response body is done.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
-use futures::future::BoxFuture;
 use http::{Request, Response};
+use hyper::body::Incoming;
 use tonic::body::Body;
 use tonic::transport::server::TcpConnectInfo;
 use tower::ServiceExt;
-use tower::util::BoxCloneService;
+use tower::util::Oneshot;
 
 use crate::registry::{ActiveRequest, Conn};
 
-/// The shared service stack behind every connection.
-pub(crate) type Stack = BoxCloneService<Request<Body>, Response<Body>, tower::BoxError>;
+/// What the shared service stack behind every connection must be. It is
+/// one concrete type (not boxed), cloned once per request.
+pub(crate) trait Stack:
+    tower::Service<
+        Request<Body>,
+        Response = Response<Body>,
+        Error = tower::BoxError,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Stack for S where
+    S: tower::Service<
+            Request<Body>,
+            Response = Response<Body>,
+            Error = tower::BoxError,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
 
 /// Requests in flight across the process, and the cap.
 #[derive(Debug)]
@@ -53,51 +77,78 @@ impl Drop for Permit {
     }
 }
 
-/// One connection's view of [`Stack`].
-#[derive(Clone)]
-pub(crate) struct Tracked {
-    pub(crate) stack: Stack,
+/// One connection's view of the stack: what hyper calls for each request.
+/// (A hyper service, not a tower one: hyper calls it by reference, so the
+/// stack is cloned once per request here and nowhere else.)
+pub(crate) struct Tracked<S> {
+    pub(crate) stack: S,
     pub(crate) conn: Arc<Conn>,
     pub(crate) in_flight: Arc<InFlight>,
     pub(crate) info: TcpConnectInfo,
 }
 
-impl<B> tower::Service<Request<B>> for Tracked
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<tower::BoxError>,
-{
+impl<S: Stack> hyper::service::Service<Request<Incoming>> for Tracked<S> {
     type Response = Response<Guarded>;
     type Error = tower::BoxError;
-    type Future = BoxFuture<'static, Result<Response<Guarded>, tower::BoxError>>;
+    type Future = TrackedFuture<S>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // The stack is made ready per request (`oneshot`), below.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
         let Some(permit) = self.in_flight.try_acquire() else {
             ::metrics::counter!("twig_requests_shed_total").increment(1);
-            let response = overloaded(&request).map(|body| Guarded {
-                body,
-                _active: None,
-                _permit: None,
-            });
-            return Box::pin(async move { Ok(response) });
+            return TrackedFuture::Refused {
+                response: Some(overloaded(&request)),
+            };
         };
         let active = self.conn.start_request();
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(self.info.clone());
-        let call = self.stack.clone().oneshot(request);
-        Box::pin(async move {
-            let response = call.await?;
-            Ok(response.map(|body| Guarded {
-                body,
-                _active: Some(active),
-                _permit: Some(permit),
-            }))
-        })
+        TrackedFuture::Admitted {
+            call: self.stack.clone().oneshot(request),
+            guards: Some((active, permit)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer to one request, with its guards until it is ready.
+    #[project = TrackedProj]
+    pub(crate) enum TrackedFuture<S: Stack> {
+        Admitted {
+            #[pin]
+            call: Oneshot<S, Request<Body>>,
+            guards: Option<(ActiveRequest, Permit)>,
+        },
+        Refused {
+            response: Option<Response<Body>>,
+        },
+    }
+}
+
+impl<S: Stack> Future for TrackedFuture<S> {
+    type Output = Result<Response<Guarded>, tower::BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            TrackedProj::Admitted { call, guards } => {
+                let response = ready!(call.poll(cx))?;
+                let (active, permit) = guards
+                    .take()
+                    .map_or((None, None), |(a, p)| (Some(a), Some(p)));
+                Poll::Ready(Ok(response.map(|body| Guarded {
+                    body,
+                    _active: active,
+                    _permit: permit,
+                })))
+            }
+            TrackedProj::Refused { response } => {
+                let response = response.take().expect("polled after completion");
+                Poll::Ready(Ok(response.map(|body| Guarded {
+                    body,
+                    _active: None,
+                    _permit: None,
+                })))
+            }
+        }
     }
 }
 

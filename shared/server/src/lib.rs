@@ -94,25 +94,23 @@ pub async fn serve(
         .add_service(reflection_v1alpha);
 
     let limits = options.limits;
-    let stack: in_flight::Stack = tower::util::BoxCloneService::new(
-        tower::ServiceBuilder::new()
-            .map_response(|response: http::Response<_>| response.map(tonic::body::Body::new))
-            // Errors become gRPC statuses (a passed deadline: CANCELLED).
-            .layer(tonic::service::RecoverErrorLayer::new())
-            .layer(deadline::DeadlineLayer {
-                server_timeout: limits.request_timeout,
-            })
-            .layer(TraceLayer)
-            .layer(cors::layer(&options.cors_origins))
-            .layer(http_routes::HttpRoutesLayer {
-                routes: options.http_routes,
-            })
-            .layer(tonic_web::GrpcWebLayer::new())
-            // Malformed request bodies: INVALID_ARGUMENT, not INTERNAL.
-            .layer(framing::FramingLayer)
-            .layer(options.auth)
-            .service(routes.prepare()),
-    );
+    let stack = tower::ServiceBuilder::new()
+        .map_response(|response: http::Response<_>| response.map(tonic::body::Body::new))
+        // Errors become gRPC statuses (a passed deadline: CANCELLED).
+        .layer(tonic::service::RecoverErrorLayer::new())
+        .layer(deadline::DeadlineLayer {
+            server_timeout: limits.request_timeout,
+        })
+        .layer(TraceLayer)
+        .layer(cors::layer(&options.cors_origins))
+        .layer(http_routes::HttpRoutesLayer {
+            routes: options.http_routes,
+        })
+        .layer(tonic_web::GrpcWebLayer::new())
+        // Malformed request bodies: INVALID_ARGUMENT, not INTERNAL.
+        .layer(framing::FramingLayer)
+        .layer(options.auth)
+        .service(routes.prepare());
 
     let (phase_tx, phase_rx) = tokio::sync::watch::channel(connection::Phase::Serving);
     let shared = Arc::new(connection::Shared {

@@ -56,7 +56,10 @@ pub struct TraceService<S> {
 /// What a request is, for its span and its metrics.
 enum Kind {
     /// gRPC or gRPC-web: the RPC's service and method, or `unknown`.
-    Rpc { service: String, method: String },
+    Rpc {
+        service: &'static str,
+        method: &'static str,
+    },
     /// Anything else: its HTTP method, for the route that answers it.
     Http { method: Method },
 }
@@ -84,11 +87,12 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let path = request.uri().path();
         let (kind, span) = if is_grpc(request.headers()) {
-            let name = match crate::methods::by_path(path) {
+            let known = crate::methods::by_path(path);
+            let name = match known {
                 Some(_) => path.trim_start_matches('/'),
                 None => UNKNOWN,
             };
-            let (service, method) = name.split_once('/').unwrap_or((UNKNOWN, UNKNOWN));
+            let (service, method) = known.map_or((UNKNOWN, UNKNOWN), |m| (m.service, m.name));
             let span = tracing::info_span!(
                 "rpc",
                 otel.name = %name,
@@ -98,10 +102,7 @@ where
                 rpc.method = %method,
                 url.path = %path,
             );
-            let kind = Kind::Rpc {
-                service: service.to_string(),
-                method: method.to_string(),
-            };
+            let kind = Kind::Rpc { service, method };
             (kind, span)
         } else {
             let span = tracing::info_span!(
@@ -134,8 +135,8 @@ where
                     };
                     metrics::histogram!(
                         "twig_rpc_duration_seconds",
-                        "service" => service.clone(),
-                        "method" => method.clone(),
+                        "service" => service,
+                        "method" => method,
                     )
                     .record(seconds);
                     metrics::counter!(
