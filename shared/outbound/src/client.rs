@@ -13,6 +13,7 @@ use http::header::{
 };
 use http::{HeaderMap, Method, StatusCode};
 use reqwest::Url;
+use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -73,19 +74,21 @@ impl std::fmt::Debug for OutboundClient {
 impl OutboundClient {
     /// A client for `config`, which is validated first.
     pub fn new(config: &OutboundConfig) -> Result<Self, OutboundConfigError> {
-        Self::with_lookup(config, Arc::new(SystemLookup))
+        Self::with_lookup(config, Arc::new(SystemLookup), &[])
     }
 
-    /// A client resolving names through `lookup` (tests put a table
-    /// here to play DNS rebinding).
+    /// A client resolving names through `lookup` and trusting
+    /// `extra_roots` besides the usual ones (tests put a DNS table here to
+    /// play rebinding, and their own certificate).
     pub(crate) fn with_lookup(
         config: &OutboundConfig,
         lookup: Arc<dyn Lookup>,
+        extra_roots: &[CertificateDer<'static>],
     ) -> Result<Self, OutboundConfigError> {
         config.validate()?;
         let policy = Arc::new(AddressPolicy::new(config.allow_networks.clone()));
         let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config().map_err(OutboundConfigError::Tls)?)
+            .tls_backend_preconfigured(tls_config(extra_roots).map_err(OutboundConfigError::Tls)?)
             .dns_resolver(GuardedResolver::new(policy.clone(), lookup))
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -108,6 +111,18 @@ impl OutboundClient {
                 retry: config.retry.clone(),
             }),
         })
+    }
+
+    /// The checks that need no network, for a URL an administrator is
+    /// about to save (an IdP's metadata or discovery URL): a valid
+    /// absolute http(s) URL, no credentials, and, when the host is an
+    /// address, one the rules allow. A host name is checked only when a
+    /// request resolves it.
+    pub fn check_url(&self, url: &str) -> Result<(), OutboundError> {
+        let uri: http::Uri = url.parse().map_err(|error| OutboundError::InvalidRequest {
+            reason: format!("the URL is not a valid URI: {error}"),
+        })?;
+        rules::check_url(&rules::parse(&uri)?, &self.inner.policy)
     }
 
     /// Sends `request` and reads the whole response body (at most
@@ -477,9 +492,15 @@ fn error_chain(error: &OutboundError) -> String {
 /// rustls with ring (as the rest of the workspace) and the Mozilla roots
 /// of webpki-roots: the same trust on every machine, whatever the image
 /// holds. HTTP/1.1 only.
-fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+fn tls_config(
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for root in extra_roots {
+        roots.add(root.clone())?;
+    }
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

@@ -79,8 +79,8 @@
 //! # Metrics and traces
 //!
 //! - `twig_outbound_requests_total{purpose, outcome}`: one per call;
-//!   `outcome` is `success`, `redirect`, `client_error`, `server_error`
-//!   (the status of the final response), or `forbidden_address`,
+//!   `outcome` is `success`, `redirect`, `client_error`, `server_error`,
+//!   `other_status` (the status of the final response), or `forbidden_address`,
 //!   `forbidden_url`, `redirect_refused`, `too_many_redirects`,
 //!   `timeout`, `body_too_large`, `transport`, `invalid_request`.
 //! - `twig_outbound_duration_seconds{purpose}`: the whole call.

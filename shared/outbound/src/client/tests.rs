@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rustls::pki_types::CertificateDer;
 
 use super::*;
 use crate::address::AddressClass;
@@ -20,6 +23,7 @@ use common::{Reply, TestServer};
 #[derive(Default)]
 struct TableLookup {
     answers: Mutex<HashMap<String, Vec<Vec<IpAddr>>>>,
+    lookups: AtomicUsize,
 }
 
 impl TableLookup {
@@ -36,12 +40,14 @@ impl TableLookup {
             .collect();
         Arc::new(Self {
             answers: Mutex::new(table),
+            lookups: AtomicUsize::new(0),
         })
     }
 }
 
 impl Lookup for TableLookup {
     fn lookup(&self, host: String) -> LookupFuture {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
         let mut table = self.answers.lock().unwrap();
         let answer = match table.get_mut(&host) {
             Some(answers) if answers.len() > 1 => Ok(answers.remove(0)),
@@ -72,7 +78,7 @@ fn get(url: &str) -> http::Request<Vec<u8>> {
 async fn a_name_resolving_to_loopback_is_refused_without_connecting() {
     let server = TestServer::start(|_, _| Reply::ok("secret")).await;
     let lookup = TableLookup::with(&[("idp.test", &[&["127.0.0.1"]])]);
-    let client = OutboundClient::with_lookup(&config(&[]), lookup).unwrap();
+    let client = OutboundClient::with_lookup(&config(&[]), lookup, &[]).unwrap();
     let url = format!("http://idp.test:{}/", server.addr.port());
     let error = client.send(Purpose::JWKS, get(&url)).await.unwrap_err();
     match error {
@@ -95,7 +101,7 @@ async fn only_the_allowed_addresses_of_a_name_are_connected_to() {
     let server = TestServer::start(|_, _| Reply::ok("public")).await;
     // 10.0.0.1 first: were it tried, the test would time out or fail.
     let lookup = TableLookup::with(&[("mixed.test", &[&["10.0.0.1", "127.0.0.1"]])]);
-    let client = OutboundClient::with_lookup(&config(&["127.0.0.1/32"]), lookup).unwrap();
+    let client = OutboundClient::with_lookup(&config(&["127.0.0.1/32"]), lookup, &[]).unwrap();
     let url = format!("http://mixed.test:{}/", server.addr.port());
     let response = client.send(Purpose::JWKS, get(&url)).await.unwrap();
     assert_eq!(response.body().as_ref(), b"public");
@@ -107,7 +113,7 @@ async fn rebinding_to_a_refused_address_is_caught_at_connect() {
     let port = allowed.addr.port();
     // Same name: first an allowed address, then a refused one.
     let lookup = TableLookup::with(&[("rebind.test", &[&["127.0.0.1"], &["127.0.0.2"]])]);
-    let client = OutboundClient::with_lookup(&config(&["127.0.0.1/32"]), lookup).unwrap();
+    let client = OutboundClient::with_lookup(&config(&["127.0.0.1/32"]), lookup, &[]).unwrap();
     let url = format!("http://rebind.test:{port}/");
     let first = client.send(Purpose::JWKS, get(&url)).await.unwrap();
     assert_eq!(first.body().as_ref(), b"first");
@@ -132,6 +138,7 @@ async fn a_redirect_to_a_name_resolving_to_a_refused_address_is_refused() {
             ..config(&["127.0.0.1/32"])
         },
         lookup,
+        &[],
     )
     .unwrap();
     let error = client
@@ -159,7 +166,8 @@ async fn an_unknown_name_is_a_transport_error_and_retried() {
             },
             ..config(&[])
         },
-        lookup,
+        lookup.clone(),
+        &[],
     )
     .unwrap();
     let error = client
@@ -167,6 +175,7 @@ async fn an_unknown_name_is_a_transport_error_and_retried() {
         .await
         .unwrap_err();
     assert!(matches!(error, OutboundError::Transport(_)), "{error:?}");
+    assert_eq!(lookup.lookups.load(Ordering::SeqCst), 2, "two attempts");
 }
 
 #[tokio::test]
@@ -175,4 +184,70 @@ async fn the_send_future_is_send() {
     let client = OutboundClient::new(&OutboundConfig::default()).unwrap();
     let future = client.send(Purpose::JWKS, get("https://example.com/"));
     is_send(&future);
+}
+
+/// A TLS server for `idp.test` with a self-signed certificate, and that
+/// certificate.
+fn tls_identity() -> (tokio_rustls::TlsAcceptor, CertificateDer<'static>) {
+    let certified = rcgen::generate_simple_self_signed(vec!["idp.test".to_owned()]).unwrap();
+    let cert = certified.cert.der().clone();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.clone()], key.into())
+    .unwrap();
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), cert)
+}
+
+#[tokio::test]
+async fn https_reaches_a_trusted_server() {
+    let (tls, cert) = tls_identity();
+    let server = TestServer::start_tls(tls, |_, _| Reply::ok("over tls")).await;
+    let lookup = TableLookup::with(&[("idp.test", &[&["127.0.0.1"]])]);
+    let client = OutboundClient::with_lookup(&config(&["127.0.0.1/32"]), lookup, &[cert]).unwrap();
+    let url = format!("https://idp.test:{}/", server.addr.port());
+    let response = client.send(Purpose::JWKS, get(&url)).await.unwrap();
+    assert_eq!(response.body().as_ref(), b"over tls");
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_refused() {
+    let (tls, _) = tls_identity();
+    let server = TestServer::start_tls(tls, |_, _| Reply::ok("over tls")).await;
+    let lookup = TableLookup::with(&[("idp.test", &[&["127.0.0.1"]])]);
+    let client = OutboundClient::with_lookup(&config(&["127.0.0.1/32"]), lookup, &[]).unwrap();
+    let url = format!("https://idp.test:{}/", server.addr.port());
+    let error = client.send(Purpose::JWKS, get(&url)).await.unwrap_err();
+    assert!(matches!(error, OutboundError::Transport(_)), "{error:?}");
+    assert!(server.requests().is_empty());
+}
+
+#[tokio::test]
+async fn an_https_redirect_to_http_is_refused() {
+    let plain = TestServer::start(|_, _| Reply::ok("plain")).await;
+    let location = format!("http://idp.test:{}/", plain.addr.port());
+    let (tls, cert) = tls_identity();
+    let secure = TestServer::start_tls(tls, move |_, _| Reply::redirect(302, &location)).await;
+    let lookup = TableLookup::with(&[("idp.test", &[&["127.0.0.1"]])]);
+    let client = OutboundClient::with_lookup(
+        &OutboundConfig {
+            max_redirects: 3,
+            ..config(&["127.0.0.1/32"])
+        },
+        lookup,
+        &[cert],
+    )
+    .unwrap();
+    let url = format!("https://idp.test:{}/", secure.addr.port());
+    let error = client.send(Purpose::JWKS, get(&url)).await.unwrap_err();
+    assert!(
+        matches!(error, OutboundError::RedirectRefused { reason, .. } if reason.contains("downgrade")),
+        "{error:?}"
+    );
+    assert_eq!(secure.requests().len(), 1);
+    assert_eq!(plain.connections(), 0);
 }

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// A request as the server read it.
@@ -117,7 +117,18 @@ impl TestServer {
         handler: impl Fn(usize, &Seen) -> Reply + Send + Sync + 'static,
     ) -> Self {
         let listener = TcpListener::bind((ip, 0)).await.expect("bind test server");
-        Self::serve(listener, Arc::new(handler))
+        Self::serve(listener, None, Arc::new(handler))
+    }
+
+    /// On 127.0.0.1, port 0, speaking TLS with `tls`.
+    pub async fn start_tls(
+        tls: tokio_rustls::TlsAcceptor,
+        handler: impl Fn(usize, &Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind test server");
+        Self::serve(listener, Some(tls), Arc::new(handler))
     }
 
     /// On `ip`, port 0, if that address can be bound here.
@@ -126,10 +137,14 @@ impl TestServer {
         handler: impl Fn(usize, &Seen) -> Reply + Send + Sync + 'static,
     ) -> Option<Self> {
         let listener = TcpListener::bind((ip, 0)).await.ok()?;
-        Some(Self::serve(listener, Arc::new(handler)))
+        Some(Self::serve(listener, None, Arc::new(handler)))
     }
 
-    fn serve(listener: TcpListener, handler: Handler) -> Self {
+    fn serve(
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        handler: Handler,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -144,8 +159,15 @@ impl TestServer {
                     connections.fetch_add(1, Ordering::SeqCst);
                     let handler = handler.clone();
                     let seen = seen.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        let _ = serve_one(stream, handler, seen).await;
+                        let _ = match tls {
+                            None => serve_one(stream, handler, seen).await,
+                            Some(tls) => match tls.accept(stream).await {
+                                Ok(stream) => serve_one(stream, handler, seen).await,
+                                Err(_) => Ok(()),
+                            },
+                        };
                     });
                 }
             }
@@ -175,7 +197,7 @@ impl TestServer {
 }
 
 async fn serve_one(
-    mut stream: TcpStream,
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
     handler: Handler,
     seen: Arc<Mutex<Vec<Seen>>>,
 ) -> std::io::Result<()> {

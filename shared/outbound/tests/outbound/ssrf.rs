@@ -262,3 +262,21 @@ async fn http_client_shape_for_openidconnect() {
             .unwrap();
     assert_eq!(response.body(), b"code=abc");
 }
+
+#[tokio::test]
+async fn check_url_without_sending() {
+    let client = client(&OutboundConfig::default());
+    client
+        .check_url("https://login.example.com/.well-known/openid-configuration")
+        .unwrap();
+    for (url, ok) in [
+        ("http://169.254.169.254/latest/meta-data", false),
+        ("http://[::ffff:10.0.0.1]/", false),
+        ("ftp://idp.example.com/", false),
+        ("https://u:p@idp.example.com/", false),
+        ("not a url", false),
+        ("/relative", false),
+    ] {
+        assert_eq!(client.check_url(url).is_ok(), ok, "{url}");
+    }
+}

@@ -44,23 +44,26 @@ async fn a_server_that_never_answers_hits_the_read_timeout() {
 async fn a_server_that_never_answers_hits_the_total_timeout() {
     let server = TestServer::start(|_, _| Reply::Never).await;
     // total_timeout is at least read_timeout, so one attempt ends at its
-    // read timeout (250 ms); a retry then runs into the total (300 ms).
+    // read timeout (200 ms); the retries then run into the total (500 ms).
     let config = OutboundConfig {
         retry: RetryConfig {
-            attempts: 5,
+            attempts: 10,
             first_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(1),
             jitter: false,
         },
-        ..timeouts(250, 300)
+        ..timeouts(200, 500)
     };
     let (phase, took) = timed_out(&config, &server.url("/")).await;
     assert_eq!(phase, TimeoutPhase::Total);
     assert!(
-        took >= Duration::from_millis(290) && took < Duration::from_millis(900),
+        took >= Duration::from_millis(490) && took < Duration::from_millis(1000),
         "{took:?}"
     );
-    assert_eq!(server.requests().len(), 2, "the second attempt was cut off");
+    assert!(
+        server.requests().len() >= 2,
+        "retried before the total ran out"
+    );
 }
 
 #[tokio::test]
