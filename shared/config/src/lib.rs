@@ -40,6 +40,8 @@ pub struct Config {
     pub vault: VaultConfig,
     /// Where the services that do not run in this process are.
     pub remote: RemoteConfig,
+    /// HTTP requests that leave the process (identity providers).
+    pub outbound: twig_outbound::OutboundConfig,
 }
 
 /// Services in other processes (`serve --services edge` and other splits):
@@ -643,6 +645,10 @@ impl Config {
             problems.push("server.max_concurrent_streams must be at least 1".into());
         }
         self.server.connection_problems(&mut problems);
+        if let Err(twig_outbound::OutboundConfigError::Invalid(outbound)) = self.outbound.validate()
+        {
+            problems.extend(outbound.into_iter().map(|p| format!("outbound.{p}")));
+        }
         for origin in &self.server.cors_origins {
             if let Some(problem) = origin_problem(origin) {
                 problems.push(format!("server.cors_origins: {origin:?} {problem}"));
@@ -923,6 +929,33 @@ mod tests {
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("database.url"), "{err}");
             assert!(err.contains("password_min_chars"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_outbound_section_is_read_and_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "twig.toml",
+                "[outbound]\nallow_networks = [\"10.20.0.0/16\"]\nread_timeout = \"2s\"\n",
+            )?;
+            let config = Config::load(Some(std::path::Path::new("twig.toml"))).unwrap();
+            assert_eq!(config.outbound.read_timeout, Duration::from_secs(2));
+            assert_eq!(config.outbound.allow_networks.len(), 1);
+            jail.set_env("TWIG__OUTBOUND__TOTAL_TIMEOUT", "1s");
+            let err = Config::load(Some(std::path::Path::new("twig.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("outbound.total_timeout"), "{err}");
+            jail.create_file(
+                "bad.toml",
+                "[outbound]\nallow_networks = [\"10.0.0.1/8\"]\n",
+            )?;
+            let err = Config::load(Some(std::path::Path::new("bad.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("10.0.0.0/8"), "{err}");
             Ok(())
         });
     }
