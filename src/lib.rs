@@ -301,6 +301,7 @@ pub async fn build(
                 remote,
                 config.remote.verify_cache_ttl,
                 fanout.freshness(),
+                deps.clock.clone(),
             ));
             caches.push(cache.clone());
             cache

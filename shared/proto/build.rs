@@ -15,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let include = protoc_bin_vendored::include_path()?;
         // SAFETY: build scripts are single-threaded; nothing else reads the
         // environment concurrently.
-        #[allow(unsafe_code)]
+        #[allow(unsafe_code, clippy::disallowed_methods)]
         unsafe {
             std::env::set_var("PROTOC", protoc);
             std::env::set_var("PROTOC_INCLUDE", include);

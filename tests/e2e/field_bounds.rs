@@ -90,7 +90,7 @@ fn create_key(
         name: name.into(),
         scopes,
         expires_at: expires_in_days.map(|days| prost_types::Timestamp {
-            seconds: chrono::Utc::now().timestamp() + days * 86_400,
+            seconds: twig_clock::Clock::now(&twig_clock::SystemClock).timestamp() + days * 86_400,
             nanos: 0,
         }),
     }

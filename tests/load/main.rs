@@ -756,7 +756,7 @@ async fn seed_keys(url: &str, count: u64) -> anyhow::Result<()> {
     use twig_crypto::{Token, TokenKind};
 
     let db = sea_orm::Database::connect(url).await?;
-    let now = chrono::Utc::now();
+    let now = twig_clock::Clock::now(&twig_clock::SystemClock);
     let org = uuid::Uuid::now_v7();
     let mut done = 0;
     while done < count {
@@ -819,7 +819,7 @@ async fn rewrap_bench(url: &str, count: u64) -> anyhow::Result<()> {
     twig_vault::Vault::open(db.clone(), first.clone(), clock.clone(), 500).await?;
     let started = Instant::now();
     let org = uuid::Uuid::now_v7();
-    let now = chrono::Utc::now();
+    let now = twig_clock::Clock::now(&twig_clock::SystemClock);
     let mut done = 0;
     while done < count {
         let n = (count - done).min(1000);

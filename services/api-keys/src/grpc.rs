@@ -217,7 +217,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeysGrpc {
         };
         let until = match &r.until {
             Some(t) => from_ts("until", t)?,
-            None => Utc::now(),
+            None => self.inner.now(),
         };
         let since = match &r.since {
             Some(t) => from_ts("since", t)?,

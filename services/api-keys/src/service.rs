@@ -147,6 +147,11 @@ fn clean_name(raw: &str) -> Result<String> {
 }
 
 impl ApiKeys {
+    /// Now, by the service's clock.
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
     /// Builds the service.
     pub fn new(
         db: DatabaseConnection,

@@ -98,12 +98,7 @@ impl AuditEvent {
     }
 
     /// Appends the event through `db` (a transaction, so that it commits or
-    /// rolls back with the action).
-    pub async fn record(self, db: &impl ConnectionTrait) -> Result<Uuid, DbErr> {
-        self.record_at(db, Utc::now()).await
-    }
-
-    /// As [`record`](Self::record), at a given time.
+    /// rolls back with the action), at `at` (the service clock's now).
     pub async fn record_at(
         self,
         db: &impl ConnectionTrait,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
+use twig_clock::Clock;
 use twig_fanout::Freshness;
 use uuid::Uuid;
 
@@ -58,6 +59,8 @@ pub struct VerifyCache {
     ttl: Duration,
     freshness: Freshness,
     kept: DashMap<([u8; 32], Option<IpAddr>), Kept>,
+    /// Whose now a credential's expiry is compared with.
+    clock: Arc<dyn Clock>,
     /// Bumped by every change heard, so an answer fetched across a change
     /// is not kept.
     generation: AtomicU64,
@@ -72,10 +75,17 @@ struct Kept {
 
 impl VerifyCache {
     /// Keeps `inner`'s answers for `ttl`, past a second only while
-    /// `freshness` says announcements arrive.
-    pub fn new(inner: Arc<dyn Authenticator>, ttl: Duration, freshness: Freshness) -> Self {
+    /// `freshness` says announcements arrive, and never past a
+    /// credential's expiry by `clock`.
+    pub fn new(
+        inner: Arc<dyn Authenticator>,
+        ttl: Duration,
+        freshness: Freshness,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             inner,
+            clock,
             ttl,
             freshness,
             kept: DashMap::new(),
@@ -120,7 +130,7 @@ impl Authenticator for VerifyCache {
             let principal = self.inner.authenticate(bearer, client_ip).await?;
             let left = principal
                 .expires_at
-                .map(|t| (t - chrono::Utc::now()).to_std().unwrap_or_default())
+                .map(|t| (t - self.clock.now()).to_std().unwrap_or_default())
                 .unwrap_or(self.ttl);
             let keep = self.ttl.min(left);
             if !keep.is_zero() && self.generation.load(Ordering::Acquire) == generation {
@@ -183,7 +193,12 @@ mod tests {
             .await
             .expect("the private Redis answers");
         let inner = Arc::new(Counting::default());
-        let cache = VerifyCache::new(inner.clone(), Duration::from_secs(60), fanout.freshness());
+        let cache = VerifyCache::new(
+            inner.clone(),
+            Duration::from_secs(60),
+            fanout.freshness(),
+            Arc::new(twig_clock::SystemClock),
+        );
         let calls = || inner.calls.load(Ordering::SeqCst);
 
         cache.authenticate("token", None).await.unwrap();

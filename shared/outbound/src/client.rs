@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use twig_clock::{Clock, SystemClock};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
@@ -50,8 +51,11 @@ pub struct OutboundClient {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     http: reqwest::Client,
+    /// Whose now a `Retry-After` date is measured from.
+    clock: Arc<dyn Clock>,
     policy: Arc<AddressPolicy>,
     max_body_bytes: u64,
     max_redirects: u32,
@@ -104,6 +108,7 @@ impl OutboundClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
+                clock: Arc::new(SystemClock),
                 policy,
                 max_body_bytes: config.max_body_bytes,
                 max_redirects: config.max_redirects,
@@ -111,6 +116,14 @@ impl OutboundClient {
                 retry: config.retry.clone(),
             }),
         })
+    }
+
+    /// The same client, reading the time from `clock` (the composition's
+    /// clock, so that tests can move it).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        Arc::make_mut(&mut self.inner).clock = clock;
+        self
     }
 
     /// The checks that need no network, for a URL an administrator is
@@ -372,7 +385,10 @@ impl OutboundClient {
                 | StatusCode::BAD_GATEWAY
                 | StatusCode::SERVICE_UNAVAILABLE
                 | StatusCode::GATEWAY_TIMEOUT => {
-                    match rules::retry_after(response.headers(), SystemTime::now()) {
+                    match rules::retry_after(
+                        response.headers(),
+                        SystemTime::from(self.inner.clock.now()),
+                    ) {
                         Some(asked) if asked <= retry.max_backoff => Some(asked),
                         // Longer than we are willing to wait: the caller
                         // gets the answer now.
