@@ -3,7 +3,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use twig_tests::{Backend, TestDatabase, twig_binary};
+use crate::twig_binary;
+use twig_tests::{Backend, TestDatabase};
 
 fn twig(db_url: &str) -> Command {
     let mut cmd = Command::new(twig_binary());

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use twig_tests::{Backend, TestApp};
 
 fn node_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
     for needed in [
         "node_modules/playwright-core",
         "browser/dist/app.js",

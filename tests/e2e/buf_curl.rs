@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use twig_tests::twig_binary;
+use crate::twig_binary;
 
 const INTERNAL: &str = "walkthrough-internal-token-0123456789abcdef";
 
 fn buf() -> PathBuf {
-    let buf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node/node_modules/.bin/buf");
+    let buf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node/node_modules/.bin/buf");
     assert!(
         buf.exists(),
         "{} is missing: run `npm ci` in tests/node (scripts/test does)",

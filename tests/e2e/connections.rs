@@ -324,7 +324,7 @@ fn limited_server(db_url: &str, descriptors: u32) -> std::process::Command {
         "-c",
         &format!("ulimit -n {descriptors} && exec \"$0\" \"$@\""),
     ])
-    .arg(twig_tests::twig_binary())
+    .arg(crate::twig_binary())
     .env_clear()
     .env("PATH", std::env::var_os("PATH").unwrap_or_default())
     .env("DATABASE_URL", db_url)

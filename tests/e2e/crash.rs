@@ -4,10 +4,11 @@
 
 use std::process::{Command, Stdio};
 
+use crate::twig_binary;
 use tonic::Code;
 use twig_proto::apikeys::v1 as pb;
 use twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient;
-use twig_tests::{Backend, TestDatabase, bearer, sign_up_on, spawn_serve, twig_binary};
+use twig_tests::{Backend, TestDatabase, bearer, sign_up_on, spawn_serve};
 
 const INTERNAL: &str = "crash-test-internal-token-0123456789abcdef";
 

@@ -2,6 +2,12 @@
 //! database. Every storage test runs on SQLite and on PostgreSQL through
 //! [`on_both_backends!`].
 
+/// The `twig-identity` binary cargo built for this test run, from the code
+/// under test (the tests belong to its package, so cargo builds it first).
+pub fn twig_binary() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_twig-identity"))
+}
+
 /// Runs each listed `async fn name(backend: Backend)` once per backend, as
 /// `sqlite::name` and `postgres::name`.
 macro_rules! on_both_backends {

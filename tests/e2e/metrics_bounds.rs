@@ -6,9 +6,10 @@
 
 use std::process::{Command, Stdio};
 
+use crate::twig_binary;
 use futures::StreamExt as _;
 use tonic::codegen::Bytes;
-use twig_tests::{Backend, TestDatabase, twig_binary};
+use twig_tests::{Backend, TestDatabase};
 
 type Client = hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,

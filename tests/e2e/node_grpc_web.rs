@@ -12,7 +12,7 @@ pub(crate) const ORIGIN: &str = "https://app.example.com";
 
 /// `tests/node`, with its packages and generated client code in place.
 fn node_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
     for needed in [
         "node_modules/@connectrpc/connect-web",
         "gen/twig/apikeys/v1/apikeys_pb.js",

@@ -6,10 +6,11 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::twig_binary;
 use tonic::transport::Channel;
 use twig_proto::apikeys::v1 as kpb;
 use twig_proto::quota::v1 as pb;
-use twig_tests::{Backend, TestDatabase, bearer, sign_up_on, spawn_serve, twig_binary};
+use twig_tests::{Backend, TestDatabase, bearer, sign_up_on, spawn_serve};
 
 const INTERNAL: &str = "quota-replicas-internal-token-0123456789";
 

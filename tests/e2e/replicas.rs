@@ -4,12 +4,13 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::twig_binary;
 use tonic::Code;
 use tonic::transport::Channel;
 use twig_proto::apikeys::v1 as pb;
 use twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient;
 use twig_proto::sessions::v1 as spb;
-use twig_tests::{Backend, TestDatabase, bearer, sign_up_on, spawn_serve, twig_binary};
+use twig_tests::{Backend, TestDatabase, bearer, sign_up_on, spawn_serve};
 
 const INTERNAL: &str = "replicas-internal-token-0123456789abcdef";
 

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
+use crate::twig_binary;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -23,7 +24,7 @@ use twig_proto::sessions::v1::session_service_client::SessionServiceClient;
 use twig_proto::vault::v1 as vpb;
 use twig_proto::vault::v1::vault_service_client::VaultServiceClient;
 use twig_tests::{
-    Backend, PASSWORD, TestDatabase, bearer, email, free_addr, http1, spawn_serve_at, twig_binary,
+    Backend, PASSWORD, TestDatabase, bearer, email, free_addr, http1, spawn_serve_at,
     with_internal_token,
 };
 

@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::twig_binary;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -14,7 +15,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::trace::v1::Span;
 use twig_proto::sessions::v1 as pb;
-use twig_tests::{Backend, TestDatabase, twig_binary};
+use twig_tests::{Backend, TestDatabase};
 
 #[derive(Clone, Default)]
 struct Collector(Arc<Mutex<Vec<Span>>>);

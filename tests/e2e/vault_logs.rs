@@ -3,9 +3,10 @@
 
 use std::process::{Command, Stdio};
 
+use crate::twig_binary;
 use twig_proto::sessions::v1 as spb;
 use twig_proto::vault::v1 as pb;
-use twig_tests::{Backend, TestDatabase, bearer, twig_binary, with_internal_token};
+use twig_tests::{Backend, TestDatabase, bearer, with_internal_token};
 
 const INTERNAL: &str = "vault-logs-internal-token-0123456789abcd";
 const RUNTIME: &str = "vault-logs-runtime-token-0123456789abcdef";

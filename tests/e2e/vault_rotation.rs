@@ -6,11 +6,12 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::twig_binary;
 use base64::Engine as _;
 use tonic::Code;
 use tonic::transport::Channel;
 use twig_proto::vault::v1 as pb;
-use twig_tests::{Backend, TestDatabase, bearer, spawn_serve, twig_binary, with_internal_token};
+use twig_tests::{Backend, TestDatabase, bearer, spawn_serve, with_internal_token};
 
 const INTERNAL: &str = "vault-rotation-internal-token-0123456789";
 const RUNTIME: &str = "vault-rotation-runtime-token-0123456789ab";

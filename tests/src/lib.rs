@@ -351,23 +351,6 @@ pub fn email(name: &str) -> String {
     format!("{name}-{}@example.com", uuid::Uuid::new_v4().simple())
 }
 
-/// The `twig-identity` binary next to the test executable (built by the
-/// test command before the tests run).
-pub fn twig_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target folder");
-    let bin = dir.join("twig-identity");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --bin twig-identity` first (scripts/test does)",
-        bin.display()
-    );
-    bin
-}
-
 /// Runs `command serve` (the command prepared with its environment) on a
 /// free port and waits until it accepts connections. The admin port is a
 /// free one too unless the command sets `TWIG__SERVER__ADMIN_LISTEN`.
