@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tonic::service::Routes;
 use tonic::transport::Channel;
 use twig_apikeys::ApiKeys;
@@ -165,7 +164,7 @@ pub struct Suite {
     pub quota: Option<Arc<twig_quota::Quota>>,
     /// The vault, when it runs here.
     pub vault: Option<Arc<twig_vault::Vault>>,
-    background: Vec<JoinHandle<()>>,
+    workers: twig_server::Workers,
 }
 
 /// Builds `services` on `db`. Migrations must have run.
@@ -192,7 +191,7 @@ pub async fn build(
         .max_decoding_message_size(max_message),
     );
     let mut names = vec![twig_audit::SERVICE_NAME];
-    let mut background = Vec::new();
+    let mut workers = twig_server::Workers::new();
     let mut sessions = None;
     let mut api_keys = None;
     let mut vault = None;
@@ -206,7 +205,7 @@ pub async fn build(
                     deps.clock.clone(),
                     fanout.clone(),
                 ));
-                background.push(tokio::spawn(svc.clone().listen_for_ended_sessions()));
+                workers.listen("ended sessions", svc.clone().listen_for_ended_sessions());
                 routes = routes.add_service(
                     twig_proto::sessions::v1::session_service_server::SessionServiceServer::new(
                         twig_sessions::grpc::SessionsGrpc::new(svc.clone()),
@@ -214,7 +213,15 @@ pub async fn build(
                     .max_decoding_message_size(max_message),
                 );
                 names.push(twig_sessions::SERVICE_NAME);
-                background.push(tokio::spawn(flush_last_seen(svc.clone())));
+                let last_seen = svc.clone();
+                workers.periodic("last-seen times", LAST_SEEN_PERIOD, move |_| {
+                    let sessions = last_seen.clone();
+                    async move {
+                        if let Err(e) = sessions.flush_last_seen().await {
+                            tracing::warn!(error = %e, "could not write last-seen times; will retry");
+                        }
+                    }
+                });
                 sessions = Some(svc);
             }
             ServiceId::ApiKeys => {
@@ -224,7 +231,7 @@ pub async fn build(
                     deps.clock.clone(),
                     fanout.clone(),
                 ));
-                background.push(tokio::spawn(svc.clone().listen_for_changes()));
+                workers.listen("api-key changes", svc.clone().listen_for_changes());
                 routes = routes.add_service(
                     twig_proto::apikeys::v1::api_key_service_server::ApiKeyServiceServer::new(
                         twig_apikeys::grpc::ApiKeysGrpc::new(svc.clone()),
@@ -232,7 +239,20 @@ pub async fn build(
                     .max_decoding_message_size(max_message),
                 );
                 names.push(twig_apikeys::SERVICE_NAME);
-                background.push(tokio::spawn(flush_api_keys(svc.clone())));
+                let usage = svc.clone();
+                workers.periodic("api-key usage", API_KEY_USAGE_PERIOD, move |run| {
+                    let keys = usage.clone();
+                    async move {
+                        // Periods still open are written only at the end.
+                        let written = match run {
+                            twig_server::Run::Tick => keys.flush_ended().await,
+                            twig_server::Run::Last => keys.flush().await,
+                        };
+                        if let Err(e) = written {
+                            tracing::warn!(error = %e, "could not write api-key usage; will retry");
+                        }
+                    }
+                });
                 api_keys = Some(svc);
             }
             // Built last: it asks api-keys (when here) who owns a key.
@@ -251,7 +271,7 @@ pub async fn build(
                     )
                     .await?,
                 );
-                background.push(tokio::spawn(svc.clone().resume_rewrap()));
+                workers.listen("vault re-wrap", svc.clone().resume_rewrap());
                 routes = routes.add_service(
                     twig_proto::vault::v1::vault_service_server::VaultServiceServer::new(
                         twig_vault::grpc::VaultGrpc::new(svc.clone()),
@@ -275,8 +295,19 @@ pub async fn build(
             (None, None) => None,
         };
         let svc = Arc::new(build_quota(config, &db, &fanout, &deps, owners).await?);
-        background.push(tokio::spawn(svc.limits().listen_for_changes()));
-        background.push(tokio::spawn(quota_housekeeping(svc.clone())));
+        workers.listen("quota limit changes", svc.limits().listen_for_changes());
+        let usage = svc.clone();
+        workers.periodic("quota usage", QUOTA_USAGE_PERIOD, move |run| {
+            let quota = usage.clone();
+            async move {
+                if run == twig_server::Run::Tick {
+                    quota.sweep();
+                }
+                if let Err(e) = quota.flush().await {
+                    tracing::warn!(error = %e, "could not write quota usage; will retry");
+                }
+            }
+        });
         routes = routes.add_service(
             twig_proto::quota::v1::quota_service_server::QuotaServiceServer::new(
                 twig_quota::grpc::QuotaGrpc::new(svc.clone()),
@@ -326,7 +357,10 @@ pub async fn build(
         },
     };
     if !caches.is_empty() {
-        background.push(tokio::spawn(forget_stale_answers(fanout.clone(), caches)));
+        workers.listen(
+            "stale answers",
+            forget_stale_answers(fanout.clone(), caches),
+        );
     }
     let counter: Option<Arc<dyn twig_quota::RequestCounter>> = match (&quota, &remote.quota) {
         (Some(local), _) => Some(local.clone()),
@@ -385,7 +419,7 @@ pub async fn build(
         api_keys,
         quota,
         vault,
-        background,
+        workers,
     })
 }
 
@@ -561,7 +595,16 @@ async fn forget_stale_answers(
     }
 }
 
-/// Serves `suite` on `listener` until `shutdown`, then drains.
+/// How often last-seen times are written.
+const LAST_SEEN_PERIOD: Duration = Duration::from_secs(10);
+/// How often ended periods of api-key usage are written.
+const API_KEY_USAGE_PERIOD: Duration = Duration::from_secs(5);
+/// How often quota usage is written (and idle counters swept).
+const QUOTA_USAGE_PERIOD: Duration = Duration::from_secs(5);
+
+/// Serves `suite` on `listener` until `shutdown`, then drains: requests
+/// in flight for at most `drain_timeout`, then the background workers for
+/// at most as long again.
 pub async fn run(
     listener: TcpListener,
     suite: Suite,
@@ -582,54 +625,7 @@ pub async fn run(
         shutdown,
     )
     .await;
-    for task in &suite.background {
-        task.abort();
-    }
-    if let Some(s) = &suite.sessions
-        && let Err(e) = s.flush_last_seen().await
-    {
-        tracing::warn!(error = %e, "could not write last-seen times at shutdown");
-    }
-    if let Some(k) = &suite.api_keys
-        && let Err(e) = k.flush().await
-    {
-        tracing::warn!(error = %e, "could not write api-key usage at shutdown");
-    }
-    if let Some(q) = &suite.quota
-        && let Err(e) = q.flush().await
-    {
-        tracing::warn!(error = %e, "could not write quota usage at shutdown");
-    }
+    // Periodic writers finish their run and write what they still hold.
+    suite.workers.stop(drain_timeout).await;
     result
-}
-
-async fn flush_last_seen(sessions: Arc<Sessions>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        tick.tick().await;
-        if let Err(e) = sessions.flush_last_seen().await {
-            tracing::warn!(error = %e, "could not write last-seen times; will retry");
-        }
-    }
-}
-
-async fn flush_api_keys(keys: Arc<ApiKeys>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tick.tick().await;
-        if let Err(e) = keys.flush_ended().await {
-            tracing::warn!(error = %e, "could not write api-key usage; will retry");
-        }
-    }
-}
-
-async fn quota_housekeeping(quota: Arc<twig_quota::Quota>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tick.tick().await;
-        quota.sweep();
-        if let Err(e) = quota.flush().await {
-            tracing::warn!(error = %e, "could not write quota usage; will retry");
-        }
-    }
 }

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
 use tonic::Code;
 use tonic_types::StatusExt;
 use twig_config::{OnStoreError, QuotaStore};
@@ -460,8 +462,49 @@ async fn shadow_limits_count_but_never_refuse(backend: Backend) {
     );
 }
 
+/// The server stops while quota usage is being written (every 5 s): each
+/// check is counted exactly once — the write in progress finishes, what is
+/// still held is written last, nothing is cut or written twice.
+async fn usage_is_counted_exactly_once_across_a_stop(backend: Backend) {
+    let app = TestApp::builder(backend).spawn().await;
+    let db = app.db.clone();
+    // Many subjects, so that one write of them all takes a while.
+    let subjects: Vec<String> = (0..1500).map(|i| format!("custom:stop-{i}")).collect();
+    let started = Instant::now();
+    let mut answered = 0u64;
+    // Checks until just past the first periodic write has begun, then stop.
+    'checking: loop {
+        for chunk in subjects.chunks(50) {
+            if started.elapsed() > Duration::from_millis(5_100) {
+                break 'checking;
+            }
+            let calls = chunk.iter().map(|s| check(&app, s, 1));
+            for result in futures::future::join_all(calls).await {
+                result.expect("a check");
+                answered += 1;
+            }
+        }
+    }
+    let _database = app.stop_keeping_database().await;
+    let rows = twig_quota::entity::quota_usage::Entity::find()
+        .filter(twig_quota::entity::quota_usage::Column::Subject.starts_with("custom:stop-"))
+        .all(&db)
+        .await
+        .unwrap();
+    let counted: i64 = rows
+        .iter()
+        .map(|r| r.allowed + r.denied + r.shadow_denied)
+        .sum();
+    assert_eq!(
+        u64::try_from(counted).unwrap(),
+        answered,
+        "checks answered vs counted in quota_usage after the stop"
+    );
+}
+
 on_both_backends!(
     default_limit_per_subject,
+    usage_is_counted_exactly_once_across_a_stop,
     costs_weigh_and_bad_input_is_refused_clearly,
     limits_of_their_own,
     who_may_change_limits,

@@ -116,7 +116,7 @@ impl TestAppBuilder {
             vault_service,
             shutdown: Some(tx),
             server: Some(server),
-            _database: database,
+            database: Some(database),
         }
     }
 }
@@ -145,7 +145,8 @@ pub struct TestApp {
     pub vault_service: Arc<twig_vault::Vault>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
-    _database: TestDatabase,
+    /// Dropped with the app (a PostgreSQL database is dropped then).
+    database: Option<TestDatabase>,
 }
 
 impl TestApp {
@@ -268,13 +269,22 @@ impl TestApp {
     }
 
     /// Stops the server and waits for it.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_keeping_database().await;
+    }
+
+    /// Stops the server and waits for it; the database stays (until the
+    /// returned guard is dropped) for checking what the server wrote.
+    pub async fn stop_keeping_database(mut self) -> TestDatabase {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
+        self.database
+            .take()
+            .expect("the database is kept until the app is dropped")
     }
 }
 

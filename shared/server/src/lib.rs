@@ -31,12 +31,14 @@ mod methods;
 mod metrics;
 mod registry;
 mod trace;
+mod workers;
 
 pub use coalesce::CoalescingIo;
 pub use limits::{Limits, default_max_connections, descriptor_limit};
 pub use metrics::{install_recorder, serve_admin};
 pub use tonic_health;
 pub use trace::TraceLayer;
+pub use workers::{Run, Workers};
 
 /// What [`serve`] needs besides the listener.
 pub struct ServeOptions {
