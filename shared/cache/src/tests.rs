@@ -131,6 +131,76 @@ fn invalidation_forgets_what_it_names() {
     assert_eq!(cache.get(&key(1)), Some(1), "usable after invalidate_all");
 }
 
+/// The map `invalidate_if` walks follows every removal moka makes, and
+/// a replaced entry's removal leaves the new one tracked.
+#[test]
+fn the_walked_map_follows_the_cache() {
+    const CAP: u64 = 100;
+    let cache = BoundedCache::new(CAP);
+    for n in 0..10 * CAP {
+        cache.insert(key(n), n, LONG);
+    }
+    cache.run_pending_tasks();
+    assert_eq!(cache.tracked.len() as u64, cache.entry_count(), "evictions");
+
+    cache.insert(key(0), 1, SHORT);
+    cache.insert(key(0), 2, LONG);
+    cache.run_pending_tasks();
+    cache.invalidate_if(|_, v| *v == 2);
+    assert_eq!(cache.get(&key(0)), None, "the replacement was tracked");
+
+    cache.insert(key(1), 1, SHORT);
+    wait_until("expired entries are untracked", || {
+        cache.run_pending_tasks();
+        !cache.tracked.contains_key(&key(1))
+    });
+
+    cache.invalidate_all();
+    cache.run_pending_tasks();
+    assert_eq!(cache.tracked.len(), 0, "invalidate_all");
+}
+
+/// Two racing inserts of one key (two requests with the same new
+/// token), in the worst order: both tracked, then kept in the opposite
+/// order. Whichever version moka keeps is still found by `invalidate_if`,
+/// and every version is untracked in the end.
+#[test]
+fn racing_inserts_of_one_key_stay_invalidatable() {
+    let cache = BoundedCache::<Key, u64>::new(100);
+    let a = cache.track(&key(1), &1, LONG);
+    let b = cache.track(&key(1), &2, LONG);
+    cache.keep(key(1), 2, LONG, b);
+    cache.keep(key(1), 1, LONG, a);
+    cache.run_pending_tasks();
+    assert_eq!(cache.get(&key(1)), Some(1));
+    cache.invalidate_if(|_, v| *v == 1);
+    assert_eq!(cache.get(&key(1)), None, "the version moka kept was found");
+    cache.run_pending_tasks();
+    assert!(cache.tracked.is_empty(), "every version untracked");
+
+    // And for real, with threads.
+    for round in 0..20 {
+        let cache = Arc::new(BoundedCache::<Key, u64>::new(100));
+        let writers: Vec<_> = (0..2)
+            .map(|t| {
+                let cache = cache.clone();
+                thread::spawn(move || {
+                    for n in 0..2_000 {
+                        cache.insert(key(1), t * 10_000 + n, LONG);
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        cache.invalidate_if(|_, _| true);
+        assert_eq!(cache.get(&key(1)), None, "round {round}");
+        cache.run_pending_tasks();
+        assert!(cache.tracked.is_empty(), "round {round}: all untracked");
+    }
+}
+
 #[test]
 fn an_answer_fetched_across_an_invalidation_is_not_kept() {
     let cache = BoundedCache::new(100);
@@ -246,5 +316,26 @@ fn hit_cost() {
                  dashmap {dash_ns:.0} ns per hit"
             );
         }
+    }
+
+    // A walk ("this session ended") of a full sessions cache.
+    const FULL: u64 = 200_000;
+    let cache = BoundedCache::new(FULL);
+    let dash = DashMap::<Key, Arc<[u8; 64]>>::default();
+    for n in 0..FULL {
+        cache.insert(key(n), value.clone(), LONG);
+        dash.insert(key(n), value.clone());
+    }
+    cache.run_pending_tasks();
+    for _ in 0..3 {
+        let start = Instant::now();
+        cache.invalidate_if(|k, _| std::hint::black_box(k[31]) == 1);
+        let ours = start.elapsed();
+        let start = Instant::now();
+        dash.retain(|k, _| std::hint::black_box(k[31]) != 1);
+        println!(
+            "a walk of {FULL}: invalidate_if {ours:?}, dashmap retain {:?}",
+            start.elapsed()
+        );
     }
 }
