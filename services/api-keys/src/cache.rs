@@ -4,20 +4,25 @@
 //! neither outlives the key. Revocation, rotation and scope changes in this
 //! process drop the key's entries at once; on other replicas the fan-out's
 //! announcement does, and while it may be missed a positive answer is
-//! believed for at most a second ([`Freshness`]).
-
-use std::time::{Duration, Instant};
+//! believed for at most a second ([`Freshness`]). An answer read from the
+//! database across such a change is not kept.
+//!
+//! At most [`MAX_ENTRIES`] answers are kept ([`BoundedCache`], each until
+//! its own deadline): when full, a secret seen once (a flood of unknown
+//! keys) does not push out a key in use.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
 use ipnet::IpNet;
 use twig_auth::{Credential, Principal};
+use twig_cache::{BoundedCache, Generation};
 use twig_crypto::TokenHash;
 use twig_fanout::Freshness;
 use uuid::Uuid;
 
-const MAX_ENTRIES: usize = 500_000;
+/// Answers kept at most, positive and negative together.
+pub const MAX_ENTRIES: u64 = 500_000;
 
 /// A valid key as verification needs it.
 #[derive(Debug, Clone)]
@@ -44,14 +49,14 @@ pub struct KeyCache {
     ttl: Duration,
     negative_ttl: Duration,
     freshness: Freshness,
-    entries: DashMap<TokenHash, Entry>,
+    entries: BoundedCache<TokenHash, Entry>,
 }
 
-#[derive(Debug)]
+/// Cheap to clone (forgetting a key walks the cache, cloning each).
+#[derive(Debug, Clone)]
 struct Entry {
     answer: Answer,
     stored: Instant,
-    until: Instant,
 }
 
 /// What the cache knows of a secret.
@@ -70,11 +75,21 @@ impl KeyCache {
     /// believing positive answers past a second only while `freshness`
     /// says announcements arrive.
     pub fn new(ttl: Duration, negative_ttl: Duration, freshness: Freshness) -> Self {
+        Self::with_capacity(ttl, negative_ttl, freshness, MAX_ENTRIES)
+    }
+
+    /// [`KeyCache::new`] keeping at most `max_entries` answers.
+    pub fn with_capacity(
+        ttl: Duration,
+        negative_ttl: Duration,
+        freshness: Freshness,
+        max_entries: u64,
+    ) -> Self {
         Self {
             ttl,
             negative_ttl,
             freshness,
-            entries: DashMap::new(),
+            entries: BoundedCache::new(max_entries),
         }
     }
 
@@ -83,73 +98,77 @@ impl KeyCache {
         let Some(entry) = self.entries.get(hash) else {
             return Cached::Miss;
         };
-        let believed = match &entry.answer {
-            Answer::Valid(_) => self.freshness.believes(entry.stored, "apikeys"),
+        match entry.answer {
+            Answer::Valid(v) => {
+                if self.freshness.believes(entry.stored, "apikeys") {
+                    Cached::Valid(v)
+                } else {
+                    self.entries.invalidate(hash);
+                    Cached::Miss
+                }
+            }
             // A new secret is random, never one looked up before: no
             // announcement concerns unknown ones.
-            Answer::Unknown => true,
-        };
-        if entry.until <= Instant::now() || !believed {
-            drop(entry);
-            self.entries.remove(hash);
-            return Cached::Miss;
-        }
-        match &entry.answer {
-            Answer::Valid(p) => Cached::Valid(p.clone()),
             Answer::Unknown => Cached::Unknown,
         }
     }
 
-    /// Remembers a valid key for at most `ttl` and `valid_for`.
-    pub fn put_valid(&self, hash: TokenHash, verified: Arc<Verified>, valid_for: Duration) {
-        self.put(hash, Answer::Valid(verified), self.ttl.min(valid_for));
+    /// Read before looking a secret up in the database, for
+    /// [`KeyCache::put_valid`] and [`KeyCache::put_unknown`].
+    pub fn generation(&self) -> Generation {
+        self.entries.generation()
     }
 
-    /// Remembers that a secret does not exist.
-    pub fn put_unknown(&self, hash: TokenHash) {
-        self.put(hash, Answer::Unknown, self.negative_ttl);
-    }
-
-    fn put(&self, hash: TokenHash, answer: Answer, ttl: Duration) {
-        if ttl.is_zero() {
-            return;
-        }
-        let now = Instant::now();
-        if self.entries.len() >= MAX_ENTRIES {
-            self.entries.retain(|_, e| e.until > now);
-            if self.entries.len() >= MAX_ENTRIES {
-                self.entries.clear();
-            }
-        }
-        self.entries.insert(
+    /// Remembers a valid key for at most `ttl` and `valid_for`, unless
+    /// the cache forgot anything since `fetched`.
+    pub fn put_valid(
+        &self,
+        fetched: Generation,
+        hash: TokenHash,
+        verified: Arc<Verified>,
+        valid_for: Duration,
+    ) {
+        self.put(
+            fetched,
             hash,
-            Entry {
-                answer,
-                stored: now,
-                until: now + ttl,
-            },
+            Answer::Valid(verified),
+            self.ttl.min(valid_for),
         );
+    }
+
+    /// Remembers that a secret does not exist, unless the cache forgot
+    /// anything since `fetched`.
+    pub fn put_unknown(&self, fetched: Generation, hash: TokenHash) {
+        self.put(fetched, hash, Answer::Unknown, self.negative_ttl);
+    }
+
+    fn put(&self, fetched: Generation, hash: TokenHash, answer: Answer, ttl: Duration) {
+        let entry = Entry {
+            answer,
+            stored: Instant::now(),
+        };
+        self.entries.insert_if_current(fetched, hash, entry, ttl);
     }
 
     /// Forgets everything (after fan-out messages may have been missed).
     pub fn clear(&self) {
-        self.entries.clear();
+        self.entries.invalidate_all();
     }
 
     /// Forgets every answer about `key_id`. (Negative answers need no
     /// forgetting: a new secret is random, never one looked up before.)
     pub fn forget_key(&self, key_id: Uuid) {
-        self.entries.retain(|_, e| match &e.answer {
-            Answer::Valid(v) => v.principal.credential != Credential::ApiKey { key_id },
-            Answer::Unknown => true,
+        self.entries.invalidate_if(|_, e| match &e.answer {
+            Answer::Valid(v) => v.principal.credential == Credential::ApiKey { key_id },
+            Answer::Unknown => false,
         });
     }
 
     /// Forgets every answer about keys of `org_id` (its allowlist changed).
     pub fn forget_org(&self, org_id: Uuid) {
-        self.entries.retain(|_, e| match &e.answer {
-            Answer::Valid(v) => v.principal.org_id != org_id,
-            Answer::Unknown => true,
+        self.entries.invalidate_if(|_, e| match &e.answer {
+            Answer::Valid(v) => v.principal.org_id == org_id,
+            Answer::Unknown => false,
         });
     }
 }

@@ -574,6 +574,7 @@ impl ApiKeys {
             Cached::Unknown => return Ok(Err(Refused::Unknown)),
             Cached::Valid(_) | Cached::Miss => {}
         }
+        let fetched = self.cache.generation();
         // One query for the secret, its key and the organisation's allowlist.
         let Some((secret, key, org_allowlist)) =
             api_key_secret::Entity::find_by_id(hash.as_bytes().to_vec())
@@ -582,7 +583,7 @@ impl ApiKeys {
                 .one(&self.db)
                 .await?
         else {
-            self.cache.put_unknown(hash);
+            self.cache.put_unknown(fetched, hash);
             return Ok(Err(Refused::Unknown));
         };
         let Some(key) = key else {
@@ -625,7 +626,8 @@ impl ApiKeys {
         });
         let valid_for =
             expires_at.map_or(Duration::MAX, |t| (t - now).to_std().unwrap_or_default());
-        self.cache.put_valid(hash, verified.clone(), valid_for);
+        self.cache
+            .put_valid(fetched, hash, verified.clone(), valid_for);
         Ok(Ok(verified))
     }
 
@@ -908,3 +910,6 @@ impl ApiKeys {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

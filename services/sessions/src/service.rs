@@ -601,6 +601,7 @@ impl Sessions {
             }
             return Ok(principal);
         }
+        let fetched = self.cache.generation();
         let sess = session::Entity::find()
             .filter(session::Column::AccessTokenHash.eq(hash.as_bytes().to_vec()))
             .one(&self.db)
@@ -635,7 +636,7 @@ impl Sessions {
             expires_at: Some(sess.access_expires_at),
         };
         let valid_for = (sess.access_expires_at - now).to_std().unwrap_or_default();
-        self.cache.put(hash, principal.clone(), valid_for);
+        self.cache.put(fetched, hash, principal.clone(), valid_for);
         self.last_seen.touch(sess.id, now);
         Ok(principal)
     }
@@ -1064,3 +1065,6 @@ async fn revoke_sessions(
         .await?
         .rows_affected)
 }
+
+#[cfg(test)]
+mod tests;
