@@ -280,3 +280,40 @@ async fn check_url_without_sending() {
         assert_eq!(client.check_url(url).is_ok(), ok, "{url}");
     }
 }
+
+/// Spellings of "this host" that Linux connects to the local server
+/// (0.0.0.0 and [::] reach a socket bound on loopback) or that name
+/// loopback in another form: each is refused before any connection.
+#[tokio::test]
+async fn default_refuses_other_spellings_of_this_host() {
+    let server = TestServer::start(|_, _| Reply::ok("secret")).await;
+    let port = server.addr.port();
+    for host in [
+        "0.0.0.0",
+        "0",
+        "[::]",
+        "[::ffff:7f00:1]",
+        "[0:0:0:0:0:ffff:127.0.0.1]",
+        "127.0.0.1.",
+        "LOCALHOST",
+    ] {
+        let url = format!("http://{host}:{port}/");
+        let error = refused(&OutboundConfig::default(), &url).await;
+        assert!(
+            matches!(error, OutboundError::ForbiddenAddress { .. }),
+            "{url}: {error:?}"
+        );
+    }
+    // A fully qualified `localhost.` either does not resolve here or
+    // resolves to loopback: refused either way, never reached.
+    let url = format!("http://localhost.:{port}/");
+    let error = refused(&OutboundConfig::default(), &url).await;
+    assert!(
+        matches!(
+            error,
+            OutboundError::ForbiddenAddress { .. } | OutboundError::Transport(_)
+        ),
+        "{url}: {error:?}"
+    );
+    assert_eq!(server.connections(), 0);
+}
