@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use twig_config::Config;
-use twig_identity::{Deps, build, migrate, open_database, parse_services, run};
+use twig_identity::{Deps, build, load_config, migrate, open_database, parse_services, run};
 
 /// Requests allocate many small, short-lived buffers; mimalloc serves
 /// them with less contention and less fragmentation than the system
@@ -53,7 +53,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Configuration is read and validated before anything else starts.
-    let config = match Config::load(cli.config.as_deref()) {
+    let config = match load_config(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("twig-identity: {e}");
@@ -124,15 +124,12 @@ async fn main_async(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Bootstrap { org_name, email } => {
             let db = open_database(&config).await?;
-            migrate(&db, twig_identity::ServiceId::ALL).await?;
-            let suite = build(
-                &config,
-                db,
-                &[twig_identity::ServiceId::Sessions],
-                Deps::default(),
-            )
-            .await?;
-            let sessions = suite.sessions.clone().context("sessions service missing")?;
+            migrate(&db, twig_identity::MODULES).await?;
+            let sessions_only = parse_services(Some("sessions")).map_err(anyhow::Error::msg)?;
+            let suite = build(&config, db, &sessions_only, Deps::default()).await?;
+            let sessions = suite
+                .handle::<std::sync::Arc<twig_sessions::Sessions>>()
+                .context("the sessions service did not build")?;
             let (user, org, password) = sessions
                 .bootstrap(&org_name, &email)
                 .await

@@ -55,7 +55,9 @@ fn absurd_quota_limits_are_refused_before_listening() {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains("invalid quota configuration") && err.contains(message),
+            err.contains("invalid configuration")
+                && err.contains("quota.default_limit, period, buckets")
+                && err.contains(message),
             "{err}"
         );
     }

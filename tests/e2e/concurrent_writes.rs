@@ -199,13 +199,15 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
     let app = TestApp::builder(backend)
         .weak_hashing()
         .config(|c| {
-            c.quota.default_limit = 1_000_000;
-            c.vault
-                .master_keys
-                .insert("1".into(), Secret::new(TEST_MASTER_KEY));
-            c.vault
-                .master_keys
-                .insert("2".into(), Secret::new(SECOND_MASTER_KEY));
+            c.edit::<twig_quota::QuotaConfig>(|s| s.default_limit = 1_000_000);
+            c.edit::<twig_vault::VaultConfig>(|vault| {
+                vault
+                    .master_keys
+                    .insert("1".into(), Secret::new(TEST_MASTER_KEY));
+                vault
+                    .master_keys
+                    .insert("2".into(), Secret::new(SECOND_MASTER_KEY));
+            });
             c.auth.internal_clients = vec![InternalClient {
                 name: "agent-runtime".into(),
                 token: Secret::new(RUNTIME_TOKEN),

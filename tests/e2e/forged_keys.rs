@@ -87,7 +87,12 @@ async fn forged_keys_are_counted_per_address_and_period(backend: Backend) {
     // Half in one period, half in the next, each half from two addresses.
     for (period, half) in [first, second].into_iter().enumerate() {
         if period > 0 {
-            app.clock.advance(app.config.api_keys.refusal_audit_period);
+            app.clock.advance(
+                app.config
+                    .section::<twig_apikeys::ApiKeysConfig>()
+                    .unwrap()
+                    .refusal_audit_period,
+            );
         }
         let (a, b) = half.split_at(half.len() / 2);
         tokio::join!(
@@ -151,7 +156,7 @@ async fn forged_keys_are_counted_per_address_and_period(backend: Backend) {
 async fn addresses_beyond_the_cap_share_one_overflow_row(backend: Backend) {
     let app = TestApp::builder(backend)
         .weak_hashing()
-        .config(|c| c.api_keys.refusal_audit_max_sources = 1)
+        .config(|c| c.edit::<twig_apikeys::ApiKeysConfig>(|s| s.refusal_audit_max_sources = 1))
         .spawn()
         .await;
     let before = event_ids(&app).await;

@@ -64,7 +64,14 @@ async fn curl(method: &str, url: String, token: Option<&str>, body: Option<&str>
 
 async fn a_developer_with_curl(backend: Backend) {
     let app = TestApp::builder(backend).weak_hashing().spawn().await;
-    assert_eq!(app.config.quota.default_limit, 100, "the default limit");
+    assert_eq!(
+        app.config
+            .section::<twig_quota::QuotaConfig>()
+            .unwrap()
+            .default_limit,
+        100,
+        "the default limit"
+    );
     let base = format!("http://{}", app.addr);
     let ada = email("curl");
     let password = "a long enough password for curl";

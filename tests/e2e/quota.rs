@@ -8,9 +8,9 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use tonic::Code;
 use tonic_types::StatusExt;
-use twig_config::{OnStoreError, QuotaStore};
 use twig_proto::apikeys::v1 as kpb;
 use twig_proto::quota::v1 as pb;
+use twig_quota::{OnStoreError, QuotaStore};
 use twig_tests::{Backend, TestApp, bearer, email};
 
 /// Where the app under test keeps its counts.
@@ -27,7 +27,7 @@ async fn app(backend: Backend, counts: Counts) -> TestApp {
             if let Counts::Redis = counts {
                 c.redis.url = Some(twig_config::Secret::new(twig_testkit::redis_url()));
                 c.redis.key_prefix = twig_testkit::redis_prefix();
-                c.quota.store = QuotaStore::Redis;
+                c.edit::<twig_quota::QuotaConfig>(|s| s.store = QuotaStore::Redis);
             }
         })
         .spawn()
@@ -524,13 +524,13 @@ async fn replicas_sharing_redis_hold_one_limit() {
                 .config(|c| {
                     c.redis.url = Some(twig_config::Secret::new(twig_testkit::redis_url()));
                     c.redis.key_prefix = prefix.clone();
-                    c.quota.store = QuotaStore::Redis;
+                    c.edit::<twig_quota::QuotaConfig>(|s| s.store = QuotaStore::Redis);
                     // This test is about sharing one limit, not about a
                     // slow store: with the whole suite running at once a
                     // Redis answer can take longer than the default
                     // 100 ms, and a check that times out is admitted
                     // (fail open).
-                    c.quota.redis_timeout = Duration::from_secs(5);
+                    c.edit::<twig_quota::QuotaConfig>(|s| s.redis_timeout = Duration::from_secs(5));
                 })
                 .spawn()
                 .await,
@@ -576,8 +576,8 @@ async fn redis_down_fails_closed_when_configured() {
     let app = TestApp::builder(Backend::Sqlite)
         .config(|c| {
             c.redis.url = Some(twig_config::Secret::new(url));
-            c.quota.store = QuotaStore::Redis;
-            c.quota.on_store_error = OnStoreError::Closed;
+            c.edit::<twig_quota::QuotaConfig>(|s| s.store = QuotaStore::Redis);
+            c.edit::<twig_quota::QuotaConfig>(|s| s.on_store_error = OnStoreError::Closed);
         })
         .spawn()
         .await;

@@ -65,10 +65,14 @@ async fn repeated_failures_slow_one_account_without_locking_it(backend: Backend)
     let app = TestApp::builder(backend)
         .weak_hashing()
         .config(|c| {
-            c.sessions.login_delay_after_failures = 3;
-            c.sessions.login_delay_base = Duration::from_millis(300);
-            c.sessions.login_delay_max = Duration::from_millis(1200);
-            c.sessions.failed_logins_per_ip_per_minute = 1000;
+            c.edit::<twig_sessions::SessionsConfig>(|s| s.login_delay_after_failures = 3);
+            c.edit::<twig_sessions::SessionsConfig>(|s| {
+                s.login_delay_base = Duration::from_millis(300)
+            });
+            c.edit::<twig_sessions::SessionsConfig>(|s| {
+                s.login_delay_max = Duration::from_millis(1200)
+            });
+            c.edit::<twig_sessions::SessionsConfig>(|s| s.failed_logins_per_ip_per_minute = 1000);
         })
         .spawn()
         .await;
@@ -133,7 +137,9 @@ async fn repeated_failures_slow_one_account_without_locking_it(backend: Backend)
 async fn one_ip_trying_many_accounts_is_throttled(backend: Backend) {
     let app = TestApp::builder(backend)
         .weak_hashing()
-        .config(|c| c.sessions.failed_logins_per_ip_per_minute = 5)
+        .config(|c| {
+            c.edit::<twig_sessions::SessionsConfig>(|s| s.failed_logins_per_ip_per_minute = 5)
+        })
         .spawn()
         .await;
     let mut client = app.sessions();
@@ -342,7 +348,9 @@ on_both_backends!(
 async fn postgres_down_means_unavailable_not_ok() {
     let app = TestApp::builder(Backend::Postgres)
         .weak_hashing()
-        .config(|c| c.sessions.verify_cache_ttl = Duration::ZERO)
+        .config(|c| {
+            c.edit::<twig_sessions::SessionsConfig>(|s| s.verify_cache_ttl = Duration::ZERO)
+        })
         .spawn()
         .await;
     let ada = email("ada");

@@ -106,9 +106,13 @@ async fn lifetimes_are_enforced_also_through_refresh(backend: Backend) {
     let app = TestApp::builder(backend)
         .weak_hashing()
         .config(|c| {
-            c.sessions.access_ttl = Duration::from_secs(60);
-            c.sessions.refresh_idle_ttl = Duration::from_secs(600);
-            c.sessions.refresh_absolute_ttl = Duration::from_secs(1500);
+            c.edit::<twig_sessions::SessionsConfig>(|s| s.access_ttl = Duration::from_secs(60));
+            c.edit::<twig_sessions::SessionsConfig>(|s| {
+                s.refresh_idle_ttl = Duration::from_secs(600)
+            });
+            c.edit::<twig_sessions::SessionsConfig>(|s| {
+                s.refresh_absolute_ttl = Duration::from_secs(1500)
+            });
         })
         .spawn()
         .await;

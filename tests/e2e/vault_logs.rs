@@ -23,7 +23,7 @@ async fn vault_values_and_keys_never_reach_the_logs() {
             "TWIG__AUTH__INTERNAL_CLIENTS",
             format!(r#"[{{name="runtime",token="{RUNTIME}",scopes=["vault.reveal"]}}]"#),
         )
-        .env("TWIG__VAULT__MASTER_KEYS__1", MASTER)
+        .env("TWIG__SECRETS_VAULT__MASTER_KEYS__1", MASTER)
         .env(
             "RUST_LOG",
             "debug,twig_vault=trace,twig_auth=trace,twig_server=trace",

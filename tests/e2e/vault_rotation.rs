@@ -29,12 +29,12 @@ fn server(db_url: &str, versions: &[u8], failpoint: Option<&str>) -> Command {
             "TWIG__AUTH__INTERNAL_CLIENTS",
             format!(r#"[{{name="runtime",token="{RUNTIME}",scopes=["vault.reveal"]}}]"#),
         )
-        .env("TWIG__VAULT__REWRAP_BATCH", "10")
+        .env("TWIG__SECRETS_VAULT__REWRAP_BATCH", "10")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for v in versions {
-        cmd.env(format!("TWIG__VAULT__MASTER_KEYS__{v}"), key(*v));
+        cmd.env(format!("TWIG__SECRETS_VAULT__MASTER_KEYS__{v}"), key(*v));
     }
     if let Some(step) = failpoint {
         cmd.env("TWIG_FAILPOINT", step);
@@ -382,7 +382,7 @@ async fn bad_master_keys_stop_the_start_with_a_clear_message() {
     let db = TestDatabase::new(Backend::Sqlite).await;
     let refused = |value: String| {
         let out = server(&db.url, &[], None)
-            .env("TWIG__VAULT__MASTER_KEYS__1", value)
+            .env("TWIG__SECRETS_VAULT__MASTER_KEYS__1", value)
             .env("TWIG__SERVER__LISTEN", "127.0.0.1:0")
             .env("TWIG__SERVER__ADMIN_LISTEN", "127.0.0.1:0")
             .arg("serve")

@@ -435,7 +435,7 @@ def _():
         expect("secret-pw" not in str(e), "the error repeats the URL")
 
 
-@check("vault: pods running it mount vault.masterKeysSecret read-only and point TWIG__VAULT__MASTER_KEYS_DIR at it; others do not")
+@check("vault: pods running it mount vault.masterKeysSecret read-only and point TWIG__SECRETS_VAULT__MASTER_KEYS_DIR at it; others do not")
 def _():
     for label in VALUE_SETS:
         for d in of_kind(label, "Deployment"):
@@ -446,11 +446,11 @@ def _():
             volumes = {v["name"]: v for v in spec.get("volumes", [])}
             mounts = {m["name"]: m for m in container.get("volumeMounts", [])}
             if component in ("monolith", "secrets-vault"):
-                expect(env["TWIG__VAULT__MASTER_KEYS_DIR"]["value"] == "/etc/twig/vault-keys", f"{label}: {env}")
+                expect(env["TWIG__SECRETS_VAULT__MASTER_KEYS_DIR"]["value"] == "/etc/twig/vault-keys", f"{label}: {env}")
                 expect(volumes["vault-keys"]["secret"]["secretName"] == "twig-vault-keys", f"{label}: {volumes}")
                 expect(mounts["vault-keys"]["readOnly"] is True, f"{label}: {mounts}")
             else:
-                expect("vault-keys" not in volumes and "TWIG__VAULT__MASTER_KEYS_DIR" not in env, f"{label}: {component}")
+                expect("vault-keys" not in volumes and "TWIG__SECRETS_VAULT__MASTER_KEYS_DIR" not in env, f"{label}: {component}")
     err = helm.HelmRenderError
     expect_failure({**CREDS, **REDIS, "mode": "monolith"}, err, "vault.masterKeysSecret")
     expect_failure({**SPLIT_CREDS, "services": {"secrets-vault": {"enabled": True, "replicas": 1}}}, err, "vault.masterKeysSecret")
@@ -749,7 +749,7 @@ def _():
     expect(sorted(app["ports"]) == ["127.0.0.1:50051:50051", "127.0.0.1:9464:9464"], f"ports {app['ports']}")
     expect(env["DATABASE_URL"].startswith("postgres://") and "@postgres:5432/" in env["DATABASE_URL"], "DATABASE_URL")
     expect(env["TWIG__AUTH__INTERNAL_TOKEN"].startswith("${TWIG__AUTH__INTERNAL_TOKEN:?"), "token from the environment")
-    expect(env["TWIG__VAULT__MASTER_KEYS__1"].startswith("${TWIG__VAULT__MASTER_KEYS__1:?"), "master key from the environment")
+    expect(env["TWIG__SECRETS_VAULT__MASTER_KEYS__1"].startswith("${TWIG__SECRETS_VAULT__MASTER_KEYS__1:?"), "master key from the environment")
     expect(env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317", "OTLP endpoint")
     expect(svc["postgres"]["image"] == "postgres:16" and svc["redis"]["image"] == "redis:7", "images")
     expect(svc["otel-collector"]["image"].startswith("otel/opentelemetry-collector:"), "collector image")

@@ -811,7 +811,7 @@ async fn rewrap_bench(url: &str, count: u64) -> anyhow::Result<()> {
     use twig_vault::keys::{Keyring, MasterKey};
 
     let db = twig_db::connect(url, 8).await?;
-    twig_identity::migrate(&db, &[twig_identity::ServiceId::Vault]).await?;
+    twig_identity::migrate(&db, &[&twig_vault::MODULE]).await?;
     let v1 = MasterKey::generate(1);
     let v1_text = v1.to_base64();
     let clock: Arc<dyn twig_clock::Clock> = Arc::new(twig_clock::SystemClock);

@@ -54,18 +54,21 @@ impl TestAppBuilder {
         config.database.max_connections = 8;
         let internal_token = format!("internal-{}", uuid::Uuid::new_v4().simple());
         config.auth.internal_token = Some(Secret::new(internal_token.clone()));
-        if config.vault.master_keys.is_empty() && config.vault.master_keys_dir.is_none() {
-            config
-                .vault
-                .master_keys
-                .insert("1".into(), Secret::new(TEST_MASTER_KEY));
-        }
-        config.validate().expect("test configuration is valid");
+        config.edit::<twig_vault::VaultConfig>(|vault| {
+            if vault.master_keys.is_empty() && vault.master_keys_dir.is_none() {
+                vault
+                    .master_keys
+                    .insert("1".into(), Secret::new(TEST_MASTER_KEY));
+            }
+        });
+        config
+            .validate(&twig_identity::owners())
+            .expect("test configuration is valid");
 
         let db = twig_identity::open_database(&config)
             .await
             .expect("open database");
-        twig_identity::migrate(&db, twig_identity::ServiceId::ALL)
+        twig_identity::migrate(&db, twig_identity::MODULES)
             .await
             .expect("migrate");
         let clock = Arc::new(ManualClock::default());
@@ -78,13 +81,13 @@ impl TestAppBuilder {
             clock: clock.clone(),
             hasher,
         };
-        let suite = twig_identity::build(&config, db.clone(), twig_identity::ServiceId::ALL, deps)
+        let suite = twig_identity::build(&config, db.clone(), twig_identity::MODULES, deps)
             .await
             .expect("build the suite");
-        let sessions_service = suite.sessions.clone().expect("sessions runs");
-        let api_keys_service = suite.api_keys.clone().expect("api-keys runs");
-        let quota_service = suite.quota.clone().expect("quota runs");
-        let vault_service = suite.vault.clone().expect("the vault runs");
+        let sessions_service = suite.handle().expect("sessions runs");
+        let api_keys_service = suite.handle().expect("api-keys runs");
+        let quota_service = suite.handle().expect("quota runs");
+        let vault_service = suite.handle().expect("the vault runs");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -390,11 +393,11 @@ pub async fn spawn_serve_at(
     {
         command.env("TWIG__SERVER__ADMIN_LISTEN", "127.0.0.1:0");
     }
-    if !command
-        .get_envs()
-        .any(|(k, _)| k.to_string_lossy().starts_with("TWIG__VAULT__MASTER_KEYS"))
-    {
-        command.env("TWIG__VAULT__MASTER_KEYS__1", TEST_MASTER_KEY);
+    if !command.get_envs().any(|(k, _)| {
+        k.to_string_lossy()
+            .starts_with("TWIG__SECRETS_VAULT__MASTER_KEYS")
+    }) {
+        command.env("TWIG__SECRETS_VAULT__MASTER_KEYS__1", TEST_MASTER_KEY);
     }
     let mut child = command.arg("serve").spawn().expect("start twig-identity");
     let endpoint = format!("http://127.0.0.1:{port}");

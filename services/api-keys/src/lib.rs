@@ -8,10 +8,12 @@
 
 pub mod cache;
 pub mod cidrs;
+pub mod config;
 pub mod entity;
 pub mod error;
 pub mod grpc;
 pub mod migration;
+mod module;
 pub mod refusals;
 pub mod remote;
 pub mod scopes;
@@ -24,6 +26,7 @@ use twig_auth::principal::AuthFuture;
 use twig_errors::ApiError;
 
 pub use migration::Migrator;
+pub use module::{ApiKeysModule, MODULE};
 pub use service::{ApiKeys, ApiKeysConfig};
 
 /// The fully-qualified gRPC service name.

@@ -27,7 +27,7 @@ use crate::scopes;
 
 type Result<T> = std::result::Result<T, KeyError>;
 
-pub use twig_config::ApiKeysConfig;
+pub use crate::config::ApiKeysConfig;
 
 /// The longest rotation overlap.
 pub const MAX_OVERLAP: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use twig_auth::{AccessPolicy, Authenticator, Principal, Scope};
 use twig_errors::{ApiError, ErrorCode};
-use twig_quota::{Outcome, Quota, RequestCounter};
+use twig_module::Needed;
+use twig_quota::{Outcome, Quota, RequestCounting};
 
 use crate::router::CredentialRouter;
 
@@ -61,7 +62,7 @@ impl Decision {
 #[derive(Clone)]
 pub struct Authorizer {
     credentials: CredentialRouter,
-    quota: Option<Arc<dyn RequestCounter>>,
+    quota: Needed<RequestCounting>,
     policy: Arc<AccessPolicy>,
 }
 
@@ -70,7 +71,7 @@ impl Authorizer {
     /// process or another) and the declared access policy.
     pub fn new(
         credentials: CredentialRouter,
-        quota: Option<Arc<dyn RequestCounter>>,
+        quota: Needed<RequestCounting>,
         policy: Arc<AccessPolicy>,
     ) -> Self {
         Self {
@@ -124,8 +125,8 @@ impl Authorizer {
             let denial = denial_of(&e).unwrap_or(Denial::PermissionDenied);
             return Ok(Decision::refused(Some(principal), denial, e));
         }
-        let quota = match &self.quota {
-            Some(quota) => quota.count_request(&principal, cost).await?,
+        let quota = match self.quota.get() {
+            Some(RequestCounting(quota)) => quota.count_request(&principal, cost).await?,
             None => None,
         };
         let refusal = quota

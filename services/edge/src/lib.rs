@@ -15,10 +15,12 @@ pub mod authorize;
 mod forward;
 pub mod grpc;
 pub mod json;
+mod module;
 mod router;
 
 pub use authorize::{Authorizer, Decision, Denial, Target};
 pub use forward::Forward;
+pub use module::{EdgeModule, MODULE};
 pub use router::CredentialRouter;
 
 /// The fully-qualified gRPC service name.

@@ -1,29 +1,33 @@
 //! Which service checks a bearer credential.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use twig_auth::Authenticator;
 use twig_auth::principal::AuthFuture;
 use twig_crypto::TokenKind;
 use twig_errors::ApiError;
+use twig_module::{CredentialCheck, NeededAll};
 
-/// Sends a session access token to the sessions service and an API key to
-/// the api-keys service, by the token's prefix. A service that does not
-/// run here leaves its credentials UNAVAILABLE (never accepted).
-#[derive(Clone, Default)]
+/// Sends each bearer credential to the service that checks its kind (by
+/// the token's prefix): session access tokens to sessions, API keys to
+/// api-keys, each in this process or at its remote address. A kind no
+/// reachable service checks is UNAVAILABLE (never accepted).
+#[derive(Clone)]
 pub struct CredentialRouter {
-    /// Checks `twig_st_…` session access tokens.
-    pub sessions: Option<Arc<dyn Authenticator>>,
-    /// Checks `twig_sk_…` API keys.
-    pub api_keys: Option<Arc<dyn Authenticator>>,
+    checks: NeededAll<CredentialCheck>,
+}
+
+impl CredentialRouter {
+    /// Routes to the credential checks the suite provides.
+    pub fn new(checks: NeededAll<CredentialCheck>) -> Self {
+        Self { checks }
+    }
 }
 
 impl Authenticator for CredentialRouter {
     fn authenticate<'a>(&'a self, bearer: &'a str, client_ip: Option<IpAddr>) -> AuthFuture<'a> {
-        let (service, name) = match TokenKind::of(bearer) {
-            Some(TokenKind::SessionAccess) => (&self.sessions, "sessions"),
-            Some(TokenKind::ApiKey) => (&self.api_keys, "api-keys"),
+        let kind = match TokenKind::of(bearer) {
+            Some(kind @ (TokenKind::SessionAccess | TokenKind::ApiKey)) => kind,
             Some(TokenKind::SessionRefresh) | None => {
                 return Box::pin(async {
                     Err(ApiError::unauthenticated(
@@ -32,11 +36,13 @@ impl Authenticator for CredentialRouter {
                 });
             }
         };
-        match service {
-            Some(service) => service.authenticate(bearer, client_ip),
+        match self.checks.get().iter().find(|c| c.kind == kind) {
+            Some(check) => check.check.authenticate(bearer, client_ip),
             None => Box::pin(async move {
                 Err(ApiError::unavailable(format!(
-                    "the {name} service, which checks this credential, does not run in this process"
+                    "the service that checks {} credentials neither runs in this process \
+                     nor has a remote address",
+                    kind.prefix()
                 )))
             }),
         }

@@ -16,10 +16,12 @@
 //!   [`remote::RemoteQuota`] over gRPC) for the front doors;
 //! - [`grpc::QuotaGrpc`]: `twig.quota.v1.QuotaService` on the wire.
 
+pub mod config;
 pub mod entity;
 pub mod grpc;
 pub mod limits;
 pub mod migration;
+mod module;
 pub mod remote;
 pub mod requests;
 pub mod service;
@@ -28,10 +30,12 @@ pub mod subject;
 pub mod usage;
 pub mod window;
 
+pub use config::{OnStoreError, QuotaConfig, QuotaStore};
 pub use limits::{Limits, Rule};
 pub use migration::Migrator;
-pub use requests::{PerRequest, RequestCounter};
-pub use service::{KeyOwnership, Outcome, Quota, StorePolicy};
+pub use module::{MODULE, QuotaModule};
+pub use requests::{PerRequest, RequestCounter, RequestCounting};
+pub use service::{Outcome, Quota, StorePolicy};
 pub use store::{MemoryStore, RedisStore, Store};
 pub use usage::Usage;
 pub use window::{Decision, Limit, LimitError, Window};

@@ -24,6 +24,15 @@ pub trait RequestCounter: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Option<Outcome>, ApiError>>;
 }
 
+/// The request-counting port: what the auth layer and `Authorize` count
+/// requests with.
+#[derive(Clone)]
+pub struct RequestCounting(pub Arc<dyn RequestCounter>);
+
+impl twig_module::Port for RequestCounting {
+    const NAME: &'static str = "request quota";
+}
+
 /// What a principal's request counts under: its API key (or, when the key
 /// has no limit of its own and the organisation has one, the
 /// organisation's shared limit). Session requests are not limited here:

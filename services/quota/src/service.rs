@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use twig_auth::{Principal, Scope};
 use twig_clock::Clock;
 use twig_errors::ApiError;
+use twig_module::{KeyOwners, Needed};
 use uuid::Uuid;
 
 use crate::entity::quota_limit;
@@ -28,17 +28,6 @@ pub enum StorePolicy {
     Open,
     /// Refuse with UNAVAILABLE.
     Closed,
-}
-
-/// Whether a key belongs to the caller's organisation: the api-keys
-/// service answers (in this process, or over gRPC).
-pub trait KeyOwnership: Send + Sync {
-    /// True when `key_id` is a key of `principal`'s organisation.
-    fn owns_key<'a>(
-        &'a self,
-        principal: &'a Principal,
-        key_id: Uuid,
-    ) -> BoxFuture<'a, Result<bool, ApiError>>;
 }
 
 /// The answer to a check.
@@ -126,7 +115,7 @@ pub struct Quota {
     usage: Usage,
     policy: StorePolicy,
     clock: Arc<dyn Clock>,
-    keys: Option<Arc<dyn KeyOwnership>>,
+    keys: Needed<KeyOwners>,
     store_down_log: OncePerSecond,
     shadow_log: OncePerSecond,
 }
@@ -147,16 +136,17 @@ impl Quota {
             usage,
             policy,
             clock,
-            keys: None,
+            keys: Needed::ready(None),
             store_down_log: OncePerSecond::default(),
             shadow_log: OncePerSecond::default(),
         }
     }
 
-    /// Lets admins manage their keys' limits; without it only
-    /// organisations' limits can be managed here.
-    pub fn with_key_ownership(mut self, keys: Arc<dyn KeyOwnership>) -> Self {
-        self.keys = Some(keys);
+    /// Lets admins manage their keys' limits (the api-keys service says
+    /// whose a key is); without it only organisations' limits can be
+    /// managed here.
+    pub fn with_key_ownership(mut self, keys: Needed<KeyOwners>) -> Self {
+        self.keys = keys;
         self
     }
 
@@ -434,7 +424,7 @@ impl Quota {
             }
             "key" => {
                 let key = Uuid::parse_str(parsed.value()).map_err(|_| not_uuid())?;
-                let Some(keys) = &self.keys else {
+                let Some(KeyOwners(keys)) = self.keys.get() else {
                     return Err(ApiError::failed_precondition(
                         "key limits are managed where the api-keys service runs; \
                          run quota and api-keys in one process",

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use twig_config::VaultConfig;
+use crate::config::VaultConfig;
 use zeroize::Zeroizing;
 
 use crate::keys::{KeyError, Keyring, MasterKey};
@@ -33,7 +33,7 @@ pub enum KeyringError {
     },
     /// No key on a production database.
     #[error(
-        "no vault master key is configured: set vault.master_keys (e.g. TWIG__VAULT__MASTER_KEYS__1=$(openssl rand -base64 32)) or vault.master_keys_dir; a development key is generated only for the embedded SQLite default"
+        "no vault master key is configured: set secrets_vault.master_keys (e.g. TWIG__SECRETS_VAULT__MASTER_KEYS__1=$(openssl rand -base64 32)) or secrets_vault.master_keys_dir; a development key is generated only for the embedded SQLite default"
     )]
     Missing,
 }

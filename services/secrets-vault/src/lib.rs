@@ -11,16 +11,20 @@
 //! - `entity/`, [`migration`]: `vault_master_keys`, `vault_secrets`,
 //!   `vault_rewrap_jobs`.
 
+pub mod config;
 pub mod entity;
 pub mod envelope;
 pub mod grpc;
 pub mod keyring_config;
 pub mod keys;
 pub mod migration;
+mod module;
 pub mod providers;
 pub mod service;
 
+pub use config::VaultConfig;
 pub use migration::Migrator;
+pub use module::{MODULE, VaultModule};
 pub use service::Vault;
 
 /// The fully-qualified gRPC service name.

@@ -8,12 +8,14 @@
 //!   [`remote::RemoteSessionAuthenticator`] the same over gRPC.
 
 pub mod cache;
+pub mod config;
 pub mod email;
 pub mod entity;
 pub mod error;
 pub mod grpc;
 pub mod last_seen;
 pub mod migration;
+mod module;
 pub mod remote;
 pub mod service;
 pub mod throttle;
@@ -23,7 +25,9 @@ use std::sync::Arc;
 use twig_auth::{Authenticator, principal::AuthFuture};
 use twig_errors::ApiError;
 
+pub use config::SessionsConfig;
 pub use migration::Migrator;
+pub use module::{MODULE, SessionsModule};
 pub use service::Sessions;
 pub use twig_clock::{Clock, ManualClock, SystemClock};
 

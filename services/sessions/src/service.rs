@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::SessionsConfig;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
@@ -13,7 +14,6 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 use twig_audit::{AuditEvent, Outcome};
 use twig_auth::{Credential, Principal, Role, Scope};
-use twig_config::SessionsConfig;
 use twig_crypto::{PasswordHasher, PasswordPolicy, Token, TokenHash, TokenKind, VerifyOutcome};
 use uuid::Uuid;
 

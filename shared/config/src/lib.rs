@@ -8,17 +8,23 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::Value;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 mod secret;
 
 pub use secret::Secret;
 
-/// The whole configuration.
+/// The whole configuration: the shared sections, typed here, and each
+/// service's own section, typed and checked by the service's module
+/// ([`Section`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Config {
     /// Listening port and shutdown.
     pub server: ServerConfig,
@@ -28,37 +34,106 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Service-to-service credentials.
     pub auth: AuthConfig,
-    /// The sessions service.
-    pub sessions: SessionsConfig,
-    /// The api-keys service.
-    pub api_keys: ApiKeysConfig,
     /// Redis, for what replicas must agree on.
     pub redis: RedisConfig,
-    /// The quota service.
-    pub quota: QuotaConfig,
-    /// The secrets vault.
-    pub vault: VaultConfig,
     /// Where the services that do not run in this process are.
     pub remote: RemoteConfig,
     /// HTTP requests that leave the process (identity providers).
     pub outbound: twig_outbound::OutboundConfig,
+    /// Every other top-level section, by key: a service's own, read
+    /// through [`Config::section`]. Keys no service owns are refused by
+    /// [`Config::validate`].
+    #[serde(flatten)]
+    sections: BTreeMap<String, Value>,
+}
+
+/// The top-level keys of the shared sections.
+const SHARED_SECTIONS: [&str; 7] = [
+    "server",
+    "database",
+    "telemetry",
+    "auth",
+    "redis",
+    "remote",
+    "outbound",
+];
+
+/// A service's own section of the configuration. Its key is the
+/// service's name with `_` for `-` (`api-keys` → `[api_keys]`,
+/// `TWIG__API_KEYS__…`), since environment variables cannot carry `-`.
+pub trait Section: Serialize + DeserializeOwned + Default + Clone + 'static {
+    /// The section's top-level key.
+    const KEY: &'static str;
+
+    /// The rules no type can express, each naming its setting without the
+    /// section's key (`access_ttl must be more than 0`); `config` gives
+    /// the shared sections some rules depend on.
+    fn problems(&self, config: &Config) -> Vec<String>;
+}
+
+/// A section's own rules, as problems found in a configuration.
+type SectionCheck = fn(&Config) -> Vec<String>;
+
+/// What the services of this binary own: their sections (checked with
+/// their own rules) and the internal scopes they check. Built from the
+/// binary's module list.
+#[derive(Default)]
+pub struct Owners {
+    sections: Vec<(&'static str, SectionCheck)>,
+    services: Vec<String>,
+    internal_scopes: Vec<&'static str>,
+}
+
+impl Owners {
+    /// A service named `name` (`api-keys`), which may be configured at a
+    /// `remote` address.
+    pub fn service(&mut self, name: &str) -> &mut Self {
+        self.services.push(config_key(name));
+        self
+    }
+
+    /// A section and its rules.
+    pub fn section<S: Section>(&mut self) -> &mut Self {
+        fn check<S: Section>(config: &Config) -> Vec<String> {
+            match config.section::<S>() {
+                Ok(section) => section
+                    .problems(config)
+                    .into_iter()
+                    .map(|p| format!("{}.{p}", S::KEY))
+                    .collect(),
+                Err(e) => vec![e.to_string()],
+            }
+        }
+        self.sections.push((S::KEY, check::<S>));
+        self
+    }
+
+    /// Scopes only internal clients may hold, checked by this service.
+    pub fn internal_scopes(&mut self, scopes: &[&'static str]) -> &mut Self {
+        self.internal_scopes.extend_from_slice(scopes);
+        self
+    }
+
+    /// Every internal scope some service checks.
+    pub fn known_internal_scopes(&self) -> &[&'static str] {
+        &self.internal_scopes
+    }
+}
+
+/// The key of a service's section and `remote` address: its name with
+/// `_` for `-`.
+pub fn config_key(service_name: &str) -> String {
+    service_name.replace('-', "_")
 }
 
 /// Services in other processes (`serve --services edge` and other splits):
-/// their gRPC addresses. A service that runs here is always called
+/// their gRPC addresses, keyed by the service's name with `_` for `-`
+/// (`remote.api_keys`). A service that runs here is always called
 /// in-process; one that runs neither here nor at an address is
 /// unavailable (its credentials and RPCs are answered UNAVAILABLE).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RemoteConfig {
-    /// The sessions service, e.g. `http://twig-sessions:50051`.
-    pub sessions: Option<String>,
-    /// The api-keys service.
-    pub api_keys: Option<String>,
-    /// The quota service.
-    pub quota: Option<String>,
-    /// The secrets vault.
-    pub secrets_vault: Option<String>,
     /// The credential this process presents to them: their
     /// `auth.edge_token`. Required when any address is set.
     pub token: Option<Secret>,
@@ -73,121 +148,36 @@ pub struct RemoteConfig {
     /// announced through Redis drop them at once). 0 turns it off.
     #[serde(with = "humantime_serde")]
     pub verify_cache_ttl: Duration,
+    /// Each service's address by its key, e.g.
+    /// `sessions = "http://twig-sessions:50051"`.
+    #[serde(flatten)]
+    pub addresses: BTreeMap<String, String>,
 }
 
 impl Default for RemoteConfig {
     fn default() -> Self {
         Self {
-            sessions: None,
-            api_keys: None,
-            quota: None,
-            secrets_vault: None,
             token: None,
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
             verify_cache_ttl: Duration::from_secs(1),
+            addresses: BTreeMap::new(),
         }
     }
 }
 
 impl RemoteConfig {
-    /// Each configured address with its setting's name.
-    pub fn addresses(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        [
-            ("remote.sessions", &self.sessions),
-            ("remote.api_keys", &self.api_keys),
-            ("remote.quota", &self.quota),
-            ("remote.secrets_vault", &self.secrets_vault),
-        ]
-        .into_iter()
-        .filter_map(|(name, url)| url.as_deref().map(|url| (name, url)))
+    /// The address of the service named `service_name` (`api-keys`).
+    pub fn address(&self, service_name: &str) -> Option<&str> {
+        self.addresses
+            .get(&config_key(service_name))
+            .map(String::as_str)
     }
-}
 
-/// The secrets vault. Master keys are checked when the service is built,
-/// before any port is bound.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VaultConfig {
-    /// Master keys by version (`1`, `2`, …), each base64 of 32 random
-    /// bytes; e.g. `TWIG__VAULT__MASTER_KEYS__1=…`. The newest encrypts.
-    pub master_keys: std::collections::BTreeMap<String, Secret>,
-    /// A folder with one file per version, named by the version number
-    /// (a mounted Kubernetes Secret); merged with `master_keys`.
-    pub master_keys_dir: Option<std::path::PathBuf>,
-    /// Stored data keys moved to a new master key per transaction.
-    pub rewrap_batch: u32,
-}
-
-impl Default for VaultConfig {
-    fn default() -> Self {
-        Self {
-            master_keys: std::collections::BTreeMap::new(),
-            master_keys_dir: None,
-            rewrap_batch: 500,
-        }
+    /// Sets the address of the service named `service_name`.
+    pub fn set_address(&mut self, service_name: &str, url: impl Into<String>) {
+        self.addresses.insert(config_key(service_name), url.into());
     }
-}
-
-/// The quota service. The limit's rules (at least 1, period 1 s to 1 day,
-/// 1 to 600 buckets) are checked when the service is built, before any
-/// port is bound.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct QuotaConfig {
-    /// Requests (cost units) per period for every subject.
-    pub default_limit: u64,
-    /// The period of the default limit.
-    #[serde(with = "humantime_serde")]
-    pub period: Duration,
-    /// Slices the period is counted in; capacity comes back up to one
-    /// slice late.
-    pub buckets: u32,
-    /// The default limit only computes, counts and logs its refusals.
-    pub shadow: bool,
-    /// Where counts live: `memory` (one replica) or `redis` (replicas
-    /// share one count; needs `redis.url`).
-    pub store: QuotaStore,
-    /// When Redis cannot be reached: `open` admits uncounted, `closed`
-    /// refuses with UNAVAILABLE.
-    pub on_store_error: OnStoreError,
-    /// How long one Redis call may take before the policy applies.
-    #[serde(with = "humantime_serde")]
-    pub redis_timeout: Duration,
-}
-
-impl Default for QuotaConfig {
-    fn default() -> Self {
-        Self {
-            default_limit: 100,
-            period: Duration::from_secs(60),
-            buckets: 60,
-            shadow: false,
-            store: QuotaStore::Memory,
-            on_store_error: OnStoreError::Open,
-            redis_timeout: Duration::from_millis(100),
-        }
-    }
-}
-
-/// Where quota counts live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QuotaStore {
-    /// In this process: one replica.
-    Memory,
-    /// In Redis: every replica shares one count.
-    Redis,
-}
-
-/// What a quota check does when its store cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnStoreError {
-    /// Admit, uncounted (logged and counted in metrics).
-    Open,
-    /// Refuse with UNAVAILABLE.
-    Closed,
 }
 
 /// Redis: fan-out of revocations between replicas. Unset: one replica,
@@ -206,38 +196,6 @@ impl Default for RedisConfig {
         Self {
             url: None,
             key_prefix: "twig:".into(),
-        }
-    }
-}
-
-/// The api-keys service.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ApiKeysConfig {
-    /// How long a valid key is answered from memory. Revocation reaches
-    /// other replicas within this time.
-    #[serde(with = "humantime_serde")]
-    pub verify_cache_ttl: Duration,
-    /// How long an unknown key is answered from memory.
-    #[serde(with = "humantime_serde")]
-    pub negative_cache_ttl: Duration,
-    /// Refused verifications are written to the audit log as one row per
-    /// source (client address, or key and address) and period of this
-    /// length, with a count, rather than one row per request.
-    #[serde(with = "humantime_serde")]
-    pub refusal_audit_period: Duration,
-    /// Sources tracked per period; refusals from any more are counted in
-    /// one overflow row (per key for refusals of a real key).
-    pub refusal_audit_max_sources: usize,
-}
-
-impl Default for ApiKeysConfig {
-    fn default() -> Self {
-        Self {
-            verify_cache_ttl: Duration::from_millis(500),
-            negative_cache_ttl: Duration::from_millis(500),
-            refusal_audit_period: Duration::from_secs(60),
-            refusal_audit_max_sources: 1000,
         }
     }
 }
@@ -523,9 +481,6 @@ pub struct AuthConfig {
     pub edge_token: Option<Secret>,
 }
 
-/// Scopes only internal clients can hold.
-pub const INTERNAL_SCOPES: [&str; 1] = ["vault.reveal"];
-
 /// One internal caller with scopes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -534,67 +489,9 @@ pub struct InternalClient {
     pub name: String,
     /// Its credential, at least 32 characters.
     pub token: Secret,
-    /// What it may do beyond internal RPCs: see [`INTERNAL_SCOPES`].
+    /// What it may do beyond internal RPCs: scopes the services declare
+    /// ([`Owners::internal_scopes`]), e.g. `vault.reveal`.
     pub scopes: Vec<String>,
-}
-
-/// The sessions service.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SessionsConfig {
-    /// Lifetime of an access (session) token.
-    #[serde(with = "humantime_serde")]
-    pub access_ttl: Duration,
-    /// A session not refreshed for this long ends.
-    #[serde(with = "humantime_serde")]
-    pub refresh_idle_ttl: Duration,
-    /// A session ends this long after login, however often it is refreshed.
-    #[serde(with = "humantime_serde")]
-    pub refresh_absolute_ttl: Duration,
-    /// Two refreshes with the same token this close together are a race of
-    /// one client (the loser is refused); further apart, the second one is
-    /// reuse of a stolen token and ends the session.
-    #[serde(with = "humantime_serde")]
-    pub refresh_reuse_grace: Duration,
-    /// How long a verified access token is answered from memory.
-    #[serde(with = "humantime_serde")]
-    pub verify_cache_ttl: Duration,
-    /// Shortest password, in Unicode scalar values.
-    pub password_min_chars: usize,
-    /// Longest password, in UTF-8 bytes; longer ones are refused unhashed.
-    pub password_max_bytes: usize,
-    /// Failed logins per account before the growing delay starts.
-    pub login_delay_after_failures: u32,
-    /// First delay; it doubles with each further failure.
-    #[serde(with = "humantime_serde")]
-    pub login_delay_base: Duration,
-    /// Largest delay.
-    #[serde(with = "humantime_serde")]
-    pub login_delay_max: Duration,
-    /// Failures are forgotten this long after the last one.
-    #[serde(with = "humantime_serde")]
-    pub login_failure_window: Duration,
-    /// Failed logins one IP address may make per minute.
-    pub failed_logins_per_ip_per_minute: u32,
-}
-
-impl Default for SessionsConfig {
-    fn default() -> Self {
-        Self {
-            access_ttl: Duration::from_secs(15 * 60),
-            refresh_idle_ttl: Duration::from_secs(7 * 24 * 3600),
-            refresh_absolute_ttl: Duration::from_secs(30 * 24 * 3600),
-            refresh_reuse_grace: Duration::from_secs(2),
-            verify_cache_ttl: Duration::from_secs(2),
-            password_min_chars: 12,
-            password_max_bytes: 1024,
-            login_delay_after_failures: 3,
-            login_delay_base: Duration::from_millis(500),
-            login_delay_max: Duration::from_secs(10),
-            login_failure_window: Duration::from_secs(15 * 60),
-            failed_logins_per_ip_per_minute: 30,
-        }
-    }
 }
 
 /// Configuration could not be read or is not valid.
@@ -609,8 +506,9 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Defaults, then `file` if given, then the environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+    /// Defaults, then `file` if given, then the environment; checked
+    /// against the rules of the shared sections and of `owners`.
+    pub fn load(file: Option<&Path>, owners: &Owners) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
@@ -624,13 +522,62 @@ impl Config {
             .merge(Env::raw().only(&["REDIS_URL"]).map(|_| "redis.url".into()))
             .merge(Env::prefixed("TWIG__").split("__"));
         let config: Config = figment.extract().map_err(Box::new)?;
-        config.validate()?;
+        config.validate(owners)?;
         Ok(config)
     }
 
-    /// Checks the rules no type can express.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// A service's own section (its defaults where the section is absent).
+    pub fn section<S: Section>(&self) -> Result<S, ConfigError> {
+        match self.sections.get(S::KEY) {
+            None => Ok(S::default()),
+            Some(value) => value
+                .deserialize()
+                .map_err(|e| ConfigError::Invalid(vec![format!("[{}]: {e}", S::KEY)])),
+        }
+    }
+
+    /// Replaces a service's own section.
+    pub fn set_section<S: Section>(&mut self, section: &S) {
+        let value = Value::serialize(section).expect("a section serializes to a value");
+        self.sections.insert(S::KEY.to_string(), value);
+    }
+
+    /// Changes a service's own section (tests, tools).
+    ///
+    /// # Panics
+    /// When the section held now does not parse.
+    pub fn edit<S: Section>(&mut self, change: impl FnOnce(&mut S)) {
+        let mut section = self.section::<S>().expect("the section parses");
+        change(&mut section);
+        self.set_section(&section);
+    }
+
+    /// Checks the rules no type can express, of the shared sections and
+    /// of each owner's section; refuses sections and `remote` addresses
+    /// no service owns.
+    pub fn validate(&self, owners: &Owners) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        for key in self.sections.keys() {
+            if !owners.sections.iter().any(|(owned, _)| owned == key) {
+                let mut known: Vec<&str> = SHARED_SECTIONS.to_vec();
+                known.extend(owners.sections.iter().map(|(k, _)| *k));
+                problems.push(format!(
+                    "unknown section [{key}]; known: {}",
+                    known.join(", ")
+                ));
+            }
+        }
+        for (_, check) in &owners.sections {
+            problems.extend(check(self));
+        }
+        for key in self.remote.addresses.keys() {
+            if !owners.services.contains(key) {
+                problems.push(format!(
+                    "remote.{key}: no such service; known: {}",
+                    owners.services.join(", ")
+                ));
+            }
+        }
         // The vault takes values up to 64 KiB; leave room for the envelope.
         if self.server.max_message_bytes < 128 * 1024 {
             problems.push("server.max_message_bytes must be at least 131072 (128 KiB)".into());
@@ -674,75 +621,18 @@ impl Config {
         {
             problems.push("auth.internal_token must be at least 32 characters".into());
         }
-        let s = &self.sessions;
-        if s.access_ttl.is_zero() {
-            problems.push("sessions.access_ttl must be more than 0".into());
-        }
-        if s.refresh_idle_ttl < s.access_ttl {
-            problems.push("sessions.refresh_idle_ttl must be at least sessions.access_ttl".into());
-        }
-        if s.refresh_absolute_ttl < s.refresh_idle_ttl {
-            problems.push(
-                "sessions.refresh_absolute_ttl must be at least sessions.refresh_idle_ttl".into(),
-            );
-        }
-        if s.password_min_chars < 8 {
-            problems.push("sessions.password_min_chars must be at least 8".into());
-        }
-        if s.password_max_bytes < s.password_min_chars * 4 || s.password_max_bytes > 64 * 1024 {
-            problems.push(
-                "sessions.password_max_bytes must be between 4 × password_min_chars and 65536"
-                    .into(),
-            );
-        }
-        if s.login_delay_max < s.login_delay_base {
-            problems.push("sessions.login_delay_max must be at least login_delay_base".into());
-        }
         if let Some(url) = &self.redis.url
             && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
         {
             problems.push("redis.url must start with redis:// or rediss://".into());
         }
-        let ttl_limit = if self.redis.url.is_some() { 60 } else { 1 };
-        let session_ttl_limit = if self.redis.url.is_some() { 60 } else { 5 };
-        if self.sessions.verify_cache_ttl > Duration::from_secs(session_ttl_limit) {
-            problems.push(format!(
-                "sessions.verify_cache_ttl must be at most {session_ttl_limit}s \
-                 (without Redis it bounds how long an ended session passes on another replica)"
-            ));
-        }
-        if self.api_keys.verify_cache_ttl > Duration::from_secs(ttl_limit) {
-            problems.push(format!(
-                "api_keys.verify_cache_ttl must be at most {ttl_limit}s \
-                 (without Redis it bounds how long a revoked key passes on another replica)"
-            ));
-        }
-        if self.api_keys.refusal_audit_period < Duration::from_secs(1)
-            || self.api_keys.refusal_audit_period > Duration::from_secs(3600)
-        {
-            problems.push("api_keys.refusal_audit_period must be between 1s and 1h".into());
-        }
-        if !(1..=100_000).contains(&self.api_keys.refusal_audit_max_sources) {
-            problems.push("api_keys.refusal_audit_max_sources must be between 1 and 100000".into());
-        }
-        if self.quota.store == QuotaStore::Redis && self.redis.url.is_none() {
-            problems.push("quota.store = redis needs redis.url (or REDIS_URL)".into());
-        }
-        if self.quota.redis_timeout < Duration::from_millis(1)
-            || self.quota.redis_timeout > Duration::from_secs(10)
-        {
-            problems.push("quota.redis_timeout must be between 1ms and 10s".into());
-        }
-        if !(1..=10_000).contains(&self.vault.rewrap_batch) {
-            problems.push("vault.rewrap_batch must be between 1 and 10000".into());
-        }
-        for (name, url) in self.remote.addresses() {
+        for (key, url) in &self.remote.addresses {
             if let Some(problem) = origin_problem(url) {
-                problems.push(format!("{name}: {url:?} {problem}"));
+                problems.push(format!("remote.{key}: {url:?} {problem}"));
             }
         }
         match &self.remote.token {
-            None if self.remote.addresses().next().is_some() => problems.push(
+            None if !self.remote.addresses.is_empty() => problems.push(
                 "remote.token is required when a remote address is set: \
                  the services there know it as their auth.edge_token"
                     .into(),
@@ -787,16 +677,13 @@ impl Config {
                 ));
             }
             for scope in &client.scopes {
-                if !INTERNAL_SCOPES.contains(&scope.as_str()) {
+                if !owners.internal_scopes.contains(&scope.as_str()) {
                     problems.push(format!(
                         "auth.internal_clients[{name}]: unknown scope {scope:?}; known: {}",
-                        INTERNAL_SCOPES.join(", ")
+                        owners.internal_scopes.join(", ")
                     ));
                 }
             }
-        }
-        if s.failed_logins_per_ip_per_minute == 0 {
-            problems.push("sessions.failed_logins_per_ip_per_minute must be at least 1".into());
         }
         if problems.is_empty() {
             Ok(())
@@ -811,24 +698,76 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// A service's section, as a module would declare it.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Widgets {
+        #[serde(with = "humantime_serde")]
+        ttl: Duration,
+        count: u32,
+    }
+
+    impl Default for Widgets {
+        fn default() -> Self {
+            Self {
+                ttl: Duration::from_secs(60),
+                count: 3,
+            }
+        }
+    }
+
+    impl Section for Widgets {
+        const KEY: &'static str = "widget_store";
+
+        fn problems(&self, config: &Config) -> Vec<String> {
+            let mut problems = Vec::new();
+            if self.count == 0 {
+                problems.push("count must be at least 1".into());
+            }
+            if config.redis.url.is_none() && self.ttl > Duration::from_secs(60) {
+                problems.push("ttl must be at most 60s without Redis".into());
+            }
+            problems
+        }
+    }
+
+    fn owners() -> Owners {
+        let mut owners = Owners::default();
+        owners
+            .service("widget-store")
+            .section::<Widgets>()
+            .internal_scopes(&["widgets.reveal"]);
+        owners
+    }
+
     #[test]
     fn remote_services_need_addresses_and_the_edge_credential() {
         let mut config = Config::default();
-        config.remote.api_keys = Some("http://twig-api-keys:50051".into());
-        let err = config.validate().unwrap_err().to_string();
+        config
+            .remote
+            .set_address("widget-store", "http://twig-widget-store:50051");
+        let err = config.validate(&owners()).unwrap_err().to_string();
         assert!(err.contains("remote.token is required"), "{err}");
         config.remote.token = Some(Secret::new("e".repeat(32)));
-        config.validate().unwrap();
-        config.remote.sessions = Some("twig-sessions:50051".into());
-        let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("remote.sessions"), "{err}");
-        config.remote.sessions = None;
+        config.validate(&owners()).unwrap();
+        config
+            .remote
+            .set_address("widget-store", "twig-widget-store:50051");
+        let err = config.validate(&owners()).unwrap_err().to_string();
+        assert!(err.contains("remote.widget_store"), "{err}");
+        config.remote.addresses.clear();
+        config
+            .remote
+            .set_address("gadgets", "http://twig-gadgets:50051");
+        let err = config.validate(&owners()).unwrap_err().to_string();
+        assert!(err.contains("remote.gadgets: no such service"), "{err}");
+        config.remote.addresses.clear();
         config.auth.internal_token = Some(Secret::new("i".repeat(32)));
         config.auth.edge_token = Some(Secret::new("i".repeat(32)));
-        let err = config.validate().unwrap_err().to_string();
+        let err = config.validate(&owners()).unwrap_err().to_string();
         assert!(err.contains("auth.edge_token must differ"), "{err}");
         config.auth.edge_token = Some(Secret::new("short"));
-        let err = config.validate().unwrap_err().to_string();
+        let err = config.validate(&owners()).unwrap_err().to_string();
         assert!(err.contains("auth.edge_token must be at least 32"), "{err}");
     }
 
@@ -839,7 +778,7 @@ mod tests {
             "https://app.example.com".into(),
             "http://localhost:5173".into(),
         ];
-        config.validate().unwrap();
+        config.validate(&owners()).unwrap();
         for bad in [
             "*",
             "https://*.example.com",
@@ -849,7 +788,7 @@ mod tests {
             "ftp://app.example.com",
         ] {
             config.server.cors_origins = vec![bad.into()];
-            let err = config.validate().unwrap_err().to_string();
+            let err = config.validate(&owners()).unwrap_err().to_string();
             assert!(err.contains("server.cors_origins"), "{bad}: {err}");
         }
     }
@@ -861,20 +800,47 @@ mod tests {
                 "TWIG__SERVER__CORS_ORIGINS",
                 r#"["https://app.example.com","http://localhost:5173"]"#,
             );
-            let config = Config::load(None).unwrap();
+            let config = Config::load(None, &owners()).unwrap();
             assert_eq!(
                 config.server.cors_origins,
                 ["https://app.example.com", "http://localhost:5173"]
             );
             jail.set_env("TWIG__SERVER__CORS_ORIGINS", r#"["*"]"#);
-            assert!(Config::load(None).is_err());
+            assert!(Config::load(None, &owners()).is_err());
             Ok(())
         });
     }
 
     #[test]
     fn defaults_are_valid() {
-        Config::default().validate().unwrap();
+        Config::default().validate(&owners()).unwrap();
+    }
+
+    #[test]
+    fn internal_clients_hold_only_declared_scopes() {
+        let mut config = Config::default();
+        config.auth.internal_clients = vec![InternalClient {
+            name: "runtime".into(),
+            token: Secret::new("r".repeat(32)),
+            scopes: vec!["widgets.reveal".into()],
+        }];
+        config.validate(&owners()).unwrap();
+        config.auth.internal_clients[0].scopes = vec!["vault.reveal".into()];
+        let err = config.validate(&owners()).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown scope \"vault.reveal\"; known: widgets.reveal"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_section_edited_in_code_is_read_back() {
+        let mut config = Config::default();
+        assert_eq!(config.section::<Widgets>().unwrap().count, 3);
+        config.edit::<Widgets>(|w| w.count = 0);
+        assert_eq!(config.section::<Widgets>().unwrap().count, 0);
+        let err = config.validate(&owners()).unwrap_err().to_string();
+        assert!(err.contains("widget_store.count"), "{err}");
     }
 
     #[test]
@@ -882,12 +848,14 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
                 "twig.toml",
-                "[server]\nlisten = \"127.0.0.1:7000\"\n[sessions]\naccess_ttl = \"5m\"\n",
+                "[server]\nlisten = \"127.0.0.1:7000\"\n[widget_store]\nttl = \"5s\"\ncount = 9\n",
             )?;
-            jail.set_env("TWIG__SESSIONS__ACCESS_TTL", "7m");
-            let config = Config::load(Some(Path::new("twig.toml"))).unwrap();
+            jail.set_env("TWIG__WIDGET_STORE__TTL", "7s");
+            let config = Config::load(Some(Path::new("twig.toml")), &owners()).unwrap();
             assert_eq!(config.server.listen.port(), 7000);
-            assert_eq!(config.sessions.access_ttl, Duration::from_secs(420));
+            let widgets = config.section::<Widgets>().unwrap();
+            assert_eq!(widgets.ttl, Duration::from_secs(7));
+            assert_eq!(widgets.count, 9);
             Ok(())
         });
     }
@@ -896,7 +864,7 @@ mod tests {
     fn database_url_variable_is_honoured() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("DATABASE_URL", "postgres://u:hunter2@db/twig");
-            let config = Config::load(None).unwrap();
+            let config = Config::load(None, &owners()).unwrap();
             assert_eq!(config.database.url.expose(), "postgres://u:hunter2@db/twig");
             assert!(!format!("{config:?}").contains("hunter2"));
             Ok(())
@@ -906,17 +874,20 @@ mod tests {
     #[test]
     fn redis_url_allows_longer_key_caches() {
         figment::Jail::expect_with(|jail| {
-            jail.set_env("TWIG__API_KEYS__VERIFY_CACHE_TTL", "30s");
-            let err = Config::load(None).unwrap_err().to_string();
-            assert!(err.contains("verify_cache_ttl must be at most 1s"), "{err}");
+            jail.set_env("TWIG__WIDGET_STORE__TTL", "30m");
+            let err = Config::load(None, &owners()).unwrap_err().to_string();
+            assert!(
+                err.contains("widget_store.ttl must be at most 60s"),
+                "{err}"
+            );
             jail.set_env("REDIS_URL", "redis://:pw@127.0.0.1:6379");
-            let config = Config::load(None).unwrap();
+            let config = Config::load(None, &owners()).unwrap();
             assert_eq!(
                 config.redis.url.unwrap().expose(),
                 "redis://:pw@127.0.0.1:6379"
             );
             jail.set_env("REDIS_URL", "http://nope");
-            assert!(Config::load(None).is_err());
+            assert!(Config::load(None, &owners()).is_err());
             Ok(())
         });
     }
@@ -925,10 +896,13 @@ mod tests {
     fn invalid_values_are_all_reported() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("TWIG__DATABASE__URL", "mysql://x");
-            jail.set_env("TWIG__SESSIONS__PASSWORD_MIN_CHARS", "3");
-            let err = Config::load(None).unwrap_err().to_string();
+            jail.set_env("TWIG__WIDGET_STORE__COUNT", "0");
+            let err = Config::load(None, &owners()).unwrap_err().to_string();
             assert!(err.contains("database.url"), "{err}");
-            assert!(err.contains("password_min_chars"), "{err}");
+            assert!(
+                err.contains("widget_store.count must be at least 1"),
+                "{err}"
+            );
             Ok(())
         });
     }
@@ -940,11 +914,11 @@ mod tests {
                 "twig.toml",
                 "[outbound]\nallow_networks = [\"10.20.0.0/16\"]\nread_timeout = \"2s\"\n",
             )?;
-            let config = Config::load(Some(std::path::Path::new("twig.toml"))).unwrap();
+            let config = Config::load(Some(std::path::Path::new("twig.toml")), &owners()).unwrap();
             assert_eq!(config.outbound.read_timeout, Duration::from_secs(2));
             assert_eq!(config.outbound.allow_networks.len(), 1);
             jail.set_env("TWIG__OUTBOUND__TOTAL_TIMEOUT", "1s");
-            let err = Config::load(Some(std::path::Path::new("twig.toml")))
+            let err = Config::load(Some(std::path::Path::new("twig.toml")), &owners())
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("outbound.total_timeout"), "{err}");
@@ -952,30 +926,10 @@ mod tests {
                 "bad.toml",
                 "[outbound]\nallow_networks = [\"10.0.0.1/8\"]\n",
             )?;
-            let err = Config::load(Some(std::path::Path::new("bad.toml")))
+            let err = Config::load(Some(std::path::Path::new("bad.toml")), &owners())
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("10.0.0.0/8"), "{err}");
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn quota_store_settings_are_checked() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env("TWIG__QUOTA__STORE", "redis");
-            jail.set_env("TWIG__QUOTA__REDIS_TIMEOUT", "0s");
-            let err = Config::load(None).unwrap_err().to_string();
-            assert!(err.contains("quota.store = redis needs redis.url"), "{err}");
-            assert!(err.contains("quota.redis_timeout"), "{err}");
-            jail.set_env("REDIS_URL", "redis://127.0.0.1:6379");
-            jail.set_env("TWIG__QUOTA__REDIS_TIMEOUT", "50ms");
-            jail.set_env("TWIG__QUOTA__ON_STORE_ERROR", "closed");
-            let config = Config::load(None).unwrap();
-            assert_eq!(config.quota.store, QuotaStore::Redis);
-            assert_eq!(config.quota.on_store_error, OnStoreError::Closed);
-            jail.set_env("TWIG__QUOTA__ON_STORE_ERROR", "maybe");
-            assert!(Config::load(None).is_err());
             Ok(())
         });
     }
@@ -988,7 +942,7 @@ mod tests {
             jail.set_env("TWIG__SERVER__HTTP2_MAX_FRAME_BYTES", "1000");
             jail.set_env("TWIG__SERVER__HTTP1_MAX_BUF_BYTES", "4096");
             jail.set_env("TWIG__SERVER__MAX_CONNECTIONS", "0");
-            let err = Config::load(None).unwrap_err().to_string();
+            let err = Config::load(None, &owners()).unwrap_err().to_string();
             for name in [
                 "server.idle_timeout",
                 "server.http2_max_local_error_resets",
@@ -1004,7 +958,7 @@ mod tests {
             jail.set_env("TWIG__SERVER__HTTP1_MAX_BUF_BYTES", "65536");
             jail.set_env("TWIG__SERVER__MAX_CONNECTIONS", "500");
             jail.set_env("TWIG__SERVER__MAX_CONNECTION_AGE", "0s");
-            let config = Config::load(None).unwrap();
+            let config = Config::load(None, &owners()).unwrap();
             assert_eq!(config.server.idle_timeout, Duration::from_secs(2));
             assert_eq!(config.server.max_connections, Some(500));
             assert!(config.server.max_connection_age.is_zero());
@@ -1016,7 +970,22 @@ mod tests {
     fn unknown_keys_are_refused() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("twig.toml", "[server]\nlisten_on = \"x\"\n")?;
-            assert!(Config::load(Some(Path::new("twig.toml"))).is_err());
+            assert!(Config::load(Some(Path::new("twig.toml")), &owners()).is_err());
+            jail.create_file("twig.toml", "[widget_store]\nspeed = 3\n")?;
+            let err = Config::load(Some(Path::new("twig.toml")), &owners())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("[widget_store]") && err.contains("speed"),
+                "{err}"
+            );
+            jail.create_file("twig.toml", "[gadgets]\nspeed = 3\n")?;
+            let err = Config::load(Some(Path::new("twig.toml")), &owners())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("unknown section [gadgets]"), "{err}");
+            jail.set_env("TWIG__WIDGETS__COUNT", "3");
+            assert!(Config::load(None, &owners()).is_err());
             Ok(())
         });
     }

@@ -1,7 +1,7 @@
 //! The verify cache as the service uses it.
 
+use crate::config::ApiKeysConfig;
 use sea_orm::ConnectionTrait;
-use twig_config::ApiKeysConfig;
 use twig_testkit::{Backend, TestDatabase};
 
 use super::*;

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::config::SessionsConfig;
 use sea_orm::ConnectionTrait;
-use twig_config::SessionsConfig;
 use twig_crypto::{PasswordHasher, Token, TokenKind};
 use twig_testkit::{Backend, TestDatabase};
 

@@ -1,0 +1,160 @@
+//! The `[sessions]` section of the configuration, owned and checked here.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use twig_config::{Config, Section};
+
+/// The sessions service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Lifetime of an access (session) token.
+    #[serde(with = "humantime_serde")]
+    pub access_ttl: Duration,
+    /// A session not refreshed for this long ends.
+    #[serde(with = "humantime_serde")]
+    pub refresh_idle_ttl: Duration,
+    /// A session ends this long after login, however often it is refreshed.
+    #[serde(with = "humantime_serde")]
+    pub refresh_absolute_ttl: Duration,
+    /// Two refreshes with the same token this close together are a race of
+    /// one client (the loser is refused); further apart, the second one is
+    /// reuse of a stolen token and ends the session.
+    #[serde(with = "humantime_serde")]
+    pub refresh_reuse_grace: Duration,
+    /// How long a verified access token is answered from memory.
+    #[serde(with = "humantime_serde")]
+    pub verify_cache_ttl: Duration,
+    /// Shortest password, in Unicode scalar values.
+    pub password_min_chars: usize,
+    /// Longest password, in UTF-8 bytes; longer ones are refused unhashed.
+    pub password_max_bytes: usize,
+    /// Failed logins per account before the growing delay starts.
+    pub login_delay_after_failures: u32,
+    /// First delay; it doubles with each further failure.
+    #[serde(with = "humantime_serde")]
+    pub login_delay_base: Duration,
+    /// Largest delay.
+    #[serde(with = "humantime_serde")]
+    pub login_delay_max: Duration,
+    /// Failures are forgotten this long after the last one.
+    #[serde(with = "humantime_serde")]
+    pub login_failure_window: Duration,
+    /// Failed logins one IP address may make per minute.
+    pub failed_logins_per_ip_per_minute: u32,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_idle_ttl: Duration::from_secs(7 * 24 * 3600),
+            refresh_absolute_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_reuse_grace: Duration::from_secs(2),
+            verify_cache_ttl: Duration::from_secs(2),
+            password_min_chars: 12,
+            password_max_bytes: 1024,
+            login_delay_after_failures: 3,
+            login_delay_base: Duration::from_millis(500),
+            login_delay_max: Duration::from_secs(10),
+            login_failure_window: Duration::from_secs(15 * 60),
+            failed_logins_per_ip_per_minute: 30,
+        }
+    }
+}
+
+impl Section for SessionsConfig {
+    const KEY: &'static str = "sessions";
+
+    fn problems(&self, config: &Config) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.access_ttl.is_zero() {
+            problems.push("access_ttl must be more than 0".into());
+        }
+        if self.refresh_idle_ttl < self.access_ttl {
+            problems.push("refresh_idle_ttl must be at least access_ttl".into());
+        }
+        if self.refresh_absolute_ttl < self.refresh_idle_ttl {
+            problems.push("refresh_absolute_ttl must be at least refresh_idle_ttl".into());
+        }
+        if self.password_min_chars < 8 {
+            problems.push("password_min_chars must be at least 8".into());
+        }
+        if self.password_max_bytes < self.password_min_chars * 4
+            || self.password_max_bytes > 64 * 1024
+        {
+            problems
+                .push("password_max_bytes must be between 4 × password_min_chars and 65536".into());
+        }
+        if self.login_delay_max < self.login_delay_base {
+            problems.push("login_delay_max must be at least login_delay_base".into());
+        }
+        // Without Redis, the cache bounds how long an ended session still
+        // passes on another replica.
+        let limit = if config.redis.url.is_some() { 60 } else { 5 };
+        if self.verify_cache_ttl > Duration::from_secs(limit) {
+            problems.push(format!(
+                "verify_cache_ttl must be at most {limit}s \
+                 (without Redis it bounds how long an ended session passes on another replica)"
+            ));
+        }
+        if self.failed_logins_per_ip_per_minute == 0 {
+            problems.push("failed_logins_per_ip_per_minute must be at least 1".into());
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems_of(change: impl FnOnce(&mut SessionsConfig)) -> Vec<String> {
+        let mut config = Config::default();
+        config.edit::<SessionsConfig>(change);
+        config
+            .section::<SessionsConfig>()
+            .unwrap()
+            .problems(&config)
+    }
+
+    #[test]
+    fn defaults_hold_every_rule() {
+        assert!(problems_of(|_| {}).is_empty());
+    }
+
+    #[test]
+    fn each_rule_names_its_setting() {
+        for (change, setting) in [
+            (
+                (|s: &mut SessionsConfig| s.access_ttl = Duration::ZERO) as fn(&mut SessionsConfig),
+                "access_ttl",
+            ),
+            (|s| s.password_min_chars = 3, "password_min_chars"),
+            (|s| s.password_max_bytes = 10, "password_max_bytes"),
+            (
+                |s| s.refresh_idle_ttl = Duration::from_secs(1),
+                "refresh_idle_ttl",
+            ),
+            (
+                |s| s.login_delay_base = Duration::from_secs(60),
+                "login_delay_max",
+            ),
+            (
+                |s| s.verify_cache_ttl = Duration::from_secs(30),
+                "verify_cache_ttl must be at most 5s",
+            ),
+            (
+                |s| s.failed_logins_per_ip_per_minute = 0,
+                "failed_logins_per_ip_per_minute",
+            ),
+        ] {
+            let problems = problems_of(change);
+            assert!(
+                problems.iter().any(|p| p.contains(setting)),
+                "{setting}: {problems:?}"
+            );
+        }
+    }
+}

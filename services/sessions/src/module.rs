@@ -1,0 +1,99 @@
+//! The sessions service as a module of the suite.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sea_orm::{DatabaseConnection, DbErr};
+use twig_config::Owners;
+use twig_crypto::TokenKind;
+use twig_module::{Context, CredentialCheck, Module, ModuleError, Port, RemoteContext};
+use twig_proto::sessions::v1::session_service_server::SessionServiceServer;
+
+use crate::config::SessionsConfig;
+use crate::{Migrator, SERVICE_NAME, SessionAuthenticator, Sessions};
+
+/// How often last-seen times are written.
+const LAST_SEEN_PERIOD: Duration = Duration::from_secs(10);
+
+/// The sessions service: sign-up, login, tokens.
+pub struct SessionsModule;
+
+/// The module the binary lists.
+pub static MODULE: SessionsModule = SessionsModule;
+
+impl Module for SessionsModule {
+    fn name(&self) -> &'static str {
+        "sessions"
+    }
+
+    fn grpc_services(&self) -> &'static [&'static str] {
+        &[SERVICE_NAME]
+    }
+
+    fn owns(&self, owners: &mut Owners) {
+        owners.section::<SessionsConfig>();
+    }
+
+    fn migrate<'a>(&'a self, db: &'a DatabaseConnection) -> BoxFuture<'a, Result<(), DbErr>> {
+        Box::pin(twig_db::migrate::<Migrator>(db))
+    }
+
+    fn provides(&self) -> &'static [&'static str] {
+        &[CredentialCheck::NAME]
+    }
+
+    fn build<'a>(&'a self, cx: &'a mut Context) -> BoxFuture<'a, Result<(), ModuleError>> {
+        Box::pin(async move {
+            let config = cx
+                .config()
+                .section::<SessionsConfig>()
+                .map_err(|e| ModuleError::setup(self.name(), "cannot read [sessions]", e))?;
+            let sessions = Arc::new(Sessions::new(
+                cx.db().clone(),
+                config,
+                cx.hasher(),
+                cx.clock(),
+                cx.fanout().clone(),
+            ));
+            cx.workers().listen(
+                "ended sessions",
+                sessions.clone().listen_for_ended_sessions(),
+            );
+            let last_seen = sessions.clone();
+            cx.workers()
+                .periodic("last-seen times", LAST_SEEN_PERIOD, move |_| {
+                    let sessions = last_seen.clone();
+                    async move {
+                        if let Err(e) = sessions.flush_last_seen().await {
+                            tracing::warn!(error = %e, "could not write last-seen times; will retry");
+                        }
+                    }
+                });
+            let max_message = cx.max_message_bytes();
+            cx.serve(
+                SessionServiceServer::new(crate::grpc::SessionsGrpc::new(sessions.clone()))
+                    .max_decoding_message_size(max_message),
+            );
+            cx.provide(CredentialCheck {
+                kind: TokenKind::SessionAccess,
+                check: Arc::new(SessionAuthenticator(sessions.clone())),
+            });
+            cx.expose(sessions);
+            Ok(())
+        })
+    }
+
+    fn remote(&self, cx: &mut RemoteContext<'_>) -> Result<(), ModuleError> {
+        let remote = Arc::new(crate::remote::RemoteSessionAuthenticator::new(
+            cx.channel(),
+            cx.credential(),
+        ));
+        let check = cx.keep_answers(remote, crate::remote::stale_of);
+        cx.provide(CredentialCheck {
+            kind: TokenKind::SessionAccess,
+            check,
+        });
+        Ok(())
+    }
+}

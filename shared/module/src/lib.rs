@@ -1,0 +1,514 @@
+//! What a service is to the binary.
+//!
+//! Each service crate exports one value implementing [`Module`]; the binary
+//! holds the one list of them and builds the suite from it in two phases:
+//! every module that runs here builds, adding its gRPC routes, workers and
+//! the ports it provides to a [`Context`], and takes late handles to the
+//! ports it needs; every module that runs elsewhere at a `remote` address
+//! provides clients of its ports instead ([`Module::remote`]); then
+//! [`Context::assemble`] resolves every handle in one place
+//! ([`ports::Ports::resolve`]).
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use sea_orm::{DatabaseConnection, DbErr};
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::transport::Channel;
+use twig_auth::ServiceCredential;
+use twig_clock::Clock;
+use twig_config::{Config, Owners};
+use twig_crypto::PasswordHasher;
+use twig_fanout::Fanout;
+use twig_server::Workers;
+
+pub mod ports;
+
+pub use ports::{
+    CredentialCheck, KeyOwners, KeyOwnership, Needed, NeededAll, Origin, Port, Ports, SealContext,
+    Sealer, Sealing,
+};
+
+/// A service of the suite.
+pub trait Module: Send + Sync + 'static {
+    /// The service's one name (`api-keys`): its folder `services/<name>`,
+    /// crate `twig-<name>`, `serve --services <name>`, chart key; with `_`
+    /// for `-`, its configuration section and `remote` key.
+    fn name(&self) -> &'static str;
+
+    /// Its gRPC services, fully qualified (fixed by contract, e.g.
+    /// `twig.apikeys.v1.ApiKeyService`).
+    fn grpc_services(&self) -> &'static [&'static str];
+
+    /// Declares its configuration section and the internal scopes it
+    /// checks.
+    fn owns(&self, owners: &mut Owners) {
+        let _ = owners;
+    }
+
+    /// Applies its migrations.
+    fn migrate<'a>(&'a self, db: &'a DatabaseConnection) -> BoxFuture<'a, Result<(), DbErr>>;
+
+    /// The ports it provides ([`Port::NAME`]s).
+    fn provides(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The ports it needs ([`Port::NAME`]s).
+    fn needs(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Builds the service in this process: routes, workers, ports.
+    fn build<'a>(&'a self, cx: &'a mut Context) -> BoxFuture<'a, Result<(), ModuleError>>;
+
+    /// Provides clients of its ports when it runs at a `remote` address.
+    fn remote(&self, cx: &mut RemoteContext<'_>) -> Result<(), ModuleError> {
+        let _ = cx;
+        Ok(())
+    }
+}
+
+/// Why the suite could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    /// A module's configuration or keys are unusable.
+    #[error("{module}: {message}")]
+    Setup {
+        /// The module.
+        module: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+        /// The cause, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// Two modules of the same origin provide a port only one may.
+    #[error("two services provide the {port} port: {first} and {second}")]
+    TwoProviders {
+        /// The port.
+        port: &'static str,
+        /// One provider.
+        first: &'static str,
+        /// The other.
+        second: &'static str,
+    },
+    /// A module used a port it does not declare (a bug in that module).
+    #[error("{module} {verb} the {port} port without declaring it in Module::{verb}")]
+    Undeclared {
+        /// The module.
+        module: &'static str,
+        /// `provides` or `needs`.
+        verb: &'static str,
+        /// The port.
+        port: &'static str,
+    },
+}
+
+impl ModuleError {
+    /// A setup failure of `module`, with its cause.
+    pub fn setup(
+        module: &'static str,
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Setup {
+            module,
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A setup failure of `module` with no underlying error.
+    pub fn invalid(module: &'static str, message: impl Into<String>) -> Self {
+        Self::Setup {
+            module,
+            message: message.into(),
+            source: None,
+        }
+    }
+}
+
+/// What the outside world gives the suite: time and password hashing
+/// (tests give a manual clock and cheap hashing).
+#[derive(Clone)]
+pub struct Deps {
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The password hasher.
+    pub hasher: PasswordHasher,
+}
+
+impl Default for Deps {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(twig_clock::SystemClock),
+            hasher: PasswordHasher::owasp(),
+        }
+    }
+}
+
+/// Routes the calls of one gRPC service (its fully qualified name) to its
+/// process at the channel, presenting the credential.
+pub type ForwardFn =
+    Box<dyn Fn(&'static str, Channel, ServiceCredential) -> axum::Router + Send + 'static>;
+
+/// The gRPC routes of this process behind the auth layer: what the HTTP
+/// routes built from the API's HTTP mapping call.
+pub type GrpcRoutes = twig_auth::AuthService<Routes>;
+
+/// Builds HTTP routes once the suite's gRPC routes are known.
+pub type HttpRoutesFn =
+    Box<dyn FnOnce(GrpcRoutes) -> Result<axum::Router, ModuleError> + Send + 'static>;
+
+/// What a module builds with, and what it adds to the suite.
+pub struct Context {
+    config: Config,
+    db: DatabaseConnection,
+    deps: Deps,
+    fanout: Fanout,
+    building: Option<&'static dyn Module>,
+    routes: Routes,
+    names: Vec<&'static str>,
+    workers: Workers,
+    ports: Ports,
+    handles: ports::Ports,
+    http_routes: Vec<HttpRoutesFn>,
+    forward: Option<ForwardFn>,
+    remotes: Vec<(&'static dyn Module, Channel, ServiceCredential)>,
+    problems: Vec<ModuleError>,
+}
+
+/// The suite's parts once every module has built and every port is
+/// resolved.
+pub struct Assembly {
+    /// Every gRPC route of this process.
+    pub routes: Routes,
+    /// The gRPC service names served here (for health).
+    pub names: Vec<&'static str>,
+    /// Every background worker.
+    pub workers: Workers,
+    /// Every port, resolved.
+    pub ports: Ports,
+    /// The modules' own objects, by type ([`Context::expose`]).
+    pub handles: ports::Ports,
+    /// HTTP routes to build from the auth-layered gRPC routes.
+    pub http_routes: Vec<HttpRoutesFn>,
+}
+
+impl Context {
+    /// A context over one database and fan-out.
+    pub fn new(config: Config, db: DatabaseConnection, deps: Deps, fanout: Fanout) -> Self {
+        Self {
+            config,
+            db,
+            deps,
+            fanout,
+            building: None,
+            routes: Routes::default(),
+            names: Vec::new(),
+            workers: Workers::new(),
+            ports: Ports::default(),
+            handles: ports::Ports::default(),
+            http_routes: Vec::new(),
+            forward: None,
+            remotes: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// Builds `module` here.
+    pub async fn build(&mut self, module: &'static dyn Module) -> Result<(), ModuleError> {
+        self.building = Some(module);
+        let built = module.build(self).await;
+        self.building = None;
+        built?;
+        match self.problems.pop() {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
+    /// Lets `module`, which runs at `channel`, provide clients of its
+    /// ports.
+    pub fn remote(
+        &mut self,
+        module: &'static dyn Module,
+        channel: Channel,
+        credential: ServiceCredential,
+    ) -> Result<(), ModuleError> {
+        self.remotes
+            .push((module, channel.clone(), credential.clone()));
+        let mut cx = RemoteContext {
+            module,
+            channel,
+            credential,
+            cx: self,
+        };
+        module.remote(&mut cx)?;
+        match self.problems.pop() {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves every port, routes the calls of services elsewhere when
+    /// this process is a front door, and hands over the parts.
+    pub fn assemble(mut self) -> Result<Assembly, ModuleError> {
+        self.ports.resolve()?;
+        self.handles.resolve()?;
+        if let Some(forward) = &self.forward {
+            let mut router = std::mem::take(&mut self.routes).into_axum_router();
+            for (module, channel, credential) in &self.remotes {
+                for service in module.grpc_services() {
+                    router = router.merge(forward(service, channel.clone(), credential.clone()));
+                }
+            }
+            self.routes = Routes::from(router);
+        }
+        Ok(Assembly {
+            routes: self.routes,
+            names: self.names,
+            workers: self.workers,
+            ports: self.ports,
+            handles: self.handles,
+            http_routes: self.http_routes,
+        })
+    }
+
+    /// The whole configuration (a module reads its own section with
+    /// [`Config::section`]).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The database.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.deps.clock.clone()
+    }
+
+    /// The password hasher.
+    pub fn hasher(&self) -> PasswordHasher {
+        self.deps.hasher.clone()
+    }
+
+    /// Announcements between replicas.
+    pub fn fanout(&self) -> &Fanout {
+        &self.fanout
+    }
+
+    /// Largest request message (`server.max_message_bytes`): give it to
+    /// each gRPC server's `max_decoding_message_size`.
+    pub fn max_message_bytes(&self) -> usize {
+        self.config.server.max_message_bytes
+    }
+
+    /// Serves a gRPC service.
+    pub fn serve<S>(&mut self, service: S)
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes = std::mem::take(&mut self.routes).add_service(service);
+    }
+
+    /// The background workers (listeners and periodic writers).
+    pub fn workers(&mut self) -> &mut Workers {
+        &mut self.workers
+    }
+
+    /// Provides a port from this process.
+    pub fn provide<P: Port>(&mut self, port: P) {
+        let module = self.declared("provides", P::NAME);
+        self.ports.provide(module, Origin::Local, port);
+    }
+
+    /// A late handle to the port `P` from at most one provider.
+    pub fn need<P: Port>(&mut self) -> Needed<P> {
+        self.declared("needs", P::NAME);
+        self.ports.need()
+    }
+
+    /// A late handle to every provider of `P`.
+    pub fn need_all<P: Port>(&mut self) -> NeededAll<P> {
+        self.declared("needs", P::NAME);
+        self.ports.need_all()
+    }
+
+    /// Makes one of the module's own objects reachable by type from the
+    /// built suite (the CLI's bootstrap, tests).
+    pub fn expose<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+        let module = self.building.map_or("suite", |m| m.name());
+        self.handles.provide(module, Origin::Local, Handle(value));
+    }
+
+    /// HTTP routes built from the suite's auth-layered gRPC routes, once
+    /// every module has added its own.
+    pub fn http_routes(
+        &mut self,
+        build: impl FnOnce(GrpcRoutes) -> Result<axum::Router, ModuleError> + Send + 'static,
+    ) {
+        self.http_routes.push(Box::new(build));
+    }
+
+    /// Makes this process a front door: calls to a service that runs at a
+    /// remote address are routed there by `forward` (the edge), after the
+    /// same decision as local ones.
+    pub fn forward_remote_calls(
+        &mut self,
+        forward: impl Fn(&'static str, Channel, ServiceCredential) -> axum::Router + Send + 'static,
+    ) {
+        self.forward = Some(Box::new(forward));
+    }
+
+    /// The module being built, after checking it declares `port` under
+    /// `verb`; a use outside any module is the composition's own.
+    fn declared(&mut self, verb: &'static str, port: &'static str) -> &'static str {
+        let Some(module) = self.building else {
+            return "suite";
+        };
+        let declared = match verb {
+            "provides" => module.provides(),
+            _ => module.needs(),
+        };
+        if !declared.contains(&port) {
+            self.problems.push(ModuleError::Undeclared {
+                module: module.name(),
+                verb,
+                port,
+            });
+        }
+        module.name()
+    }
+}
+
+/// One of a module's own objects, found by type.
+#[derive(Clone)]
+pub struct Handle<T>(pub T);
+
+impl<T: Clone + Send + Sync + 'static> Port for Handle<T> {
+    const NAME: &'static str = "handle";
+}
+
+impl Assembly {
+    /// A module's own object of type `T`, when that module runs here.
+    pub fn handle<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.handles.all::<Handle<T>>().pop().map(|h| h.0)
+    }
+}
+
+/// What a module running elsewhere provides clients with.
+pub struct RemoteContext<'a> {
+    module: &'static dyn Module,
+    channel: Channel,
+    credential: ServiceCredential,
+    cx: &'a mut Context,
+}
+
+impl RemoteContext<'_> {
+    /// A lazy channel to the service's process.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// What this process presents there (the edge's credential).
+    pub fn credential(&self) -> ServiceCredential {
+        self.credential.clone()
+    }
+
+    /// The whole configuration.
+    pub fn config(&self) -> &Config {
+        &self.cx.config
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.cx.deps.clock.clone()
+    }
+
+    /// Announcements between replicas.
+    pub fn fanout(&self) -> &Fanout {
+        &self.cx.fanout
+    }
+
+    /// The background workers.
+    pub fn workers(&mut self) -> &mut Workers {
+        &mut self.cx.workers
+    }
+
+    /// A remote credential service's answers, kept for
+    /// `remote.verify_cache_ttl` (positive answers only) and dropped as
+    /// soon as the service announces a change (`stale_of` reads its
+    /// announcements), or all of them after a reconnect, when
+    /// announcements may have been missed.
+    pub fn keep_answers(
+        &mut self,
+        remote: Arc<dyn twig_auth::Authenticator>,
+        stale_of: fn(&str, &str) -> Option<twig_auth::Stale>,
+    ) -> Arc<dyn twig_auth::Authenticator> {
+        let ttl = self.cx.config.remote.verify_cache_ttl;
+        if ttl.is_zero() {
+            return remote;
+        }
+        let cache = Arc::new(twig_auth::VerifyCache::new(
+            remote,
+            ttl,
+            self.cx.fanout.freshness(),
+            self.cx.deps.clock.clone(),
+        ));
+        let events = self.cx.fanout.subscribe();
+        self.cx.workers.listen(
+            "stale remote answers",
+            forget_stale(events, cache.clone(), stale_of),
+        );
+        cache
+    }
+
+    /// Provides a client of one of its ports.
+    pub fn provide<P: Port>(&mut self, port: P) {
+        if !self.module.provides().contains(&P::NAME) {
+            self.cx.problems.push(ModuleError::Undeclared {
+                module: self.module.name(),
+                verb: "provides",
+                port: P::NAME,
+            });
+        }
+        self.cx
+            .ports
+            .provide(self.module.name(), Origin::Remote, port);
+    }
+}
+
+/// Drops `cache`'s answers as announcements say they are stale.
+async fn forget_stale(
+    mut events: tokio::sync::broadcast::Receiver<twig_fanout::Event>,
+    cache: Arc<twig_auth::VerifyCache>,
+    stale_of: fn(&str, &str) -> Option<twig_auth::Stale>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let stale = match events.recv().await {
+            Ok(twig_fanout::Event::Message { topic, payload }) => stale_of(&topic, &payload),
+            Ok(twig_fanout::Event::Resync) | Err(RecvError::Lagged(_)) => {
+                Some(twig_auth::Stale::All)
+            }
+            Err(RecvError::Closed) => return,
+        };
+        if let Some(stale) = stale {
+            cache.forget(stale);
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Ports: what one service offers the others (checking a credential,
+//! telling who owns a key, counting requests, …), found by type.
+//!
+//! A module *provides* a port while it builds, or — when its service runs
+//! in another process — as a client of that process. A module *needs* a
+//! port by taking a late handle ([`Needed`], [`NeededAll`]) while it
+//! builds; every handle is filled in one place, [`Ports::resolve`], after
+//! every module has built, so two services may need each other. A port
+//! provided in this process wins over a client of a remote one; a port
+//! nobody provides is absent (`None`), and the needing service answers
+//! UNAVAILABLE where it would have used it.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use futures::future::BoxFuture;
+use twig_auth::{Authenticator, Principal};
+use twig_crypto::TokenKind;
+use twig_errors::ApiError;
+
+use crate::ModuleError;
+
+/// A value one service offers others. Cheap to clone (an `Arc` inside).
+pub trait Port: Clone + Send + Sync + 'static {
+    /// What it is, for declarations and errors (`credential checks`).
+    const NAME: &'static str;
+}
+
+/// Where a provided port lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The service runs in this process.
+    Local,
+    /// A client of the service's `remote` address.
+    Remote,
+}
+
+struct Provided {
+    origin: Origin,
+    module: &'static str,
+    value: Box<dyn Any + Send + Sync>,
+}
+
+type Resolver = Box<dyn FnOnce(&Ports) -> Result<(), ModuleError> + Send>;
+
+/// Every provided port, and the handles waiting for them.
+#[derive(Default)]
+pub struct Ports {
+    provided: HashMap<TypeId, Vec<Provided>>,
+    waiting: Vec<Resolver>,
+    resolved: bool,
+}
+
+impl Ports {
+    /// `module` provides `port` (from `origin`).
+    pub(crate) fn provide<P: Port>(&mut self, module: &'static str, origin: Origin, port: P) {
+        self.provided
+            .entry(TypeId::of::<P>())
+            .or_default()
+            .push(Provided {
+                origin,
+                module,
+                value: Box::new(port),
+            });
+    }
+
+    /// A handle to the one provider of `P`, filled by [`Ports::resolve`].
+    pub(crate) fn need<P: Port>(&mut self) -> Needed<P> {
+        let handle = Needed(Arc::new(OnceLock::new()));
+        let slot = handle.0.clone();
+        self.waiting.push(Box::new(move |ports: &Ports| {
+            let _ = slot.set(ports.one::<P>()?);
+            Ok(())
+        }));
+        handle
+    }
+
+    /// A handle to every provider of `P`, filled by [`Ports::resolve`].
+    pub(crate) fn need_all<P: Port>(&mut self) -> NeededAll<P> {
+        let handle = NeededAll(Arc::new(OnceLock::new()));
+        let slot = handle.0.clone();
+        self.waiting.push(Box::new(move |ports: &Ports| {
+            let _ = slot.set(ports.all::<P>());
+            Ok(())
+        }));
+        handle
+    }
+
+    /// Fills every handle: the rule of which provider serves a need lives
+    /// here and only here.
+    pub(crate) fn resolve(&mut self) -> Result<(), ModuleError> {
+        for resolver in std::mem::take(&mut self.waiting) {
+            resolver(self)?;
+        }
+        self.resolved = true;
+        Ok(())
+    }
+
+    /// The provider of `P`: the one in this process, else the one remote
+    /// client, else none. Two providers of the same origin are a wiring
+    /// mistake.
+    pub fn one<P: Port>(&self) -> Result<Option<P>, ModuleError> {
+        let Some(all) = self.provided.get(&TypeId::of::<P>()) else {
+            return Ok(None);
+        };
+        for origin in [Origin::Local, Origin::Remote] {
+            let mut of_origin = all.iter().filter(|p| p.origin == origin);
+            if let Some(first) = of_origin.next() {
+                if let Some(second) = of_origin.next() {
+                    return Err(ModuleError::TwoProviders {
+                        port: P::NAME,
+                        first: first.module,
+                        second: second.module,
+                    });
+                }
+                return Ok(first.value.downcast_ref::<P>().cloned());
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every provider of `P`, those in this process first.
+    pub fn all<P: Port>(&self) -> Vec<P> {
+        let Some(all) = self.provided.get(&TypeId::of::<P>()) else {
+            return Vec::new();
+        };
+        [Origin::Local, Origin::Remote]
+            .into_iter()
+            .flat_map(|origin| all.iter().filter(move |p| p.origin == origin))
+            .filter_map(|p| p.value.downcast_ref::<P>().cloned())
+            .collect()
+    }
+
+    /// Who provides `P`, and from where (for tests and diagnostics).
+    pub fn providers<P: Port>(&self) -> Vec<(&'static str, Origin)> {
+        self.provided
+            .get(&TypeId::of::<P>())
+            .map(|all| all.iter().map(|p| (p.module, p.origin)).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A port one service needs from at most one other, known once the suite
+/// is assembled.
+pub struct Needed<P>(Arc<OnceLock<Option<P>>>);
+
+impl<P> Clone for Needed<P> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<P> Needed<P> {
+    /// The provider, if any (none before the suite is assembled).
+    pub fn get(&self) -> Option<&P> {
+        self.0.get().and_then(Option::as_ref)
+    }
+
+    /// Already resolved to `port` (tests, and parts built outside a suite).
+    pub fn ready(port: Option<P>) -> Self {
+        Self(Arc::new(OnceLock::from(port)))
+    }
+}
+
+/// A port one service needs from every other that provides it.
+pub struct NeededAll<P>(Arc<OnceLock<Vec<P>>>);
+
+impl<P> Clone for NeededAll<P> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<P> NeededAll<P> {
+    /// Every provider (none before the suite is assembled).
+    pub fn get(&self) -> &[P] {
+        self.0.get().map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Already resolved to `ports` (tests, and parts built outside a suite).
+    pub fn ready(ports: Vec<P>) -> Self {
+        Self(Arc::new(OnceLock::from(ports)))
+    }
+}
+
+/// Checks one kind of bearer credential: session access tokens (the
+/// sessions service), API keys (api-keys).
+#[derive(Clone)]
+pub struct CredentialCheck {
+    /// The kind of token, by its prefix.
+    pub kind: TokenKind,
+    /// The checker.
+    pub check: Arc<dyn Authenticator>,
+}
+
+impl Port for CredentialCheck {
+    const NAME: &'static str = "credential checks";
+}
+
+/// Whether a key belongs to the caller's organisation: the quota service
+/// asks before it shows or changes a key's limit.
+pub trait KeyOwnership: Send + Sync {
+    /// `Ok(false)` when the key is unknown or another organisation's.
+    fn owns_key<'a>(
+        &'a self,
+        principal: &'a Principal,
+        key_id: uuid::Uuid,
+    ) -> BoxFuture<'a, Result<bool, ApiError>>;
+}
+
+/// The [`KeyOwnership`] port (api-keys).
+#[derive(Clone)]
+pub struct KeyOwners(pub Arc<dyn KeyOwnership>);
+
+impl Port for KeyOwners {
+    const NAME: &'static str = "key ownership";
+}
+
+/// Where a sealed value belongs: bound into its ciphertext, so it opens
+/// only for the same organisation, purpose and record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealContext {
+    /// The organisation.
+    pub org: uuid::Uuid,
+    /// What the value is for, e.g. `sso-client-secret`.
+    pub purpose: String,
+    /// The caller's record it belongs to.
+    pub record: String,
+}
+
+/// Encryption of other services' secrets (client secrets of identity
+/// providers, connector tokens) by the secrets vault's transit API.
+pub trait Sealing: Send + Sync {
+    /// Encrypts `plaintext` for `context`.
+    fn seal<'a>(
+        &'a self,
+        context: &'a SealContext,
+        plaintext: &'a [u8],
+    ) -> BoxFuture<'a, Result<String, ApiError>>;
+
+    /// Decrypts what [`Sealing::seal`] returned, for the same context.
+    fn unseal<'a>(
+        &'a self,
+        context: &'a SealContext,
+        sealed: &'a str,
+    ) -> BoxFuture<'a, Result<zeroize::Zeroizing<Vec<u8>>, ApiError>>;
+}
+
+/// The [`Sealing`] port (secrets-vault).
+#[derive(Clone)]
+pub struct Sealer(pub Arc<dyn Sealing>);
+
+impl Port for Sealer {
+    const NAME: &'static str = "sealing";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Colour(&'static str);
+
+    impl Port for Colour {
+        const NAME: &'static str = "colour";
+    }
+
+    #[test]
+    fn a_local_provider_wins_over_a_remote_one() {
+        let mut ports = Ports::default();
+        let needed = ports.need::<Colour>();
+        let all = ports.need_all::<Colour>();
+        assert_eq!(needed.get(), None, "nothing before resolution");
+        ports.provide("far", Origin::Remote, Colour("blue"));
+        ports.provide("near", Origin::Local, Colour("red"));
+        ports.resolve().unwrap();
+        assert_eq!(needed.get(), Some(&Colour("red")));
+        assert_eq!(all.get(), [Colour("red"), Colour("blue")]);
+    }
+
+    #[test]
+    fn an_unprovided_port_is_absent() {
+        let mut ports = Ports::default();
+        let needed = ports.need::<Colour>();
+        ports.resolve().unwrap();
+        assert_eq!(needed.get(), None);
+        assert!(ports.all::<Colour>().is_empty());
+    }
+
+    #[test]
+    fn two_local_providers_are_refused() {
+        let mut ports = Ports::default();
+        let _needed = ports.need::<Colour>();
+        ports.provide("a", Origin::Local, Colour("red"));
+        ports.provide("b", Origin::Local, Colour("green"));
+        let err = ports.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("colour") && err.contains('a') && err.contains('b'),
+            "{err}"
+        );
+    }
+}
