@@ -318,7 +318,10 @@ where
                 response
             }
         };
-        let filter = MethodFilter::try_from(method).map_err(|_| GatewayError::NoOption)?;
+        let filter = MethodFilter::try_from(method.clone()).map_err(|_| GatewayError::Rule {
+            rpc: path.clone(),
+            reason: format!("{method} cannot be routed"),
+        })?;
         let entry = by_path.remove(&path).unwrap_or_default();
         by_path.insert(path, entry.on(filter, handler));
     }
@@ -362,7 +365,8 @@ fn pick(
             return Some((route, params));
         };
         let mut params = params.clone();
-        let (_, last) = params.last_mut()?;
+        let (name, _) = route.variables.last()?;
+        let (_, last) = params.iter_mut().find(|(n, _)| n == name)?;
         if let Some(value) = last
             .strip_suffix(verb.as_str())
             .and_then(|v| v.strip_suffix(':'))
