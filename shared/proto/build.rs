@@ -1,10 +1,20 @@
 //! Generates Rust code for every `.proto` file under the workspace's `proto/`
 //! folder, plus one encoded descriptor set for server reflection.
 //!
+//! From that descriptor set it then writes the OpenAPI document of the
+//! HTTP/JSON surface (`build/openapi.rs`), so the document follows the
+//! protos' `google.api.http` rules and is never kept by hand.
+//!
 //! A fresh machine needs no `protoc`: the vendored one is used unless `PROTOC`
 //! is already set.
 
 use std::path::{Path, PathBuf};
+
+#[allow(dead_code)]
+#[path = "src/http_template.rs"]
+mod http_template;
+#[path = "build/openapi.rs"]
+mod openapi;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
@@ -39,6 +49,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".twig.vault.v1.SealRequest.plaintext")
         .bytes(".twig.vault.v1.UnsealResponse.plaintext")
         .compile_protos(&protos, &[root])?;
+
+    println!("cargo:rerun-if-changed=build/openapi.rs");
+    println!("cargo:rerun-if-changed=src/http_template.rs");
+    let descriptor_set = std::fs::read(out_dir.join("twig_descriptor.bin"))?;
+    let version = std::env::var("CARGO_PKG_VERSION")?;
+    let document = openapi::document(&descriptor_set, &version)?;
+    std::fs::write(out_dir.join("openapi.json"), document)?;
     Ok(())
 }
 

@@ -49,6 +49,7 @@ mod http_json;
 mod ip_allowlists;
 mod metrics_bounds;
 mod node_grpc_web;
+mod openapi;
 mod quota;
 mod quota_replicas;
 mod replicas;

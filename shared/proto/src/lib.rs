@@ -33,12 +33,20 @@ pub fn datetime(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::U
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/twig_descriptor.bin"));
 
-/// `twig.api.v1`: the HTTP/JSON route of an RPC (a method option).
-pub mod api {
-    /// `twig.api.v1`
-    pub mod v1 {
+/// The OpenAPI 3.0.3 document of the HTTP/JSON surface, written by the
+/// build script from the descriptor set (`build/openapi.rs`): every
+/// `google.api.http` binding, its schemas, security and errors.
+pub const OPENAPI_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.json"));
+
+pub mod http_template;
+
+/// `google.api`: the standard HTTP rule of an RPC (`google.api.http`, a
+/// method option).
+pub mod google {
+    /// `google.api`
+    pub mod api {
         #![allow(clippy::all, missing_docs)]
-        tonic::include_proto!("twig.api.v1");
+        tonic::include_proto!("google.api");
     }
 }
 
