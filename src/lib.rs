@@ -175,6 +175,8 @@ pub async fn build(
     deps: Deps,
 ) -> anyhow::Result<Suite> {
     let fanout = match &config.redis.url {
+        // One Redis handle for the process: the fan-out's, which the quota
+        // store shares (`build_quota`).
         Some(url) => twig_fanout::Fanout::redis(url.expose(), &config.redis.key_prefix)
             .await
             .context("connecting to Redis (redis.url)")?,
@@ -438,20 +440,12 @@ async fn build_quota(
     let store = match q.store {
         QuotaStore::Memory => twig_quota::Store::Memory(twig_quota::MemoryStore::new()),
         QuotaStore::Redis => {
-            let url = config
-                .redis
-                .url
-                .as_ref()
+            let redis = fanout
+                .redis_handle()
                 .context("quota.store = redis needs redis.url")?;
-            twig_quota::Store::Redis(
-                twig_quota::RedisStore::connect(
-                    url.expose(),
-                    &config.redis.key_prefix,
-                    q.redis_timeout,
-                )
-                .await
-                .context("connecting the quota store to Redis (redis.url)")?,
-            )
+            twig_quota::Store::Redis(twig_quota::RedisStore::on(
+                redis.with_timeout(q.redis_timeout),
+            ))
         }
     };
     let limits = Arc::new(twig_quota::Limits::new(
@@ -574,23 +568,17 @@ async fn forget_stale_answers(
     fanout: twig_fanout::Fanout,
     caches: Vec<Arc<twig_auth::VerifyCache>>,
 ) {
-    use tokio::sync::broadcast::error::RecvError;
-    let mut events = fanout.subscribe();
-    loop {
-        let stale = match events.recv().await {
-            Ok(twig_fanout::Event::Message { topic, payload }) => {
-                twig_sessions::remote::stale_of(&topic, &payload)
-                    .or_else(|| twig_apikeys::remote::stale_of(&topic, &payload))
-            }
-            Ok(twig_fanout::Event::Resync) | Err(RecvError::Lagged(_)) => {
-                Some(twig_auth::Stale::All)
-            }
-            Err(RecvError::Closed) => return,
+    use twig_fanout::{Heard, OneOf};
+    type Changed = OneOf<twig_sessions::remote::SessionsChanged, twig_apikeys::remote::KeysChanged>;
+    let mut heard = fanout.listen::<Changed>();
+    while let Some(heard) = heard.recv().await {
+        let stale = match heard {
+            Heard::Announced(OneOf::First(changed)) => twig_sessions::remote::stale_of(changed),
+            Heard::Announced(OneOf::Second(changed)) => twig_apikeys::remote::stale_of(changed),
+            Heard::Resync => twig_auth::Stale::All,
         };
-        if let Some(stale) = stale {
-            for cache in &caches {
-                cache.forget(stale);
-            }
+        for cache in &caches {
+            cache.forget(stale);
         }
     }
 }
