@@ -282,10 +282,15 @@ impl RedisHandle {
             Ok(result) => result,
             Err(_) => Err(RedisError::Timeout(self.timeout)),
         };
-        if let (Err(e), Some(number)) = (&result, used)
+        if let Err(e) = &result
             && matches!(e, RedisError::Timeout(_) | RedisError::Connection(_))
         {
-            self.drop_connection(number).await;
+            match used {
+                Some(number) => self.drop_connection(number).await,
+                // Timed out opening a connection: pause the next attempt
+                // as after a failed one.
+                None => self.back_off().await,
+            }
         }
         if let Err(e) = &result
             && e.is_unavailable()
@@ -322,6 +327,16 @@ impl RedisHandle {
                 slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
                 Err(e)
             }
+        }
+    }
+
+    /// After an attempt to connect that did not finish: the next is due
+    /// after the backoff (unless one is already scheduled or succeeded).
+    async fn back_off(&self) {
+        let mut slot = self.shared.slot.lock().await;
+        if slot.conn.is_none() && slot.retry_at.is_none_or(|at| at <= Instant::now()) {
+            slot.retry_at = Some(Instant::now() + slot.backoff);
+            slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
         }
     }
 

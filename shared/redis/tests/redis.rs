@@ -115,7 +115,24 @@ async fn a_frozen_redis_times_out() {
     let err = h.query::<String>(&Command::new("PING")).await.unwrap_err();
     assert!(matches!(err, RedisError::Timeout(_)), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(1));
+    // The next command tries a new connection, which hangs too: then the
+    // attempts pause, and commands fail at once instead of each waiting.
+    let err = h.query::<String>(&Command::new("PING")).await.unwrap_err();
+    assert!(matches!(err, RedisError::Timeout(_)), "{err:?}");
+    let started = std::time::Instant::now();
+    let err = h.query::<String>(&Command::new("PING")).await.unwrap_err();
+    assert!(matches!(err, RedisError::Reconnecting), "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(100));
     server.resume();
+    let mut answered = false;
+    for _ in 0..40 {
+        if h.query::<String>(&Command::new("PING")).await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "back once thawed");
 }
 
 // ---- locks ----------------------------------------------------------------
