@@ -103,13 +103,68 @@ fn principal_of(answer: &pb::VerifyApiKeyResponse) -> Option<Principal> {
     })
 }
 
-/// What an api-keys announcement on the fan-out makes stale in a
+/// What the api-keys service announces on the fan-out: each replica then
+/// forgets what it cached about the key or organisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeysChanged {
+    /// A key changed (revoked, rotated, updated).
+    Key(Uuid),
+    /// An organisation's IP allowlist changed.
+    Org(Uuid),
+}
+
+/// Topics and payloads as older replicas send and read them.
+const INVALIDATE: &str = "apikeys.invalidate";
+const INVALIDATE_ORG: &str = "apikeys.invalidate_org";
+
+impl twig_fanout::Announcement for KeysChanged {
+    fn topic(&self) -> &'static str {
+        match self {
+            Self::Key(_) => INVALIDATE,
+            Self::Org(_) => INVALIDATE_ORG,
+        }
+    }
+
+    fn payload(&self) -> String {
+        match self {
+            Self::Key(id) | Self::Org(id) => id.to_string(),
+        }
+    }
+
+    fn decode(topic: &str, payload: &str) -> Option<Self> {
+        let make = match topic {
+            INVALIDATE => Self::Key,
+            INVALIDATE_ORG => Self::Org,
+            _ => return None,
+        };
+        Uuid::parse_str(payload).ok().map(make)
+    }
+}
+
+/// What an api-keys announcement makes stale in a
 /// [`twig_auth::VerifyCache`] of this service's answers.
-pub fn stale_of(topic: &str, payload: &str) -> Option<Stale> {
-    let id = Uuid::parse_str(payload).ok()?;
-    match topic {
-        crate::service::INVALIDATE => Some(Stale::Key(id)),
-        crate::service::INVALIDATE_ORG => Some(Stale::Org(id)),
-        _ => None,
+pub fn stale_of(changed: KeysChanged) -> Stale {
+    match changed {
+        KeysChanged::Key(id) => Stale::Key(id),
+        KeysChanged::Org(id) => Stale::Org(id),
+    }
+}
+
+#[cfg(test)]
+mod announcement_tests {
+    use super::*;
+    use twig_fanout::{Announcement, round_trips};
+
+    #[test]
+    fn announcements_round_trip_in_the_wire_format_of_older_replicas() {
+        let id = Uuid::new_v4();
+        for a in [KeysChanged::Key(id), KeysChanged::Org(id)] {
+            assert!(round_trips(&a));
+            assert_eq!(a.payload(), id.to_string());
+        }
+        assert_eq!(KeysChanged::Key(id).topic(), "apikeys.invalidate");
+        assert_eq!(KeysChanged::Org(id).topic(), "apikeys.invalidate_org");
+        assert_eq!(KeysChanged::decode("apikeys.invalidate", "nope"), None);
+        assert_eq!(KeysChanged::decode("sessions.ended", &id.to_string()), None);
     }
 }

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::remote::KeysChanged;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use sea_orm::sea_query::{Expr, OnConflict};
@@ -15,7 +16,7 @@ use twig_audit::{AuditEvent, Outcome};
 use twig_auth::{Credential, Principal, Scope};
 use twig_clock::Clock;
 use twig_crypto::{Token, TokenFormatError, TokenHash, TokenKind};
-use twig_fanout::{Event, Fanout};
+use twig_fanout::{Fanout, Heard};
 use uuid::Uuid;
 
 use crate::cache::{Cached, KeyCache, Verified};
@@ -59,11 +60,6 @@ pub struct ApiKeys {
     denied: Refusals<KeyRefusal>,
     fanout: Fanout,
 }
-
-/// The fan-out topic on which changed keys are announced.
-pub(crate) const INVALIDATE: &str = "apikeys.invalidate";
-/// The fan-out topic on which changed organisation allowlists are announced.
-pub(crate) const INVALIDATE_ORG: &str = "apikeys.invalidate_org";
 
 /// A key's uses within one minute, not yet written.
 #[derive(Debug, Clone, Copy)]
@@ -184,24 +180,12 @@ impl ApiKeys {
     /// Drops cached answers about keys changed on any replica. Runs for
     /// the life of the service.
     pub async fn listen_for_changes(self: Arc<Self>) {
-        let mut events = self.fanout.subscribe();
-        loop {
-            match events.recv().await {
-                Ok(Event::Message { topic, payload }) if topic == INVALIDATE => {
-                    if let Ok(id) = Uuid::parse_str(&payload) {
-                        self.cache.forget_key(id);
-                    }
-                }
-                Ok(Event::Message { topic, payload }) if topic == INVALIDATE_ORG => {
-                    if let Ok(id) = Uuid::parse_str(&payload) {
-                        self.cache.forget_org(id);
-                    }
-                }
-                Ok(Event::Message { .. }) => {}
-                Ok(Event::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    self.cache.clear();
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        let mut heard = self.fanout.listen::<KeysChanged>();
+        while let Some(heard) = heard.recv().await {
+            match heard {
+                Heard::Announced(KeysChanged::Key(id)) => self.cache.forget_key(id),
+                Heard::Announced(KeysChanged::Org(id)) => self.cache.forget_org(id),
+                Heard::Resync => self.cache.clear(),
             }
         }
     }
@@ -210,7 +194,7 @@ impl ApiKeys {
     /// the fan-out.
     async fn announce_change(&self, key_id: Uuid) {
         self.cache.forget_key(key_id);
-        self.fanout.publish(INVALIDATE, &key_id.to_string()).await;
+        self.fanout.announce(&KeysChanged::Key(key_id)).await;
     }
 
     /// May `principal` manage keys at all? Signed-in members may manage
@@ -730,7 +714,7 @@ impl ApiKeys {
         txn.commit().await?;
         self.cache.forget_org(principal.org_id);
         self.fanout
-            .publish(INVALIDATE_ORG, &principal.org_id.to_string())
+            .announce(&KeysChanged::Org(principal.org_id))
             .await;
         Ok(nets.iter().map(|n| n.to_string()).collect())
     }

@@ -14,15 +14,37 @@ use sea_orm::ColumnTrait;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use twig_audit::{AuditEvent, Outcome};
 use twig_errors::ApiError;
-use twig_fanout::{Event, Fanout};
+use twig_fanout::{Announcement, Fanout, Heard};
 use uuid::Uuid;
 
 use crate::entity::quota_limit;
 use crate::subject::Subject;
 use crate::window::Limit;
 
-/// The fan-out topic of changed limits; the payload is the subject.
-pub const TOPIC: &str = "quota.limits";
+/// The fan-out announcement of a changed limit: every replica forgets
+/// what it cached for the subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitChanged(pub Subject);
+
+/// The topic (the payload is the subject), as older replicas send it.
+const TOPIC: &str = "quota.limits";
+
+impl Announcement for LimitChanged {
+    fn topic(&self) -> &'static str {
+        TOPIC
+    }
+
+    fn payload(&self) -> String {
+        self.0.as_str().to_string()
+    }
+
+    fn decode(topic: &str, payload: &str) -> Option<Self> {
+        if topic != TOPIC {
+            return None;
+        }
+        Subject::parse(payload).ok().map(Self)
+    }
+}
 
 /// Cached lookups at most; beyond, the cache starts afresh.
 const MAX_CACHED: usize = 100_000;
@@ -238,7 +260,7 @@ impl Limits {
 
     async fn announce(&self, subject: &Subject) {
         self.forget(subject.as_str());
-        self.fanout.publish(TOPIC, subject.as_str()).await;
+        self.fanout.announce(&LimitChanged(subject.clone())).await;
     }
 
     fn forget(&self, subject: &str) {
@@ -249,16 +271,14 @@ impl Limits {
     /// Applies changes announced by any replica; runs until the fan-out
     /// closes.
     pub async fn listen_for_changes(self: std::sync::Arc<Self>) {
-        let mut events = self.fanout.subscribe();
-        loop {
-            match events.recv().await {
-                Ok(Event::Message { topic, payload }) if topic == TOPIC => self.forget(&payload),
-                Ok(Event::Message { .. }) => {}
-                Ok(Event::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+        let mut heard = self.fanout.listen::<LimitChanged>();
+        while let Some(heard) = heard.recv().await {
+            match heard {
+                Heard::Announced(LimitChanged(subject)) => self.forget(subject.as_str()),
+                Heard::Resync => {
                     self.generation.fetch_add(1, Ordering::AcqRel);
                     self.cache.clear();
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }
     }
@@ -276,4 +296,21 @@ pub fn rule_of(m: &quota_limit::Model) -> Result<Rule, ApiError> {
         limit,
         shadow: m.shadow,
     })
+}
+
+#[cfg(test)]
+mod announcement_tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_limit_round_trips_in_the_wire_format_of_older_replicas() {
+        let a = LimitChanged(Subject::parse("org:0190").unwrap());
+        assert!(twig_fanout::round_trips(&a));
+        assert_eq!(
+            (a.topic(), a.payload().as_str()),
+            ("quota.limits", "org:0190")
+        );
+        assert_eq!(LimitChanged::decode("quota.limits", "no kind"), None);
+        assert_eq!(LimitChanged::decode("sessions.ended", "org:0190"), None);
+    }
 }

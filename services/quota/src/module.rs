@@ -62,21 +62,11 @@ impl Module for QuotaModule {
             let store = match q.store {
                 QuotaStore::Memory => Store::Memory(MemoryStore::new()),
                 QuotaStore::Redis => {
-                    let redis = &cx.config().redis;
-                    let url = redis.url.as_ref().ok_or_else(|| {
+                    // The process's one Redis connection, the fan-out's.
+                    let redis = cx.fanout().redis_handle().ok_or_else(|| {
                         ModuleError::invalid(name, "quota.store = redis needs redis.url")
                     })?;
-                    Store::Redis(
-                        RedisStore::connect(url.expose(), &redis.key_prefix, q.redis_timeout)
-                            .await
-                            .map_err(|e| {
-                                ModuleError::setup(
-                                    name,
-                                    "cannot connect the quota store to Redis (redis.url)",
-                                    e,
-                                )
-                            })?,
-                    )
+                    Store::Redis(RedisStore::on(redis.with_timeout(q.redis_timeout)))
                 }
             };
             let limits = Arc::new(Limits::new(

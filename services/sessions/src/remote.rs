@@ -75,13 +75,77 @@ fn principal_of(answer: &pb::VerifySessionResponse) -> Option<Principal> {
     })
 }
 
-/// What a sessions announcement on the fan-out makes stale in a
+/// What the sessions service announces on the fan-out: each replica then
+/// forgets what it cached about the session or user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionsChanged {
+    /// A session ended (signed out, revoked, expired by a refresh reuse).
+    Ended(Uuid),
+    /// Every session of a user ended.
+    UserEnded(Uuid),
+}
+
+/// Topics and payloads as older replicas send and read them.
+const ENDED_SESSION: &str = "sessions.ended";
+const ENDED_USER: &str = "sessions.user_ended";
+
+impl twig_fanout::Announcement for SessionsChanged {
+    fn topic(&self) -> &'static str {
+        match self {
+            Self::Ended(_) => ENDED_SESSION,
+            Self::UserEnded(_) => ENDED_USER,
+        }
+    }
+
+    fn payload(&self) -> String {
+        match self {
+            Self::Ended(id) | Self::UserEnded(id) => id.to_string(),
+        }
+    }
+
+    fn decode(topic: &str, payload: &str) -> Option<Self> {
+        let make = match topic {
+            ENDED_SESSION => Self::Ended,
+            ENDED_USER => Self::UserEnded,
+            _ => return None,
+        };
+        Uuid::parse_str(payload).ok().map(make)
+    }
+}
+
+/// What a sessions announcement makes stale in a
 /// [`twig_auth::VerifyCache`] of this service's answers.
-pub fn stale_of(topic: &str, payload: &str) -> Option<Stale> {
-    let id = Uuid::parse_str(payload).ok()?;
-    match topic {
-        crate::service::ENDED_SESSION => Some(Stale::Session(id)),
-        crate::service::ENDED_USER => Some(Stale::UserSessions(id)),
-        _ => None,
+pub fn stale_of(changed: SessionsChanged) -> Stale {
+    match changed {
+        SessionsChanged::Ended(id) => Stale::Session(id),
+        SessionsChanged::UserEnded(id) => Stale::UserSessions(id),
+    }
+}
+
+#[cfg(test)]
+mod announcement_tests {
+    use super::*;
+    use twig_fanout::{Announcement, round_trips};
+
+    #[test]
+    fn announcements_round_trip_in_the_wire_format_of_older_replicas() {
+        let id = Uuid::new_v4();
+        for a in [SessionsChanged::Ended(id), SessionsChanged::UserEnded(id)] {
+            assert!(round_trips(&a));
+            assert_eq!(a.payload(), id.to_string());
+        }
+        assert_eq!(SessionsChanged::Ended(id).topic(), "sessions.ended");
+        assert_eq!(
+            SessionsChanged::UserEnded(id).topic(),
+            "sessions.user_ended"
+        );
+        assert_eq!(
+            SessionsChanged::decode("sessions.ended", "not-a-uuid"),
+            None
+        );
+        assert_eq!(
+            SessionsChanged::decode("apikeys.invalidate", &id.to_string()),
+            None
+        );
     }
 }

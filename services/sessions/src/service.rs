@@ -22,9 +22,10 @@ use crate::email::Email;
 use crate::entity::{login_failure, membership, organization, refresh_token, session, user};
 use crate::error::SessionError;
 use crate::last_seen::LastSeen;
+use crate::remote::SessionsChanged;
 use crate::throttle::{IpLimiter, account_delay};
 use twig_clock::Clock;
-use twig_fanout::{Event, Fanout};
+use twig_fanout::{Fanout, Heard};
 
 type Result<T> = std::result::Result<T, SessionError>;
 
@@ -80,11 +81,6 @@ pub struct Sessions {
     fanout: Fanout,
 }
 
-/// Fan-out topic: a session ended (payload: session id).
-pub(crate) const ENDED_SESSION: &str = "sessions.ended";
-/// Fan-out topic: every session of a user ended (payload: user id).
-pub(crate) const ENDED_USER: &str = "sessions.user_ended";
-
 fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -136,23 +132,12 @@ impl Sessions {
     /// Drops cached tokens of sessions ended on any replica. Runs for the
     /// life of the service.
     pub async fn listen_for_ended_sessions(self: Arc<Self>) {
-        let mut events = self.fanout.subscribe();
-        loop {
-            match events.recv().await {
-                Ok(Event::Message { topic, payload }) => {
-                    let Ok(id) = Uuid::parse_str(&payload) else {
-                        continue;
-                    };
-                    match topic.as_str() {
-                        ENDED_SESSION => self.cache.forget_sessions(&[id]),
-                        ENDED_USER => self.cache.forget_user(id),
-                        _ => {}
-                    }
-                }
-                Ok(Event::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    self.cache.clear();
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        let mut heard = self.fanout.listen::<SessionsChanged>();
+        while let Some(heard) = heard.recv().await {
+            match heard {
+                Heard::Announced(SessionsChanged::Ended(id)) => self.cache.forget_sessions(&[id]),
+                Heard::Announced(SessionsChanged::UserEnded(id)) => self.cache.forget_user(id),
+                Heard::Resync => self.cache.clear(),
             }
         }
     }
@@ -161,14 +146,16 @@ impl Sessions {
     async fn ended_session(&self, session_id: Uuid) {
         self.cache.forget_sessions(&[session_id]);
         self.fanout
-            .publish(ENDED_SESSION, &session_id.to_string())
+            .announce(&SessionsChanged::Ended(session_id))
             .await;
     }
 
     /// Forgets a user's cached tokens here and on every replica.
     async fn ended_user(&self, user_id: Uuid) {
         self.cache.forget_user(user_id);
-        self.fanout.publish(ENDED_USER, &user_id.to_string()).await;
+        self.fanout
+            .announce(&SessionsChanged::UserEnded(user_id))
+            .await;
     }
 
     /// The database.

@@ -1,53 +1,131 @@
-//! Fan-out of "forget this" messages between replicas.
+//! Fan-out of "forget this" announcements between replicas.
 //!
 //! When a key is revoked on one replica, every replica must drop its cached
-//! answer within a second. [`Fanout`] carries such messages over Redis
-//! pub/sub (channel `<prefix><topic>`); without Redis (one replica) it
-//! delivers them in-process only.
+//! answer within a second. [`Fanout`] carries such announcements over Redis
+//! pub/sub (channel `<prefix><topic>`, on a [`RedisHandle`]); without Redis
+//! (one replica) it delivers them in-process only.
 //!
-//! Subscribers receive [`Event::Message`]s, and [`Event::Resync`] whenever
-//! the subscription (re)connects: messages may have been missed while it
-//! was down, so caches must then drop everything. While it is down, the
-//! caches' answers are believed for at most a second ([`Freshness`]).
+//! An announcement is a value of a type that implements [`Announcement`]:
+//! the type alone says on which topic a value is sent and how it is
+//! written and read, so a publisher ([`Fanout::announce`]) and a
+//! subscriber ([`Fanout::listen`]) cannot disagree. A [`Listener`] yields
+//! decoded values ([`Heard::Announced`]), and [`Heard::Resync`] whenever
+//! announcements may have been missed — the subscription (re)connected, or
+//! the listener fell behind — so caches must then drop everything. While
+//! the subscription is down, the caches' answers are believed for at most
+//! a second ([`Freshness`]).
 
-use std::time::Duration;
+use std::marker::PhantomData;
 
-use futures::StreamExt;
 use tokio::sync::broadcast;
+use twig_redis::PubSubEvent;
+pub use twig_redis::{RedisError, RedisHandle, RedisOptions};
 
 mod freshness;
 
 pub use freshness::{Freshness, OUTAGE_BOUND};
 
-/// What a subscriber receives.
+/// A kind of announcement on the fan-out. Each service owns one type (an
+/// enum when it announces several things) and its topics, named
+/// `<service>.<what>`; nothing else spells them.
+pub trait Announcement: Sized + Send + 'static {
+    /// The topic this value is sent on.
+    fn topic(&self) -> &'static str;
+    /// The payload this value is sent as.
+    fn payload(&self) -> String;
+    /// The value sent as `payload` on `topic`; `None` for a topic of
+    /// another type (or a payload that does not read).
+    fn decode(topic: &str, payload: &str) -> Option<Self>;
+}
+
+/// Either of two kinds of announcement, for one listener of both.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A message published on `topic`.
-    Message {
-        /// The topic, without the prefix.
-        topic: String,
-        /// The payload.
-        payload: String,
-    },
+pub enum OneOf<A, B> {
+    /// The first kind.
+    First(A),
+    /// The second kind.
+    Second(B),
+}
+
+impl<A: Announcement, B: Announcement> Announcement for OneOf<A, B> {
+    fn topic(&self) -> &'static str {
+        match self {
+            Self::First(a) => a.topic(),
+            Self::Second(b) => b.topic(),
+        }
+    }
+
+    fn payload(&self) -> String {
+        match self {
+            Self::First(a) => a.payload(),
+            Self::Second(b) => b.payload(),
+        }
+    }
+
+    fn decode(topic: &str, payload: &str) -> Option<Self> {
+        A::decode(topic, payload)
+            .map(Self::First)
+            .or_else(|| B::decode(topic, payload).map(Self::Second))
+    }
+}
+
+/// True when `value` reads back as itself from its topic and payload: a
+/// check for each [`Announcement`] implementation's tests.
+pub fn round_trips<A: Announcement + PartialEq>(value: &A) -> bool {
+    A::decode(value.topic(), &value.payload()).as_ref() == Some(value)
+}
+
+/// What travels between the fan-out and its listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Event {
+    /// A message published on `topic` (without the prefix).
+    Message { topic: String, payload: String },
     /// The subscription (re)connected; anything may have been missed.
     Resync,
+}
+
+/// What a [`Listener`] hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard<A> {
+    /// An announcement of its kind.
+    Announced(A),
+    /// Announcements may have been missed: drop everything kept.
+    Resync,
+}
+
+/// Receives one kind of announcement (see [`Fanout::listen`]).
+pub struct Listener<A> {
+    events: broadcast::Receiver<Event>,
+    kind: PhantomData<fn() -> A>,
+}
+
+impl<A: Announcement> Listener<A> {
+    /// The next announcement of this listener's kind, or
+    /// [`Heard::Resync`] when announcements may have been missed (the
+    /// subscription reconnected, or this listener fell behind); `None`
+    /// once the fan-out is gone.
+    pub async fn recv(&mut self) -> Option<Heard<A>> {
+        use broadcast::error::RecvError;
+        loop {
+            match self.events.recv().await {
+                Ok(Event::Message { topic, payload }) => {
+                    if let Some(value) = A::decode(&topic, &payload) {
+                        return Some(Heard::Announced(value));
+                    }
+                }
+                Ok(Event::Resync) | Err(RecvError::Lagged(_)) => return Some(Heard::Resync),
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
 }
 
 /// The fan-out channel. Cheap to clone.
 #[derive(Clone)]
 pub struct Fanout {
     events: broadcast::Sender<Event>,
-    redis: Option<Redis>,
+    redis: Option<RedisHandle>,
     freshness: Freshness,
-}
-
-#[derive(Clone)]
-struct Redis {
-    prefix: String,
-    client: redis::Client,
-    /// Re-opened after a failure (a multiplexed connection does not
-    /// recover once its socket is gone).
-    publisher: std::sync::Arc<tokio::sync::Mutex<redis::aio::MultiplexedConnection>>,
 }
 
 impl Fanout {
@@ -61,39 +139,52 @@ impl Fanout {
         }
     }
 
-    /// Over Redis at `url`, on channels named `<prefix><topic>`. Fails when
-    /// Redis cannot be reached now; later outages are retried in the
-    /// background (and end with a [`Event::Resync`]).
-    pub async fn redis(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
-        let publisher = tokio::time::timeout(
-            Duration::from_secs(5),
-            client.get_multiplexed_async_connection(),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("Redis at the configured URL did not answer within 5 s"))??;
+    /// Over Redis at `url`, on channels named `<prefix><topic>`: a
+    /// [`RedisHandle`] of its own, then [`Fanout::on`].
+    pub async fn redis(url: &str, prefix: &str) -> Result<Self, RedisError> {
+        Self::on(RedisHandle::connect(url, prefix, RedisOptions::default()).await?).await
+    }
+
+    /// Over Redis through `redis` (channels `<prefix><topic>`). Fails when
+    /// the subscription cannot be made now; later outages are retried in
+    /// the background (and end with a [`Heard::Resync`]).
+    pub async fn on(redis: RedisHandle) -> Result<Self, RedisError> {
         let (events, _) = broadcast::channel(1024);
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let freshness = Freshness::down();
-        tokio::spawn(subscribe_forever(
-            client.clone(),
-            prefix.to_string(),
-            events.clone(),
-            freshness.clone(),
-            Some(ready_tx),
-        ));
-        tokio::time::timeout(Duration::from_secs(5), ready_rx)
-            .await
-            .map_err(|_| anyhow::anyhow!("could not subscribe to Redis within 5 s"))???;
+        let (sender, fresh) = (events.clone(), freshness.clone());
+        redis
+            .subscribe_all(move |event| match event {
+                PubSubEvent::Up => {
+                    fresh.set_live();
+                    let _ = sender.send(Event::Resync);
+                }
+                PubSubEvent::Down { why } => {
+                    fresh.set_down();
+                    metrics::counter!("twig_fanout_reconnects_total").increment(1);
+                    tracing::warn!(
+                        why,
+                        "Redis subscription lost; cached answers are believed for at most 1 s until it is back"
+                    );
+                }
+                PubSubEvent::Message { channel, payload } => {
+                    let _ = sender.send(Event::Message {
+                        topic: channel.to_string(),
+                        payload: payload.to_string(),
+                    });
+                }
+            })
+            .await?;
         Ok(Self {
             events,
-            redis: Some(Redis {
-                prefix: prefix.to_string(),
-                client,
-                publisher: std::sync::Arc::new(tokio::sync::Mutex::new(publisher)),
-            }),
+            redis: Some(redis),
             freshness,
         })
+    }
+
+    /// The Redis handle announcements travel on, when there is one: other
+    /// users of Redis in the process share it.
+    pub fn redis_handle(&self) -> Option<&RedisHandle> {
+        self.redis.as_ref()
     }
 
     /// Whether announcements are arriving: caches ask it how long their
@@ -102,173 +193,143 @@ impl Fanout {
         self.freshness.clone()
     }
 
-    /// Receives every event from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+    /// Receives every announcement of kind `A` from now on (and every
+    /// resync).
+    pub fn listen<A: Announcement>(&self) -> Listener<A> {
+        Listener {
+            events: self.events.subscribe(),
+            kind: PhantomData,
+        }
     }
 
-    /// Sends `payload` on `topic` to every replica, this one included.
+    /// Sends `announcement` to every replica, this one included.
     /// A Redis failure is logged and counted, not returned: the caches'
     /// lifetimes still bound how stale another replica can be.
-    pub async fn publish(&self, topic: &str, payload: &str) {
-        match &self.redis {
-            None => {
-                let _ = self.events.send(Event::Message {
-                    topic: topic.to_string(),
-                    payload: payload.to_string(),
-                });
-            }
-            Some(r) => {
-                let channel = format!("{}{topic}", r.prefix);
-                let publish = |mut conn: redis::aio::MultiplexedConnection| {
-                    let channel = channel.clone();
-                    async move {
-                        redis::cmd("PUBLISH")
-                            .arg(&channel)
-                            .arg(payload)
-                            .query_async::<i64>(&mut conn)
-                            .await
-                    }
-                };
-                let current = r.publisher.lock().await.clone();
-                let mut sent = publish(current).await.map(|_| ());
-                if sent.is_err() {
-                    // Once more on a fresh connection.
-                    sent = match tokio::time::timeout(
-                        Duration::from_secs(1),
-                        r.client.get_multiplexed_async_connection(),
-                    )
-                    .await
-                    {
-                        Ok(Ok(fresh)) => {
-                            *r.publisher.lock().await = fresh.clone();
-                            publish(fresh).await.map(|_| ())
-                        }
-                        Ok(Err(e)) => Err(e),
-                        Err(_) => sent,
-                    };
-                }
-                if let Err(e) = sent {
-                    metrics::counter!("twig_fanout_publish_errors_total").increment(1);
-                    tracing::warn!(error = %e, %topic, "could not publish to Redis");
-                    // This replica at least forgets at once.
-                    let _ = self.events.send(Event::Message {
-                        topic: topic.to_string(),
-                        payload: payload.to_string(),
-                    });
-                }
-            }
-        }
+    pub async fn announce<A: Announcement>(&self, announcement: &A) {
+        self.publish(announcement.topic(), &announcement.payload())
+            .await;
     }
-}
 
-/// How often the subscription asks Redis whether it is still there, and
-/// how long the answer may take: a connection lost without a word (a
-/// frozen server, a network cut) is noticed within about two seconds.
-const PING_EVERY: Duration = Duration::from_secs(1);
-const PING_TIMEOUT: Duration = Duration::from_secs(1);
-
-async fn subscribe_forever(
-    client: redis::Client,
-    prefix: String,
-    events: broadcast::Sender<Event>,
-    freshness: Freshness,
-    mut ready: Option<tokio::sync::oneshot::Sender<anyhow::Result<()>>>,
-) {
-    let pattern = format!("{prefix}*");
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let attempt = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.psubscribe(&pattern).await?;
-            Ok::<_, redis::RedisError>(pubsub)
+    async fn publish(&self, topic: &str, payload: &str) {
+        let local = || Event::Message {
+            topic: topic.to_string(),
+            payload: payload.to_string(),
         };
-        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-            Ok(Ok(pubsub)) => {
-                backoff = Duration::from_millis(100);
-                freshness.set_live();
-                let _ = events.send(Event::Resync);
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(Ok(()));
-                }
-                let why = deliver(pubsub, &prefix, &events).await;
-                freshness.set_down();
-                tracing::warn!(
-                    why,
-                    "Redis subscription lost; cached answers are believed for at most 1 s until it is back"
-                );
-            }
-            failed => {
-                let error = match failed {
-                    Ok(Err(e)) => anyhow::Error::from(e),
-                    _ => anyhow::anyhow!("Redis did not accept the subscription within 5 s"),
-                };
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(Err(error));
-                    return;
-                }
-                metrics::counter!("twig_fanout_reconnects_total").increment(1);
-                tracing::warn!(error = %error, "cannot subscribe to Redis; retrying");
-            }
+        let Some(redis) = &self.redis else {
+            let _ = self.events.send(local());
+            return;
+        };
+        let mut sent = redis.publish(topic, payload).await;
+        if sent.as_ref().is_err_and(RedisError::is_unavailable) {
+            // Once more: the handle re-opens a broken connection.
+            sent = redis.publish(topic, payload).await;
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// Passes the subscription's messages on until it ends or stops answering
-/// pings; says which.
-async fn deliver(
-    pubsub: redis::aio::PubSub,
-    prefix: &str,
-    events: &broadcast::Sender<Event>,
-) -> &'static str {
-    let (mut sink, mut stream) = pubsub.split();
-    let mut ticks = tokio::time::interval(PING_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            message = stream.next() => {
-                let Some(message) = message else {
-                    return "the connection closed";
-                };
-                let Some(topic) = message.get_channel_name().strip_prefix(prefix) else {
-                    continue;
-                };
-                let Ok(payload) = message.get_payload::<String>() else {
-                    continue;
-                };
-                let _ = events.send(Event::Message {
-                    topic: topic.to_string(),
-                    payload,
-                });
-            }
-            _ = ticks.tick() => {
-                let pong = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
-                if !matches!(pong, Ok(Ok(_))) {
-                    return "Redis did not answer a ping in time";
-                }
-            }
+        if let Err(e) = sent {
+            metrics::counter!("twig_fanout_publish_errors_total").increment(1);
+            tracing::warn!(error = %e.detail(), %topic, "could not publish to Redis");
+            // This replica at least forgets at once.
+            let _ = self.events.send(local());
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
-    #[tokio::test]
-    async fn local_delivers_in_process() {
-        let f = Fanout::local();
-        let mut rx = f.subscribe();
-        f.publish("apikeys.invalidate", "k1").await;
-        assert_eq!(
-            rx.recv().await.unwrap(),
-            Event::Message {
-                topic: "apikeys.invalidate".into(),
-                payload: "k1".into()
+    /// An announcement kind of the tests'.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Changed {
+        Key(String),
+        Org(String),
+    }
+
+    impl Announcement for Changed {
+        fn topic(&self) -> &'static str {
+            match self {
+                Self::Key(_) => "test.key",
+                Self::Org(_) => "test.org",
             }
+        }
+        fn payload(&self) -> String {
+            match self {
+                Self::Key(p) | Self::Org(p) => p.clone(),
+            }
+        }
+        fn decode(topic: &str, payload: &str) -> Option<Self> {
+            match topic {
+                "test.key" => Some(Self::Key(payload.into())),
+                "test.org" => Some(Self::Org(payload.into())),
+                _ => None,
+            }
+        }
+    }
+
+    /// Another kind, on a topic of its own.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Other(u32);
+
+    impl Announcement for Other {
+        fn topic(&self) -> &'static str {
+            "test.other"
+        }
+        fn payload(&self) -> String {
+            self.0.to_string()
+        }
+        fn decode(topic: &str, payload: &str) -> Option<Self> {
+            (topic == "test.other").then(|| payload.parse().ok().map(Self))?
+        }
+    }
+
+    async fn next<A: Announcement>(l: &mut Listener<A>) -> Heard<A> {
+        tokio::time::timeout(Duration::from_secs(2), l.recv())
+            .await
+            .expect("heard within 2 s")
+            .expect("the fan-out is open")
+    }
+
+    #[test]
+    fn announcements_round_trip() {
+        assert!(round_trips(&Changed::Key("k".into())));
+        assert!(round_trips(&Changed::Org("o".into())));
+        assert!(round_trips(&Other(7)));
+        assert!(round_trips(&OneOf::<Changed, Other>::Second(Other(7))));
+        assert_eq!(Other::decode("test.other", "x"), None, "a bad payload");
+    }
+
+    #[tokio::test]
+    async fn local_delivers_in_process_to_listeners_of_the_kind() {
+        let f = Fanout::local();
+        let mut changes = f.listen::<Changed>();
+        let mut others = f.listen::<Other>();
+        let mut both = f.listen::<OneOf<Changed, Other>>();
+        f.announce(&Other(1)).await;
+        f.announce(&Changed::Key("k1".into())).await;
+        assert_eq!(
+            next(&mut changes).await,
+            Heard::Announced(Changed::Key("k1".into()))
         );
+        assert_eq!(next(&mut others).await, Heard::Announced(Other(1)));
+        assert_eq!(
+            next(&mut both).await,
+            Heard::Announced(OneOf::Second(Other(1)))
+        );
+        assert_eq!(
+            next(&mut both).await,
+            Heard::Announced(OneOf::First(Changed::Key("k1".into())))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_falls_behind_resyncs() {
+        let f = Fanout::local();
+        let mut slow = f.listen::<Other>();
+        for i in 0..2000 {
+            f.announce(&Other(i)).await;
+        }
+        assert_eq!(next(&mut slow).await, Heard::Resync);
     }
 
     /// Waits until `freshness` says `live`; panics after `limit`.
@@ -295,7 +356,7 @@ mod tests {
             .await
             .expect("the private Redis answers");
         let freshness = fanout.freshness();
-        let mut events = fanout.subscribe();
+        let mut heard = fanout.listen::<Changed>();
         assert!(freshness.is_live());
 
         // Frozen: the connection stays open, pings go unanswered.
@@ -312,35 +373,66 @@ mod tests {
         until_live(&freshness, true, Duration::from_secs(10)).await;
         let resynced = tokio::time::timeout(Duration::from_secs(2), async {
             loop {
-                if events.recv().await == Ok(Event::Resync) {
+                if heard.recv().await == Some(Heard::Resync) {
                     return;
                 }
             }
         })
         .await;
         assert!(resynced.is_ok(), "a reconnect announces a resync");
-    }
 
-    /// Two fan-outs on one Redis: a message published on one reaches the
-    /// other. Needs Redis at TWIG_TEST_REDIS_URL (default 127.0.0.1:6379).
-    #[tokio::test]
-    async fn redis_reaches_other_replicas() {
-        let url = std::env::var("TWIG_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let prefix = format!("twig-test:{}:", std::process::id());
-        let a = Fanout::redis(&url, &prefix).await.expect("Redis is needed");
-        let b = Fanout::redis(&url, &prefix).await.expect("Redis is needed");
-        let mut rx = b.subscribe();
-        a.publish("apikeys.invalidate", "k2").await;
+        // And announcements travel again, over a re-opened publisher.
+        fanout.announce(&Changed::Org("o1".into())).await;
         let got = tokio::time::timeout(Duration::from_secs(2), async {
             loop {
-                if let Event::Message { topic, payload } = rx.recv().await.unwrap() {
-                    return (topic, payload);
+                if let Some(Heard::Announced(c)) = heard.recv().await {
+                    return c;
+                }
+            }
+        })
+        .await
+        .expect("an announcement after the restart");
+        assert_eq!(got, Changed::Org("o1".into()));
+    }
+
+    /// Two fan-outs on one Redis: an announcement on one reaches the
+    /// other, decoded; another kind's listener does not hear it.
+    #[tokio::test]
+    async fn redis_reaches_other_replicas() {
+        let url = twig_testkit::redis_url();
+        let prefix = twig_testkit::redis_prefix();
+        let a = Fanout::redis(&url, &prefix).await.expect("Redis is needed");
+        let b = Fanout::on(
+            RedisHandle::connect(&url, &prefix, RedisOptions::default())
+                .await
+                .expect("Redis is needed"),
+        )
+        .await
+        .expect("Redis is needed");
+        assert!(b.redis_handle().is_some());
+        let mut changes = b.listen::<Changed>();
+        let mut others = b.listen::<Other>();
+        a.announce(&Changed::Key("k2".into())).await;
+        a.announce(&Other(3)).await;
+        let got = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                if let Some(Heard::Announced(c)) = changes.recv().await {
+                    return c;
                 }
             }
         })
         .await
         .expect("message within 2 s");
-        assert_eq!(got, ("apikeys.invalidate".into(), "k2".into()));
+        assert_eq!(got, Changed::Key("k2".into()));
+        let other = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                if let Some(Heard::Announced(o)) = others.recv().await {
+                    return o;
+                }
+            }
+        })
+        .await
+        .expect("message within 2 s");
+        assert_eq!(other, Other(3), "the first Other it hears, not the Changed");
     }
 }

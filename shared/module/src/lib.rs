@@ -451,13 +451,13 @@ impl RemoteContext<'_> {
 
     /// A remote credential service's answers, kept for
     /// `remote.verify_cache_ttl` (positive answers only) and dropped as
-    /// soon as the service announces a change (`stale_of` reads its
-    /// announcements), or all of them after a reconnect, when
-    /// announcements may have been missed.
-    pub fn keep_answers(
+    /// soon as the service announces a change of kind `A` (`stale_of`
+    /// says which answers it makes stale), or all of them after a
+    /// reconnect, when announcements may have been missed.
+    pub fn keep_answers<A: twig_fanout::Announcement>(
         &mut self,
         remote: Arc<dyn twig_auth::Authenticator>,
-        stale_of: fn(&str, &str) -> Option<twig_auth::Stale>,
+        stale_of: fn(A) -> twig_auth::Stale,
     ) -> Arc<dyn twig_auth::Authenticator> {
         let ttl = self.cx.config.remote.verify_cache_ttl;
         if ttl.is_zero() {
@@ -469,10 +469,10 @@ impl RemoteContext<'_> {
             self.cx.fanout.freshness(),
             self.cx.deps.clock.clone(),
         ));
-        let events = self.cx.fanout.subscribe();
+        let heard = self.cx.fanout.listen::<A>();
         self.cx.workers.listen(
             "stale remote answers",
-            forget_stale(events, cache.clone(), stale_of),
+            forget_stale(heard, cache.clone(), stale_of),
         );
         cache
     }
@@ -493,22 +493,15 @@ impl RemoteContext<'_> {
 }
 
 /// Drops `cache`'s answers as announcements say they are stale.
-async fn forget_stale(
-    mut events: tokio::sync::broadcast::Receiver<twig_fanout::Event>,
+async fn forget_stale<A: twig_fanout::Announcement>(
+    mut heard: twig_fanout::Listener<A>,
     cache: Arc<twig_auth::VerifyCache>,
-    stale_of: fn(&str, &str) -> Option<twig_auth::Stale>,
+    stale_of: fn(A) -> twig_auth::Stale,
 ) {
-    use tokio::sync::broadcast::error::RecvError;
-    loop {
-        let stale = match events.recv().await {
-            Ok(twig_fanout::Event::Message { topic, payload }) => stale_of(&topic, &payload),
-            Ok(twig_fanout::Event::Resync) | Err(RecvError::Lagged(_)) => {
-                Some(twig_auth::Stale::All)
-            }
-            Err(RecvError::Closed) => return,
-        };
-        if let Some(stale) = stale {
-            cache.forget(stale);
-        }
+    while let Some(heard) = heard.recv().await {
+        cache.forget(match heard {
+            twig_fanout::Heard::Announced(changed) => stale_of(changed),
+            twig_fanout::Heard::Resync => twig_auth::Stale::All,
+        });
     }
 }

@@ -24,15 +24,16 @@
 //!   trip per slice.
 //!
 //! When Redis cannot be reached the check fails with [`Unreachable`] (the
-//! service applies the configured policy); the connection is re-opened on
-//! a later batch, at most every [`RECONNECT_PAUSE`].
+//! service applies the configured policy). The connection is the
+//! process's [`RedisHandle`], which re-opens it by itself (with backoff)
+//! and names the keys under the configured prefix.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dashmap::DashMap;
-use redis::aio::MultiplexedConnection;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use twig_redis::{Key, RedisError, RedisHandle, RedisOptions, Script};
 
 use super::Unreachable;
 use crate::subject::Subject;
@@ -46,13 +47,11 @@ const MAX_BATCH: usize = 256;
 const WORKERS: usize = 2;
 /// Entries waiting for a batch at most; more wait to enqueue.
 const QUEUE: usize = 16_384;
-/// After a failed connection attempt, batches fail at once for this long.
-const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 
 /// Counts in Redis; cheap to share.
 pub struct RedisStore {
     queue: mpsc::Sender<Entry>,
-    prefix: String,
+    redis: RedisHandle,
     timeout: Duration,
     refusals: DashMap<Subject, Refusal>,
     /// None: every check goes to Redis.
@@ -62,7 +61,7 @@ pub struct RedisStore {
 /// One entry of a batch.
 enum Entry {
     Check {
-        key: String,
+        key: Key,
         limit: Limit,
         now_ms: u64,
         cost: u64,
@@ -71,7 +70,7 @@ enum Entry {
         reply: oneshot::Sender<Result<Answer, Unreachable>>,
     },
     GiveBack {
-        key: String,
+        key: Key,
         limit: Limit,
         slice: u64,
         units: u64,
@@ -119,34 +118,47 @@ impl Lease {
     }
 }
 
-fn key(prefix: &str, limit: &Limit, subject: &Subject) -> String {
-    format!("{prefix}quota:{}:{}", limit.slice_ms(), subject.as_str())
+fn key(redis: &RedisHandle, limit: &Limit, subject: &Subject) -> Key {
+    redis.key(&format!("quota:{}:{}", limit.slice_ms(), subject.as_str()))
+}
+
+fn unreachable(e: &RedisError) -> Unreachable {
+    Unreachable(e.detail())
 }
 
 impl RedisStore {
-    /// Connects to Redis at `url`; keys are named `<prefix>quota:…`. Each
-    /// Redis call gets `timeout`. Fails when Redis cannot be reached now.
+    /// Connects to Redis at `url` with a handle of its own; keys are named
+    /// `<prefix>quota:…`. Each Redis call gets `timeout`. Fails when Redis
+    /// cannot be reached now. (A process shares one handle: see
+    /// [`RedisStore::on`].)
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, Unreachable> {
-        let client = redis::Client::open(url).map_err(|e| Unreachable(e.to_string()))?;
-        let first = open(&client, timeout).await?;
+        let options = RedisOptions {
+            command_timeout: timeout,
+            connect_timeout: timeout,
+        };
+        let redis = RedisHandle::connect(url, prefix, options)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        Ok(Self::on(redis))
+    }
+
+    /// Counts through `redis` (keys `<prefix>quota:…`); each Redis call
+    /// gets the handle's timeout.
+    pub fn on(redis: RedisHandle) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
+        let script = Arc::new(Script::new(SCRIPT));
         for _ in 0..WORKERS {
-            tokio::spawn(run_batches(
-                client.clone(),
-                rx.clone(),
-                timeout,
-                Some(first.clone()),
-            ));
+            tokio::spawn(run_batches(redis.clone(), script.clone(), rx.clone()));
         }
         metrics::gauge!("twig_quota_store_up").set(1.0);
-        Ok(Self {
+        Self {
             queue: tx,
-            prefix: prefix.to_string(),
-            timeout,
+            timeout: redis.timeout(),
+            redis,
             refusals: DashMap::new(),
             leases: Some(DashMap::new()),
-        })
+        }
     }
 
     /// Sends every check to Redis (no leases): each answer is then exactly
@@ -177,7 +189,7 @@ impl RedisStore {
         }
         let (reply, answer) = oneshot::channel();
         let entry = Entry::Check {
-            key: key(&self.prefix, limit, subject),
+            key: key(&self.redis, limit, subject),
             limit: *limit,
             now_ms,
             cost,
@@ -297,7 +309,7 @@ impl RedisStore {
             return;
         }
         let _ = self.queue.try_send(Entry::GiveBack {
-            key: key(&self.prefix, &lease.limit, subject),
+            key: key(&self.redis, &lease.limit, subject),
             limit: lease.limit,
             slice: lease.slice,
             units: lease.left,
@@ -349,32 +361,13 @@ impl RedisStore {
     }
 }
 
-async fn open(
-    client: &redis::Client,
-    timeout: Duration,
-) -> Result<MultiplexedConnection, Unreachable> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    tokio::time::timeout(
-        timeout,
-        client.get_multiplexed_async_connection_with_config(&config),
-    )
-    .await
-    .map_err(|_| Unreachable(format!("no connection within {timeout:?}")))?
-    .map_err(|e| Unreachable(e.to_string()))
-}
-
 /// One worker: takes whatever is waiting, sends it as one script call,
-/// answers each check; keeps its own connection and re-opens it.
+/// answers each check.
 async fn run_batches(
-    client: redis::Client,
+    redis: RedisHandle,
+    script: Arc<Script>,
     queue: Arc<Mutex<mpsc::Receiver<Entry>>>,
-    timeout: Duration,
-    mut conn: Option<MultiplexedConnection>,
 ) {
-    let script = redis::Script::new(SCRIPT);
-    let mut next_attempt = Instant::now();
     loop {
         let batch = {
             let mut queue = queue.lock().await;
@@ -391,17 +384,7 @@ async fn run_batches(
             batch
         };
         metrics::histogram!("twig_quota_redis_batch_size").record(batch.len() as f64);
-        if conn.is_none() && Instant::now() >= next_attempt {
-            match open(&client, timeout).await {
-                Ok(c) => conn = Some(c),
-                Err(_) => next_attempt = Instant::now() + RECONNECT_PAUSE,
-            }
-        }
-        let result = match conn.as_mut() {
-            Some(c) => run_batch(&script, c, &batch, timeout).await,
-            None => Err(Unreachable("not connected; reconnecting".into())),
-        };
-        match result {
+        match run_batch(&redis, &script, &batch).await {
             Ok(values) => {
                 metrics::gauge!("twig_quota_store_up").set(1.0);
                 for (entry, v) in batch.into_iter().zip(values.chunks_exact(5)) {
@@ -413,10 +396,6 @@ async fn run_batches(
             Err(e) => {
                 metrics::gauge!("twig_quota_store_up").set(0.0);
                 metrics::counter!("twig_quota_store_errors_total").increment(1);
-                if conn.take().is_some() {
-                    // Try again at once on the next batch, then pause.
-                    next_attempt = Instant::now();
-                }
                 for entry in batch {
                     if let Entry::Check { reply, .. } = entry {
                         let _ = reply.send(Err(e.clone()));
@@ -428,10 +407,9 @@ async fn run_batches(
 }
 
 async fn run_batch(
-    script: &redis::Script,
-    conn: &mut MultiplexedConnection,
+    redis: &RedisHandle,
+    script: &Script,
     batch: &[Entry],
-    timeout: Duration,
 ) -> Result<Vec<i64>, Unreachable> {
     let now = batch
         .iter()
@@ -441,7 +419,7 @@ async fn run_batch(
         })
         .max()
         .unwrap_or(0);
-    let mut call = script.prepare_invoke();
+    let mut call = script.call();
     call.arg(now);
     for entry in batch {
         let (op, key, limit, amount, extra) = match entry {
@@ -467,10 +445,7 @@ async fn run_batch(
             .arg(amount)
             .arg(extra);
     }
-    let values: Vec<i64> = tokio::time::timeout(timeout, call.invoke_async(conn))
-        .await
-        .map_err(|_| Unreachable(format!("no answer within {timeout:?}")))?
-        .map_err(|e| Unreachable(e.to_string()))?;
+    let values: Vec<i64> = redis.invoke(&call).await.map_err(|e| unreachable(&e))?;
     if values.len() != batch.len() * 5 {
         return Err(Unreachable(format!(
             "the script answered {} values for {} entries",
