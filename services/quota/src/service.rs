@@ -402,6 +402,13 @@ impl Quota {
         self.usage.flush().await
     }
 
+    /// Pauses the next usage flush inside its transaction, for tests that
+    /// stop the server in the middle of one.
+    #[cfg(feature = "test-hooks")]
+    pub fn pause_next_usage_flush(&self) -> twig_db::batch::hooks::Pause {
+        self.usage.pause_next_flush()
+    }
+
     /// Forgets counts and refusals that can no longer matter.
     pub fn sweep(&self) {
         self.store.sweep(self.now_ms());

@@ -2,13 +2,15 @@
 //! minute.
 //!
 //! Checks are tallied in memory and added to `quota_usage` by
-//! [`Usage::flush`] (every few seconds and at shutdown); replicas add to
-//! the same rows. Queries include what is not yet written.
+//! [`Usage::flush`] (every few seconds and at shutdown) through a
+//! [`BatchedWriter`]: one transaction per flush, merged back on failure;
+//! replicas add to the same rows. Queries include what is not yet
+//! written.
 
-use dashmap::DashMap;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait};
-use sea_orm::{QueryFilter, QueryOrder};
+use sea_orm::{DatabaseTransaction, QueryFilter, QueryOrder};
+use twig_db::batch::{BatchedWriter, Merge, Select, Upsert};
 
 use crate::entity::quota_usage;
 use crate::subject::Subject;
@@ -27,21 +29,11 @@ pub struct Counts {
     pub shadow_denied: u64,
 }
 
-impl Counts {
-    fn add(&mut self, other: Counts) {
-        self.allowed += other.allowed;
-        self.denied += other.denied;
-        self.shadow_denied += other.shadow_denied;
-    }
-
-    fn sub(&mut self, other: Counts) {
-        self.allowed = self.allowed.saturating_sub(other.allowed);
-        self.denied = self.denied.saturating_sub(other.denied);
-        self.shadow_denied = self.shadow_denied.saturating_sub(other.shadow_denied);
-    }
-
-    fn is_zero(&self) -> bool {
-        *self == Counts::default()
+impl Merge for Counts {
+    fn merge(&mut self, other: Counts) {
+        self.allowed = self.allowed.saturating_add(other.allowed);
+        self.denied = self.denied.saturating_add(other.denied);
+        self.shadow_denied = self.shadow_denied.saturating_add(other.shadow_denied);
     }
 }
 
@@ -76,62 +68,60 @@ impl Tally {
     }
 }
 
+/// The most (subject, minute) pairs pending: decisions about further
+/// subjects are not tallied until a flush (and are counted in
+/// `twig_batch_dropped_total`). Subjects come from requests (addresses,
+/// custom subjects), so this bounds what a flood of them can hold: about
+/// 150 bytes each.
+pub const MAX_PENDING: usize = 500_000;
+
+/// Adds tallies to `quota_usage`.
+struct WriteUsage;
+
+impl Upsert<(Subject, i64), Counts> for WriteUsage {
+    async fn upsert(
+        &self,
+        txn: &DatabaseTransaction,
+        batch: &[((Subject, i64), Counts)],
+    ) -> Result<(), DbErr> {
+        for ((subject, minute), counts) in batch {
+            write(txn, subject, *minute, *counts).await?;
+        }
+        Ok(())
+    }
+}
+
 /// Tallies not yet written, and the table.
 pub struct Usage {
     db: DatabaseConnection,
-    pending: DashMap<Subject, Vec<(i64, Counts)>>,
-    /// Held while tallies are written: two flushes at once (the
-    /// background one and a caller's) would both add the same counts.
-    flushing: tokio::sync::Mutex<()>,
+    pending: BatchedWriter<(Subject, i64), Counts, WriteUsage>,
 }
 
 impl Usage {
     /// Usage stored in `db`.
     pub fn new(db: DatabaseConnection) -> Self {
         Self {
+            pending: BatchedWriter::new("quota usage", db.clone(), WriteUsage, MAX_PENDING),
             db,
-            pending: DashMap::new(),
-            flushing: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Adds one decision about `subject` in `minute`.
     pub fn record(&self, subject: &Subject, minute: i64, tally: Tally) {
-        let add = tally.counts();
-        if let Some(mut minutes) = self.pending.get_mut(subject) {
-            add_to(&mut minutes, minute, add);
-            return;
-        }
-        add_to(
-            &mut self.pending.entry(subject.clone()).or_default(),
-            minute,
-            add,
-        );
+        self.pending.record((subject.clone(), minute), tally.counts());
     }
 
-    /// Adds the tallies to the table; what was written is no longer held.
+    /// Adds the tallies to the table, in one transaction; what was written
+    /// is no longer held, what failed is kept for the next flush.
     pub async fn flush(&self) -> Result<(), DbErr> {
-        let _one_at_a_time = self.flushing.lock().await;
-        let snapshot: Vec<(Subject, Vec<(i64, Counts)>)> = self
-            .pending
-            .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect();
-        for (subject, minutes) in snapshot {
-            for (minute, counts) in minutes {
-                write(&self.db, &subject, minute, counts).await?;
-                if let Some(mut held) = self.pending.get_mut(&subject)
-                    && let Some((_, c)) = held.iter_mut().find(|(m, _)| *m == minute)
-                {
-                    c.sub(counts);
-                }
-            }
-            if let Some(mut held) = self.pending.get_mut(&subject) {
-                held.retain(|(_, c)| !c.is_zero());
-            }
-            self.pending.remove_if(&subject, |_, held| held.is_empty());
-        }
-        Ok(())
+        self.pending.flush(Select::All).await.map(|_| ())
+    }
+
+    /// Pauses the next flush inside its transaction, for tests that stop
+    /// the server in the middle of one.
+    #[cfg(feature = "test-hooks")]
+    pub fn pause_next_flush(&self) -> twig_db::batch::hooks::Pause {
+        self.pending.pause_next_flush()
     }
 
     /// Minutes `from..=to` of `subject` with any decision, oldest first.
@@ -161,8 +151,10 @@ impl Usage {
                 )
             })
             .collect();
-        if let Some(held) = self.pending.get(subject) {
-            for &(minute, counts) in held.iter().filter(|(m, _)| (from..=to).contains(m)) {
+        let mut key = (subject.clone(), from);
+        for minute in from..=to {
+            key.1 = minute;
+            if let Some(counts) = self.pending.get(&key) {
                 add_to(&mut out, minute, counts);
             }
         }
@@ -173,13 +165,13 @@ impl Usage {
 
 fn add_to(minutes: &mut Vec<(i64, Counts)>, minute: i64, add: Counts) {
     match minutes.iter_mut().find(|(m, _)| *m == minute) {
-        Some((_, c)) => c.add(add),
+        Some((_, c)) => c.merge(add),
         None => minutes.push((minute, add)),
     }
 }
 
 async fn write(
-    db: &DatabaseConnection,
+    db: &DatabaseTransaction,
     subject: &Subject,
     minute: i64,
     counts: Counts,
