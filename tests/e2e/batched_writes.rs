@@ -159,7 +159,11 @@ async fn api_key_usage_is_written_once_across_a_stop_mid_flush(backend: Backend,
             .sum()
     };
     assert_eq!(per_minute(first_minute), in_first, "{ending:?}: {rows:?}");
-    assert_eq!(per_minute(first_minute + 1), in_second, "{ending:?}: {rows:?}");
+    assert_eq!(
+        per_minute(first_minute + 1),
+        in_second,
+        "{ending:?}: {rows:?}"
+    );
     assert_eq!(rows.len(), 2 * keys.len(), "one row per key and minute");
     let stored = twig_apikeys::entity::api_key::Entity::find()
         .filter(twig_apikeys::entity::api_key::Column::Id.is_in(ids))

@@ -10,11 +10,11 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, DbErr,
     EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
-use twig_db::batch::{BatchedWriter, Max, Select, Sum, Upsert};
 use twig_audit::{AuditEvent, Outcome};
 use twig_auth::{Credential, Principal, Scope};
 use twig_clock::Clock;
 use twig_crypto::{Token, TokenFormatError, TokenHash, TokenKind};
+use twig_db::batch::{BatchedWriter, Max, Select, Sum, Upsert};
 use twig_fanout::{Event, Fanout};
 use uuid::Uuid;
 

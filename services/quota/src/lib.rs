@@ -17,6 +17,7 @@
 //! - [`grpc::QuotaGrpc`]: `twig.quota.v1.QuotaService` on the wire.
 
 pub mod entity;
+pub mod error;
 pub mod grpc;
 pub mod limits;
 pub mod migration;
@@ -28,6 +29,7 @@ pub mod subject;
 pub mod usage;
 pub mod window;
 
+pub use error::QuotaError;
 pub use limits::{Limits, Rule};
 pub use migration::Migrator;
 pub use requests::{PerRequest, RequestCounter};

@@ -108,7 +108,8 @@ impl Usage {
 
     /// Adds one decision about `subject` in `minute`.
     pub fn record(&self, subject: &Subject, minute: i64, tally: Tally) {
-        self.pending.record((subject.clone(), minute), tally.counts());
+        self.pending
+            .record((subject.clone(), minute), tally.counts());
     }
 
     /// Adds the tallies to the table, in one transaction; what was written

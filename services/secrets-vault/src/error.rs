@@ -84,7 +84,10 @@ pub enum VaultError {
         at: chrono::DateTime<chrono::Utc>,
     },
     /// A master key version beyond what the table stores.
-    #[error("vault master key version {version} is too large (at most {})", i32::MAX)]
+    #[error(
+        "vault master key version {version} is too large (at most {})",
+        i32::MAX
+    )]
     VersionTooLarge {
         /// The version.
         version: u32,

@@ -212,7 +212,9 @@ impl Vault {
                 provider.name()
             ))
         };
-        let txn = twig_db::begin_write(&self.db).await.map_err(VaultError::from)?;
+        let txn = twig_db::begin_write(&self.db)
+            .await
+            .map_err(VaultError::from)?;
         let existing = secret::Entity::find()
             .filter(secret::Column::OrgId.eq(principal.org_id))
             .filter(secret::Column::Provider.eq(provider.name()))
@@ -292,17 +294,18 @@ impl Vault {
     ) -> Result<secret::Model, VaultError> {
         principal.require_scope(Scope::Admin)?;
         let found = self.find(principal.org_id, id).await?;
-        let provider = Provider::parse(&found.provider)
-            .map_err(|reason| VaultError::Corrupt {
-                what: "provider",
-                source: reason.into(),
-            })?;
+        let provider = Provider::parse(&found.provider).map_err(|reason| VaultError::Corrupt {
+            what: "provider",
+            source: reason.into(),
+        })?;
         provider
             .check(value)
             .map_err(|r| VaultError::invalid_field("value", r))?;
         let sealed = self.seal_value(found.org_id, found.id, value);
         let now = self.clock.now();
-        let txn = twig_db::begin_write(&self.db).await.map_err(VaultError::from)?;
+        let txn = twig_db::begin_write(&self.db)
+            .await
+            .map_err(VaultError::from)?;
         let mut model: secret::ActiveModel = found.into();
         model.sealed = Set(sealed.to_text());
         model.key_version = Set(i32::try_from(sealed.version).unwrap_or(i32::MAX));
@@ -325,7 +328,9 @@ impl Vault {
         principal.require_scope(Scope::Admin)?;
         let found = self.find(principal.org_id, id).await?;
         let now = self.clock.now();
-        let txn = twig_db::begin_write(&self.db).await.map_err(VaultError::from)?;
+        let txn = twig_db::begin_write(&self.db)
+            .await
+            .map_err(VaultError::from)?;
         secret::Entity::delete_by_id(found.id)
             .exec(&txn)
             .await
@@ -360,15 +365,16 @@ impl Vault {
         let sealed = Sealed::parse(&found.sealed).map_err(stored)?;
         let plain =
             envelope::open(&self.keys, &Self::binding(org, found.id), &sealed).map_err(stored)?;
-        let value = Zeroizing::new(
-            String::from_utf8(plain.to_vec())
-                .map_err(|source| VaultError::Corrupt {
-                    what: "value",
-                    source: source.into(),
-                })?,
-        );
+        let value = Zeroizing::new(String::from_utf8(plain.to_vec()).map_err(|source| {
+            VaultError::Corrupt {
+                what: "value",
+                source: source.into(),
+            }
+        })?);
         let now = self.clock.now();
-        let txn = twig_db::begin_write(&self.db).await.map_err(VaultError::from)?;
+        let txn = twig_db::begin_write(&self.db)
+            .await
+            .map_err(VaultError::from)?;
         secret::Entity::update_many()
             .col_expr(secret::Column::LastUsedAt, Expr::value(now))
             .filter(secret::Column::Id.eq(found.id))
@@ -475,7 +481,9 @@ impl Vault {
         if unfinished.is_none() {
             let now = self.clock.now();
             let id = Uuid::now_v7();
-            let txn = twig_db::begin_write(&self.db).await.map_err(VaultError::from)?;
+            let txn = twig_db::begin_write(&self.db)
+                .await
+                .map_err(VaultError::from)?;
             // A job for an older target is superseded.
             rewrap_job::Entity::update_many()
                 .col_expr(rewrap_job::Column::FinishedAt, Expr::value(now))
@@ -554,7 +562,9 @@ impl Vault {
             )));
         };
         loop {
-            let txn = twig_db::begin_write(&self.db).await.map_err(VaultError::from)?;
+            let txn = twig_db::begin_write(&self.db)
+                .await
+                .map_err(VaultError::from)?;
             let rows = secret::Entity::find()
                 .filter(secret::Column::KeyVersion.ne(job.target_version))
                 .order_by_asc(secret::Column::Id)
@@ -632,7 +642,9 @@ impl Vault {
             ));
         }
         let now: DateTime<Utc> = self.clock.now();
-        let txn = twig_db::begin_write(&self.db).await.map_err(VaultError::from)?;
+        let txn = twig_db::begin_write(&self.db)
+            .await
+            .map_err(VaultError::from)?;
         let using = secret::Entity::find()
             .filter(secret::Column::KeyVersion.eq(v))
             .count(&txn)

@@ -5,9 +5,9 @@
 //! failure.
 
 use chrono::{DateTime, Utc};
+use sea_orm::QueryFilter;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait};
-use sea_orm::QueryFilter;
 use twig_db::batch::{BatchedWriter, Max, Select, Upsert};
 use uuid::Uuid;
 

@@ -432,7 +432,11 @@ mod tests {
     }
 
     impl Upsert<i64, Sum> for AddCounts {
-        async fn upsert(&self, txn: &DatabaseTransaction, batch: &[(i64, Sum)]) -> Result<(), DbErr> {
+        async fn upsert(
+            &self,
+            txn: &DatabaseTransaction,
+            batch: &[(i64, Sum)],
+        ) -> Result<(), DbErr> {
             for (k, Sum(n)) in batch {
                 txn.execute_raw(Statement::from_string(
                     DbBackend::Sqlite,
@@ -468,7 +472,12 @@ mod tests {
         .await
         .unwrap()
         .into_iter()
-        .map(|r| (r.try_get_by_index(0).unwrap(), r.try_get_by_index(1).unwrap()))
+        .map(|r| {
+            (
+                r.try_get_by_index(0).unwrap(),
+                r.try_get_by_index(1).unwrap(),
+            )
+        })
         .collect()
     }
 

@@ -20,7 +20,9 @@ pub enum ServerError {
     #[error("cannot configure the Prometheus histogram buckets")]
     MetricsBuckets(#[source] BuildError),
     /// The Prometheus recorder could not be installed.
-    #[error("cannot install the Prometheus recorder: one is installed already (call install_recorder once)")]
+    #[error(
+        "cannot install the Prometheus recorder: one is installed already (call install_recorder once)"
+    )]
     MetricsInstall(#[source] BuildError),
     /// The metrics upkeep thread could not be started.
     #[error("cannot start the metrics upkeep thread (out of threads or memory?)")]

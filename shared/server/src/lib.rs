@@ -137,7 +137,9 @@ pub async fn serve(
              accepts will fail before the cap is reached; lower it or raise the limit"
         );
     }
-    let local = listener.local_addr().map_err(ServerError::ListenerAddress)?;
+    let local = listener
+        .local_addr()
+        .map_err(ServerError::ListenerAddress)?;
     set_all(&reporter, &options.service_names, ServingStatus::Serving).await;
     tracing::info!(
         address = %local,

@@ -20,7 +20,9 @@ pub struct Telemetry {
 pub enum TelemetryError {
     /// The configured log filter does not parse (`RUST_LOG`, when set and
     /// valid, wins over it).
-    #[error("telemetry.log_filter {filter:?} is not a valid filter; fix it (e.g. \"info,twig=debug\")")]
+    #[error(
+        "telemetry.log_filter {filter:?} is not a valid filter; fix it (e.g. \"info,twig=debug\")"
+    )]
     Filter {
         /// The filter as configured.
         filter: String,
