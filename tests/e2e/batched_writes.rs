@@ -194,7 +194,31 @@ async fn api_key_usage_stop_mid_flush_that_fails(backend: Backend) {
     api_key_usage_is_written_once_across_a_stop_mid_flush(backend, Ending::Fails).await;
 }
 
+/// Last-seen times still held at a stop are written by the last flush:
+/// the stored time is the session's latest use, never an earlier one.
+async fn last_seen_times_are_written_at_stop(backend: Backend) {
+    let app = TestApp::builder(backend).weak_hashing().spawn().await;
+    let db = app.db.clone();
+    let who = email("seen");
+    app.sign_up(&who).await;
+    let tokens = app.login(&who).await;
+    for _ in 0..3 {
+        app.clock.advance(Duration::from_secs(100));
+        app.verify(&tokens.access_token).await.unwrap();
+    }
+    let _database = app.stop_keeping_database().await;
+    let row = twig_sessions::entity::session::Entity::find_by_id(
+        uuid::Uuid::parse_str(&tokens.session_id).unwrap(),
+    )
+    .one(&db)
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!((row.last_seen_at - row.created_at).num_seconds(), 300);
+}
+
 on_both_backends!(
+    last_seen_times_are_written_at_stop,
     quota_usage_stop_mid_flush_that_commits,
     quota_usage_stop_mid_flush_that_fails,
     api_key_usage_stop_mid_flush_that_commits,
