@@ -78,20 +78,27 @@ impl Upsert<(Uuid, i64), Sum> for WriteUsage {
         txn: &DatabaseTransaction,
         batch: &[((Uuid, i64), Sum)],
     ) -> std::result::Result<(), DbErr> {
-        for ((key_id, minute), Sum(count)) in batch {
-            let n = i64::try_from(*count).unwrap_or(i64::MAX);
-            api_key_usage::Entity::insert(api_key_usage::ActiveModel {
-                key_id: Set(*key_id),
-                minute: Set(*minute),
-                requests: Set(n),
-            })
+        // Many rows per statement (three parameters a row): one flush is
+        // one transaction, which holds SQLite's write lock until it commits.
+        for chunk in batch.chunks(1000) {
+            api_key_usage::Entity::insert_many(chunk.iter().map(
+                |((key_id, minute), Sum(count))| api_key_usage::ActiveModel {
+                    key_id: Set(*key_id),
+                    minute: Set(*minute),
+                    requests: Set(i64::try_from(*count).unwrap_or(i64::MAX)),
+                },
+            ))
             .on_conflict(
                 OnConflict::columns([api_key_usage::Column::KeyId, api_key_usage::Column::Minute])
                     .value(
                         api_key_usage::Column::Requests,
+                        // stored + the row this statement tried to insert
                         sea_orm::sea_query::ExprTrait::add(
                             Expr::col((api_key_usage::Entity, api_key_usage::Column::Requests)),
-                            n,
+                            Expr::col((
+                                sea_orm::sea_query::Alias::new("excluded"),
+                                api_key_usage::Column::Requests,
+                            )),
                         ),
                     )
                     .to_owned(),

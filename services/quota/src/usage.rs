@@ -7,7 +7,7 @@
 //! replicas add to the same rows. Queries include what is not yet
 //! written.
 
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait};
 use sea_orm::{DatabaseTransaction, QueryFilter, QueryOrder};
 use twig_db::batch::{BatchedWriter, Merge, Select, Upsert};
@@ -84,10 +84,7 @@ impl Upsert<(Subject, i64), Counts> for WriteUsage {
         txn: &DatabaseTransaction,
         batch: &[((Subject, i64), Counts)],
     ) -> Result<(), DbErr> {
-        for ((subject, minute), counts) in batch {
-            write(txn, subject, *minute, *counts).await?;
-        }
-        Ok(())
+        write(txn, batch).await
     }
 }
 
@@ -171,39 +168,46 @@ fn add_to(minutes: &mut Vec<(i64, Counts)>, minute: i64, add: Counts) {
     }
 }
 
-async fn write(
-    db: &DatabaseTransaction,
-    subject: &Subject,
-    minute: i64,
-    counts: Counts,
-) -> Result<(), DbErr> {
+/// Rows per statement: well under SQLite's and PostgreSQL's limits on
+/// bound parameters (five a row).
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Adds `batch` to `quota_usage`, many rows per statement: one flush is
+/// one transaction, which holds SQLite's write lock until it commits.
+async fn write(db: &DatabaseTransaction, batch: &[((Subject, i64), Counts)]) -> Result<(), DbErr> {
     let n = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
-    let plus =
-        |column: quota_usage::Column, x: u64| Expr::col((quota_usage::Entity, column)).add(n(x));
-    quota_usage::Entity::insert(quota_usage::ActiveModel {
-        subject: Set(subject.as_str().to_string()),
-        minute: Set(minute),
-        allowed: Set(n(counts.allowed)),
-        denied: Set(n(counts.denied)),
-        shadow_denied: Set(n(counts.shadow_denied)),
-    })
-    .on_conflict(
-        OnConflict::columns([quota_usage::Column::Subject, quota_usage::Column::Minute])
-            .value(
-                quota_usage::Column::Allowed,
-                plus(quota_usage::Column::Allowed, counts.allowed),
-            )
-            .value(
-                quota_usage::Column::Denied,
-                plus(quota_usage::Column::Denied, counts.denied),
-            )
-            .value(
-                quota_usage::Column::ShadowDenied,
-                plus(quota_usage::Column::ShadowDenied, counts.shadow_denied),
-            )
-            .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
+    // stored + the row this statement tried to insert
+    let plus = |column: quota_usage::Column| {
+        Expr::col((quota_usage::Entity, column)).add(Expr::col((Alias::new("excluded"), column)))
+    };
+    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+        quota_usage::Entity::insert_many(chunk.iter().map(|((subject, minute), counts)| {
+            quota_usage::ActiveModel {
+                subject: Set(subject.as_str().to_string()),
+                minute: Set(*minute),
+                allowed: Set(n(counts.allowed)),
+                denied: Set(n(counts.denied)),
+                shadow_denied: Set(n(counts.shadow_denied)),
+            }
+        }))
+        .on_conflict(
+            OnConflict::columns([quota_usage::Column::Subject, quota_usage::Column::Minute])
+                .value(
+                    quota_usage::Column::Allowed,
+                    plus(quota_usage::Column::Allowed),
+                )
+                .value(
+                    quota_usage::Column::Denied,
+                    plus(quota_usage::Column::Denied),
+                )
+                .value(
+                    quota_usage::Column::ShadowDenied,
+                    plus(quota_usage::Column::ShadowDenied),
+                )
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    }
     Ok(())
 }
