@@ -264,5 +264,5 @@ pub async fn run(
     .await;
     // Periodic writers finish their run and write what they still hold.
     suite.workers.stop(drain_timeout).await;
-    result
+    Ok(result?)
 }

@@ -104,7 +104,8 @@ async fn main_async(command: Command, config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {}", config.server.listen))?;
             tokio::spawn(async move {
                 if let Err(e) = twig_server::serve_admin(admin, metrics).await {
-                    tracing::error!(error = %e, "admin port stopped");
+                    let e = anyhow::Error::from(e);
+                    tracing::error!(error = %format!("{e:#}"), "admin port stopped");
                 }
             });
             run(

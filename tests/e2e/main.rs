@@ -34,6 +34,7 @@ macro_rules! on_both_backends {
 mod access;
 mod api_keys;
 mod authorize;
+mod batched_writes;
 mod binary;
 mod browser;
 mod buf_curl;

@@ -863,15 +863,9 @@ async fn rewrap_bench(url: &str, count: u64) -> anyhow::Result<()> {
     ])?);
     let vault = Arc::new(twig_vault::Vault::open(db, both, clock, 500).await?);
     let started = Instant::now();
-    vault
-        .start_rewrap()
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    vault.start_rewrap().await?;
     loop {
-        let (_, job) = vault
-            .master_keys()
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        let (_, job) = vault.master_keys().await?;
         let job = job.context("no job")?;
         if job.job.finished_at.is_some() {
             let secs = started.elapsed().as_secs_f64();

@@ -6,16 +6,16 @@ use std::time::Duration;
 
 use crate::remote::KeysChanged;
 use chrono::{DateTime, Utc};
-use dashmap::DashMap;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use twig_audit::{AuditEvent, Outcome};
 use twig_auth::{Credential, Principal, Scope};
 use twig_clock::Clock;
 use twig_crypto::{Token, TokenFormatError, TokenHash, TokenKind};
+use twig_db::batch::{BatchedWriter, Max, Select, Sum, Upsert};
 use twig_fanout::{Fanout, Heard};
 use uuid::Uuid;
 
@@ -47,12 +47,11 @@ pub struct ApiKeys {
     db: DatabaseConnection,
     clock: Arc<dyn Clock>,
     cache: KeyCache,
-    /// Successful verifications per (key, minute) since the last flush:
-    /// one map update per verification, for the counts and last-used time.
-    usage: DashMap<(Uuid, i64), Use>,
-    /// Held while usage is written: two flushes at once (the background
-    /// one and a caller's) would both add the same counts.
-    flushing: tokio::sync::Mutex<()>,
+    /// Successful verifications per (key, minute), not yet written; a
+    /// minute is written once it has ended (or at shutdown).
+    usage: BatchedWriter<(Uuid, i64), Sum, WriteUsage>,
+    /// Each key's latest successful verification, not yet written.
+    last_used: BatchedWriter<Uuid, Max<DateTime<Utc>>, WriteLastUsed>,
     /// Refusals of unknown keys, counted per client address and period.
     unknown: Refusals<Client>,
     /// Refusals of real keys (revoked, expired, address not allowed),
@@ -61,11 +60,75 @@ pub struct ApiKeys {
     fanout: Fanout,
 }
 
-/// A key's uses within one minute, not yet written.
-#[derive(Debug, Clone, Copy)]
-struct Use {
-    count: u64,
-    last: DateTime<Utc>,
+/// The most (key, minute) pairs with pending usage, and the most keys
+/// with a pending last-used time: a use beyond them is not counted (and
+/// counted in `twig_batch_dropped_total`). About 100 bytes each.
+pub const MAX_PENDING: usize = 1_000_000;
+
+/// Adds requests to `api_key_usage`, per key and minute.
+struct WriteUsage;
+
+impl Upsert<(Uuid, i64), Sum> for WriteUsage {
+    async fn upsert(
+        &self,
+        txn: &DatabaseTransaction,
+        batch: &[((Uuid, i64), Sum)],
+    ) -> std::result::Result<(), DbErr> {
+        // Many rows per statement (three parameters a row): one flush is
+        // one transaction, which holds SQLite's write lock until it commits.
+        for chunk in batch.chunks(1000) {
+            api_key_usage::Entity::insert_many(chunk.iter().map(
+                |((key_id, minute), Sum(count))| api_key_usage::ActiveModel {
+                    key_id: Set(*key_id),
+                    minute: Set(*minute),
+                    requests: Set(i64::try_from(*count).unwrap_or(i64::MAX)),
+                },
+            ))
+            .on_conflict(
+                OnConflict::columns([api_key_usage::Column::KeyId, api_key_usage::Column::Minute])
+                    .value(
+                        api_key_usage::Column::Requests,
+                        // stored + the row this statement tried to insert
+                        sea_orm::sea_query::ExprTrait::add(
+                            Expr::col((api_key_usage::Entity, api_key_usage::Column::Requests)),
+                            Expr::col((
+                                sea_orm::sea_query::Alias::new("excluded"),
+                                api_key_usage::Column::Requests,
+                            )),
+                        ),
+                    )
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Moves keys' `last_used_at` forward, never back.
+struct WriteLastUsed;
+
+impl Upsert<Uuid, Max<DateTime<Utc>>> for WriteLastUsed {
+    async fn upsert(
+        &self,
+        txn: &DatabaseTransaction,
+        batch: &[(Uuid, Max<DateTime<Utc>>)],
+    ) -> std::result::Result<(), DbErr> {
+        for (key_id, Max(last)) in batch {
+            api_key::Entity::update_many()
+                .col_expr(api_key::Column::LastUsedAt, Expr::value(*last))
+                .filter(api_key::Column::Id.eq(*key_id))
+                .filter(
+                    Condition::any()
+                        .add(api_key::Column::LastUsedAt.is_null())
+                        .add(api_key::Column::LastUsedAt.lt(*last)),
+                )
+                .exec(txn)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Who presented an unknown key.
@@ -162,10 +225,16 @@ impl ApiKeys {
                 fanout.freshness(),
             ),
             fanout,
+            usage: BatchedWriter::new("api-key usage", db.clone(), WriteUsage, MAX_PENDING)
+                .with_periods(|(_, minute)| *minute),
+            last_used: BatchedWriter::new(
+                "api-key last-used times",
+                db.clone(),
+                WriteLastUsed,
+                MAX_PENDING,
+            ),
             db,
             clock,
-            usage: DashMap::new(),
-            flushing: tokio::sync::Mutex::new(()),
             unknown: Refusals::new(
                 config.refusal_audit_period,
                 config.refusal_audit_max_sources,
@@ -325,13 +394,7 @@ impl ApiKeys {
     }
 
     fn merge_last_used(&self, key: &mut api_key::Model) {
-        let pending = self
-            .usage
-            .iter()
-            .filter(|e| e.key().0 == key.id)
-            .map(|e| e.value().last)
-            .max();
-        if let Some(t) = pending {
+        if let Some(Max(t)) = self.last_used.get(&key.id) {
             key.last_used_at = Some(key.last_used_at.map_or(t, |s| s.max(t)));
         }
     }
@@ -524,15 +587,8 @@ impl ApiKeys {
         if let Credential::ApiKey { key_id } = verified.principal.credential {
             let now = self.clock.now();
             self.usage
-                .entry((key_id, now.timestamp().div_euclid(60)))
-                .and_modify(|u| {
-                    u.count += 1;
-                    u.last = u.last.max(now);
-                })
-                .or_insert(Use {
-                    count: 1,
-                    last: now,
-                });
+                .record((key_id, now.timestamp().div_euclid(60)), Sum(1));
+            self.last_used.record(key_id, Max(now));
         }
         Ok(verified.principal.clone())
     }
@@ -648,14 +704,13 @@ impl ApiKeys {
                 .entry(row.minute.div_euclid(bucket_minutes))
                 .or_insert(0) += u64::try_from(row.requests).unwrap_or(0);
         }
-        for entry in self.usage.iter() {
-            let (id, minute) = *entry.key();
+        self.usage.for_each(|&(id, minute), &Sum(count)| {
             if id == key_id && (since..until).contains(&minute) {
                 *buckets
                     .entry(minute.div_euclid(bucket_minutes))
-                    .or_insert(0) += entry.value().count;
+                    .or_insert(0) += count;
             }
-        }
+        });
         Ok(buckets
             .into_iter()
             .map(|(bucket, n)| (bucket * bucket_minutes, n))
@@ -744,66 +799,44 @@ impl ApiKeys {
         }
     }
 
-    /// Writes all batched work: usage counts and last-used times, and the
-    /// refusal summaries of every period, the current one too (at
-    /// shutdown, and for tests).
+    /// Writes all batched work: usage counts of every minute, the current
+    /// one too, last-used times, and the refusal summaries of every
+    /// period (at shutdown, and for tests).
     pub async fn flush(&self) -> Result<()> {
-        self.flush_usage().await?;
+        self.flush_usage(Select::All).await?;
         self.write_refusals(self.unknown.take_all(), self.denied.take_all())
             .await
     }
 
-    /// Writes usage counts and last-used times, and the refusal summaries
-    /// of the periods that have ended: the periodic flush, so that each
-    /// source is one audit row per period.
+    /// The periodic flush: usage counts of the minutes that have ended
+    /// (each (key, minute) row is written once, not every few seconds),
+    /// last-used times, and the refusal summaries of the periods that
+    /// have ended (one audit row per source and period).
     pub async fn flush_ended(&self) -> Result<()> {
-        self.flush_usage().await?;
         let now = self.clock.now();
+        self.flush_usage(Select::Ended {
+            current: now.timestamp().div_euclid(60),
+        })
+        .await?;
         self.write_refusals(self.unknown.take_ended(now), self.denied.take_ended(now))
             .await
     }
 
-    async fn flush_usage(&self) -> Result<()> {
-        let _one_at_a_time = self.flushing.lock().await;
-        let usage: Vec<((Uuid, i64), Use)> =
-            self.usage.iter().map(|e| (*e.key(), *e.value())).collect();
-        for ((key_id, minute), used) in usage {
-            let count = used.count;
-            let n = i64::try_from(count).unwrap_or(i64::MAX);
-            api_key::Entity::update_many()
-                .col_expr(api_key::Column::LastUsedAt, Expr::value(used.last))
-                .filter(api_key::Column::Id.eq(key_id))
-                .filter(
-                    Condition::any()
-                        .add(api_key::Column::LastUsedAt.is_null())
-                        .add(api_key::Column::LastUsedAt.lt(used.last)),
-                )
-                .exec(&self.db)
-                .await?;
-            api_key_usage::Entity::insert(api_key_usage::ActiveModel {
-                key_id: Set(key_id),
-                minute: Set(minute),
-                requests: Set(n),
-            })
-            .on_conflict(
-                OnConflict::columns([api_key_usage::Column::KeyId, api_key_usage::Column::Minute])
-                    .value(
-                        api_key_usage::Column::Requests,
-                        sea_orm::sea_query::ExprTrait::add(
-                            Expr::col((api_key_usage::Entity, api_key_usage::Column::Requests)),
-                            n,
-                        ),
-                    )
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await?;
-            if let Some(mut u) = self.usage.get_mut(&(key_id, minute)) {
-                u.count = u.count.saturating_sub(count);
-            }
-            self.usage.remove_if(&(key_id, minute), |_, u| u.count == 0);
-        }
+    /// Both writers, each in its own transaction; both are tried, the
+    /// first failure is returned (what failed is kept for the next flush).
+    async fn flush_usage(&self, usage: Select) -> Result<()> {
+        let counted = self.usage.flush(usage).await;
+        let last_used = self.last_used.flush(Select::All).await;
+        counted?;
+        last_used?;
         Ok(())
+    }
+
+    /// Pauses the next usage flush inside its transaction, for tests that
+    /// stop the server in the middle of one.
+    #[cfg(feature = "test-hooks")]
+    pub fn pause_next_usage_flush(&self) -> twig_db::batch::hooks::Pause {
+        self.usage.pause_next_flush()
     }
 
     /// One audit event per summary: per client address and period for

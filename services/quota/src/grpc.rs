@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 use twig_auth::{principal, require_internal};
-use twig_errors::ApiError;
 use twig_proto::quota::v1 as pb;
 
 use crate::entity::quota_limit;
+use crate::error::QuotaError;
 use crate::limits::{Rule, Source, rule_of};
 use crate::service::Quota;
 use crate::window::Limit;
@@ -27,8 +27,8 @@ impl QuotaGrpc {
 }
 
 /// The rule asked for in a request, checked.
-fn requested_rule(limit: Option<&pb::Limit>) -> Result<(String, Rule), ApiError> {
-    let l = limit.ok_or_else(|| ApiError::invalid_field("limit", "is required"))?;
+fn requested_rule(limit: Option<&pb::Limit>) -> Result<(String, Rule), QuotaError> {
+    let l = limit.ok_or_else(|| QuotaError::invalid_field("limit", "is required"))?;
     let period = l
         .period
         .as_ref()
@@ -37,19 +37,19 @@ fn requested_rule(limit: Option<&pb::Limit>) -> Result<(String, Rule), ApiError>
             let nanos = u32::try_from(p.nanos).ok()?;
             Some(Duration::new(secs, nanos))
         })
-        .ok_or_else(|| ApiError::invalid_field("limit.period", "is required and positive"))?;
+        .ok_or_else(|| QuotaError::invalid_field("limit.period", "is required and positive"))?;
     let buckets = if l.buckets == 0 {
         u32::try_from(period.as_secs().clamp(1, 600)).unwrap_or(600)
     } else {
         l.buckets
     };
-    let limit = Limit::new(l.limit, period, buckets).map_err(|e| {
-        let field = match e {
+    let limit = Limit::new(l.limit, period, buckets).map_err(|source| {
+        let field = match source {
             crate::LimitError::ZeroLimit | crate::LimitError::HugeLimit => "limit.limit",
             crate::LimitError::Period => "limit.period",
             crate::LimitError::Buckets => "limit.buckets",
         };
-        ApiError::invalid_field(field, e.to_string())
+        QuotaError::InvalidLimit { field, source }
     })?;
     Ok((
         l.subject.clone(),
@@ -72,7 +72,7 @@ fn wire_limit(subject: &str, rule: &Rule, stored: Option<&quota_limit::Model>) -
     }
 }
 
-fn wire_stored(m: &quota_limit::Model) -> Result<pb::Limit, ApiError> {
+fn wire_stored(m: &quota_limit::Model) -> Result<pb::Limit, QuotaError> {
     Ok(wire_limit(&m.subject, &rule_of(m)?, Some(m)))
 }
 
@@ -169,7 +169,7 @@ impl pb::quota_service_server::QuotaService for QuotaGrpc {
         let time = |t: &Option<prost_types::Timestamp>, field: &str| {
             t.as_ref()
                 .and_then(twig_proto::datetime)
-                .ok_or_else(|| ApiError::invalid_field(field, "is required"))
+                .ok_or_else(|| QuotaError::invalid_field(field, "is required"))
         };
         let from = time(&r.from, "from")?;
         let to = time(&r.to, "to")?;

@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod entity;
+pub mod error;
 pub mod grpc;
 pub mod limits;
 pub mod migration;
@@ -31,6 +32,7 @@ pub mod usage;
 pub mod window;
 
 pub use config::{OnStoreError, QuotaConfig, QuotaStore};
+pub use error::QuotaError;
 pub use limits::{Limits, Rule};
 pub use migration::Migrator;
 pub use module::{MODULE, QuotaModule};

@@ -13,11 +13,11 @@ use dashmap::DashMap;
 use sea_orm::ColumnTrait;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use twig_audit::{AuditEvent, Outcome};
-use twig_errors::ApiError;
 use twig_fanout::{Announcement, Fanout, Heard};
 use uuid::Uuid;
 
 use crate::entity::quota_limit;
+use crate::error::QuotaError;
 use crate::subject::Subject;
 use crate::window::Limit;
 
@@ -105,7 +105,7 @@ impl Limits {
         &self,
         subject: Subject,
         org: Option<Uuid>,
-    ) -> Result<(Subject, Rule, Source), ApiError> {
+    ) -> Result<(Subject, Rule, Source), QuotaError> {
         if let Some(rule) = self.own_rule(&subject).await? {
             return Ok((subject, rule, Source::Own));
         }
@@ -122,7 +122,7 @@ impl Limits {
 
     /// The subject's own limit, if any (only organisations and keys have
     /// one).
-    pub async fn own_rule(&self, subject: &Subject) -> Result<Option<Rule>, ApiError> {
+    pub async fn own_rule(&self, subject: &Subject) -> Result<Option<Rule>, QuotaError> {
         if !matches!(subject.kind(), "org" | "key") {
             return Ok(None);
         }
@@ -133,7 +133,7 @@ impl Limits {
         let row = quota_limit::Entity::find_by_id(subject.as_str())
             .one(&self.db)
             .await
-            .map_err(|e| twig_db::api_error(&e))?;
+            .map_err(QuotaError::from)?;
         let rule = row.as_ref().map(rule_of).transpose()?;
         if self.generation.load(Ordering::Acquire) == generation {
             if self.cache.len() >= MAX_CACHED {
@@ -153,8 +153,7 @@ impl Limits {
         rule: Rule,
         actor: String,
         now: DateTime<Utc>,
-    ) -> Result<quota_limit::Model, ApiError> {
-        let db_err = |e: sea_orm::DbErr| twig_db::api_error(&e);
+    ) -> Result<quota_limit::Model, QuotaError> {
         let model = quota_limit::ActiveModel {
             subject: Set(subject.as_str().to_string()),
             org_id: Set(org),
@@ -165,7 +164,9 @@ impl Limits {
             updated_at: Set(now),
             updated_by: Set(actor.clone()),
         };
-        let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
+        let txn = twig_db::begin_write(&self.db)
+            .await
+            .map_err(QuotaError::from)?;
         quota_limit::Entity::insert(model)
             .on_conflict(
                 sea_orm::sea_query::OnConflict::column(quota_limit::Column::Subject)
@@ -181,7 +182,7 @@ impl Limits {
             )
             .exec_without_returning(&txn)
             .await
-            .map_err(db_err)?;
+            .map_err(QuotaError::from)?;
         AuditEvent::new("quota.limit_set", Outcome::Success)
             .org(org)
             .actor(actor)
@@ -194,13 +195,13 @@ impl Limits {
             }))
             .record_at(&txn, now)
             .await
-            .map_err(db_err)?;
+            .map_err(QuotaError::from)?;
         let stored = quota_limit::Entity::find_by_id(subject.as_str())
             .one(&txn)
             .await
-            .map_err(db_err)?
-            .ok_or_else(|| ApiError::internal(&sea_orm::DbErr::RecordNotFound("limit".into())))?;
-        txn.commit().await.map_err(db_err)?;
+            .map_err(QuotaError::from)?
+            .ok_or_else(|| QuotaError::Vanished(subject.as_str().to_string()))?;
+        txn.commit().await.map_err(QuotaError::from)?;
         self.announce(subject).await;
         Ok(stored)
     }
@@ -213,17 +214,18 @@ impl Limits {
         subject: &Subject,
         actor: String,
         now: DateTime<Utc>,
-    ) -> Result<(), ApiError> {
-        let db_err = |e: sea_orm::DbErr| twig_db::api_error(&e);
-        let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
+    ) -> Result<(), QuotaError> {
+        let txn = twig_db::begin_write(&self.db)
+            .await
+            .map_err(QuotaError::from)?;
         let deleted = quota_limit::Entity::delete_many()
             .filter(quota_limit::Column::Subject.eq(subject.as_str()))
             .filter(quota_limit::Column::OrgId.eq(org))
             .exec(&txn)
             .await
-            .map_err(db_err)?;
+            .map_err(QuotaError::from)?;
         if deleted.rows_affected == 0 {
-            return Err(ApiError::not_found(format!(
+            return Err(QuotaError::not_found(format!(
                 "{} has no limit of its own",
                 subject.as_str()
             )));
@@ -234,28 +236,31 @@ impl Limits {
             .target(subject.as_str())
             .record_at(&txn, now)
             .await
-            .map_err(db_err)?;
-        txn.commit().await.map_err(db_err)?;
+            .map_err(QuotaError::from)?;
+        txn.commit().await.map_err(QuotaError::from)?;
         self.announce(subject).await;
         Ok(())
     }
 
     /// The organisation's own limits (its own and its keys').
-    pub async fn list(&self, org: Uuid) -> Result<Vec<quota_limit::Model>, ApiError> {
+    pub async fn list(&self, org: Uuid) -> Result<Vec<quota_limit::Model>, QuotaError> {
         quota_limit::Entity::find()
             .filter(quota_limit::Column::OrgId.eq(org))
             .order_by_asc(quota_limit::Column::Subject)
             .all(&self.db)
             .await
-            .map_err(|e| twig_db::api_error(&e))
+            .map_err(QuotaError::from)
     }
 
     /// The stored row of a subject's own limit.
-    pub async fn stored(&self, subject: &Subject) -> Result<Option<quota_limit::Model>, ApiError> {
+    pub async fn stored(
+        &self,
+        subject: &Subject,
+    ) -> Result<Option<quota_limit::Model>, QuotaError> {
         quota_limit::Entity::find_by_id(subject.as_str())
             .one(&self.db)
             .await
-            .map_err(|e| twig_db::api_error(&e))
+            .map_err(QuotaError::from)
     }
 
     async fn announce(&self, subject: &Subject) {
@@ -285,13 +290,16 @@ impl Limits {
 }
 
 /// The rule of a stored row.
-pub fn rule_of(m: &quota_limit::Model) -> Result<Rule, ApiError> {
+pub fn rule_of(m: &quota_limit::Model) -> Result<Rule, QuotaError> {
     let limit = Limit::new(
         u64::try_from(m.limit).unwrap_or(0),
         std::time::Duration::from_millis(u64::try_from(m.period_ms).unwrap_or(0)),
         u32::try_from(m.buckets).unwrap_or(0),
     )
-    .map_err(|e| ApiError::internal(&e))?;
+    .map_err(|source| QuotaError::StoredLimit {
+        subject: m.subject.clone(),
+        source,
+    })?;
     Ok(Rule {
         limit,
         shadow: m.shadow,

@@ -50,7 +50,11 @@ impl RequestCounter for Quota {
         principal: &'a Principal,
         cost: u64,
     ) -> BoxFuture<'a, Result<Option<Outcome>, ApiError>> {
-        Box::pin(Quota::count_request(self, principal, cost))
+        Box::pin(async move {
+            Quota::count_request(self, principal, cost)
+                .await
+                .map_err(ApiError::from)
+        })
     }
 }
 

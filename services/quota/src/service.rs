@@ -9,6 +9,8 @@ use twig_auth::{Principal, Scope};
 use twig_clock::Clock;
 use twig_errors::ApiError;
 use twig_module::{KeyOwners, Needed};
+
+use crate::error::QuotaError;
 use uuid::Uuid;
 
 use crate::entity::quota_limit;
@@ -161,15 +163,15 @@ impl Quota {
 
     /// Checks `cost` for `subject` (as given on the wire), counted under
     /// the organisation's shared limit when `org` is given and has one.
-    pub async fn check(&self, subject: &str, org: &str, cost: u64) -> Result<Outcome, ApiError> {
-        let subject =
-            Subject::parse(subject).map_err(|reason| ApiError::invalid_field("subject", reason))?;
+    pub async fn check(&self, subject: &str, org: &str, cost: u64) -> Result<Outcome, QuotaError> {
+        let subject = Subject::parse(subject)
+            .map_err(|reason| QuotaError::invalid_field("subject", reason))?;
         let org = if org.is_empty() {
             None
         } else {
             Some(
                 Uuid::parse_str(org)
-                    .map_err(|_| ApiError::invalid_field("org_id", "must be a UUID or empty"))?,
+                    .map_err(|_| QuotaError::invalid_field("org_id", "must be a UUID or empty"))?,
             )
         };
         self.check_subject(subject, org, units(cost)?).await
@@ -182,7 +184,7 @@ impl Quota {
         &self,
         principal: &Principal,
         cost: u64,
-    ) -> Result<Option<Outcome>, ApiError> {
+    ) -> Result<Option<Outcome>, QuotaError> {
         let Some((subject, org)) = crate::requests::request_subject(principal) else {
             return Ok(None);
         };
@@ -220,7 +222,7 @@ impl Quota {
         subject: Subject,
         org: Option<Uuid>,
         cost: u64,
-    ) -> Result<Outcome, ApiError> {
+    ) -> Result<Outcome, QuotaError> {
         let (subject, rule, _) = self.limits.resolve(subject, org).await?;
         let now_ms = self.now_ms();
         let minute = i64::try_from(now_ms / 60_000).unwrap_or(0);
@@ -236,10 +238,7 @@ impl Quota {
                 match self.policy {
                     StorePolicy::Closed => {
                         self.decisions.fail_closed.increment(1);
-                        return Err(ApiError::unavailable(
-                            "the quota store cannot be reached and quota.on_store_error = \
-                             closed refuses requests until it is back; retry later",
-                        ));
+                        return Err(QuotaError::StoreClosed);
                     }
                     StorePolicy::Open => Outcome {
                         decision: unknown(&rule.limit),
@@ -295,7 +294,7 @@ impl Quota {
         principal: &Principal,
         subject: &str,
         rule: Rule,
-    ) -> Result<quota_limit::Model, ApiError> {
+    ) -> Result<quota_limit::Model, QuotaError> {
         let subject = self.own_subject(principal, subject, Scope::Admin).await?;
         self.limits
             .set(
@@ -310,7 +309,11 @@ impl Quota {
 
     /// Removes the own limit of `subject`; the default (or the
     /// organisation's) applies again. Needs admin.
-    pub async fn delete_limit(&self, principal: &Principal, subject: &str) -> Result<(), ApiError> {
+    pub async fn delete_limit(
+        &self,
+        principal: &Principal,
+        subject: &str,
+    ) -> Result<(), QuotaError> {
         let subject = self.own_subject(principal, subject, Scope::Admin).await?;
         self.limits
             .delete(
@@ -327,7 +330,7 @@ impl Quota {
         &self,
         principal: &Principal,
         subject: &str,
-    ) -> Result<Effective, ApiError> {
+    ) -> Result<Effective, QuotaError> {
         let subject = self.own_subject(principal, subject, Scope::Read).await?;
         let (_, rule, source) = self
             .limits
@@ -350,7 +353,7 @@ impl Quota {
     pub async fn list_limits(
         &self,
         principal: &Principal,
-    ) -> Result<Vec<quota_limit::Model>, ApiError> {
+    ) -> Result<Vec<quota_limit::Model>, QuotaError> {
         principal.require_scope(Scope::Read)?;
         self.limits.list(principal.org_id).await
     }
@@ -364,19 +367,19 @@ impl Quota {
         subject: &str,
         from: chrono::DateTime<chrono::Utc>,
         to: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<(i64, Counts)>, ApiError> {
+    ) -> Result<Vec<(i64, Counts)>, QuotaError> {
         let subject = match principal {
             Some(p) => self.own_subject(p, subject, Scope::Read).await?,
             None => Subject::parse(subject)
-                .map_err(|reason| ApiError::invalid_field("subject", reason))?,
+                .map_err(|reason| QuotaError::invalid_field("subject", reason))?,
         };
         let from_min = from.timestamp().div_euclid(60);
         let to_min = to.timestamp().div_euclid(60);
         if to_min < from_min {
-            return Err(ApiError::invalid_field("to", "must not be before `from`"));
+            return Err(QuotaError::invalid_field("to", "must not be before `from`"));
         }
         if to_min - from_min >= MAX_MINUTES {
-            return Err(ApiError::invalid_field(
+            return Err(QuotaError::invalid_field(
                 "to",
                 "the range may cover at most one day; ask day by day",
             ));
@@ -384,12 +387,19 @@ impl Quota {
         self.usage
             .minutes(&subject, from_min, to_min)
             .await
-            .map_err(|e| twig_db::api_error(&e))
+            .map_err(QuotaError::from)
     }
 
     /// Writes the usage tallies.
     pub async fn flush(&self) -> Result<(), sea_orm::DbErr> {
         self.usage.flush().await
+    }
+
+    /// Pauses the next usage flush inside its transaction, for tests that
+    /// stop the server in the middle of one.
+    #[cfg(feature = "test-hooks")]
+    pub fn pause_next_usage_flush(&self) -> twig_db::batch::hooks::Pause {
+        self.usage.pause_next_flush()
     }
 
     /// Forgets counts and refusals that can no longer matter.
@@ -404,12 +414,12 @@ impl Quota {
         principal: &Principal,
         subject: &str,
         scope: Scope,
-    ) -> Result<Subject, ApiError> {
+    ) -> Result<Subject, QuotaError> {
         principal.require_scope(scope)?;
-        let parsed =
-            Subject::parse(subject).map_err(|reason| ApiError::invalid_field("subject", reason))?;
+        let parsed = Subject::parse(subject)
+            .map_err(|reason| QuotaError::invalid_field("subject", reason))?;
         let not_uuid = || {
-            ApiError::invalid_field(
+            QuotaError::invalid_field(
                 "subject",
                 "limits of their own are for org:<uuid> or key:<uuid>",
             )
@@ -418,20 +428,20 @@ impl Quota {
             "org" => {
                 let org = Uuid::parse_str(parsed.value()).map_err(|_| not_uuid())?;
                 if org != principal.org_id {
-                    return Err(ApiError::not_found("no such organisation"));
+                    return Err(QuotaError::not_found("no such organisation"));
                 }
                 Ok(Subject::org(org))
             }
             "key" => {
                 let key = Uuid::parse_str(parsed.value()).map_err(|_| not_uuid())?;
                 let Some(KeyOwners(keys)) = self.keys.get() else {
-                    return Err(ApiError::failed_precondition(
+                    return Err(QuotaError::failed_precondition(
                         "key limits are managed where the api-keys service runs; \
                          run quota and api-keys in one process",
                     ));
                 };
                 if !keys.owns_key(principal, key).await? {
-                    return Err(ApiError::not_found("no such API key"));
+                    return Err(QuotaError::not_found("no such API key"));
                 }
                 Ok(Subject::key(key))
             }
@@ -454,10 +464,10 @@ fn unknown(limit: &Limit) -> Decision {
 
 /// A request's cost in units: 0 counts as 1; more than [`MAX_COST`] is
 /// refused.
-fn units(cost: u64) -> Result<u64, ApiError> {
+fn units(cost: u64) -> Result<u64, QuotaError> {
     match cost {
         0 => Ok(1),
-        c if c > MAX_COST => Err(ApiError::invalid_field("cost", "must be at most 10^12")),
+        c if c > MAX_COST => Err(QuotaError::invalid_field("cost", "must be at most 10^12")),
         c => Ok(c),
     }
 }

@@ -2,13 +2,15 @@
 //! minute.
 //!
 //! Checks are tallied in memory and added to `quota_usage` by
-//! [`Usage::flush`] (every few seconds and at shutdown); replicas add to
-//! the same rows. Queries include what is not yet written.
+//! [`Usage::flush`] (every few seconds and at shutdown) through a
+//! [`BatchedWriter`]: one transaction per flush, merged back on failure;
+//! replicas add to the same rows. Queries include what is not yet
+//! written.
 
-use dashmap::DashMap;
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait};
-use sea_orm::{QueryFilter, QueryOrder};
+use sea_orm::{DatabaseTransaction, QueryFilter, QueryOrder};
+use twig_db::batch::{BatchedWriter, Merge, Select, Upsert};
 
 use crate::entity::quota_usage;
 use crate::subject::Subject;
@@ -27,21 +29,11 @@ pub struct Counts {
     pub shadow_denied: u64,
 }
 
-impl Counts {
-    fn add(&mut self, other: Counts) {
-        self.allowed += other.allowed;
-        self.denied += other.denied;
-        self.shadow_denied += other.shadow_denied;
-    }
-
-    fn sub(&mut self, other: Counts) {
-        self.allowed = self.allowed.saturating_sub(other.allowed);
-        self.denied = self.denied.saturating_sub(other.denied);
-        self.shadow_denied = self.shadow_denied.saturating_sub(other.shadow_denied);
-    }
-
-    fn is_zero(&self) -> bool {
-        *self == Counts::default()
+impl Merge for Counts {
+    fn merge(&mut self, other: Counts) {
+        self.allowed = self.allowed.saturating_add(other.allowed);
+        self.denied = self.denied.saturating_add(other.denied);
+        self.shadow_denied = self.shadow_denied.saturating_add(other.shadow_denied);
     }
 }
 
@@ -76,62 +68,58 @@ impl Tally {
     }
 }
 
+/// The most (subject, minute) pairs pending: decisions about further
+/// subjects are not tallied until a flush (and are counted in
+/// `twig_batch_dropped_total`). Subjects come from requests (addresses,
+/// custom subjects), so this bounds what a flood of them can hold: about
+/// 150 bytes each.
+pub const MAX_PENDING: usize = 500_000;
+
+/// Adds tallies to `quota_usage`.
+struct WriteUsage;
+
+impl Upsert<(Subject, i64), Counts> for WriteUsage {
+    async fn upsert(
+        &self,
+        txn: &DatabaseTransaction,
+        batch: &[((Subject, i64), Counts)],
+    ) -> Result<(), DbErr> {
+        write(txn, batch).await
+    }
+}
+
 /// Tallies not yet written, and the table.
 pub struct Usage {
     db: DatabaseConnection,
-    pending: DashMap<Subject, Vec<(i64, Counts)>>,
-    /// Held while tallies are written: two flushes at once (the
-    /// background one and a caller's) would both add the same counts.
-    flushing: tokio::sync::Mutex<()>,
+    pending: BatchedWriter<(Subject, i64), Counts, WriteUsage>,
 }
 
 impl Usage {
     /// Usage stored in `db`.
     pub fn new(db: DatabaseConnection) -> Self {
         Self {
+            pending: BatchedWriter::new("quota usage", db.clone(), WriteUsage, MAX_PENDING),
             db,
-            pending: DashMap::new(),
-            flushing: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Adds one decision about `subject` in `minute`.
     pub fn record(&self, subject: &Subject, minute: i64, tally: Tally) {
-        let add = tally.counts();
-        if let Some(mut minutes) = self.pending.get_mut(subject) {
-            add_to(&mut minutes, minute, add);
-            return;
-        }
-        add_to(
-            &mut self.pending.entry(subject.clone()).or_default(),
-            minute,
-            add,
-        );
+        self.pending
+            .record((subject.clone(), minute), tally.counts());
     }
 
-    /// Adds the tallies to the table; what was written is no longer held.
+    /// Adds the tallies to the table, in one transaction; what was written
+    /// is no longer held, what failed is kept for the next flush.
     pub async fn flush(&self) -> Result<(), DbErr> {
-        let _one_at_a_time = self.flushing.lock().await;
-        let snapshot: Vec<(Subject, Vec<(i64, Counts)>)> = self
-            .pending
-            .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect();
-        for (subject, minutes) in snapshot {
-            for (minute, counts) in minutes {
-                write(&self.db, &subject, minute, counts).await?;
-                if let Some(mut held) = self.pending.get_mut(&subject)
-                    && let Some((_, c)) = held.iter_mut().find(|(m, _)| *m == minute)
-                {
-                    c.sub(counts);
-                }
-            }
-            if let Some(mut held) = self.pending.get_mut(&subject) {
-                held.retain(|(_, c)| !c.is_zero());
-            }
-            self.pending.remove_if(&subject, |_, held| held.is_empty());
-        }
-        Ok(())
+        self.pending.flush(Select::All).await.map(|_| ())
+    }
+
+    /// Pauses the next flush inside its transaction, for tests that stop
+    /// the server in the middle of one.
+    #[cfg(feature = "test-hooks")]
+    pub fn pause_next_flush(&self) -> twig_db::batch::hooks::Pause {
+        self.pending.pause_next_flush()
     }
 
     /// Minutes `from..=to` of `subject` with any decision, oldest first.
@@ -161,8 +149,10 @@ impl Usage {
                 )
             })
             .collect();
-        if let Some(held) = self.pending.get(subject) {
-            for &(minute, counts) in held.iter().filter(|(m, _)| (from..=to).contains(m)) {
+        let mut key = (subject.clone(), from);
+        for minute in from..=to {
+            key.1 = minute;
+            if let Some(counts) = self.pending.get(&key) {
                 add_to(&mut out, minute, counts);
             }
         }
@@ -173,44 +163,51 @@ impl Usage {
 
 fn add_to(minutes: &mut Vec<(i64, Counts)>, minute: i64, add: Counts) {
     match minutes.iter_mut().find(|(m, _)| *m == minute) {
-        Some((_, c)) => c.add(add),
+        Some((_, c)) => c.merge(add),
         None => minutes.push((minute, add)),
     }
 }
 
-async fn write(
-    db: &DatabaseConnection,
-    subject: &Subject,
-    minute: i64,
-    counts: Counts,
-) -> Result<(), DbErr> {
+/// Rows per statement: well under SQLite's and PostgreSQL's limits on
+/// bound parameters (five a row).
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Adds `batch` to `quota_usage`, many rows per statement: one flush is
+/// one transaction, which holds SQLite's write lock until it commits.
+async fn write(db: &DatabaseTransaction, batch: &[((Subject, i64), Counts)]) -> Result<(), DbErr> {
     let n = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
-    let plus =
-        |column: quota_usage::Column, x: u64| Expr::col((quota_usage::Entity, column)).add(n(x));
-    quota_usage::Entity::insert(quota_usage::ActiveModel {
-        subject: Set(subject.as_str().to_string()),
-        minute: Set(minute),
-        allowed: Set(n(counts.allowed)),
-        denied: Set(n(counts.denied)),
-        shadow_denied: Set(n(counts.shadow_denied)),
-    })
-    .on_conflict(
-        OnConflict::columns([quota_usage::Column::Subject, quota_usage::Column::Minute])
-            .value(
-                quota_usage::Column::Allowed,
-                plus(quota_usage::Column::Allowed, counts.allowed),
-            )
-            .value(
-                quota_usage::Column::Denied,
-                plus(quota_usage::Column::Denied, counts.denied),
-            )
-            .value(
-                quota_usage::Column::ShadowDenied,
-                plus(quota_usage::Column::ShadowDenied, counts.shadow_denied),
-            )
-            .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
+    // stored + the row this statement tried to insert
+    let plus = |column: quota_usage::Column| {
+        Expr::col((quota_usage::Entity, column)).add(Expr::col((Alias::new("excluded"), column)))
+    };
+    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+        quota_usage::Entity::insert_many(chunk.iter().map(|((subject, minute), counts)| {
+            quota_usage::ActiveModel {
+                subject: Set(subject.as_str().to_string()),
+                minute: Set(*minute),
+                allowed: Set(n(counts.allowed)),
+                denied: Set(n(counts.denied)),
+                shadow_denied: Set(n(counts.shadow_denied)),
+            }
+        }))
+        .on_conflict(
+            OnConflict::columns([quota_usage::Column::Subject, quota_usage::Column::Minute])
+                .value(
+                    quota_usage::Column::Allowed,
+                    plus(quota_usage::Column::Allowed),
+                )
+                .value(
+                    quota_usage::Column::Denied,
+                    plus(quota_usage::Column::Denied),
+                )
+                .value(
+                    quota_usage::Column::ShadowDenied,
+                    plus(quota_usage::Column::ShadowDenied),
+                )
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    }
     Ok(())
 }

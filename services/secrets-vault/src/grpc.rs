@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use twig_auth::{principal, require_internal, require_internal_scope};
-use twig_errors::ApiError;
 use twig_proto::vault::v1 as pb;
 
 use crate::entity::secret;
+use crate::error::VaultError;
 use crate::service::{Context, JobStatus, KeyStatus, Vault};
 
 /// The internal scope that reveals provider keys.
@@ -39,8 +39,8 @@ fn wire_key(m: secret::Model) -> pb::ProviderKey {
     }
 }
 
-fn context(c: Option<&pb::SealContext>) -> Result<Context, ApiError> {
-    let c = c.ok_or_else(|| ApiError::invalid_field("context", "is required"))?;
+fn context(c: Option<&pb::SealContext>) -> Result<Context, VaultError> {
+    let c = c.ok_or_else(|| VaultError::invalid_field("context", "is required"))?;
     Context::new(&c.organization_id, &c.purpose, &c.record_id)
 }
 

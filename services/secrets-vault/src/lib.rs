@@ -8,12 +8,14 @@
 //!   mounted folder, a development key beside SQLite);
 //! - [`providers`]: provider key formats and masking;
 //! - [`service::Vault`]: provider keys, transit, rotation and re-wrap;
+//! - [`error::VaultError`]: every failure, mapped to the wire in one place;
 //! - `entity/`, [`migration`]: `vault_master_keys`, `vault_secrets`,
 //!   `vault_rewrap_jobs`.
 
 pub mod config;
 pub mod entity;
 pub mod envelope;
+pub mod error;
 pub mod grpc;
 pub mod keyring_config;
 pub mod keys;
@@ -23,6 +25,7 @@ pub mod providers;
 pub mod service;
 
 pub use config::VaultConfig;
+pub use error::VaultError;
 pub use migration::Migrator;
 pub use module::{MODULE, VaultModule};
 pub use service::Vault;

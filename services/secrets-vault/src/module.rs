@@ -91,7 +91,11 @@ impl Module for VaultModule {
 }
 
 fn transit_context(context: &SealContext) -> Result<crate::service::Context, ApiError> {
-    crate::service::Context::new(&context.org.to_string(), &context.purpose, &context.record)
+    Ok(crate::service::Context::new(
+        &context.org.to_string(),
+        &context.purpose,
+        &context.record,
+    )?)
 }
 
 /// Sealing by the vault in this process.
@@ -103,7 +107,7 @@ impl Sealing for LocalSealer {
         context: &'a SealContext,
         plaintext: &'a [u8],
     ) -> BoxFuture<'a, Result<String, ApiError>> {
-        Box::pin(async move { self.0.seal(&transit_context(context)?, plaintext) })
+        Box::pin(async move { Ok(self.0.seal(&transit_context(context)?, plaintext)?) })
     }
 
     fn unseal<'a>(
@@ -111,7 +115,7 @@ impl Sealing for LocalSealer {
         context: &'a SealContext,
         sealed: &'a str,
     ) -> BoxFuture<'a, Result<Zeroizing<Vec<u8>>, ApiError>> {
-        Box::pin(async move { self.0.unseal(&transit_context(context)?, sealed) })
+        Box::pin(async move { Ok(self.0.unseal(&transit_context(context)?, sealed)?) })
     }
 }
 

@@ -5,18 +5,19 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use twig_audit::{AuditEvent, Outcome};
 use twig_auth::{InternalCaller, Principal, Scope};
 use twig_clock::Clock;
-use twig_errors::{ApiError, fields};
+use twig_errors::fields;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::entity::{master_key, rewrap_job, secret};
 use crate::envelope::{self, Binding, MAX_PLAINTEXT, OpenError, Sealed};
+use crate::error::VaultError;
 use crate::keys::Keyring;
 use crate::providers::Provider;
 
@@ -30,18 +31,6 @@ const PROVIDER_KEY: &str = "provider-key";
 /// The field bound into transit values.
 const TRANSIT_FIELD: &str = "transit";
 
-fn db_err(e: DbErr) -> ApiError {
-    twig_db::api_error(&e)
-}
-
-fn open_error(e: OpenError) -> ApiError {
-    match e {
-        OpenError::Malformed => ApiError::invalid_field("ciphertext", e.to_string()),
-        OpenError::UnknownKey(_) => ApiError::failed_precondition(e.to_string()),
-        OpenError::Rejected => ApiError::invalid_field("ciphertext", e.to_string()),
-    }
-}
-
 /// A transit context, checked.
 #[derive(Debug, Clone)]
 pub struct Context(Binding);
@@ -50,9 +39,9 @@ impl Context {
     /// Checks the organisation (a UUID), purpose and record (1 to
     /// [`MAX_CONTEXT_CHARS`] visible characters each, kept exactly as
     /// sent: they are bound into the ciphertext).
-    pub fn new(org: &str, purpose: &str, record: &str) -> Result<Self, ApiError> {
+    pub fn new(org: &str, purpose: &str, record: &str) -> Result<Self, VaultError> {
         let org = Uuid::parse_str(org)
-            .map_err(|_| ApiError::invalid_field("context.organization_id", "must be a UUID"))?;
+            .map_err(|_| VaultError::invalid_field("context.organization_id", "must be a UUID"))?;
         fields::exact_text("context.purpose", purpose, MAX_CONTEXT_CHARS)?;
         fields::exact_text("context.record_id", record, MAX_CONTEXT_CHARS)?;
         Ok(Self(Binding {
@@ -106,7 +95,7 @@ impl Vault {
         keys: Arc<Keyring>,
         clock: Arc<dyn Clock>,
         rewrap_batch: u32,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, VaultError> {
         // Refuse before writing anything.
         let in_use: Vec<(i32, i64)> = secret::Entity::find()
             .select_only()
@@ -122,21 +111,19 @@ impl Vault {
             .map(|(v, n)| format!("version {v} ({n} secrets)"))
             .collect();
         if !missing.is_empty() {
-            anyhow::bail!(
-                "stored secrets need vault master keys that are not configured: {}; \
-                 add them to vault.master_keys",
-                missing.join(", ")
-            );
+            return Err(VaultError::MissingKeys {
+                missing: missing.join(", "),
+            });
         }
         for key in keys.iter() {
-            let version = i32::try_from(key.version())?;
+            let version = VaultError::stored_version(key.version())?;
             match master_key::Entity::find_by_id(version).one(&db).await? {
-                Some(recorded) if recorded.check_value != key.check_value() => anyhow::bail!(
-                    "vault master key version {version} is not the key recorded under that \
-                     version (check value {} expected); configure the original key or use a \
-                     new version number",
-                    recorded.check_value
-                ),
+                Some(recorded) if recorded.check_value != key.check_value() => {
+                    return Err(VaultError::KeyMismatch {
+                        version: key.version(),
+                        recorded: recorded.check_value,
+                    });
+                }
                 Some(recorded) if recorded.retired_at.is_some() => {
                     tracing::warn!(
                         version,
@@ -169,16 +156,15 @@ impl Vault {
             }
         }
         if let Some(retired) =
-            master_key::Entity::find_by_id(i32::try_from(keys.active().version())?)
+            master_key::Entity::find_by_id(VaultError::stored_version(keys.active().version())?)
                 .one(&db)
                 .await?
                 .and_then(|k| k.retired_at)
         {
-            anyhow::bail!(
-                "the newest configured vault master key (version {}) was retired at {retired}; \
-                 add a new version",
-                keys.active().version()
-            );
+            return Err(VaultError::NewestRetired {
+                version: keys.active().version(),
+                at: retired,
+            });
         }
         Ok(Self {
             db,
@@ -209,31 +195,33 @@ impl Vault {
         provider: &str,
         name: &str,
         value: &str,
-    ) -> Result<secret::Model, ApiError> {
+    ) -> Result<secret::Model, VaultError> {
         principal.require_scope(Scope::Admin)?;
         let provider =
-            Provider::parse(provider).map_err(|r| ApiError::invalid_field("provider", r))?;
+            Provider::parse(provider).map_err(|r| VaultError::invalid_field("provider", r))?;
         let name = fields::name("name", name, MAX_NAME_CHARS)?;
         provider
             .check(value)
-            .map_err(|r| ApiError::invalid_field("value", r))?;
+            .map_err(|r| VaultError::invalid_field("value", r))?;
         let id = Uuid::now_v7();
         let sealed = self.seal_value(principal.org_id, id, value);
         let now = self.clock.now();
         let taken = || {
-            ApiError::already_exists(format!(
+            VaultError::already_exists(format!(
                 "a {} key named {name:?} exists; update it or pick another name",
                 provider.name()
             ))
         };
-        let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
+        let txn = twig_db::begin_write(&self.db)
+            .await
+            .map_err(VaultError::from)?;
         let existing = secret::Entity::find()
             .filter(secret::Column::OrgId.eq(principal.org_id))
             .filter(secret::Column::Provider.eq(provider.name()))
             .filter(secret::Column::Name.eq(name.as_str()))
             .count(&txn)
             .await
-            .map_err(db_err)?;
+            .map_err(VaultError::from)?;
         if existing > 0 {
             return Err(taken());
         }
@@ -258,7 +246,7 @@ impl Vault {
             if twig_db::is_unique_violation(&e) {
                 taken()
             } else {
-                db_err(e)
+                VaultError::from(e)
             }
         })?;
         AuditEvent::new("vault.secret_added", Outcome::Success)
@@ -268,13 +256,13 @@ impl Vault {
             .details(serde_json::json!({ "provider": model.provider, "name": model.name }))
             .record_at(&txn, now)
             .await
-            .map_err(db_err)?;
-        txn.commit().await.map_err(db_err)?;
+            .map_err(VaultError::from)?;
+        txn.commit().await.map_err(VaultError::from)?;
         Ok(model)
     }
 
     /// The organisation's provider keys, masked.
-    pub async fn list(&self, principal: &Principal) -> Result<Vec<secret::Model>, ApiError> {
+    pub async fn list(&self, principal: &Principal) -> Result<Vec<secret::Model>, VaultError> {
         principal.require_scope(Scope::Read)?;
         secret::Entity::find()
             .filter(secret::Column::OrgId.eq(principal.org_id))
@@ -282,18 +270,18 @@ impl Vault {
             .order_by_asc(secret::Column::Name)
             .all(&self.db)
             .await
-            .map_err(db_err)
+            .map_err(VaultError::from)
     }
 
-    async fn find(&self, org: Uuid, id: &str) -> Result<secret::Model, ApiError> {
+    async fn find(&self, org: Uuid, id: &str) -> Result<secret::Model, VaultError> {
         let id =
-            Uuid::parse_str(id).map_err(|_| ApiError::invalid_field("id", "must be a UUID"))?;
+            Uuid::parse_str(id).map_err(|_| VaultError::invalid_field("id", "must be a UUID"))?;
         secret::Entity::find_by_id(id)
             .filter(secret::Column::OrgId.eq(org))
             .one(&self.db)
             .await
-            .map_err(db_err)?
-            .ok_or_else(|| ApiError::not_found("no such provider key"))
+            .map_err(VaultError::from)?
+            .ok_or_else(|| VaultError::not_found("no such provider key"))
     }
 
     /// Replaces a provider key's value (a new data key, the newest master
@@ -303,44 +291,50 @@ impl Vault {
         principal: &Principal,
         id: &str,
         value: &str,
-    ) -> Result<secret::Model, ApiError> {
+    ) -> Result<secret::Model, VaultError> {
         principal.require_scope(Scope::Admin)?;
         let found = self.find(principal.org_id, id).await?;
-        let provider = Provider::parse(&found.provider)
-            .map_err(|_| ApiError::internal(&DbErr::Custom("stored provider".into())))?;
+        let provider = Provider::parse(&found.provider).map_err(|reason| VaultError::Corrupt {
+            what: "provider",
+            source: reason.into(),
+        })?;
         provider
             .check(value)
-            .map_err(|r| ApiError::invalid_field("value", r))?;
+            .map_err(|r| VaultError::invalid_field("value", r))?;
         let sealed = self.seal_value(found.org_id, found.id, value);
         let now = self.clock.now();
-        let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
+        let txn = twig_db::begin_write(&self.db)
+            .await
+            .map_err(VaultError::from)?;
         let mut model: secret::ActiveModel = found.into();
         model.sealed = Set(sealed.to_text());
         model.key_version = Set(i32::try_from(sealed.version).unwrap_or(i32::MAX));
         model.masked = Set(provider.mask(value));
         model.updated_at = Set(now);
-        let updated = model.update(&txn).await.map_err(db_err)?;
+        let updated = model.update(&txn).await.map_err(VaultError::from)?;
         AuditEvent::new("vault.secret_updated", Outcome::Success)
             .org(principal.org_id)
             .actor(principal.actor())
             .target(format!("secret:{}", updated.id))
             .record_at(&txn, now)
             .await
-            .map_err(db_err)?;
-        txn.commit().await.map_err(db_err)?;
+            .map_err(VaultError::from)?;
+        txn.commit().await.map_err(VaultError::from)?;
         Ok(updated)
     }
 
     /// Deletes a provider key.
-    pub async fn delete(&self, principal: &Principal, id: &str) -> Result<(), ApiError> {
+    pub async fn delete(&self, principal: &Principal, id: &str) -> Result<(), VaultError> {
         principal.require_scope(Scope::Admin)?;
         let found = self.find(principal.org_id, id).await?;
         let now = self.clock.now();
-        let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
+        let txn = twig_db::begin_write(&self.db)
+            .await
+            .map_err(VaultError::from)?;
         secret::Entity::delete_by_id(found.id)
             .exec(&txn)
             .await
-            .map_err(db_err)?;
+            .map_err(VaultError::from)?;
         AuditEvent::new("vault.secret_deleted", Outcome::Success)
             .org(principal.org_id)
             .actor(principal.actor())
@@ -348,8 +342,8 @@ impl Vault {
             .details(serde_json::json!({ "provider": found.provider, "name": found.name }))
             .record_at(&txn, now)
             .await
-            .map_err(db_err)?;
-        txn.commit().await.map_err(db_err)?;
+            .map_err(VaultError::from)?;
+        txn.commit().await.map_err(VaultError::from)?;
         Ok(())
     }
 
@@ -360,31 +354,33 @@ impl Vault {
         caller: &InternalCaller,
         org: &str,
         id: &str,
-    ) -> Result<(String, Zeroizing<String>), ApiError> {
+    ) -> Result<(String, Zeroizing<String>), VaultError> {
         let org = Uuid::parse_str(org)
-            .map_err(|_| ApiError::invalid_field("organization_id", "must be a UUID"))?;
+            .map_err(|_| VaultError::invalid_field("organization_id", "must be a UUID"))?;
         let found = self.find(org, id).await?;
         let stored = |e: OpenError| {
             tracing::error!(secret = %found.id, error = %e, "a stored secret does not decrypt");
-            ApiError::failed_precondition(format!(
-                "the stored value does not decrypt ({e}); it must be stored again"
-            ))
+            VaultError::Undecryptable(e)
         };
         let sealed = Sealed::parse(&found.sealed).map_err(stored)?;
         let plain =
             envelope::open(&self.keys, &Self::binding(org, found.id), &sealed).map_err(stored)?;
-        let value = Zeroizing::new(
-            String::from_utf8(plain.to_vec())
-                .map_err(|_| ApiError::internal(&DbErr::Custom("stored value".into())))?,
-        );
+        let value = Zeroizing::new(String::from_utf8(plain.to_vec()).map_err(|source| {
+            VaultError::Corrupt {
+                what: "value",
+                source: source.into(),
+            }
+        })?);
         let now = self.clock.now();
-        let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
+        let txn = twig_db::begin_write(&self.db)
+            .await
+            .map_err(VaultError::from)?;
         secret::Entity::update_many()
             .col_expr(secret::Column::LastUsedAt, Expr::value(now))
             .filter(secret::Column::Id.eq(found.id))
             .exec(&txn)
             .await
-            .map_err(db_err)?;
+            .map_err(VaultError::from)?;
         AuditEvent::new("vault.secret_revealed", Outcome::Success)
             .org(org)
             .actor(format!("service:{}", caller.name))
@@ -392,15 +388,15 @@ impl Vault {
             .details(serde_json::json!({ "provider": found.provider, "name": found.name }))
             .record_at(&txn, now)
             .await
-            .map_err(db_err)?;
-        txn.commit().await.map_err(db_err)?;
+            .map_err(VaultError::from)?;
+        txn.commit().await.map_err(VaultError::from)?;
         Ok((found.provider, value))
     }
 
     /// Seals `plaintext` for `context`.
-    pub fn seal(&self, context: &Context, plaintext: &[u8]) -> Result<String, ApiError> {
+    pub fn seal(&self, context: &Context, plaintext: &[u8]) -> Result<String, VaultError> {
         if plaintext.len() > MAX_PLAINTEXT {
-            return Err(ApiError::invalid_field(
+            return Err(VaultError::invalid_field(
                 "plaintext",
                 "must be at most 64 KiB",
             ));
@@ -409,36 +405,36 @@ impl Vault {
     }
 
     /// Opens what [`Vault::seal`] returned for the same context.
-    pub fn unseal(&self, context: &Context, text: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
-        let sealed = Sealed::parse(text).map_err(open_error)?;
-        envelope::open(&self.keys, &context.0, &sealed).map_err(open_error)
+    pub fn unseal(&self, context: &Context, text: &str) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        let sealed = Sealed::parse(text).map_err(VaultError::from)?;
+        envelope::open(&self.keys, &context.0, &sealed).map_err(VaultError::from)
     }
 
     /// Moves a sealed value to the newest master key.
-    pub fn rewrap_value(&self, context: &Context, text: &str) -> Result<String, ApiError> {
-        let sealed = Sealed::parse(text).map_err(open_error)?;
+    pub fn rewrap_value(&self, context: &Context, text: &str) -> Result<String, VaultError> {
+        let sealed = Sealed::parse(text).map_err(VaultError::from)?;
         envelope::rewrap(&self.keys, self.keys.active(), &context.0, &sealed)
             .map(|s| s.to_text())
-            .map_err(open_error)
+            .map_err(VaultError::from)
     }
 
-    async fn count_wrapped(&self, version: i32) -> Result<u64, ApiError> {
+    async fn count_wrapped(&self, version: i32) -> Result<u64, VaultError> {
         secret::Entity::find()
             .filter(secret::Column::KeyVersion.eq(version))
             .count(&self.db)
             .await
-            .map_err(db_err)
+            .map_err(VaultError::from)
     }
 
     /// Every master key version recorded, and the latest re-wrap job.
-    pub async fn master_keys(&self) -> Result<(Vec<KeyStatus>, Option<JobStatus>), ApiError> {
+    pub async fn master_keys(&self) -> Result<(Vec<KeyStatus>, Option<JobStatus>), VaultError> {
         // The job first: once it reads finished, the counts below are final.
         let job = self.latest_job().await?;
         let records = master_key::Entity::find()
             .order_by_asc(master_key::Column::Version)
             .all(&self.db)
             .await
-            .map_err(db_err)?;
+            .map_err(VaultError::from)?;
         let active = self.keys.active().version();
         let mut out = Vec::new();
         for record in records {
@@ -454,13 +450,13 @@ impl Vault {
         Ok((out, job))
     }
 
-    async fn latest_job(&self) -> Result<Option<JobStatus>, ApiError> {
+    async fn latest_job(&self) -> Result<Option<JobStatus>, VaultError> {
         let Some(job) = rewrap_job::Entity::find()
             .order_by_desc(rewrap_job::Column::StartedAt)
             .order_by_desc(rewrap_job::Column::Id)
             .one(&self.db)
             .await
-            .map_err(db_err)?
+            .map_err(VaultError::from)?
         else {
             return Ok(None);
         };
@@ -468,31 +464,33 @@ impl Vault {
             .filter(secret::Column::KeyVersion.ne(job.target_version))
             .count(&self.db)
             .await
-            .map_err(db_err)?;
+            .map_err(VaultError::from)?;
         Ok(Some(JobStatus { job, remaining }))
     }
 
     /// Starts a re-wrap to the newest master key, or returns the
     /// unfinished one for it; the work runs in the background.
-    pub async fn start_rewrap(self: &Arc<Self>) -> Result<JobStatus, ApiError> {
+    pub async fn start_rewrap(self: &Arc<Self>) -> Result<JobStatus, VaultError> {
         let target = i32::try_from(self.keys.active().version()).unwrap_or(i32::MAX);
         let unfinished = rewrap_job::Entity::find()
             .filter(rewrap_job::Column::FinishedAt.is_null())
             .filter(rewrap_job::Column::TargetVersion.eq(target))
             .one(&self.db)
             .await
-            .map_err(db_err)?;
+            .map_err(VaultError::from)?;
         if unfinished.is_none() {
             let now = self.clock.now();
             let id = Uuid::now_v7();
-            let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
+            let txn = twig_db::begin_write(&self.db)
+                .await
+                .map_err(VaultError::from)?;
             // A job for an older target is superseded.
             rewrap_job::Entity::update_many()
                 .col_expr(rewrap_job::Column::FinishedAt, Expr::value(now))
                 .filter(rewrap_job::Column::FinishedAt.is_null())
                 .exec(&txn)
                 .await
-                .map_err(db_err)?;
+                .map_err(VaultError::from)?;
             rewrap_job::ActiveModel {
                 id: Set(id),
                 target_version: Set(target),
@@ -502,24 +500,24 @@ impl Vault {
             }
             .insert(&txn)
             .await
-            .map_err(db_err)?;
+            .map_err(VaultError::from)?;
             AuditEvent::new("vault.rewrap_started", Outcome::Success)
                 .actor("system")
                 .target(format!("master-key:{target}"))
                 .record_at(&txn, now)
                 .await
-                .map_err(db_err)?;
-            txn.commit().await.map_err(db_err)?;
+                .map_err(VaultError::from)?;
+            txn.commit().await.map_err(VaultError::from)?;
         }
         let vault = self.clone();
         tokio::spawn(async move {
             if let Err(e) = vault.run_rewrap().await {
-                tracing::warn!(error = %e.message(), "vault re-wrap stopped; it resumes on the next start");
+                tracing::warn!(error = %e, "vault re-wrap stopped; it resumes on the next start");
             }
         });
         self.latest_job()
             .await?
-            .ok_or_else(|| ApiError::internal(&DbErr::Custom("job".into())))
+            .ok_or(VaultError::Vanished("re-wrap job"))
     }
 
     /// Resumes an unfinished re-wrap job, if any (at start).
@@ -535,7 +533,7 @@ impl Vault {
                     "resuming the vault re-wrap"
                 );
                 if let Err(e) = self.run_rewrap().await {
-                    tracing::warn!(error = %e.message(), "vault re-wrap stopped; it resumes on the next start");
+                    tracing::warn!(error = %e, "vault re-wrap stopped; it resumes on the next start");
                 }
             }
             Ok(None) => {}
@@ -547,31 +545,33 @@ impl Vault {
     /// and progress together), until none is left on another version. One
     /// run at a time in this process: a later call waits, then finishes a
     /// job started while the earlier run was ending.
-    pub async fn run_rewrap(&self) -> Result<(), ApiError> {
+    pub async fn run_rewrap(&self) -> Result<(), VaultError> {
         let _running = self.rewrapping.lock().await;
         let Some(job) = rewrap_job::Entity::find()
             .filter(rewrap_job::Column::FinishedAt.is_null())
             .one(&self.db)
             .await
-            .map_err(db_err)?
+            .map_err(VaultError::from)?
         else {
             return Ok(());
         };
         let target_version = u32::try_from(job.target_version).unwrap_or(0);
         let Some(target) = self.keys.get(target_version) else {
-            return Err(ApiError::failed_precondition(format!(
+            return Err(VaultError::failed_precondition(format!(
                 "the re-wrap targets master key version {target_version}, which is not configured"
             )));
         };
         loop {
-            let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
+            let txn = twig_db::begin_write(&self.db)
+                .await
+                .map_err(VaultError::from)?;
             let rows = secret::Entity::find()
                 .filter(secret::Column::KeyVersion.ne(job.target_version))
                 .order_by_asc(secret::Column::Id)
                 .limit(self.rewrap_batch)
                 .all(&txn)
                 .await
-                .map_err(db_err)?;
+                .map_err(VaultError::from)?;
             let now = self.clock.now();
             if rows.is_empty() {
                 rewrap_job::Entity::update_many()
@@ -579,27 +579,27 @@ impl Vault {
                     .filter(rewrap_job::Column::Id.eq(job.id))
                     .exec(&txn)
                     .await
-                    .map_err(db_err)?;
+                    .map_err(VaultError::from)?;
                 AuditEvent::new("vault.rewrap_finished", Outcome::Success)
                     .actor("system")
                     .target(format!("master-key:{target_version}"))
                     .record_at(&txn, now)
                     .await
-                    .map_err(db_err)?;
-                txn.commit().await.map_err(db_err)?;
+                    .map_err(VaultError::from)?;
+                txn.commit().await.map_err(VaultError::from)?;
                 tracing::info!(target_version, "vault re-wrap finished");
                 return Ok(());
             }
             let n = rows.len();
             for row in rows {
-                let sealed = Sealed::parse(&row.sealed).map_err(open_error)?;
+                let sealed = Sealed::parse(&row.sealed).map_err(VaultError::Undecryptable)?;
                 let moved = envelope::rewrap(
                     &self.keys,
                     target,
                     &Self::binding(row.org_id, row.id),
                     &sealed,
                 )
-                .map_err(open_error)?;
+                .map_err(VaultError::Undecryptable)?;
                 secret::Entity::update_many()
                     .col_expr(secret::Column::Sealed, Expr::value(moved.to_text()))
                     .col_expr(secret::Column::KeyVersion, Expr::value(job.target_version))
@@ -607,7 +607,7 @@ impl Vault {
                     .filter(secret::Column::Sealed.eq(row.sealed))
                     .exec(&txn)
                     .await
-                    .map_err(db_err)?;
+                    .map_err(VaultError::from)?;
             }
             rewrap_job::Entity::update_many()
                 .col_expr(
@@ -620,51 +620,53 @@ impl Vault {
                 .filter(rewrap_job::Column::Id.eq(job.id))
                 .exec(&txn)
                 .await
-                .map_err(db_err)?;
-            txn.commit().await.map_err(db_err)?;
+                .map_err(VaultError::from)?;
+            txn.commit().await.map_err(VaultError::from)?;
             metrics::counter!("twig_vault_rewrapped_total").increment(n as u64);
             twig_db::failpoint("vault.rewrap.batch_committed");
         }
     }
 
     /// Retires a master key version nothing stored uses any more.
-    pub async fn retire(&self, version: u32) -> Result<KeyStatus, ApiError> {
+    pub async fn retire(&self, version: u32) -> Result<KeyStatus, VaultError> {
         let v = i32::try_from(version)
-            .map_err(|_| ApiError::invalid_field("version", "no such version"))?;
+            .map_err(|_| VaultError::invalid_field("version", "no such version"))?;
         let record = master_key::Entity::find_by_id(v)
             .one(&self.db)
             .await
-            .map_err(db_err)?
-            .ok_or_else(|| ApiError::not_found(format!("no master key version {version}")))?;
+            .map_err(VaultError::from)?
+            .ok_or_else(|| VaultError::not_found(format!("no master key version {version}")))?;
         if version == self.keys.active().version() {
-            return Err(ApiError::failed_precondition(
+            return Err(VaultError::failed_precondition(
                 "this is the newest master key: add a newer version and re-wrap first",
             ));
         }
         let now: DateTime<Utc> = self.clock.now();
-        let txn = twig_db::begin_write(&self.db).await.map_err(db_err)?;
+        let txn = twig_db::begin_write(&self.db)
+            .await
+            .map_err(VaultError::from)?;
         let using = secret::Entity::find()
             .filter(secret::Column::KeyVersion.eq(v))
             .count(&txn)
             .await
-            .map_err(db_err)?;
+            .map_err(VaultError::from)?;
         if using > 0 {
-            return Err(ApiError::failed_precondition(format!(
+            return Err(VaultError::failed_precondition(format!(
                 "{using} stored secrets still use master key version {version}: run StartRewrap \
                  and wait until it finishes"
             )));
         }
         let mut model: master_key::ActiveModel = record.into();
         model.retired_at = Set(Some(now));
-        let record = model.update(&txn).await.map_err(db_err)?;
+        let record = model.update(&txn).await.map_err(VaultError::from)?;
         AuditEvent::new("vault.master_key_retired", Outcome::Success)
             .actor("system")
             .target(format!("master-key:{version}"))
             .record_at(&txn, now)
             .await
-            .map_err(db_err)?;
+            .map_err(VaultError::from)?;
         twig_db::failpoint("vault.retire.before_commit");
-        txn.commit().await.map_err(db_err)?;
+        txn.commit().await.map_err(VaultError::from)?;
         Ok(KeyStatus {
             configured: self.keys.get(version).is_some(),
             active: false,

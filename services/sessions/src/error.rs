@@ -47,9 +47,9 @@ pub enum SessionError {
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] DbErr),
-    /// Password hashing failed.
+    /// Password hashing failed, or a stored hash is unreadable.
     #[error("password hashing: {0}")]
-    Hashing(String),
+    Hashing(#[source] PasswordError),
 }
 
 impl SessionError {
@@ -67,9 +67,7 @@ impl SessionError {
             PasswordError::TooShort(_) | PasswordError::TooLong(_) => {
                 Self::field(field, err.to_string())
             }
-            PasswordError::CorruptHash | PasswordError::Hashing(_) => {
-                Self::Hashing(err.to_string())
-            }
+            PasswordError::CorruptHash | PasswordError::Hashing(_) => Self::Hashing(err),
         }
     }
 }

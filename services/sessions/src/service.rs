@@ -121,7 +121,7 @@ impl Sessions {
                 max_bytes: config.password_max_bytes,
             },
             ip_limiter: IpLimiter::new(config.failed_logins_per_ip_per_minute),
-            last_seen: LastSeen::default(),
+            last_seen: LastSeen::new(db.clone()),
             db,
             config,
             hasher,
@@ -165,7 +165,7 @@ impl Sessions {
 
     /// Writes pending last-seen times.
     pub async fn flush_last_seen(&self) -> Result<usize> {
-        Ok(self.last_seen.flush(&self.db).await?)
+        Ok(self.last_seen.flush().await?)
     }
 
     /// A successful action by `principal`, for the audit log.

@@ -20,6 +20,8 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 use twig_errors::ApiError;
 
+pub mod batch;
+
 pub use sea_orm;
 pub use sea_orm_migration;
 

@@ -23,6 +23,7 @@ mod coalesce;
 mod connection;
 mod cors;
 mod deadline;
+mod error;
 mod framing;
 mod http_routes;
 mod in_flight;
@@ -34,6 +35,7 @@ mod trace;
 mod workers;
 
 pub use coalesce::CoalescingIo;
+pub use error::ServerError;
 pub use limits::{Limits, default_max_connections, descriptor_limit};
 pub use metrics::{install_recorder, serve_admin};
 pub use tonic_health;
@@ -74,7 +76,7 @@ pub async fn serve(
     listener: TcpListener,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), ServerError> {
     let (reporter, health_service) = health();
     reporter
         .set_service_status("", ServingStatus::NotServing)
@@ -83,11 +85,13 @@ pub async fn serve(
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(twig_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+        .build_v1()
+        .map_err(ServerError::Reflection)?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(twig_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+        .build_v1alpha()
+        .map_err(ServerError::Reflection)?;
 
     let routes = options
         .routes
@@ -133,7 +137,9 @@ pub async fn serve(
              accepts will fail before the cap is reached; lower it or raise the limit"
         );
     }
-    let local = listener.local_addr()?;
+    let local = listener
+        .local_addr()
+        .map_err(ServerError::ListenerAddress)?;
     set_all(&reporter, &options.service_names, ServingStatus::Serving).await;
     tracing::info!(
         address = %local,

@@ -16,6 +16,8 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
+use crate::ServerError;
+
 /// How often histogram samples are folded into their buckets when nothing
 /// scrapes: the samples kept are at most this long's worth of requests.
 const UPKEEP_EVERY: Duration = Duration::from_secs(1);
@@ -23,7 +25,7 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 /// Installs the process-wide Prometheus recorder and starts its upkeep
 /// (a thread of its own, which runs whatever the async runtime is doing).
 /// Call once, in the binary.
-pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+pub fn install_recorder() -> Result<PrometheusHandle, ServerError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Suffix("duration_seconds".into()),
@@ -31,8 +33,10 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
                 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                 2.5, 10.0,
             ],
-        )?
-        .install_recorder()?;
+        )
+        .map_err(ServerError::MetricsBuckets)?
+        .install_recorder()
+        .map_err(ServerError::MetricsInstall)?;
     let upkeep = handle.clone();
     std::thread::Builder::new()
         .name("metrics-upkeep".into())
@@ -41,13 +45,17 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
                 std::thread::sleep(UPKEEP_EVERY);
                 upkeep.run_upkeep();
             }
-        })?;
+        })
+        .map_err(ServerError::MetricsUpkeep)?;
     Ok(handle)
 }
 
 /// Serves `GET /metrics` on `listener` until the process ends.
-pub async fn serve_admin(listener: TcpListener, handle: PrometheusHandle) -> anyhow::Result<()> {
-    let address = listener.local_addr()?;
+pub async fn serve_admin(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+) -> Result<(), ServerError> {
+    let address = listener.local_addr().map_err(ServerError::Admin)?;
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
@@ -56,6 +64,5 @@ pub async fn serve_admin(listener: TcpListener, handle: PrometheusHandle) -> any
         }),
     );
     tracing::info!(%address, "admin port: /metrics");
-    axum::serve(listener, app).await?;
-    Ok(())
+    axum::serve(listener, app).await.map_err(ServerError::Admin)
 }

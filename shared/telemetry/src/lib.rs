@@ -15,11 +15,41 @@ pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
 }
 
+/// Why logging and tracing could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The configured log filter does not parse (`RUST_LOG`, when set and
+    /// valid, wins over it).
+    #[error(
+        "telemetry.log_filter {filter:?} is not a valid filter; fix it (e.g. \"info,twig=debug\")"
+    )]
+    Filter {
+        /// The filter as configured.
+        filter: String,
+        /// What the parser said.
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// The OTLP exporter could not be built from the environment.
+    #[error(
+        "cannot build the OTLP span exporter; check OTEL_EXPORTER_OTLP_ENDPOINT and the other \
+         OTEL_EXPORTER_OTLP_* variables, or unset OTEL_EXPORTER_OTLP_ENDPOINT to export nothing"
+    )]
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+    /// Another global subscriber is installed already.
+    #[error("cannot install the log subscriber: one is installed already (call init once)")]
+    Install(#[source] tracing_subscriber::util::TryInitError),
+}
+
 /// Installs the global subscriber. Must run inside a tokio runtime (the
 /// OTLP exporter spawns onto it).
-pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
-    let filter =
-        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log_filter))?;
+pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log_filter))
+        .map_err(|source| TelemetryError::Filter {
+            filter: config.log_filter.clone(),
+            source,
+        })?;
     let fmt = if config.json_logs {
         tracing_subscriber::fmt::layer()
             .json()
@@ -32,7 +62,8 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
     let provider = if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
-            .build()?;
+            .build()
+            .map_err(TelemetryError::Exporter)?;
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(
@@ -57,7 +88,8 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
         .with(filter)
         .with(fmt)
         .with(otel)
-        .try_init()?;
+        .try_init()
+        .map_err(TelemetryError::Install)?;
     Ok(Telemetry { provider })
 }
 
