@@ -23,9 +23,9 @@ pub use twig_module::Deps;
 /// Every service this binary can run, in build order.
 pub static MODULES: &[&dyn Module] = &[
     &twig_sessions::MODULE,
-    &twig_apikeys::MODULE,
+    &twig_api_keys::MODULE,
     &twig_quota::MODULE,
-    &twig_vault::MODULE,
+    &twig_secrets_vault::MODULE,
     &twig_edge::MODULE,
 ];
 

@@ -147,8 +147,8 @@ async fn api_key_usage_is_written_once_across_a_stop_mid_flush(backend: Backend,
     let in_second = 2 * keys.len() as i64;
     let _database = stop_during(app, pause, ending).await;
     let ids: Vec<uuid::Uuid> = keys.iter().map(|(id, _)| *id).collect();
-    let rows = twig_apikeys::entity::api_key_usage::Entity::find()
-        .filter(twig_apikeys::entity::api_key_usage::Column::KeyId.is_in(ids.clone()))
+    let rows = twig_api_keys::entity::api_key_usage::Entity::find()
+        .filter(twig_api_keys::entity::api_key_usage::Column::KeyId.is_in(ids.clone()))
         .all(&db)
         .await
         .unwrap();
@@ -165,8 +165,8 @@ async fn api_key_usage_is_written_once_across_a_stop_mid_flush(backend: Backend,
         "{ending:?}: {rows:?}"
     );
     assert_eq!(rows.len(), 2 * keys.len(), "one row per key and minute");
-    let stored = twig_apikeys::entity::api_key::Entity::find()
-        .filter(twig_apikeys::entity::api_key::Column::Id.is_in(ids))
+    let stored = twig_api_keys::entity::api_key::Entity::find()
+        .filter(twig_api_keys::entity::api_key::Column::Id.is_in(ids))
         .all(&db)
         .await
         .unwrap();

@@ -200,7 +200,7 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
         .weak_hashing()
         .config(|c| {
             c.edit::<twig_quota::QuotaConfig>(|s| s.default_limit = 1_000_000);
-            c.edit::<twig_vault::VaultConfig>(|vault| {
+            c.edit::<twig_secrets_vault::VaultConfig>(|vault| {
                 vault
                     .master_keys
                     .insert("1".into(), Secret::new(TEST_MASTER_KEY));
@@ -500,7 +500,7 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
     }
 
     // ----- api-keys ----------------------------------------------------
-    use twig_apikeys::entity::{api_key, api_key_secret, org_ip_allowlist};
+    use twig_api_keys::entity::{api_key, api_key_secret, org_ip_allowlist};
 
     let created = all_ok(
         "CreateApiKey",
@@ -728,7 +728,7 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
     assert_eq!(quota_limit::Entity::find().count(db).await.unwrap(), 0);
 
     // ----- vault -------------------------------------------------------
-    use twig_vault::entity::{master_key, secret};
+    use twig_secrets_vault::entity::{master_key, secret};
 
     let add = |name: String, value: String| {
         let owner = owner.clone();

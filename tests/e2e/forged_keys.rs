@@ -89,7 +89,7 @@ async fn forged_keys_are_counted_per_address_and_period(backend: Backend) {
         if period > 0 {
             app.clock.advance(
                 app.config
-                    .section::<twig_apikeys::ApiKeysConfig>()
+                    .section::<twig_api_keys::ApiKeysConfig>()
                     .unwrap()
                     .refusal_audit_period,
             );
@@ -156,7 +156,7 @@ async fn forged_keys_are_counted_per_address_and_period(backend: Backend) {
 async fn addresses_beyond_the_cap_share_one_overflow_row(backend: Backend) {
     let app = TestApp::builder(backend)
         .weak_hashing()
-        .config(|c| c.edit::<twig_apikeys::ApiKeysConfig>(|s| s.refusal_audit_max_sources = 1))
+        .config(|c| c.edit::<twig_api_keys::ApiKeysConfig>(|s| s.refusal_audit_max_sources = 1))
         .spawn()
         .await;
     let before = event_ids(&app).await;

@@ -26,7 +26,7 @@ async fn vault_values_and_keys_never_reach_the_logs() {
         .env("TWIG__SECRETS_VAULT__MASTER_KEYS__1", MASTER)
         .env(
             "RUST_LOG",
-            "debug,twig_vault=trace,twig_auth=trace,twig_server=trace",
+            "debug,twig_secrets_vault=trace,twig_auth=trace,twig_server=trace",
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

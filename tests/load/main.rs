@@ -752,7 +752,7 @@ async fn main() -> anyhow::Result<()> {
 /// api-keys service stores them (random secrets: nobody can use them).
 async fn seed_keys(url: &str, count: u64) -> anyhow::Result<()> {
     use sea_orm::{EntityTrait, Set};
-    use twig_apikeys::entity::{api_key, api_key_secret};
+    use twig_api_keys::entity::{api_key, api_key_secret};
     use twig_crypto::{Token, TokenKind};
 
     let db = sea_orm::Database::connect(url).await?;
@@ -806,17 +806,17 @@ async fn seed_keys(url: &str, count: u64) -> anyhow::Result<()> {
 /// the default size).
 async fn rewrap_bench(url: &str, count: u64) -> anyhow::Result<()> {
     use sea_orm::{EntityTrait, Set};
-    use twig_vault::entity::secret;
-    use twig_vault::envelope::{self, Binding};
-    use twig_vault::keys::{Keyring, MasterKey};
+    use twig_secrets_vault::entity::secret;
+    use twig_secrets_vault::envelope::{self, Binding};
+    use twig_secrets_vault::keys::{Keyring, MasterKey};
 
     let db = twig_db::connect(url, 8).await?;
-    twig_identity::migrate(&db, &[&twig_vault::MODULE]).await?;
+    twig_identity::migrate(&db, &[&twig_secrets_vault::MODULE]).await?;
     let v1 = MasterKey::generate(1);
     let v1_text = v1.to_base64();
     let clock: Arc<dyn twig_clock::Clock> = Arc::new(twig_clock::SystemClock);
     let first = Arc::new(Keyring::new([v1])?);
-    twig_vault::Vault::open(db.clone(), first.clone(), clock.clone(), 500).await?;
+    twig_secrets_vault::Vault::open(db.clone(), first.clone(), clock.clone(), 500).await?;
     let started = Instant::now();
     let org = uuid::Uuid::now_v7();
     let now = twig_clock::Clock::now(&twig_clock::SystemClock);
@@ -861,7 +861,7 @@ async fn rewrap_bench(url: &str, count: u64) -> anyhow::Result<()> {
         MasterKey::from_base64(1, &v1_text)?,
         MasterKey::generate(2),
     ])?);
-    let vault = Arc::new(twig_vault::Vault::open(db, both, clock, 500).await?);
+    let vault = Arc::new(twig_secrets_vault::Vault::open(db, both, clock, 500).await?);
     let started = Instant::now();
     vault.start_rewrap().await?;
     loop {

@@ -54,7 +54,7 @@ impl TestAppBuilder {
         config.database.max_connections = 8;
         let internal_token = format!("internal-{}", uuid::Uuid::new_v4().simple());
         config.auth.internal_token = Some(Secret::new(internal_token.clone()));
-        config.edit::<twig_vault::VaultConfig>(|vault| {
+        config.edit::<twig_secrets_vault::VaultConfig>(|vault| {
             if vault.master_keys.is_empty() && vault.master_keys_dir.is_none() {
                 vault
                     .master_keys
@@ -141,11 +141,11 @@ pub struct TestApp {
     /// The sessions service inside the server, for flushing batched work.
     pub sessions_service: Arc<twig_sessions::Sessions>,
     /// The api-keys service inside the server, for flushing batched work.
-    pub api_keys_service: Arc<twig_apikeys::ApiKeys>,
+    pub api_keys_service: Arc<twig_api_keys::ApiKeys>,
     /// The quota service inside the server, for flushing usage.
     pub quota_service: Arc<twig_quota::Quota>,
     /// The vault inside the server.
-    pub vault_service: Arc<twig_vault::Vault>,
+    pub vault_service: Arc<twig_secrets_vault::Vault>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     /// Dropped with the app (a PostgreSQL database is dropped then).

@@ -13,10 +13,7 @@ async fn refused(config: &OutboundConfig, url: &str) -> OutboundError {
     // Built first: loading the TLS roots is not part of the refusal.
     let client = client(config);
     let started = Instant::now();
-    let error = client
-        .send(Purpose::JWKS, get(url))
-        .await
-        .expect_err(url);
+    let error = client.send(Purpose::JWKS, get(url)).await.expect_err(url);
     // No connection attempt: nothing waited for a connect timeout.
     assert!(started.elapsed() < Duration::from_millis(500), "{url}");
     error
