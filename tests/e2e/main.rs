@@ -49,6 +49,7 @@ mod h2_frames;
 mod http_json;
 mod ip_allowlists;
 mod metrics_bounds;
+mod modules;
 mod node_grpc_web;
 mod openapi;
 mod quota;

@@ -137,13 +137,13 @@ What runs, as JSON {"items": [...]}: in monolith mode one component running
 {{- end -}}
 {{- /* Each component reaches the other services at their Services. */ -}}
 {{- if gt (len $items) 1 -}}
-{{- $settings := dict "sessions" "TWIG__REMOTE__SESSIONS" "api-keys" "TWIG__REMOTE__API_KEYS" "quota" "TWIG__REMOTE__QUOTA" "secrets-vault" "TWIG__REMOTE__SECRETS_VAULT" -}}
 {{- $withRemotes := list -}}
 {{- range $item := $items -}}
 {{- $remotes := list -}}
 {{- range $other := $items -}}
-{{- $env := get $settings $other.component -}}
-{{- if and $env (ne $other.component $item.component) -}}
+{{- /* remote.<service>: the service's name with _ for -; nobody calls the edge. */ -}}
+{{- $env := printf "TWIG__REMOTE__%s" ($other.component | replace "-" "_" | upper) -}}
+{{- if and (ne $other.component "edge") (ne $other.component $item.component) -}}
 {{- $remotes = append $remotes (dict "env" $env "url" (printf "http://%s:%d" $other.name (int $root.Values.service.port))) -}}
 {{- end -}}
 {{- end -}}

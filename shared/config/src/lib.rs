@@ -114,6 +114,11 @@ impl Owners {
         self
     }
 
+    /// The keys of the sections declared so far.
+    pub fn section_keys(&self) -> Vec<&'static str> {
+        self.sections.iter().map(|(key, _)| *key).collect()
+    }
+
     /// Every internal scope some service checks.
     pub fn known_internal_scopes(&self) -> &[&'static str] {
         &self.internal_scopes
