@@ -6,13 +6,11 @@
 //! fan-out says it changed, so a change reaches every replica within the
 //! fan-out's delay (milliseconds over Redis pub/sub).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use chrono::{DateTime, Utc};
-use dashmap::DashMap;
 use sea_orm::ColumnTrait;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use twig_audit::{AuditEvent, Outcome};
+use twig_cache::BoundedCache;
 use twig_fanout::{Announcement, Fanout, Heard};
 use uuid::Uuid;
 
@@ -46,8 +44,13 @@ impl Announcement for LimitChanged {
     }
 }
 
-/// Cached lookups at most; beyond, the cache starts afresh.
-const MAX_CACHED: usize = 100_000;
+/// Cached lookups at most; beyond, the least useful are evicted (a flood
+/// of subjects seen once does not push out those in use).
+const MAX_CACHED: u64 = 100_000;
+
+/// How long a cached lookup is believed without an announcement (changes
+/// are announced at once; this bounds a replica that missed one).
+const CACHED_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A limit and whether it is enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,10 +77,9 @@ pub struct Limits {
     default: Rule,
     db: DatabaseConnection,
     fanout: Fanout,
-    cache: DashMap<String, Option<Rule>>,
-    /// Bumped on every change heard, so a lookup racing a change does not
-    /// cache what it read before the change.
-    generation: AtomicU64,
+    /// Every subject's own rule (or none) as last read; a lookup racing a
+    /// change does not keep what it read before the change.
+    cache: BoundedCache<String, Option<Rule>>,
 }
 
 impl Limits {
@@ -87,8 +89,7 @@ impl Limits {
             default,
             db,
             fanout,
-            cache: DashMap::new(),
-            generation: AtomicU64::new(0),
+            cache: BoundedCache::new(MAX_CACHED),
         }
     }
 
@@ -126,21 +127,18 @@ impl Limits {
         if !matches!(subject.kind(), "org" | "key") {
             return Ok(None);
         }
-        if let Some(cached) = self.cache.get(subject.as_str()) {
-            return Ok(*cached);
+        let key = subject.as_str().to_string();
+        if let Some(cached) = self.cache.get(&key) {
+            return Ok(cached);
         }
-        let generation = self.generation.load(Ordering::Acquire);
+        let generation = self.cache.generation();
         let row = quota_limit::Entity::find_by_id(subject.as_str())
             .one(&self.db)
             .await
             .map_err(QuotaError::from)?;
         let rule = row.as_ref().map(rule_of).transpose()?;
-        if self.generation.load(Ordering::Acquire) == generation {
-            if self.cache.len() >= MAX_CACHED {
-                self.cache.clear();
-            }
-            self.cache.insert(subject.as_str().to_string(), rule);
-        }
+        self.cache
+            .insert_if_current(generation, key, rule, CACHED_FOR);
         Ok(rule)
     }
 
@@ -269,8 +267,7 @@ impl Limits {
     }
 
     fn forget(&self, subject: &str) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.cache.remove(subject);
+        self.cache.invalidate(&subject.to_string());
     }
 
     /// Applies changes announced by any replica; runs until the fan-out
@@ -280,10 +277,7 @@ impl Limits {
         while let Some(heard) = heard.recv().await {
             match heard {
                 Heard::Announced(LimitChanged(subject)) => self.forget(subject.as_str()),
-                Heard::Resync => {
-                    self.generation.fetch_add(1, Ordering::AcqRel);
-                    self.cache.clear();
-                }
+                Heard::Resync => self.cache.invalidate_all(),
             }
         }
     }
