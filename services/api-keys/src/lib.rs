@@ -6,18 +6,18 @@
 //! - [`KeyAuthenticator`]: API keys for the shared auth layer;
 //!   [`remote::RemoteKeys`] the same (and key ownership) over gRPC.
 
-pub mod cache;
+mod cache;
 pub mod cidrs;
-pub mod config;
+mod config;
 pub mod entity;
-pub mod error;
-pub mod grpc;
-pub mod migration;
+mod error;
+mod grpc;
+mod migration;
 mod module;
-pub mod refusals;
-pub mod remote;
-pub mod scopes;
-pub mod service;
+mod refusals;
+mod remote;
+mod scopes;
+mod service;
 
 use std::sync::Arc;
 

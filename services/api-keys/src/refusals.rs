@@ -179,6 +179,7 @@ impl<S: Source> Refusals<S> {
     }
 
     /// How many sources are tracked, over all pending periods.
+    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         let periods = self.periods.lock().expect("refusals lock");
         periods.values().map(HashMap::len).sum()

@@ -112,6 +112,7 @@ struct Route {
 
 /// The HTTP bindings of every RPC that declares a rule, in the
 /// descriptor set's order.
+#[cfg(test)]
 pub fn bindings(descriptor_set: &[u8]) -> Result<Vec<Binding>, GatewayError> {
     Ok(routes(descriptor_set)?
         .into_iter()

@@ -11,10 +11,10 @@
 //! - [`Forward`]: a service in another process, called with the caller
 //!   the edge decided.
 
-pub mod authorize;
+mod authorize;
 mod forward;
-pub mod grpc;
-pub mod json;
+mod grpc;
+mod json;
 mod module;
 mod router;
 

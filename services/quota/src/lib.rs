@@ -16,20 +16,20 @@
 //!   [`remote::RemoteQuota`] over gRPC) for the front doors;
 //! - [`grpc::QuotaGrpc`]: `twig.quota.v1.QuotaService` on the wire.
 
-pub mod config;
+mod config;
 pub mod entity;
-pub mod error;
-pub mod grpc;
-pub mod limits;
-pub mod migration;
+mod error;
+mod grpc;
+mod limits;
+mod migration;
 mod module;
-pub mod remote;
-pub mod requests;
-pub mod service;
-pub mod store;
-pub mod subject;
-pub mod usage;
-pub mod window;
+mod remote;
+mod requests;
+mod service;
+mod store;
+mod subject;
+mod usage;
+mod window;
 
 pub use config::{OnStoreError, QuotaConfig, QuotaStore};
 pub use error::QuotaError;
@@ -38,8 +38,9 @@ pub use migration::Migrator;
 pub use module::{MODULE, QuotaModule};
 pub use requests::{PerRequest, RequestCounter, RequestCounting};
 pub use service::{Outcome, Quota, StorePolicy};
-pub use store::{MemoryStore, RedisStore, Store};
-pub use usage::Usage;
+pub use store::{MemoryStore, RedisStore, Store, Unreachable};
+pub use subject::Subject;
+pub use usage::{Tally, Usage};
 pub use window::{Decision, Limit, LimitError, Window};
 
 /// The fully-qualified gRPC service name.

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use twig_quota::store::Unreachable;
-use twig_quota::subject::Subject;
+use twig_quota::Subject;
+use twig_quota::Unreachable;
 use twig_quota::{Limit, MemoryStore, RedisStore, Store};
 use twig_testkit::{PrivateRedis, redis_prefix, redis_url};
 

@@ -2,9 +2,9 @@
 //! background one and a caller's): each count reaches the table exactly
 //! once, on both backends.
 
+use twig_quota::Subject;
+use twig_quota::Tally;
 use twig_quota::Usage;
-use twig_quota::subject::Subject;
-use twig_quota::usage::Tally;
 use twig_testkit::{Backend, TestDatabase};
 
 async fn concurrent_flushes_write_each_count_once(backend: Backend) {

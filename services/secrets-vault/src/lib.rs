@@ -12,17 +12,17 @@
 //! - `entity/`, [`migration`]: `vault_master_keys`, `vault_secrets`,
 //!   `vault_rewrap_jobs`.
 
-pub mod config;
+mod config;
 pub mod entity;
 pub mod envelope;
-pub mod error;
-pub mod grpc;
-pub mod keyring_config;
+mod error;
+mod grpc;
+mod keyring_config;
 pub mod keys;
-pub mod migration;
+mod migration;
 mod module;
-pub mod providers;
-pub mod service;
+mod providers;
+mod service;
 
 pub use config::VaultConfig;
 pub use error::VaultError;
