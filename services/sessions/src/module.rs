@@ -81,8 +81,13 @@ impl Module for SessionsModule {
                 kind: TokenKind::SessionAccess,
                 check: Arc::new(SessionAuthenticator(sessions.clone())),
             });
-            cx.provide(SessionIssuer(sessions.clone()));
-            cx.provide(Users(sessions.identity().clone()));
+            let issuer = SessionIssuer(sessions.clone());
+            let users = Users(sessions.identity().clone());
+            cx.provide(issuer.clone());
+            cx.provide(users.clone());
+            // The same ports by type from the built suite (tests, the CLI).
+            cx.expose(issuer);
+            cx.expose(users);
             cx.expose(sessions.identity().clone());
             cx.expose(sessions);
             Ok(())
