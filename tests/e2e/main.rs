@@ -58,6 +58,7 @@ mod replicas;
 mod server;
 mod sessions_abuse;
 mod sessions_flow;
+mod sessions_issuing;
 mod sessions_tokens;
 mod split;
 mod telemetry;

@@ -85,6 +85,8 @@ impl TestAppBuilder {
             .await
             .expect("build the suite");
         let sessions_service = suite.handle().expect("sessions runs");
+        let session_issuer = suite.handle().expect("sessions provides SessionIssuing");
+        let user_directory = suite.handle().expect("sessions provides UserDirectory");
         let api_keys_service = suite.handle().expect("api-keys runs");
         let quota_service = suite.handle().expect("quota runs");
         let vault_service = suite.handle().expect("the vault runs");
@@ -114,6 +116,8 @@ impl TestAppBuilder {
             internal_token,
             config,
             sessions_service,
+            session_issuer,
+            user_directory,
             api_keys_service,
             quota_service,
             vault_service,
@@ -140,6 +144,10 @@ pub struct TestApp {
     pub config: Config,
     /// The sessions service inside the server, for flushing batched work.
     pub sessions_service: Arc<twig_sessions::Sessions>,
+    /// The in-process `SessionIssuing` port, as other services get it.
+    pub session_issuer: twig_module::SessionIssuer,
+    /// The in-process `UserDirectory` port, as other services get it.
+    pub user_directory: twig_module::Users,
     /// The api-keys service inside the server, for flushing batched work.
     pub api_keys_service: Arc<twig_api_keys::ApiKeys>,
     /// The quota service inside the server, for flushing usage.

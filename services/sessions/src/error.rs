@@ -35,6 +35,9 @@ pub enum SessionError {
     /// The thing is absent or belongs to someone else.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The user is disabled: no session may be issued.
+    #[error("the user is disabled")]
+    UserDisabled,
     /// The user is a member already.
     #[error("the user is a member of this organisation already")]
     AlreadyMember,
@@ -96,6 +99,7 @@ impl From<SessionError> for ApiError {
             }
             SessionError::NotFound(_) => ApiError::not_found(err.to_string()),
             SessionError::Forbidden(_) => ApiError::permission_denied(err.to_string()),
+            SessionError::UserDisabled => ApiError::failed_precondition(err.to_string()),
             SessionError::WrongCurrentPassword => {
                 ApiError::invalid_field("current_password", "is wrong")
             }

@@ -1,5 +1,7 @@
 //! `twig.sessions.v1.SessionService` on the wire: decoding requests,
-//! reading the caller, encoding answers. The logic is in [`Sessions`].
+//! reading the caller, encoding answers. The logic is in the identity
+//! store ([`IdentityStore`]: users, organisations, memberships) and the
+//! session side ([`Sessions`]).
 
 use std::sync::Arc;
 
@@ -11,18 +13,24 @@ use twig_proto::sessions::v1 as pb;
 use uuid::Uuid;
 
 use crate::entity::{organization, user};
-use crate::service::{ClientContext, IssuedTokens, Sessions};
+use crate::identity::IdentityStore;
+use crate::sessions::{ClientContext, IssuedTokens, Sessions};
+use twig_module::SessionMethod;
 
 /// The gRPC face of the sessions service.
 #[derive(Clone)]
 pub struct SessionsGrpc {
     inner: Arc<Sessions>,
+    identity: Arc<IdentityStore>,
 }
 
 impl SessionsGrpc {
-    /// Wraps the service.
+    /// Wraps the session side and its identity store.
     pub fn new(inner: Arc<Sessions>) -> Self {
-        Self { inner }
+        Self {
+            identity: inner.identity().clone(),
+            inner,
+        }
     }
 }
 
@@ -56,7 +64,7 @@ fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(raw).map_err(|_| ApiError::invalid_field(field, "must be a UUID").into())
 }
 
-fn role_to_pb(role: Role) -> pb::Role {
+pub(crate) fn role_to_pb(role: Role) -> pb::Role {
     match role {
         Role::Owner => pb::Role::Owner,
         Role::Admin => pb::Role::Admin,
@@ -73,7 +81,7 @@ pub(crate) fn role_from_pb(raw: i32) -> Result<Role, Status> {
     }
 }
 
-fn user_to_pb(u: &user::Model) -> pb::User {
+pub(crate) fn user_to_pb(u: &user::Model) -> pb::User {
     pb::User {
         id: u.id.to_string(),
         email: u.email.clone(),
@@ -204,6 +212,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
                     user_agent: s.row.user_agent.clone().unwrap_or_default(),
                     expires_at: ts(s.row.idle_expires_at.min(s.row.absolute_expires_at)),
                     current: s.row.id == session,
+                    method: s.row.method.clone(),
                 })
                 .collect(),
         }))
@@ -242,7 +251,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
         request: Request<pb::GetCurrentUserRequest>,
     ) -> Result<Response<pb::GetCurrentUserResponse>, Status> {
         let me = me(&request)?;
-        let (user, memberships) = self.inner.current_user(&me).await?;
+        let (user, memberships) = self.identity.current_user(&me).await?;
         Ok(Response::new(pb::GetCurrentUserResponse {
             user: Some(user_to_pb(&user)),
             memberships: memberships
@@ -266,7 +275,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
         let r = request.into_inner();
         let org = parse_id("organization_id", &r.organization_id)?;
         let role = role_from_pb(r.role)?;
-        self.inner
+        self.identity
             .add_member(&me, org, &r.email, role, &client)
             .await?;
         Ok(Response::new(pb::AddMemberResponse {}))
@@ -278,7 +287,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
         let me = me(&request)?;
         let org = parse_id("organization_id", &request.get_ref().organization_id)?;
-        let members = self.inner.list_members(&me, org).await?;
+        let members = self.identity.list_members(&me, org).await?;
         Ok(Response::new(pb::ListMembersResponse {
             members: members
                 .iter()
@@ -319,6 +328,82 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
             roles: p.roles.iter().map(|r| role_to_pb(*r) as i32).collect(),
             session_id: p.session_id().map(|id| id.to_string()).unwrap_or_default(),
             expires_at: p.expires_at.and_then(ts),
+        }))
+    }
+
+    async fn issue_session(
+        &self,
+        request: Request<pb::IssueSessionRequest>,
+    ) -> Result<Response<pb::IssueSessionResponse>, Status> {
+        require_internal(&request)?;
+        let r = request.into_inner();
+        let user = parse_id("user_id", &r.user_id)?;
+        let org = parse_id("organization_id", &r.organization_id)?;
+        let method = SessionMethod::parse(&r.method)
+            .map_err(|e| Status::from(ApiError::invalid_field("method", e.to_string())))?;
+        let ip = if r.ip.is_empty() {
+            None
+        } else {
+            Some(
+                r.ip.parse::<std::net::IpAddr>()
+                    .map_err(|_| ApiError::invalid_field("ip", "must be an IP address"))?
+                    .to_canonical(),
+            )
+        };
+        let client = ClientContext {
+            ip,
+            user_agent: (!r.user_agent.is_empty())
+                .then(|| r.user_agent.chars().take(512).collect()),
+        };
+        let tokens = self
+            .inner
+            .issue_session(user, org, &method, &client)
+            .await?;
+        Ok(Response::new(pb::IssueSessionResponse {
+            tokens: Some(tokens_to_pb(&tokens)),
+        }))
+    }
+
+    async fn find_user(
+        &self,
+        request: Request<pb::FindUserRequest>,
+    ) -> Result<Response<pb::FindUserResponse>, Status> {
+        require_internal(&request)?;
+        let found = match request.into_inner().by {
+            Some(pb::find_user_request::By::UserId(id)) => {
+                self.identity.user(parse_id("user_id", &id)?).await?
+            }
+            Some(pb::find_user_request::By::Email(email)) => {
+                let email = crate::email::Email::parse(&email)
+                    .map_err(|reason| ApiError::invalid_field("email", reason))?;
+                self.identity.user_by_email(&email).await?
+            }
+            None => {
+                return Err(ApiError::invalid_field("user_id", "give user_id or email").into());
+            }
+        };
+        Ok(Response::new(pb::FindUserResponse {
+            user: found.as_ref().map(user_to_pb),
+        }))
+    }
+
+    async fn provision_user(
+        &self,
+        request: Request<pb::ProvisionUserRequest>,
+    ) -> Result<Response<pb::ProvisionUserResponse>, Status> {
+        require_internal(&request)?;
+        let r = request.into_inner();
+        let org = parse_id("organization_id", &r.organization_id)?;
+        let role = role_from_pb(r.role)?;
+        let (user, role, created_user, joined) = self
+            .identity
+            .provision(&r.email, &r.display_name, org, role)
+            .await?;
+        Ok(Response::new(pb::ProvisionUserResponse {
+            user: Some(user_to_pb(&user)),
+            role: role_to_pb(role) as i32,
+            created_user,
+            joined,
         }))
     }
 }

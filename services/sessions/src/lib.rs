@@ -2,10 +2,16 @@
 //! access and rotating refresh tokens, and `VerifySession` for the other
 //! services.
 //!
-//! - [`service::Sessions`]: the logic;
+//! - [`identity::IdentityStore`]: users, organisations, memberships,
+//!   provisioning (the [`twig_module::UserDirectory`] port);
+//! - [`sessions::Sessions`]: login, sign-up, `issue_session` (the one way
+//!   a session is minted; the [`twig_module::SessionIssuing`] port),
+//!   refresh, verify, logout;
 //! - [`grpc::SessionsGrpc`]: `twig.sessions.v1.SessionService` on the wire;
 //! - [`SessionAuthenticator`]: access tokens for the shared auth layer;
-//!   [`remote::RemoteSessionAuthenticator`] the same over gRPC.
+//!   [`remote::RemoteSessionAuthenticator`] the same over gRPC, and
+//!   [`remote::RemoteSessionIssuer`], [`remote::RemoteUserDirectory`] the
+//!   ports over the internal RPCs.
 
 pub mod cache;
 pub mod config;
@@ -13,11 +19,12 @@ pub mod email;
 pub mod entity;
 pub mod error;
 pub mod grpc;
+pub mod identity;
 pub mod last_seen;
 pub mod migration;
 mod module;
 pub mod remote;
-pub mod service;
+pub mod sessions;
 pub mod throttle;
 
 use std::sync::Arc;
@@ -26,10 +33,12 @@ use twig_auth::{Authenticator, principal::AuthFuture};
 use twig_errors::ApiError;
 
 pub use config::SessionsConfig;
+pub use identity::IdentityStore;
 pub use migration::Migrator;
 pub use module::{MODULE, SessionsModule};
-pub use service::Sessions;
+pub use sessions::Sessions;
 pub use twig_clock::{Clock, ManualClock, SystemClock};
+pub use twig_module::SessionMethod;
 
 /// The fully-qualified gRPC service name.
 pub const SERVICE_NAME: &str = "twig.sessions.v1.SessionService";

@@ -13,7 +13,7 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateSessionTables)]
+        vec![Box::new(CreateSessionTables), Box::new(AddSessionMethod)]
     }
 }
 
@@ -61,6 +61,7 @@ enum Sessions {
     UserAgent,
     RevokedAt,
     RevokedReason,
+    Method,
 }
 
 #[derive(DeriveIden)]
@@ -225,5 +226,29 @@ impl MigrationTrait for CreateSessionTables {
             )
             .await?;
         Ok(())
+    }
+}
+
+/// `sessions.method`: how each session was authenticated; sessions made
+/// before it were all password logins.
+struct AddSessionMethod;
+
+impl MigrationName for AddSessionMethod {
+    fn name(&self) -> &str {
+        "m0002_add_session_method"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddSessionMethod {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Sessions::Table)
+                    .add_column(string(Sessions::Method).default("password"))
+                    .to_owned(),
+            )
+            .await
     }
 }

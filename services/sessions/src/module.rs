@@ -7,7 +7,9 @@ use futures::future::BoxFuture;
 use sea_orm::{DatabaseConnection, DbErr};
 use twig_config::Owners;
 use twig_crypto::TokenKind;
-use twig_module::{Context, CredentialCheck, Module, ModuleError, Port, RemoteContext};
+use twig_module::{
+    Context, CredentialCheck, Module, ModuleError, Port, RemoteContext, SessionIssuer, Users,
+};
 use twig_proto::sessions::v1::session_service_server::SessionServiceServer;
 
 use crate::config::SessionsConfig;
@@ -40,7 +42,7 @@ impl Module for SessionsModule {
     }
 
     fn provides(&self) -> &'static [&'static str] {
-        &[CredentialCheck::NAME]
+        &[CredentialCheck::NAME, SessionIssuer::NAME, Users::NAME]
     }
 
     fn build<'a>(&'a self, cx: &'a mut Context) -> BoxFuture<'a, Result<(), ModuleError>> {
@@ -79,6 +81,14 @@ impl Module for SessionsModule {
                 kind: TokenKind::SessionAccess,
                 check: Arc::new(SessionAuthenticator(sessions.clone())),
             });
+            let issuer = SessionIssuer(sessions.clone());
+            let users = Users(sessions.identity().clone());
+            cx.provide(issuer.clone());
+            cx.provide(users.clone());
+            // The same ports by type from the built suite (tests, the CLI).
+            cx.expose(issuer);
+            cx.expose(users);
+            cx.expose(sessions.identity().clone());
             cx.expose(sessions);
             Ok(())
         })
@@ -90,6 +100,13 @@ impl Module for SessionsModule {
             cx.credential(),
         ));
         let check = cx.keep_answers(remote, crate::remote::stale_of);
+        cx.provide(SessionIssuer(Arc::new(
+            crate::remote::RemoteSessionIssuer::new(cx.channel(), cx.credential()),
+        )));
+        cx.provide(Users(Arc::new(crate::remote::RemoteUserDirectory::new(
+            cx.channel(),
+            cx.credential(),
+        ))));
         cx.provide(CredentialCheck {
             kind: TokenKind::SessionAccess,
             check,

@@ -1,12 +1,20 @@
-//! The sessions service in another process, as an [`Authenticator`]: a
-//! session access token is checked there with `VerifySession`.
+//! The sessions service in another process: as an [`Authenticator`] (a
+//! session access token is checked there with `VerifySession`), and as
+//! the [`SessionIssuing`] and [`UserDirectory`] ports over the internal
+//! RPCs `IssueSession`, `FindUser` and `ProvisionUser`.
 
 use std::net::IpAddr;
 
+use futures::future::BoxFuture;
 use tonic::transport::Channel;
 use twig_auth::principal::AuthFuture;
 use twig_auth::{Authenticator, Credential, Principal, Role, Scope, ServiceCredential, Stale};
+use twig_config::Secret;
 use twig_errors::ApiError;
+use twig_module::{
+    DirectoryUser, IssuedSession, ProvisionedUser, SessionClient, SessionIssuing, SessionMethod,
+    UserDirectory,
+};
 use twig_proto::sessions::v1 as pb;
 use twig_proto::sessions::v1::session_service_client::SessionServiceClient;
 use uuid::Uuid;
@@ -73,6 +81,169 @@ fn principal_of(answer: &pb::VerifySessionResponse) -> Option<Principal> {
             None => None,
         },
     })
+}
+
+/// An answer this process cannot read: the services run at different
+/// versions.
+fn unreadable() -> ApiError {
+    ApiError::unavailable(
+        "the sessions service answered with a message this process cannot read; \
+         run the services at the same version",
+    )
+}
+
+/// Mints sessions with the sessions service at a gRPC address
+/// (`IssueSession`).
+#[derive(Clone)]
+pub struct RemoteSessionIssuer {
+    client: SessionServiceClient<Channel>,
+    credential: ServiceCredential,
+}
+
+impl RemoteSessionIssuer {
+    /// Calls the sessions service on `channel`, presenting `credential`.
+    pub fn new(channel: Channel, credential: ServiceCredential) -> Self {
+        Self {
+            client: SessionServiceClient::new(channel),
+            credential,
+        }
+    }
+}
+
+impl SessionIssuing for RemoteSessionIssuer {
+    fn issue_session<'a>(
+        &'a self,
+        user_id: Uuid,
+        org_id: Uuid,
+        method: &'a SessionMethod,
+        client: &'a SessionClient,
+    ) -> BoxFuture<'a, Result<IssuedSession, ApiError>> {
+        Box::pin(async move {
+            let request = self.credential.request(pb::IssueSessionRequest {
+                user_id: user_id.to_string(),
+                organization_id: org_id.to_string(),
+                method: method.to_string(),
+                ip: client.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                user_agent: client.user_agent.clone().unwrap_or_default(),
+            });
+            let tokens = self
+                .client
+                .clone()
+                .issue_session(request)
+                .await
+                .map_err(|status| ApiError::from_remote("sessions", &status))?
+                .into_inner()
+                .tokens
+                .ok_or_else(unreadable)?;
+            issued_of(tokens).ok_or_else(unreadable)
+        })
+    }
+}
+
+fn issued_of(t: pb::SessionTokens) -> Option<IssuedSession> {
+    Some(IssuedSession {
+        session_id: Uuid::parse_str(&t.session_id).ok()?,
+        access_token: Secret::new(t.access_token),
+        access_expires_at: twig_proto::datetime(t.access_expires_at.as_ref()?)?,
+        refresh_token: Secret::new(t.refresh_token),
+        refresh_expires_at: twig_proto::datetime(t.refresh_expires_at.as_ref()?)?,
+    })
+}
+
+/// Finds and provisions users with the sessions service at a gRPC
+/// address (`FindUser`, `ProvisionUser`).
+#[derive(Clone)]
+pub struct RemoteUserDirectory {
+    client: SessionServiceClient<Channel>,
+    credential: ServiceCredential,
+}
+
+impl RemoteUserDirectory {
+    /// Calls the sessions service on `channel`, presenting `credential`.
+    pub fn new(channel: Channel, credential: ServiceCredential) -> Self {
+        Self {
+            client: SessionServiceClient::new(channel),
+            credential,
+        }
+    }
+
+    async fn find(&self, by: pb::find_user_request::By) -> Result<Option<DirectoryUser>, ApiError> {
+        let request = self
+            .credential
+            .request(pb::FindUserRequest { by: Some(by) });
+        let answer = self
+            .client
+            .clone()
+            .find_user(request)
+            .await
+            .map_err(|status| ApiError::from_remote("sessions", &status))?
+            .into_inner();
+        match answer.user {
+            None => Ok(None),
+            Some(user) => user_of(&user).map(Some).ok_or_else(unreadable),
+        }
+    }
+}
+
+fn user_of(u: &pb::User) -> Option<DirectoryUser> {
+    Some(DirectoryUser {
+        id: Uuid::parse_str(&u.id).ok()?,
+        email: u.email.clone(),
+        display_name: u.display_name.clone(),
+        disabled: u.disabled,
+    })
+}
+
+impl UserDirectory for RemoteUserDirectory {
+    fn find_user_by_email<'a>(
+        &'a self,
+        email: &'a str,
+    ) -> BoxFuture<'a, Result<Option<DirectoryUser>, ApiError>> {
+        Box::pin(self.find(pb::find_user_request::By::Email(email.to_string())))
+    }
+
+    fn find_user<'a>(
+        &'a self,
+        user_id: Uuid,
+    ) -> BoxFuture<'a, Result<Option<DirectoryUser>, ApiError>> {
+        Box::pin(self.find(pb::find_user_request::By::UserId(user_id.to_string())))
+    }
+
+    fn provision_user<'a>(
+        &'a self,
+        email: &'a str,
+        display_name: &'a str,
+        org_id: Uuid,
+        role: Role,
+    ) -> BoxFuture<'a, Result<ProvisionedUser, ApiError>> {
+        Box::pin(async move {
+            let request = self.credential.request(pb::ProvisionUserRequest {
+                email: email.to_string(),
+                display_name: display_name.to_string(),
+                organization_id: org_id.to_string(),
+                role: crate::grpc::role_to_pb(role) as i32,
+            });
+            let answer = self
+                .client
+                .clone()
+                .provision_user(request)
+                .await
+                .map_err(|status| ApiError::from_remote("sessions", &status))?
+                .into_inner();
+            let user = answer
+                .user
+                .as_ref()
+                .and_then(user_of)
+                .ok_or_else(unreadable)?;
+            let role = crate::grpc::role_from_pb(answer.role).map_err(|_| unreadable())?;
+            Ok(ProvisionedUser {
+                user,
+                role,
+                created_user: answer.created_user,
+                joined: answer.joined,
+            })
+        })
+    }
 }
 
 /// What the sessions service announces on the fan-out: each replica then

@@ -29,6 +29,10 @@ pub use ports::{
     CredentialCheck, KeyOwners, KeyOwnership, Needed, NeededAll, Origin, Port, Ports, SealContext,
     Sealer, Sealing,
 };
+pub use ports::{
+    DirectoryUser, InvalidSessionMethod, IssuedSession, OAuthProvider, ProvisionedUser,
+    SessionClient, SessionIssuer, SessionIssuing, SessionMethod, UserDirectory, Users,
+};
 
 /// A service of the suite.
 pub trait Module: Send + Sync + 'static {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
-use twig_auth::{Authenticator, Principal};
+use twig_auth::{Authenticator, Principal, Role};
 use twig_crypto::TokenKind;
 use twig_errors::ApiError;
 
@@ -253,6 +253,283 @@ pub struct Sealer(pub Arc<dyn Sealing>);
 
 impl Port for Sealer {
     const NAME: &'static str = "sealing";
+}
+
+// ----- identity and sessions (the sessions service) -------------------
+
+/// How a session was authenticated, stored on the session and in the
+/// audit event of its creation. Only valid values exist: `password`,
+/// `sso:<connection id>` (a UUID), `oauth:<provider>` (1–32 of `a-z`,
+/// `0-9`, `-`, `_`, starting with a letter).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SessionMethod {
+    /// Email and password (login, sign-up).
+    Password,
+    /// A single sign-on connection.
+    Sso(uuid::Uuid),
+    /// An OAuth provider.
+    OAuth(OAuthProvider),
+}
+
+/// The name of an OAuth provider, valid by construction.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OAuthProvider(String);
+
+impl OAuthProvider {
+    /// The longest provider name.
+    pub const MAX_CHARS: usize = 32;
+
+    /// `raw` when it is a valid provider name.
+    pub fn new(raw: &str) -> Result<Self, InvalidSessionMethod> {
+        let valid = !raw.is_empty()
+            && raw.len() <= Self::MAX_CHARS
+            && raw.starts_with(|c: char| c.is_ascii_lowercase())
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if valid {
+            Ok(Self(raw.to_string()))
+        } else {
+            Err(InvalidSessionMethod(format!(
+                "an OAuth provider is 1 to {} of a-z, 0-9, '-', '_', starting with a letter",
+                Self::MAX_CHARS
+            )))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why a text is not a [`SessionMethod`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid session method: {0}")]
+pub struct InvalidSessionMethod(String);
+
+impl SessionMethod {
+    /// An OAuth provider's method.
+    pub fn oauth(provider: &str) -> Result<Self, InvalidSessionMethod> {
+        OAuthProvider::new(provider).map(Self::OAuth)
+    }
+
+    /// Reads the stored or wire form (`password`, `sso:<uuid>`,
+    /// `oauth:<provider>`); anything else is refused.
+    pub fn parse(raw: &str) -> Result<Self, InvalidSessionMethod> {
+        if raw == "password" {
+            return Ok(Self::Password);
+        }
+        if let Some(id) = raw.strip_prefix("sso:") {
+            // Only the canonical, lower-case hyphenated form, so that one
+            // connection has one spelling.
+            return match uuid::Uuid::parse_str(id) {
+                Ok(uuid) if uuid.hyphenated().to_string() == id && !uuid.is_nil() => {
+                    Ok(Self::Sso(uuid))
+                }
+                _ => Err(InvalidSessionMethod(
+                    "an SSO connection id is a lower-case hyphenated UUID".into(),
+                )),
+            };
+        }
+        if let Some(provider) = raw.strip_prefix("oauth:") {
+            return Self::oauth(provider);
+        }
+        Err(InvalidSessionMethod(
+            "must be `password`, `sso:<connection id>` or `oauth:<provider>`".into(),
+        ))
+    }
+
+    /// The stored and wire form.
+    pub fn as_string(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for SessionMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Password => f.write_str("password"),
+            Self::Sso(id) => write!(f, "sso:{}", id.hyphenated()),
+            Self::OAuth(provider) => write!(f, "oauth:{}", provider.as_str()),
+        }
+    }
+}
+
+impl std::str::FromStr for SessionMethod {
+    type Err = InvalidSessionMethod;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// Where a session's client is, when the issuing service knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionClient {
+    /// The client's address.
+    pub ip: Option<std::net::IpAddr>,
+    /// Its user agent (cut to 512 characters by the sessions service).
+    pub user_agent: Option<String>,
+}
+
+/// A minted session's credentials, shown to the client once.
+#[derive(Debug, Clone)]
+pub struct IssuedSession {
+    /// The session.
+    pub session_id: uuid::Uuid,
+    /// The access token.
+    pub access_token: twig_config::Secret,
+    /// Its expiry.
+    pub access_expires_at: chrono::DateTime<chrono::Utc>,
+    /// The refresh token.
+    pub refresh_token: twig_config::Secret,
+    /// Its expiry.
+    pub refresh_expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Minting sessions for users another service authenticated (SSO, OAuth
+/// connectors). The sessions service refuses a disabled user
+/// (FAILED_PRECONDITION), a user who is not a member of the organisation
+/// (PERMISSION_DENIED) and an unknown user or organisation (NOT_FOUND).
+pub trait SessionIssuing: Send + Sync {
+    /// A new session of `user_id` in `org_id`, authenticated by `method`.
+    fn issue_session<'a>(
+        &'a self,
+        user_id: uuid::Uuid,
+        org_id: uuid::Uuid,
+        method: &'a SessionMethod,
+        client: &'a SessionClient,
+    ) -> BoxFuture<'a, Result<IssuedSession, ApiError>>;
+}
+
+/// The [`SessionIssuing`] port (sessions).
+#[derive(Clone)]
+pub struct SessionIssuer(pub Arc<dyn SessionIssuing>);
+
+impl Port for SessionIssuer {
+    const NAME: &'static str = "session issuing";
+}
+
+/// A user as other services see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    /// Id.
+    pub id: uuid::Uuid,
+    /// Normalised email.
+    pub email: String,
+    /// Display name.
+    pub display_name: String,
+    /// Whether the user is disabled (no session may be issued).
+    pub disabled: bool,
+}
+
+/// What [`UserDirectory::provision_user`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedUser {
+    /// The user, new or existing.
+    pub user: DirectoryUser,
+    /// The user's role in the organisation: the one asked for when the
+    /// membership is new, else the existing one, unchanged.
+    pub role: Role,
+    /// Whether the user was created.
+    pub created_user: bool,
+    /// Whether the membership was created.
+    pub joined: bool,
+}
+
+/// Users for services that authenticate them elsewhere: look-ups, and
+/// just-in-time provisioning.
+pub trait UserDirectory: Send + Sync {
+    /// The user with this email (normalised as sign-up does), if any.
+    fn find_user_by_email<'a>(
+        &'a self,
+        email: &'a str,
+    ) -> BoxFuture<'a, Result<Option<DirectoryUser>, ApiError>>;
+
+    /// The user with this id, if any.
+    fn find_user<'a>(
+        &'a self,
+        user_id: uuid::Uuid,
+    ) -> BoxFuture<'a, Result<Option<DirectoryUser>, ApiError>>;
+
+    /// Makes the user with `email` a member of `org_id` with `role`,
+    /// creating the user (without a password) when absent. Idempotent: an
+    /// existing member keeps their role — never raised, never lowered.
+    /// `Role::Owner` is refused (PERMISSION_DENIED): ownership is granted
+    /// by an owner, not by a login; an unknown organisation is NOT_FOUND.
+    fn provision_user<'a>(
+        &'a self,
+        email: &'a str,
+        display_name: &'a str,
+        org_id: uuid::Uuid,
+        role: Role,
+    ) -> BoxFuture<'a, Result<ProvisionedUser, ApiError>>;
+}
+
+/// The [`UserDirectory`] port (sessions).
+#[derive(Clone)]
+pub struct Users(pub Arc<dyn UserDirectory>);
+
+impl Port for Users {
+    const NAME: &'static str = "user directory";
+}
+
+#[cfg(test)]
+mod session_method_tests {
+    use super::*;
+
+    #[test]
+    fn valid_methods_round_trip() {
+        let id = uuid::Uuid::new_v4();
+        for (raw, method) in [
+            ("password".to_string(), SessionMethod::Password),
+            (format!("sso:{id}"), SessionMethod::Sso(id)),
+            (
+                "oauth:github".to_string(),
+                SessionMethod::oauth("github").unwrap(),
+            ),
+            (
+                "oauth:google-workspace_2".to_string(),
+                SessionMethod::oauth("google-workspace_2").unwrap(),
+            ),
+        ] {
+            assert_eq!(SessionMethod::parse(&raw).unwrap(), method, "{raw}");
+            assert_eq!(method.to_string(), raw);
+        }
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        let id = uuid::Uuid::new_v4();
+        let long = format!("oauth:{}", "a".repeat(OAuthProvider::MAX_CHARS + 1));
+        for raw in [
+            "",
+            "Password",
+            "password ",
+            "passkey",
+            "sso:",
+            "sso:not-a-uuid",
+            &format!("sso:{}", id.simple()),
+            &format!("sso:{}", id.hyphenated().to_string().to_uppercase()),
+            "sso:00000000-0000-0000-0000-000000000000",
+            "oauth:",
+            "oauth:GitHub",
+            "oauth:1password",
+            "oauth:git hub",
+            "oauth:github\n",
+            "oauth:gïthub",
+            &long,
+            "saml:github",
+        ] {
+            assert!(SessionMethod::parse(raw).is_err(), "{raw:?} was accepted");
+        }
+        assert!(SessionMethod::oauth("").is_err());
+        assert!(
+            SessionMethod::oauth(&"a".repeat(OAuthProvider::MAX_CHARS)).is_ok(),
+            "the longest name"
+        );
+    }
 }
 
 #[cfg(test)]

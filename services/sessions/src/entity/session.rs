@@ -35,6 +35,9 @@ pub struct Model {
     pub revoked_at: Option<DateTimeUtc>,
     /// Why it was ended (`logout`, `refresh_token_reuse`…).
     pub revoked_reason: Option<String>,
+    /// How the session was authenticated: `password`, `sso:<connection
+    /// id>`, `oauth:<provider>` ([`twig_module::SessionMethod`]).
+    pub method: String,
 }
 
 /// No navigable relations are needed.

@@ -1,4 +1,7 @@
-//! The sessions service's logic, independent of the wire.
+//! The session side: sign-up and login, the one way a session is minted
+//! ([`Sessions::issue_session`]), refresh, verification, logout. Users,
+//! organisations and memberships are the identity store's
+//! ([`crate::identity::IdentityStore`]); this side asks it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,8 +11,8 @@ use crate::config::SessionsConfig;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, Set,
 };
 use sha2::{Digest, Sha256};
 use twig_audit::{AuditEvent, Outcome};
@@ -19,13 +22,18 @@ use uuid::Uuid;
 
 use crate::cache::VerifyCache;
 use crate::email::Email;
-use crate::entity::{login_failure, membership, organization, refresh_token, session, user};
+use crate::entity::{login_failure, organization, refresh_token, session, user};
 use crate::error::SessionError;
+use crate::identity::{IdentityStore, clean_name};
 use crate::last_seen::LastSeen;
 use crate::remote::SessionsChanged;
 use crate::throttle::{IpLimiter, account_delay};
+use futures::future::BoxFuture;
 use twig_clock::Clock;
+use twig_config::Secret;
+use twig_errors::ApiError;
 use twig_fanout::{Fanout, Heard};
+use twig_module::{IssuedSession, SessionClient, SessionIssuing, SessionMethod};
 
 type Result<T> = std::result::Result<T, SessionError>;
 
@@ -39,7 +47,8 @@ pub struct ClientContext {
 }
 
 impl ClientContext {
-    fn ip_string(&self) -> Option<String> {
+    /// The address as stored and audited.
+    pub fn ip_string(&self) -> Option<String> {
         self.ip.map(|ip| ip.to_string())
     }
 }
@@ -79,6 +88,7 @@ pub struct Sessions {
     last_seen: LastSeen,
     ip_limiter: IpLimiter,
     fanout: Fanout,
+    identity: Arc<IdentityStore>,
 }
 
 fn chrono(d: Duration) -> chrono::Duration {
@@ -87,21 +97,6 @@ fn chrono(d: Duration) -> chrono::Duration {
 
 fn email_hash(email: &Email) -> Vec<u8> {
     Sha256::digest(email.as_str().as_bytes()).to_vec()
-}
-
-/// The longest display or organisation name, in characters.
-pub const MAX_NAME_CHARS: usize = 200;
-
-/// A display or organisation name by the shared rule
-/// ([`twig_errors::fields::optional_name`]); empty means `fallback`, cut
-/// to the same length.
-fn clean_name(field: &'static str, raw: &str, fallback: String) -> Result<String> {
-    Ok(
-        match twig_errors::fields::optional_name(field, raw, MAX_NAME_CHARS)? {
-            Some(name) => name,
-            None => fallback.chars().take(MAX_NAME_CHARS).collect(),
-        },
-    )
 }
 
 impl Sessions {
@@ -122,6 +117,11 @@ impl Sessions {
             },
             ip_limiter: IpLimiter::new(config.failed_logins_per_ip_per_minute),
             last_seen: LastSeen::new(db.clone()),
+            identity: Arc::new(IdentityStore::new(
+                db.clone(),
+                hasher.clone(),
+                clock.clone(),
+            )),
             db,
             config,
             hasher,
@@ -156,6 +156,11 @@ impl Sessions {
         self.fanout
             .announce(&SessionsChanged::UserEnded(user_id))
             .await;
+    }
+
+    /// The identity store this side asks about users and organisations.
+    pub fn identity(&self) -> &Arc<IdentityStore> {
+        &self.identity
     }
 
     /// The database.
@@ -203,12 +208,7 @@ impl Sessions {
             org_name,
             format!("{display_name}'s organisation"),
         )?;
-        if user::Entity::find()
-            .filter(user::Column::Email.eq(email.as_str()))
-            .count(&self.db)
-            .await?
-            > 0
-        {
+        if self.identity.email_taken(&email).await? {
             return Err(SessionError::EmailTaken);
         }
         let password_hash = self
@@ -219,23 +219,29 @@ impl Sessions {
 
         let now = self.clock.now();
         let txn = twig_db::begin_write(&self.db).await?;
-        let (user, org) =
-            insert_user_and_org(&txn, &email, &display_name, &password_hash, &org_name, now)
-                .await
-                .map_err(|e| {
-                    if twig_db::is_unique_violation(&e) {
-                        SessionError::EmailTaken
-                    } else {
-                        e.into()
-                    }
-                })?;
-        let tokens = self.issue(&txn, user.id, org.id, client, now).await?;
-        AuditEvent::new("user.signed_up", Outcome::Success)
-            .org(org.id)
-            .actor(format!("user:{}", user.id))
-            .target(format!("session:{}", tokens.session_id))
-            .ip(client.ip_string())
-            .record_at(&txn, now)
+        let (user, org) = self
+            .identity
+            .create_user_with_org(&txn, &email, &display_name, &password_hash, &org_name, now)
+            .await
+            .map_err(|e| {
+                if twig_db::is_unique_violation(&e) {
+                    SessionError::EmailTaken
+                } else {
+                    e.into()
+                }
+            })?;
+        let tokens = self
+            .issue_in(
+                &txn,
+                Issue {
+                    user_id: user.id,
+                    org_id: org.id,
+                    method: &SessionMethod::Password,
+                    action: "user.signed_up",
+                },
+                client,
+                now,
+            )
             .await?;
         txn.commit().await?;
         Ok((user, org, tokens))
@@ -272,13 +278,13 @@ impl Sessions {
             tokio::time::sleep(delay).await;
         }
 
-        let found = user::Entity::find()
-            .filter(user::Column::Email.eq(email.as_str()))
-            .one(&self.db)
-            .await?;
+        let found = self.identity.user_by_email(&email).await?;
         let outcome = self
             .hasher
-            .verify(password, found.as_ref().map(|u| u.password_hash.as_str()))
+            .verify(
+                password,
+                found.as_ref().and_then(crate::identity::password_hash),
+            )
             .await
             .map_err(|e| SessionError::password("password", e))?;
 
@@ -287,10 +293,8 @@ impl Sessions {
                 if user.disabled_at.is_none() =>
             {
                 if let VerifyOutcome::MatchRehashed(new_hash) = outcome {
-                    user::Entity::update_many()
-                        .col_expr(user::Column::PasswordHash, Expr::value(new_hash))
-                        .filter(user::Column::Id.eq(user.id))
-                        .exec(&self.db)
+                    self.identity
+                        .set_password_hash(&self.db, user.id, new_hash)
                         .await?;
                 }
                 user
@@ -303,11 +307,7 @@ impl Sessions {
             }
         };
 
-        let memberships = membership::Entity::find()
-            .filter(membership::Column::UserId.eq(user.id))
-            .order_by_asc(membership::Column::CreatedAt)
-            .all(&self.db)
-            .await?;
+        let memberships = self.identity.memberships_of(user.id).await?;
         let org = match org_id {
             Some(wanted) => memberships.iter().find(|m| m.org_id == wanted),
             None => memberships.first(),
@@ -320,13 +320,18 @@ impl Sessions {
         login_failure::Entity::delete_by_id(email_hash(&email))
             .exec(&txn)
             .await?;
-        let tokens = self.issue(&txn, user.id, org, client, now).await?;
-        AuditEvent::new("session.login", Outcome::Success)
-            .org(org)
-            .actor(format!("user:{}", user.id))
-            .target(format!("session:{}", tokens.session_id))
-            .ip(client.ip_string())
-            .record_at(&txn, now)
+        let tokens = self
+            .issue_in(
+                &txn,
+                Issue {
+                    user_id: user.id,
+                    org_id: org,
+                    method: &SessionMethod::Password,
+                    action: "session.login",
+                },
+                client,
+                now,
+            )
             .await?;
         txn.commit().await?;
         metrics::counter!("twig_logins_total", "outcome" => "success").increment(1);
@@ -410,15 +415,73 @@ impl Sessions {
         Ok(())
     }
 
-    /// Mints a session and its first tokens inside `txn`.
-    async fn issue(
+    /// Mints a session of `user_id` in `org_id`, authenticated by
+    /// `method`: the one way a session is made for a user authenticated
+    /// elsewhere (SSO, OAuth). Refuses an unknown organisation or user
+    /// (NOT_FOUND), a disabled user (FAILED_PRECONDITION) and a user who is
+    /// not a member of the organisation (PERMISSION_DENIED). Recorded as
+    /// `session.login` with the method.
+    pub async fn issue_session(
         &self,
-        txn: &impl ConnectionTrait,
         user_id: Uuid,
         org_id: Uuid,
+        method: &SessionMethod,
+        client: &ClientContext,
+    ) -> Result<IssuedTokens> {
+        let now = self.clock.now();
+        let txn = twig_db::begin_write(&self.db).await?;
+        let tokens = self
+            .issue_in(
+                &txn,
+                Issue {
+                    user_id,
+                    org_id,
+                    method,
+                    action: "session.login",
+                },
+                client,
+                now,
+            )
+            .await?;
+        txn.commit().await?;
+        metrics::counter!("twig_sessions_issued_total", "method" => method_label(method))
+            .increment(1);
+        Ok(tokens)
+    }
+
+    /// Mints a session and its first tokens inside `txn` (every session is
+    /// made here: sign-up, login, [`Sessions::issue_session`]), after
+    /// checking the user may have one in the organisation, and records
+    /// `issue.action` with the method.
+    async fn issue_in(
+        &self,
+        txn: &impl ConnectionTrait,
+        issue: Issue<'_>,
         client: &ClientContext,
         now: DateTime<Utc>,
     ) -> Result<IssuedTokens> {
+        let Issue {
+            user_id,
+            org_id,
+            method,
+            action,
+        } = issue;
+        if self.identity.organization_in(txn, org_id).await?.is_none() {
+            return Err(SessionError::NotFound("organisation"));
+        }
+        let user = self
+            .identity
+            .user_in(txn, user_id)
+            .await?
+            .ok_or(SessionError::NotFound("user"))?;
+        if user.disabled_at.is_some() {
+            return Err(SessionError::UserDisabled);
+        }
+        if self.identity.role_in(txn, org_id, user_id).await?.is_none() {
+            return Err(SessionError::Forbidden(
+                "the user is not a member of this organisation",
+            ));
+        }
         let absolute = now + chrono(self.config.refresh_absolute_ttl);
         let access = Token::generate(TokenKind::SessionAccess);
         let refresh = Token::generate(TokenKind::SessionRefresh);
@@ -439,6 +502,7 @@ impl Sessions {
             user_agent: Set(client.user_agent.clone()),
             revoked_at: Set(None),
             revoked_reason: Set(None),
+            method: Set(method.to_string()),
         }
         .insert(txn)
         .await?;
@@ -451,6 +515,14 @@ impl Sessions {
         }
         .insert(txn)
         .await?;
+        AuditEvent::new(action, Outcome::Success)
+            .org(org_id)
+            .actor(format!("user:{user_id}"))
+            .target(format!("session:{id}"))
+            .ip(client.ip_string())
+            .details(serde_json::json!({ "method": method.to_string() }))
+            .record_at(txn, now)
+            .await?;
         Ok(IssuedTokens {
             session_id: id,
             access,
@@ -600,18 +672,20 @@ impl Sessions {
         {
             return Err(SessionError::InvalidToken);
         }
-        let member = membership::Entity::find_by_id((sess.org_id, sess.user_id))
-            .one(&self.db)
+        let role = self
+            .identity
+            .role(sess.org_id, sess.user_id)
             .await?
             .ok_or(SessionError::InvalidToken)?;
-        let user = user::Entity::find_by_id(sess.user_id)
-            .one(&self.db)
+        let user = self
+            .identity
+            .user(sess.user_id)
             .await?
             .ok_or(SessionError::InvalidToken)?;
         if user.disabled_at.is_some() {
             return Err(SessionError::InvalidToken);
         }
-        let roles: Vec<Role> = Role::parse(&member.role).into_iter().collect();
+        let roles = vec![role];
         let principal = Principal {
             user_id: sess.user_id,
             org_id: sess.org_id,
@@ -742,13 +816,18 @@ impl Sessions {
         self.policy
             .check_new(new)
             .map_err(|e| SessionError::password("new_password", e))?;
-        let user = user::Entity::find_by_id(principal.user_id)
-            .one(&self.db)
+        let user = self
+            .identity
+            .user(principal.user_id)
             .await?
             .ok_or(SessionError::InvalidToken)?;
+        let Some(stored) = crate::identity::password_hash(&user) else {
+            // Signed in by SSO or OAuth, with no password to change.
+            return Err(SessionError::WrongCurrentPassword);
+        };
         match self
             .hasher
-            .verify(current, Some(&user.password_hash))
+            .verify(current, Some(stored))
             .await
             .map_err(|e| SessionError::password("current_password", e))?
         {
@@ -762,10 +841,8 @@ impl Sessions {
             .map_err(|e| SessionError::password("new_password", e))?;
         let now = self.clock.now();
         let txn = twig_db::begin_write(&self.db).await?;
-        user::Entity::update_many()
-            .col_expr(user::Column::PasswordHash, Expr::value(new_hash))
-            .filter(user::Column::Id.eq(user.id))
-            .exec(&txn)
+        self.identity
+            .set_password_hash(&txn, user.id, new_hash)
             .await?;
         let ended = revoke_sessions(
             &txn,
@@ -787,122 +864,7 @@ impl Sessions {
         Ok(ended)
     }
 
-    // ----- users and organisations -------------------------------------
-
-    /// The caller's user and memberships.
-    pub async fn current_user(
-        &self,
-        principal: &Principal,
-    ) -> Result<(user::Model, Vec<(organization::Model, Role)>)> {
-        let user = user::Entity::find_by_id(principal.user_id)
-            .one(&self.db)
-            .await?
-            .ok_or(SessionError::InvalidToken)?;
-        let memberships = membership::Entity::find()
-            .filter(membership::Column::UserId.eq(user.id))
-            .order_by_asc(membership::Column::CreatedAt)
-            .all(&self.db)
-            .await?;
-        let mut out = Vec::with_capacity(memberships.len());
-        for m in memberships {
-            if let (Some(org), Some(role)) = (
-                organization::Entity::find_by_id(m.org_id)
-                    .one(&self.db)
-                    .await?,
-                Role::parse(&m.role),
-            ) {
-                out.push((org, role));
-            }
-        }
-        Ok((user, out))
-    }
-
-    fn require_manager(principal: &Principal, org_id: Uuid) -> Result<()> {
-        if principal.org_id != org_id {
-            // Another organisation's data: not revealed to exist.
-            return Err(SessionError::NotFound("organisation"));
-        }
-        if !principal.can_manage_org() {
-            return Err(SessionError::Forbidden(
-                "only owners and admins of the organisation may do this",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Adds an existing user to the caller's organisation.
-    pub async fn add_member(
-        &self,
-        principal: &Principal,
-        org_id: Uuid,
-        email: &str,
-        role: Role,
-        client: &ClientContext,
-    ) -> Result<()> {
-        Self::require_manager(principal, org_id)?;
-        if role == Role::Owner && !principal.roles.contains(&Role::Owner) {
-            return Err(SessionError::Forbidden("only owners may add owners"));
-        }
-        let email = Email::parse(email).map_err(|r| SessionError::field("email", r))?;
-        let user = user::Entity::find()
-            .filter(user::Column::Email.eq(email.as_str()))
-            .one(&self.db)
-            .await?
-            .ok_or(SessionError::NotFound("user"))?;
-        let now = self.clock.now();
-        let txn = twig_db::begin_write(&self.db).await?;
-        membership::ActiveModel {
-            org_id: Set(org_id),
-            user_id: Set(user.id),
-            role: Set(role.as_str().to_string()),
-            created_at: Set(now),
-        }
-        .insert(&txn)
-        .await
-        .map_err(|e| {
-            if twig_db::is_unique_violation(&e) {
-                SessionError::AlreadyMember
-            } else {
-                e.into()
-            }
-        })?;
-        AuditEvent::new("org.member_added", Outcome::Success)
-            .org(org_id)
-            .actor(format!("user:{}", principal.user_id))
-            .target(format!("user:{}", user.id))
-            .ip(client.ip_string())
-            .details(serde_json::json!({ "role": role.as_str() }))
-            .record_at(&txn, now)
-            .await?;
-        txn.commit().await?;
-        Ok(())
-    }
-
-    /// Members of the caller's organisation.
-    pub async fn list_members(
-        &self,
-        principal: &Principal,
-        org_id: Uuid,
-    ) -> Result<Vec<(user::Model, Role)>> {
-        if principal.org_id != org_id {
-            return Err(SessionError::NotFound("organisation"));
-        }
-        let memberships = membership::Entity::find()
-            .filter(membership::Column::OrgId.eq(org_id))
-            .order_by_asc(membership::Column::CreatedAt)
-            .all(&self.db)
-            .await?;
-        let mut out = Vec::with_capacity(memberships.len());
-        for m in memberships {
-            if let (Some(user), Some(role)) = (
-                user::Entity::find_by_id(m.user_id).one(&self.db).await?,
-                Role::parse(&m.role),
-            ) {
-                out.push((user, role));
-            }
-        }
-        Ok(out)
-    }
+    // ----- users --------------------------------------------------------
 
     /// Disables (ending every session) or re-enables a member of the
     /// caller's organisation.
@@ -913,26 +875,22 @@ impl Sessions {
         disabled: bool,
         client: &ClientContext,
     ) -> Result<u64> {
-        Self::require_manager(principal, principal.org_id)?;
+        IdentityStore::require_manager(principal, principal.org_id)?;
         if user_id == principal.user_id {
             return Err(SessionError::Forbidden("you cannot disable yourself"));
         }
-        let member = membership::Entity::find_by_id((principal.org_id, user_id))
-            .one(&self.db)
+        let role = self
+            .identity
+            .role(principal.org_id, user_id)
             .await?
             .ok_or(SessionError::NotFound("user"))?;
-        if member.role == Role::Owner.as_str() && !principal.roles.contains(&Role::Owner) {
+        if role == Role::Owner && !principal.roles.contains(&Role::Owner) {
             return Err(SessionError::Forbidden("only owners may disable owners"));
         }
         let now = self.clock.now();
         let txn = twig_db::begin_write(&self.db).await?;
-        user::Entity::update_many()
-            .col_expr(
-                user::Column::DisabledAt,
-                Expr::value(disabled.then_some(now)),
-            )
-            .filter(user::Column::Id.eq(user_id))
-            .exec(&txn)
+        self.identity
+            .set_disabled(&txn, user_id, disabled.then_some(now))
             .await?;
         let ended = if disabled {
             revoke_sessions(
@@ -966,74 +924,31 @@ impl Sessions {
     }
 
     /// Creates the first organisation and its owner, with a generated
-    /// password returned once. Refuses when any organisation exists.
+    /// password returned once ([`IdentityStore::bootstrap`]).
     pub async fn bootstrap(
         &self,
         org_name: &str,
         email: &str,
     ) -> Result<(user::Model, organization::Model, String)> {
-        let email = Email::parse(email).map_err(|r| SessionError::field("email", r))?;
-        let org_name = clean_name("organization_name", org_name, "Default organisation".into())?;
-        if organization::Entity::find().count(&self.db).await? > 0 {
-            return Err(SessionError::Forbidden(
-                "bootstrap has run already: an organisation exists",
-            ));
-        }
-        let password = Token::generate(TokenKind::SessionRefresh).expose()[8..40].to_string();
-        let hash = self
-            .hasher
-            .hash(&password)
-            .await
-            .map_err(|e| SessionError::password("password", e))?;
-        let now = self.clock.now();
-        let txn = twig_db::begin_write(&self.db).await?;
-        let (user, org) =
-            insert_user_and_org(&txn, &email, "Administrator", &hash, &org_name, now).await?;
-        AuditEvent::new("system.bootstrapped", Outcome::Success)
-            .org(org.id)
-            .actor("system:bootstrap")
-            .target(format!("user:{}", user.id))
-            .record_at(&txn, now)
-            .await?;
-        txn.commit().await?;
-        Ok((user, org, password))
+        self.identity.bootstrap(org_name, email).await
     }
 }
 
-async fn insert_user_and_org(
-    txn: &impl ConnectionTrait,
-    email: &Email,
-    display_name: &str,
-    password_hash: &str,
-    org_name: &str,
-    now: DateTime<Utc>,
-) -> std::result::Result<(user::Model, organization::Model), sea_orm::DbErr> {
-    let user = user::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        email: Set(email.as_str().to_string()),
-        display_name: Set(display_name.to_string()),
-        password_hash: Set(password_hash.to_string()),
-        created_at: Set(now),
-        disabled_at: Set(None),
+/// What [`Sessions::issue_in`] mints, and the audit action recording it.
+struct Issue<'a> {
+    user_id: Uuid,
+    org_id: Uuid,
+    method: &'a SessionMethod,
+    action: &'static str,
+}
+
+/// The method's kind, a bounded metric label.
+fn method_label(method: &SessionMethod) -> &'static str {
+    match method {
+        SessionMethod::Password => "password",
+        SessionMethod::Sso(_) => "sso",
+        SessionMethod::OAuth(_) => "oauth",
     }
-    .insert(txn)
-    .await?;
-    let org = organization::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        name: Set(org_name.to_string()),
-        created_at: Set(now),
-    }
-    .insert(txn)
-    .await?;
-    membership::ActiveModel {
-        org_id: Set(org.id),
-        user_id: Set(user.id),
-        role: Set(Role::Owner.as_str().to_string()),
-        created_at: Set(now),
-    }
-    .insert(txn)
-    .await?;
-    Ok((user, org))
 }
 
 /// Marks the live sessions matching `filter` revoked; returns how many.
@@ -1051,6 +966,46 @@ async fn revoke_sessions(
         .exec(txn)
         .await?
         .rows_affected)
+}
+
+impl From<&SessionClient> for ClientContext {
+    fn from(client: &SessionClient) -> Self {
+        Self {
+            ip: client.ip.map(|ip| ip.to_canonical()),
+            user_agent: client
+                .user_agent
+                .as_ref()
+                .map(|s| s.chars().take(512).collect()),
+        }
+    }
+}
+
+/// A session's credentials as the ports hand them over.
+pub fn issued_session(tokens: &IssuedTokens) -> IssuedSession {
+    IssuedSession {
+        session_id: tokens.session_id,
+        access_token: Secret::new(tokens.access.expose()),
+        access_expires_at: tokens.access_expires_at,
+        refresh_token: Secret::new(tokens.refresh.expose()),
+        refresh_expires_at: tokens.refresh_expires_at,
+    }
+}
+
+/// The in-process [`SessionIssuing`] port.
+impl SessionIssuing for Sessions {
+    fn issue_session<'a>(
+        &'a self,
+        user_id: Uuid,
+        org_id: Uuid,
+        method: &'a SessionMethod,
+        client: &'a SessionClient,
+    ) -> BoxFuture<'a, std::result::Result<IssuedSession, ApiError>> {
+        Box::pin(async move {
+            let tokens =
+                Sessions::issue_session(self, user_id, org_id, method, &client.into()).await?;
+            Ok(issued_session(&tokens))
+        })
+    }
 }
 
 #[cfg(test)]

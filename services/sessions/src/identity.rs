@@ -1,0 +1,509 @@
+//! The identity store: users, organisations and memberships — creating
+//! them, looking them up by id and by normalised email, the memberships of
+//! a user, just-in-time provisioning, and the organisation management the
+//! API offers. It knows nothing of sessions; the session side
+//! ([`crate::sessions::Sessions`]) asks it rather than reading its tables.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, Set,
+};
+use twig_audit::{AuditEvent, Outcome};
+use twig_auth::{Principal, Role};
+use twig_clock::Clock;
+use twig_crypto::{PasswordHasher, Token, TokenKind};
+use twig_errors::ApiError;
+use twig_module::{DirectoryUser, ProvisionedUser, UserDirectory};
+use uuid::Uuid;
+
+use crate::email::Email;
+use crate::entity::{membership, organization, user};
+use crate::error::SessionError;
+use crate::sessions::ClientContext;
+
+type Result<T> = std::result::Result<T, SessionError>;
+
+/// The longest display or organisation name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// The stored password hash of a user who has none (provisioned by SSO or
+/// OAuth): no password ever matches it.
+pub const NO_PASSWORD: &str = "";
+
+/// A display or organisation name by the shared rule
+/// ([`twig_errors::fields::optional_name`]); empty means `fallback`, cut
+/// to the same length.
+pub(crate) fn clean_name(field: &'static str, raw: &str, fallback: String) -> Result<String> {
+    Ok(
+        match twig_errors::fields::optional_name(field, raw, MAX_NAME_CHARS)? {
+            Some(name) => name,
+            None => fallback.chars().take(MAX_NAME_CHARS).collect(),
+        },
+    )
+}
+
+/// The user's password hash, when they have a password.
+pub fn password_hash(user: &user::Model) -> Option<&str> {
+    (user.password_hash != NO_PASSWORD).then_some(user.password_hash.as_str())
+}
+
+fn parse_email(raw: &str) -> Result<Email> {
+    Email::parse(raw).map_err(|r| SessionError::field("email", r))
+}
+
+/// Users, organisations and memberships.
+pub struct IdentityStore {
+    db: DatabaseConnection,
+    hasher: PasswordHasher,
+    clock: Arc<dyn Clock>,
+}
+
+impl IdentityStore {
+    /// The store over `db`.
+    pub fn new(db: DatabaseConnection, hasher: PasswordHasher, clock: Arc<dyn Clock>) -> Self {
+        Self { db, hasher, clock }
+    }
+
+    // ----- look-ups ------------------------------------------------------
+
+    /// The user with this id.
+    pub async fn user(&self, id: Uuid) -> Result<Option<user::Model>> {
+        self.user_in(&self.db, id).await
+    }
+
+    /// The user with this id, read through `conn` (a transaction).
+    pub async fn user_in(
+        &self,
+        conn: &impl ConnectionTrait,
+        id: Uuid,
+    ) -> Result<Option<user::Model>> {
+        Ok(user::Entity::find_by_id(id).one(conn).await?)
+    }
+
+    /// The user with this (normalised) email.
+    pub async fn user_by_email(&self, email: &Email) -> Result<Option<user::Model>> {
+        self.user_by_email_in(&self.db, email).await
+    }
+
+    async fn user_by_email_in(
+        &self,
+        conn: &impl ConnectionTrait,
+        email: &Email,
+    ) -> Result<Option<user::Model>> {
+        Ok(user::Entity::find()
+            .filter(user::Column::Email.eq(email.as_str()))
+            .one(conn)
+            .await?)
+    }
+
+    /// Whether an account has this email.
+    pub async fn email_taken(&self, email: &Email) -> Result<bool> {
+        Ok(user::Entity::find()
+            .filter(user::Column::Email.eq(email.as_str()))
+            .count(&self.db)
+            .await?
+            > 0)
+    }
+
+    /// The organisation with this id, read through `conn`.
+    pub async fn organization_in(
+        &self,
+        conn: &impl ConnectionTrait,
+        id: Uuid,
+    ) -> Result<Option<organization::Model>> {
+        Ok(organization::Entity::find_by_id(id).one(conn).await?)
+    }
+
+    /// The user's role in the organisation, if they are a member
+    /// (through `conn`).
+    pub async fn role_in(
+        &self,
+        conn: &impl ConnectionTrait,
+        org_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Option<Role>> {
+        Ok(membership::Entity::find_by_id((org_id, user_id))
+            .one(conn)
+            .await?
+            .and_then(|m| Role::parse(&m.role)))
+    }
+
+    /// The user's role in the organisation, if they are a member.
+    pub async fn role(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<Role>> {
+        self.role_in(&self.db, org_id, user_id).await
+    }
+
+    /// The user's memberships, oldest first.
+    pub async fn memberships_of(&self, user_id: Uuid) -> Result<Vec<membership::Model>> {
+        Ok(membership::Entity::find()
+            .filter(membership::Column::UserId.eq(user_id))
+            .order_by_asc(membership::Column::CreatedAt)
+            .all(&self.db)
+            .await?)
+    }
+
+    // ----- changes inside a caller's transaction ---------------------------
+
+    /// Creates a user (with a password hash) who owns a new organisation.
+    pub async fn create_user_with_org(
+        &self,
+        txn: &impl ConnectionTrait,
+        email: &Email,
+        display_name: &str,
+        password_hash: &str,
+        org_name: &str,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<(user::Model, organization::Model), sea_orm::DbErr> {
+        let user = insert_user(txn, email, display_name, password_hash, now).await?;
+        let org = organization::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            name: Set(org_name.to_string()),
+            created_at: Set(now),
+        }
+        .insert(txn)
+        .await?;
+        insert_membership(txn, org.id, user.id, Role::Owner, now).await?;
+        Ok((user, org))
+    }
+
+    /// Replaces a user's password hash.
+    pub async fn set_password_hash(
+        &self,
+        conn: &impl ConnectionTrait,
+        user_id: Uuid,
+        hash: String,
+    ) -> Result<()> {
+        user::Entity::update_many()
+            .col_expr(user::Column::PasswordHash, Expr::value(hash))
+            .filter(user::Column::Id.eq(user_id))
+            .exec(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Disables the user from `at`, or enables them (`None`).
+    pub async fn set_disabled(
+        &self,
+        conn: &impl ConnectionTrait,
+        user_id: Uuid,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        user::Entity::update_many()
+            .col_expr(user::Column::DisabledAt, Expr::value(at))
+            .filter(user::Column::Id.eq(user_id))
+            .exec(conn)
+            .await?;
+        Ok(())
+    }
+
+    // ----- provisioning ----------------------------------------------------
+
+    /// Makes the user with `email` a member of `org_id` with `role`,
+    /// creating them without a password when absent. An existing member
+    /// keeps their role. Owners are not provisioned.
+    pub async fn provision(
+        &self,
+        email: &str,
+        display_name: &str,
+        org_id: Uuid,
+        role: Role,
+    ) -> Result<(user::Model, Role, bool, bool)> {
+        let email = parse_email(email)?;
+        if role == Role::Owner {
+            return Err(SessionError::Forbidden(
+                "provisioning does not make owners; an owner adds owners",
+            ));
+        }
+        let display_name =
+            clean_name("display_name", display_name, email.local_part().to_string())?;
+        // A concurrent provisioning of the same email or membership loses
+        // on a unique key; the second attempt finds what the winner wrote.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .try_provision(&email, &display_name, org_id, role)
+                .await
+            {
+                Err(SessionError::Db(e)) if attempt < 3 && twig_db::is_unique_violation(&e) => {
+                    continue;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_provision(
+        &self,
+        email: &Email,
+        display_name: &str,
+        org_id: Uuid,
+        role: Role,
+    ) -> Result<(user::Model, Role, bool, bool)> {
+        let now = self.clock.now();
+        let txn = twig_db::begin_write(&self.db).await?;
+        if self.organization_in(&txn, org_id).await?.is_none() {
+            return Err(SessionError::NotFound("organisation"));
+        }
+        let (user, created_user) = match self.user_by_email_in(&txn, email).await? {
+            Some(user) => (user, false),
+            None => (
+                insert_user(&txn, email, display_name, NO_PASSWORD, now).await?,
+                true,
+            ),
+        };
+        let (role, joined) = match self.role_in(&txn, org_id, user.id).await? {
+            Some(existing) => (existing, false),
+            None => {
+                insert_membership(&txn, org_id, user.id, role, now).await?;
+                (role, true)
+            }
+        };
+        if created_user || joined {
+            AuditEvent::new("user.provisioned", Outcome::Success)
+                .org(org_id)
+                .actor("system:provisioning")
+                .target(format!("user:{}", user.id))
+                .details(serde_json::json!({
+                    "created_user": created_user,
+                    "joined": joined,
+                    "role": role.as_str(),
+                }))
+                .record_at(&txn, now)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok((user, role, created_user, joined))
+    }
+
+    // ----- the API's organisation management ---------------------------------
+
+    /// The caller's user and memberships.
+    pub async fn current_user(
+        &self,
+        principal: &Principal,
+    ) -> Result<(user::Model, Vec<(organization::Model, Role)>)> {
+        let user = self
+            .user(principal.user_id)
+            .await?
+            .ok_or(SessionError::InvalidToken)?;
+        let memberships = self.memberships_of(user.id).await?;
+        let mut out = Vec::with_capacity(memberships.len());
+        for m in memberships {
+            if let (Some(org), Some(role)) = (
+                self.organization_in(&self.db, m.org_id).await?,
+                Role::parse(&m.role),
+            ) {
+                out.push((org, role));
+            }
+        }
+        Ok((user, out))
+    }
+
+    /// Refuses unless the caller manages `org_id` (another organisation is
+    /// NOT_FOUND: not revealed to exist).
+    pub(crate) fn require_manager(principal: &Principal, org_id: Uuid) -> Result<()> {
+        if principal.org_id != org_id {
+            return Err(SessionError::NotFound("organisation"));
+        }
+        if !principal.can_manage_org() {
+            return Err(SessionError::Forbidden(
+                "only owners and admins of the organisation may do this",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds an existing user to the caller's organisation.
+    pub async fn add_member(
+        &self,
+        principal: &Principal,
+        org_id: Uuid,
+        email: &str,
+        role: Role,
+        client: &ClientContext,
+    ) -> Result<()> {
+        Self::require_manager(principal, org_id)?;
+        if role == Role::Owner && !principal.roles.contains(&Role::Owner) {
+            return Err(SessionError::Forbidden("only owners may add owners"));
+        }
+        let email = parse_email(email)?;
+        let user = self
+            .user_by_email(&email)
+            .await?
+            .ok_or(SessionError::NotFound("user"))?;
+        let now = self.clock.now();
+        let txn = twig_db::begin_write(&self.db).await?;
+        insert_membership(&txn, org_id, user.id, role, now)
+            .await
+            .map_err(|e| {
+                if twig_db::is_unique_violation(&e) {
+                    SessionError::AlreadyMember
+                } else {
+                    e.into()
+                }
+            })?;
+        AuditEvent::new("org.member_added", Outcome::Success)
+            .org(org_id)
+            .actor(format!("user:{}", principal.user_id))
+            .target(format!("user:{}", user.id))
+            .ip(client.ip_string())
+            .details(serde_json::json!({ "role": role.as_str() }))
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Members of the caller's organisation.
+    pub async fn list_members(
+        &self,
+        principal: &Principal,
+        org_id: Uuid,
+    ) -> Result<Vec<(user::Model, Role)>> {
+        if principal.org_id != org_id {
+            return Err(SessionError::NotFound("organisation"));
+        }
+        let memberships = membership::Entity::find()
+            .filter(membership::Column::OrgId.eq(org_id))
+            .order_by_asc(membership::Column::CreatedAt)
+            .all(&self.db)
+            .await?;
+        let mut out = Vec::with_capacity(memberships.len());
+        for m in memberships {
+            if let (Some(user), Some(role)) = (self.user(m.user_id).await?, Role::parse(&m.role)) {
+                out.push((user, role));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates the first organisation and its owner, with a generated
+    /// password returned once. Refuses when any organisation exists.
+    pub async fn bootstrap(
+        &self,
+        org_name: &str,
+        email: &str,
+    ) -> Result<(user::Model, organization::Model, String)> {
+        let email = parse_email(email)?;
+        let org_name = clean_name("organization_name", org_name, "Default organisation".into())?;
+        if organization::Entity::find().count(&self.db).await? > 0 {
+            return Err(SessionError::Forbidden(
+                "bootstrap has run already: an organisation exists",
+            ));
+        }
+        let password = Token::generate(TokenKind::SessionRefresh).expose()[8..40].to_string();
+        let hash = self
+            .hasher
+            .hash(&password)
+            .await
+            .map_err(|e| SessionError::password("password", e))?;
+        let now = self.clock.now();
+        let txn = twig_db::begin_write(&self.db).await?;
+        let (user, org) = self
+            .create_user_with_org(&txn, &email, "Administrator", &hash, &org_name, now)
+            .await?;
+        AuditEvent::new("system.bootstrapped", Outcome::Success)
+            .org(org.id)
+            .actor("system:bootstrap")
+            .target(format!("user:{}", user.id))
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        Ok((user, org, password))
+    }
+}
+
+async fn insert_user(
+    txn: &impl ConnectionTrait,
+    email: &Email,
+    display_name: &str,
+    password_hash: &str,
+    now: DateTime<Utc>,
+) -> std::result::Result<user::Model, sea_orm::DbErr> {
+    user::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        email: Set(email.as_str().to_string()),
+        display_name: Set(display_name.to_string()),
+        password_hash: Set(password_hash.to_string()),
+        created_at: Set(now),
+        disabled_at: Set(None),
+    }
+    .insert(txn)
+    .await
+}
+
+async fn insert_membership(
+    txn: &impl ConnectionTrait,
+    org_id: Uuid,
+    user_id: Uuid,
+    role: Role,
+    now: DateTime<Utc>,
+) -> std::result::Result<membership::Model, sea_orm::DbErr> {
+    membership::ActiveModel {
+        org_id: Set(org_id),
+        user_id: Set(user_id),
+        role: Set(role.as_str().to_string()),
+        created_at: Set(now),
+    }
+    .insert(txn)
+    .await
+}
+
+/// A user as other services see them.
+pub fn directory_user(user: &user::Model) -> DirectoryUser {
+    DirectoryUser {
+        id: user.id,
+        email: user.email.clone(),
+        display_name: user.display_name.clone(),
+        disabled: user.disabled_at.is_some(),
+    }
+}
+
+/// The in-process [`UserDirectory`] port.
+impl UserDirectory for IdentityStore {
+    fn find_user_by_email<'a>(
+        &'a self,
+        email: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<Option<DirectoryUser>, ApiError>> {
+        Box::pin(async move {
+            let email = parse_email(email)?;
+            Ok(self
+                .user_by_email(&email)
+                .await?
+                .as_ref()
+                .map(directory_user))
+        })
+    }
+
+    fn find_user<'a>(
+        &'a self,
+        user_id: Uuid,
+    ) -> BoxFuture<'a, std::result::Result<Option<DirectoryUser>, ApiError>> {
+        Box::pin(async move { Ok(self.user(user_id).await?.as_ref().map(directory_user)) })
+    }
+
+    fn provision_user<'a>(
+        &'a self,
+        email: &'a str,
+        display_name: &'a str,
+        org_id: Uuid,
+        role: Role,
+    ) -> BoxFuture<'a, std::result::Result<ProvisionedUser, ApiError>> {
+        Box::pin(async move {
+            let (user, role, created_user, joined) =
+                self.provision(email, display_name, org_id, role).await?;
+            Ok(ProvisionedUser {
+                user: directory_user(&user),
+                role,
+                created_user,
+                joined,
+            })
+        })
+    }
+}
