@@ -102,7 +102,7 @@ impl Csrf {
                 .and_then(origin_of)
                 .ok_or(CsrfRefusal::NoOrigin)?,
         };
-        if !self.origins.iter().any(|o| *o == origin) {
+        if !self.origins.contains(&origin) {
             return Err(CsrfRefusal::ForeignOrigin(origin));
         }
         let mut marks = headers.get_all(CSRF_HEADER).iter();
