@@ -415,3 +415,76 @@ async fn the_edge_forwards_browser_routes_to_the_module_process() {
     edge.stop().await;
     module.stop().await;
 }
+
+/// A module claiming a path inside the test module's prefix.
+struct Clash;
+
+static CLASH: Clash = Clash;
+
+impl Module for Clash {
+    fn name(&self) -> &'static str {
+        "browser-clash"
+    }
+
+    fn grpc_services(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn migrate<'a>(&'a self, _db: &'a DatabaseConnection) -> BoxFuture<'a, Result<(), DbErr>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn browser_prefix(&self) -> Option<&'static str> {
+        Some("/browser-test/clash/")
+    }
+
+    fn build<'a>(&'a self, cx: &'a mut Context) -> BoxFuture<'a, Result<(), ModuleError>> {
+        Box::pin(async move {
+            cx.browser_routes("/browser-test/clash/", axum::Router::new());
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_browser_prefixes_stop_the_build() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let mut config = Config::default();
+    config.database.url = Secret::new(db.url.clone());
+    config.remote.token = Some(Secret::new(EDGE));
+    let conn = twig_identity::open_database(&config).await.unwrap();
+    let known: Vec<&'static dyn Module> = vec![&BROWSER_TEST, &CLASH];
+    // Both here.
+    let err = twig_identity::build_known(
+        &config,
+        conn.clone(),
+        &[&BROWSER_TEST, &CLASH],
+        &known,
+        twig_identity::Deps::default(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        format!("{err:#}").contains("overlaps browser-test's"),
+        "{err:#}"
+    );
+    // One here, one at a remote address.
+    config
+        .remote
+        .set_address("browser-clash", "http://127.0.0.1:1");
+    let err = twig_identity::build_known(
+        &config,
+        conn,
+        &[&BROWSER_TEST],
+        &known,
+        twig_identity::Deps::default(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        format!("{err:#}").contains("overlaps browser-test's"),
+        "{err:#}"
+    );
+}
