@@ -112,6 +112,7 @@ pub struct Suite {
     cors_origins: Vec<String>,
     limits: twig_server::Limits,
     http_routes: Option<axum::Router>,
+    browser_prefixes: Vec<String>,
     workers: twig_server::Workers,
     handles: twig_module::Ports,
 }
@@ -132,6 +133,19 @@ pub async fn build(
     config: &Config,
     db: DatabaseConnection,
     services: &[&'static dyn Module],
+    deps: Deps,
+) -> anyhow::Result<Suite> {
+    build_known(config, db, services, MODULES, deps).await
+}
+
+/// [`build`], with `known` as every module that may run elsewhere (the
+/// binary's is [`MODULES`]; tests add modules of their own): a known
+/// module that does not run here is reached at its `remote` address.
+pub async fn build_known(
+    config: &Config,
+    db: DatabaseConnection,
+    services: &[&'static dyn Module],
+    known: &[&'static dyn Module],
     deps: Deps,
 ) -> anyhow::Result<Suite> {
     let fanout = match &config.redis.url {
@@ -157,12 +171,12 @@ pub async fn build(
     // A service that does not run here is reached at its remote address,
     // if it has one.
     let credential = remote_credential(&config.remote)?;
-    for module in MODULES {
+    for module in known {
         if services.iter().any(|m| m.name() == module.name()) {
             continue;
         }
-        if let Some(channel) = remote_channel(&config.remote, module.name())? {
-            cx.remote(*module, channel, credential.clone())
+        if let Some((address, channel)) = remote_channel(&config.remote, module.name())? {
+            cx.remote(*module, address, channel, credential.clone())
                 .with_context(|| format!("reaching {} at its remote address", module.name()))?;
         }
     }
@@ -175,6 +189,7 @@ pub async fn build(
         workers,
         handles,
         http_routes,
+        browser_routes,
         ..
     } = cx.assemble()?;
     let policy = Arc::new(twig_auth::AccessPolicy::of_twig_apis()?);
@@ -196,12 +211,25 @@ pub async fn build(
             Some(all) => axum::Router::merge(all, router),
         });
     }
+    // Browser routes: beside the HTTP/JSON routes, outside the auth layer.
+    let trust = twig_web::EdgeTrust::from_config(config);
+    let (browser_prefixes, http) = match twig_web::mount(browser_routes, &trust) {
+        None => (Vec::new(), http),
+        Some(browser) => (
+            browser.prefixes,
+            Some(match http {
+                None => browser.router,
+                Some(all) => all.merge(browser.router),
+            }),
+        ),
+    };
     Ok(Suite {
         routes,
         auth,
         names,
         cors_origins: config.server.cors_origins.clone(),
         http_routes: http,
+        browser_prefixes,
         limits: twig_server::Limits::from_config(&config.server),
         workers,
         handles,
@@ -220,12 +248,12 @@ fn remote_credential(
     twig_auth::ServiceCredential::new(token).context("remote.token must be printable ASCII")
 }
 
-/// A lazy channel (connected on first use, reconnected after a failure)
-/// to the service's remote address, if it has one.
+/// The service's remote address, if it has one, and a lazy channel
+/// (connected on first use, reconnected after a failure) to it.
 fn remote_channel(
     config: &twig_config::RemoteConfig,
     service: &str,
-) -> anyhow::Result<Option<Channel>> {
+) -> anyhow::Result<Option<(http::Uri, Channel)>> {
     let Some(url) = config.address(service) else {
         return Ok(None);
     };
@@ -236,7 +264,7 @@ fn remote_channel(
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
-    Ok(Some(endpoint.connect_lazy()))
+    Ok(Some((endpoint.uri().clone(), endpoint.connect_lazy())))
 }
 
 /// Serves `suite` on `listener` until `shutdown`, then drains: requests
@@ -258,6 +286,7 @@ pub async fn run(
             cors_origins: suite.cors_origins,
             limits: suite.limits,
             http_routes: suite.http_routes,
+            browser_prefixes: suite.browser_prefixes,
         },
         shutdown,
     )

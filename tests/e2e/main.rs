@@ -37,6 +37,7 @@ mod authorize;
 mod batched_writes;
 mod binary;
 mod browser;
+mod browser_routes;
 mod buf_curl;
 mod concurrent_writes;
 mod connections;

@@ -1,6 +1,6 @@
 //! The edge as a module of the suite: `Authorize`, the HTTP/JSON routes,
 //! and (composed by the binary) forwarding to services in other
-//! processes.
+//! processes: their gRPC calls, and their browser routes.
 
 use std::sync::Arc;
 
@@ -63,6 +63,14 @@ impl Module for EdgeModule {
                     &format!("/{service}/{{*rest}}"),
                     crate::Forward::new(service, channel, credential),
                 )
+            });
+            // Browser routes of a module in another process go on there
+            // over HTTP, with the client as the edge saw it.
+            let trust = twig_web::EdgeTrust::new(None, &cx.config().server.trusted_proxies);
+            let timeout = cx.config().remote.timeout;
+            cx.forward_remote_browser_routes(move |prefix, address, credential| {
+                twig_web::BrowserForward::new(address, credential, trust.clone(), timeout)
+                    .router(prefix)
             });
             Ok(())
         })

@@ -224,6 +224,13 @@ pub struct ServerConfig {
     /// when not the default). Credentials are allowed for these only; any
     /// other origin gets no CORS headers.
     pub cors_origins: Vec<String>,
+    /// The origins browsers reach this service's own pages at
+    /// (`https://id.example.com`), exactly as the browser sends them in
+    /// `Origin`. A state-changing request to a browser route (a module's
+    /// `Context::browser_routes`) protected by `twig_web::Csrf` is
+    /// admitted only from one of these; with none, every such request is
+    /// refused.
+    pub public_origins: Vec<String>,
     /// Largest request message, in bytes; larger ones are refused with
     /// OUT_OF_RANGE before they are decoded.
     pub max_message_bytes: usize,
@@ -299,6 +306,7 @@ impl Default for ServerConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
+            public_origins: Vec::new(),
             max_message_bytes: 4 * 1024 * 1024,
             max_header_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(30),
@@ -606,6 +614,11 @@ impl Config {
                 problems.push(format!("server.cors_origins: {origin:?} {problem}"));
             }
         }
+        for origin in &self.server.public_origins {
+            if let Some(problem) = origin_problem(origin) {
+                problems.push(format!("server.public_origins: {origin:?} {problem}"));
+            }
+        }
         if self.server.admin_listen == self.server.listen && self.server.listen.port() != 0 {
             problems.push("server.admin_listen must differ from server.listen".to_string());
         }
@@ -795,6 +808,11 @@ mod tests {
             config.server.cors_origins = vec![bad.into()];
             let err = config.validate(&owners()).unwrap_err().to_string();
             assert!(err.contains("server.cors_origins"), "{bad}: {err}");
+            config.server.cors_origins = Vec::new();
+            config.server.public_origins = vec![bad.into()];
+            let err = config.validate(&owners()).unwrap_err().to_string();
+            assert!(err.contains("server.public_origins"), "{bad}: {err}");
+            config.server.public_origins = Vec::new();
         }
     }
 

@@ -67,6 +67,14 @@ pub trait Module: Send + Sync + 'static {
     /// Builds the service in this process: routes, workers, ports.
     fn build<'a>(&'a self, cx: &'a mut Context) -> BoxFuture<'a, Result<(), ModuleError>>;
 
+    /// The path prefix its browser routes live under (`/sso/`), if it has
+    /// any ([`Context::browser_routes`]). Declared statically so that the
+    /// edge forwards the prefix to the module's process without the module
+    /// running there.
+    fn browser_prefix(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Provides clients of its ports when it runs at a `remote` address.
     fn remote(&self, cx: &mut RemoteContext<'_>) -> Result<(), ModuleError> {
         let _ = cx;
@@ -97,6 +105,17 @@ pub enum ModuleError {
         first: &'static str,
         /// The other.
         second: &'static str,
+    },
+    /// A module's browser prefix is malformed, undeclared, or overlaps
+    /// another module's.
+    #[error("{module}: browser prefix {prefix:?}: {problem}")]
+    BrowserPrefix {
+        /// The module.
+        module: &'static str,
+        /// The prefix.
+        prefix: &'static str,
+        /// What is wrong.
+        problem: String,
     },
     /// A module used a port it does not declare (a bug in that module).
     #[error("{module} {verb} the {port} port without declaring it in Module::{verb}")]
@@ -158,6 +177,11 @@ impl Default for Deps {
 pub type ForwardFn =
     Box<dyn Fn(&'static str, Channel, ServiceCredential) -> axum::Router + Send + 'static>;
 
+/// Routes a remote module's browser prefix to its process at the address
+/// (`http://host:port`), presenting the credential.
+pub type BrowserForwardFn =
+    Box<dyn Fn(&'static str, http::Uri, ServiceCredential) -> axum::Router + Send + 'static>;
+
 /// The gRPC routes of this process behind the auth layer: what the HTTP
 /// routes built from the API's HTTP mapping call.
 pub type GrpcRoutes = twig_auth::AuthService<Routes>;
@@ -180,8 +204,18 @@ pub struct Context {
     handles: ports::Ports,
     http_routes: Vec<HttpRoutesFn>,
     forward: Option<ForwardFn>,
-    remotes: Vec<(&'static dyn Module, Channel, ServiceCredential)>,
+    browser: Vec<twig_web::BrowserMount>,
+    browser_forward: Option<BrowserForwardFn>,
+    remotes: Vec<Remote>,
     problems: Vec<ModuleError>,
+}
+
+/// A module running at a remote address.
+struct Remote {
+    module: &'static dyn Module,
+    address: http::Uri,
+    channel: Channel,
+    credential: ServiceCredential,
 }
 
 /// The suite's parts once every module has built and every port is
@@ -199,6 +233,9 @@ pub struct Assembly {
     pub handles: ports::Ports,
     /// HTTP routes to build from the auth-layered gRPC routes.
     pub http_routes: Vec<HttpRoutesFn>,
+    /// Browser routes: of the modules here, and the edge's forwarding of
+    /// remote modules' prefixes ([`twig_web::mount`] them).
+    pub browser_routes: Vec<twig_web::BrowserMount>,
 }
 
 impl Context {
@@ -217,6 +254,8 @@ impl Context {
             handles: ports::Ports::default(),
             http_routes: Vec::new(),
             forward: None,
+            browser: Vec::new(),
+            browser_forward: None,
             remotes: Vec::new(),
             problems: Vec::new(),
         }
@@ -234,16 +273,21 @@ impl Context {
         }
     }
 
-    /// Lets `module`, which runs at `channel`, provide clients of its
-    /// ports.
+    /// Lets `module`, which runs at `address` (reached through `channel`),
+    /// provide clients of its ports.
     pub fn remote(
         &mut self,
         module: &'static dyn Module,
+        address: http::Uri,
         channel: Channel,
         credential: ServiceCredential,
     ) -> Result<(), ModuleError> {
-        self.remotes
-            .push((module, channel.clone(), credential.clone()));
+        self.remotes.push(Remote {
+            module,
+            address,
+            channel: channel.clone(),
+            credential: credential.clone(),
+        });
         let mut cx = RemoteContext {
             module,
             channel,
@@ -262,14 +306,31 @@ impl Context {
     pub fn assemble(mut self) -> Result<Assembly, ModuleError> {
         self.ports.resolve()?;
         self.handles.resolve()?;
+        self.check_browser_prefixes()?;
         if let Some(forward) = &self.forward {
             let mut router = std::mem::take(&mut self.routes).into_axum_router();
-            for (module, channel, credential) in &self.remotes {
-                for service in module.grpc_services() {
-                    router = router.merge(forward(service, channel.clone(), credential.clone()));
+            for remote in &self.remotes {
+                for service in remote.module.grpc_services() {
+                    router = router.merge(forward(
+                        service,
+                        remote.channel.clone(),
+                        remote.credential.clone(),
+                    ));
                 }
             }
             self.routes = Routes::from(router);
+        }
+        if let Some(forward) = &self.browser_forward {
+            for remote in &self.remotes {
+                if let Some(prefix) = remote.module.browser_prefix() {
+                    self.browser.push(twig_web::BrowserMount {
+                        module: remote.module.name(),
+                        prefix,
+                        router: forward(prefix, remote.address.clone(), remote.credential.clone()),
+                        forwarded: true,
+                    });
+                }
+            }
         }
         Ok(Assembly {
             routes: self.routes,
@@ -278,7 +339,38 @@ impl Context {
             ports: self.ports,
             handles: self.handles,
             http_routes: self.http_routes,
+            browser_routes: self.browser,
         })
+    }
+
+    /// Every prefix of a module here or at a remote address is well
+    /// formed and overlaps no other.
+    fn check_browser_prefixes(&self) -> Result<(), ModuleError> {
+        let mut claimed: Vec<(&'static str, &'static str)> =
+            self.browser.iter().map(|m| (m.module, m.prefix)).collect();
+        for remote in &self.remotes {
+            if let Some(prefix) = remote.module.browser_prefix() {
+                twig_web::check_prefix(prefix).map_err(|e| ModuleError::BrowserPrefix {
+                    module: remote.module.name(),
+                    prefix,
+                    problem: e.to_string(),
+                })?;
+                claimed.push((remote.module.name(), prefix));
+            }
+        }
+        for (i, (module, prefix)) in claimed.iter().enumerate() {
+            if let Some((other, theirs)) = claimed[..i]
+                .iter()
+                .find(|(_, theirs)| twig_web::overlaps(prefix, theirs))
+            {
+                return Err(ModuleError::BrowserPrefix {
+                    module,
+                    prefix,
+                    problem: format!("overlaps {other}'s {theirs:?}"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The whole configuration (a module reads its own section with
@@ -366,6 +458,55 @@ impl Context {
         build: impl FnOnce(GrpcRoutes) -> Result<axum::Router, ModuleError> + Send + 'static,
     ) {
         self.http_routes.push(Box::new(build));
+    }
+
+    /// Serves the module's browser routes (plain HTTP for browsers:
+    /// redirects, form posts, cookies) under `prefix`, its declared
+    /// [`Module::browser_prefix`]; `router`'s paths are relative to it
+    /// (`/start` is `/sso/start`). They are outside the bearer auth layer
+    /// (a browser carries cookies) and CORS (same-origin pages), under
+    /// the server's trace, limits and metrics; each request carries
+    /// [`twig_web::ClientInfo`]. State-changing routes that trust a
+    /// cookie must use [`twig_web::Csrf`].
+    pub fn browser_routes(&mut self, prefix: &'static str, router: axum::Router) {
+        let module = self.building.map_or("suite", |m| m.name());
+        let declared = self.building.and_then(|m| m.browser_prefix());
+        let problem = if declared != Some(prefix) {
+            Some(format!(
+                "not the module's declared Module::browser_prefix ({declared:?})"
+            ))
+        } else if let Err(e) = twig_web::check_prefix(prefix) {
+            Some(e.to_string())
+        } else {
+            self.browser
+                .iter()
+                .find(|m| twig_web::overlaps(prefix, m.prefix))
+                .map(|m| format!("overlaps {}'s {:?}", m.module, m.prefix))
+        };
+        if let Some(problem) = problem {
+            self.problems.push(ModuleError::BrowserPrefix {
+                module,
+                prefix,
+                problem,
+            });
+            return;
+        }
+        self.browser.push(twig_web::BrowserMount {
+            module,
+            prefix,
+            router,
+            forwarded: false,
+        });
+    }
+
+    /// Makes this process the front door for browser routes too: a remote
+    /// module's [`Module::browser_prefix`] is routed to its process by
+    /// `forward` (the edge).
+    pub fn forward_remote_browser_routes(
+        &mut self,
+        forward: impl Fn(&'static str, http::Uri, ServiceCredential) -> axum::Router + Send + 'static,
+    ) {
+        self.browser_forward = Some(Box::new(forward));
     }
 
     /// Makes this process a front door: calls to a service that runs at a

@@ -56,8 +56,12 @@ pub struct ServeOptions {
     pub cors_origins: Vec<String>,
     /// Limits of one connection and one request.
     pub limits: Limits,
-    /// Plain HTTP routes (the HTTP/JSON surface), beside gRPC on the port.
+    /// Plain HTTP routes (the HTTP/JSON surface and browser routes),
+    /// beside gRPC on the port.
     pub http_routes: Option<axum::Router>,
+    /// Path prefixes of the browser routes (`/sso/`): same-origin pages,
+    /// answered without CORS.
+    pub browser_prefixes: Vec<String>,
 }
 
 /// The health service and its reporter. Every status starts NOT_SERVING;
@@ -108,7 +112,10 @@ pub async fn serve(
             server_timeout: limits.request_timeout,
         })
         .layer(TraceLayer)
-        .layer(cors::layer(&options.cors_origins))
+        .layer(cors::CorsExceptLayer {
+            cors: cors::layer(&options.cors_origins),
+            same_origin: options.browser_prefixes.into(),
+        })
         .layer(http_routes::HttpRoutesLayer {
             routes: options.http_routes,
         })
