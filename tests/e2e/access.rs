@@ -6,6 +6,7 @@ use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use twig_proto::apikeys::v1 as pb;
+use twig_proto::auth::v1 as apb;
 use twig_proto::sessions::v1 as spb;
 use twig_tests::{Backend, TestApp, bearer, email};
 
@@ -20,7 +21,7 @@ async fn declared_callers_are_enforced(backend: Backend) {
             &owner,
             pb::CreateApiKeyRequest {
                 name: "reader".into(),
-                scopes: vec![pb::Scope::Read as i32],
+                scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,
             },
         ))
@@ -31,7 +32,7 @@ async fn declared_callers_are_enforced(backend: Backend) {
     let create = |token: Option<&str>| {
         let message = pb::CreateApiKeyRequest {
             name: "more".into(),
-            scopes: vec![pb::Scope::Read as i32],
+            scopes: vec![apb::Scope::Read as i32],
             expires_at: None,
         };
         let request = match token {
@@ -86,7 +87,7 @@ async fn declared_callers_are_enforced(backend: Backend) {
             &owner,
             pb::VerifyApiKeyRequest {
                 key: reader.clone(),
-                required_scope: pb::Scope::Read as i32,
+                required_scope: apb::Scope::Read as i32,
                 client_ip: String::new(),
             },
         ))

@@ -7,6 +7,7 @@ use tonic::Code;
 use twig_crypto::{Token, TokenHash, TokenKind};
 use twig_proto::apikeys::v1 as pb;
 use twig_proto::audit::v1 as audit_pb;
+use twig_proto::auth::v1 as apb;
 use twig_proto::sessions::v1 as spb;
 use twig_tests::{Backend, PASSWORD, TestApp, bearer, email};
 
@@ -20,7 +21,7 @@ async fn owner(app: &TestApp) -> String {
 async fn create(
     app: &TestApp,
     token: &str,
-    scopes: &[pb::Scope],
+    scopes: &[apb::Scope],
 ) -> Result<pb::CreateApiKeyResponse, tonic::Status> {
     app.api_keys()
         .create_api_key(bearer(
@@ -38,7 +39,7 @@ async fn create(
 async fn verify(
     app: &TestApp,
     key: &str,
-    scope: pb::Scope,
+    scope: apb::Scope,
 ) -> Result<pb::VerifyApiKeyResponse, tonic::Status> {
     app.api_keys()
         .verify_api_key(app.internal(pb::VerifyApiKeyRequest {
@@ -53,7 +54,7 @@ async fn verify(
 async fn create_verify_rotate_revoke(backend: Backend) {
     let app = TestApp::builder(backend).weak_hashing().spawn().await;
     let token = owner(&app).await;
-    let created = create(&app, &token, &[pb::Scope::Read, pb::Scope::Write])
+    let created = create(&app, &token, &[apb::Scope::Read, apb::Scope::Write])
         .await
         .unwrap();
     let key = created.key.unwrap();
@@ -61,12 +62,21 @@ async fn create_verify_rotate_revoke(backend: Backend) {
     assert!(secret.starts_with("twig_sk_"));
     assert!(secret.starts_with(&key.prefix) && key.prefix.len() == 16);
 
-    let v = verify(&app, &secret, pb::Scope::Write).await.unwrap();
-    assert_eq!(v.key_id, key.id);
+    let v = verify(&app, &secret, apb::Scope::Write)
+        .await
+        .unwrap()
+        .principal
+        .unwrap();
+    assert_eq!(
+        v.credential,
+        Some(apb::principal::Credential::ApiKeyId(key.id.clone()))
+    );
+    assert_eq!(v.user_id, key.created_by);
+    assert!(v.roles.is_empty());
     assert_eq!(v.organization_id, key.organization_id);
     assert_eq!(
         v.scopes,
-        vec![pb::Scope::Read as i32, pb::Scope::Write as i32]
+        vec![apb::Scope::Read as i32, apb::Scope::Write as i32]
     );
 
     // Get and List never show the secret.
@@ -107,17 +117,17 @@ async fn create_verify_rotate_revoke(backend: Backend) {
         .into_inner();
     let new_secret = rotated.secret;
     assert_ne!(new_secret, secret);
-    verify(&app, &new_secret, pb::Scope::Read).await.unwrap();
-    verify(&app, &secret, pb::Scope::Read).await.unwrap();
+    verify(&app, &new_secret, apb::Scope::Read).await.unwrap();
+    verify(&app, &secret, apb::Scope::Read).await.unwrap();
     app.clock.advance(Duration::from_secs(61));
     assert_eq!(
-        verify(&app, &secret, pb::Scope::Read)
+        verify(&app, &secret, apb::Scope::Read)
             .await
             .unwrap_err()
             .code(),
         Code::Unauthenticated
     );
-    verify(&app, &new_secret, pb::Scope::Read).await.unwrap();
+    verify(&app, &new_secret, apb::Scope::Read).await.unwrap();
 
     // Rotation with no overlap ends the old secret at once.
     let again = app
@@ -133,13 +143,13 @@ async fn create_verify_rotate_revoke(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(
-        verify(&app, &new_secret, pb::Scope::Read)
+        verify(&app, &new_secret, apb::Scope::Read)
             .await
             .unwrap_err()
             .code(),
         Code::Unauthenticated
     );
-    verify(&app, &again.secret, pb::Scope::Read).await.unwrap();
+    verify(&app, &again.secret, apb::Scope::Read).await.unwrap();
 
     // Revoke: dead at once, even though it was just cached.
     app.api_keys()
@@ -152,7 +162,7 @@ async fn create_verify_rotate_revoke(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        verify(&app, &again.secret, pb::Scope::Read)
+        verify(&app, &again.secret, apb::Scope::Read)
             .await
             .unwrap_err()
             .code(),
@@ -168,7 +178,7 @@ async fn create_verify_rotate_revoke(backend: Backend) {
 async fn only_hashes_are_stored(backend: Backend) {
     let app = TestApp::builder(backend).weak_hashing().spawn().await;
     let token = owner(&app).await;
-    let secret = create(&app, &token, &[pb::Scope::Read])
+    let secret = create(&app, &token, &[apb::Scope::Read])
         .await
         .unwrap()
         .secret;
@@ -213,7 +223,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 async fn right_prefix_wrong_secret_is_just_garbage(backend: Backend) {
     let app = TestApp::builder(backend).weak_hashing().spawn().await;
     let token = owner(&app).await;
-    let real = create(&app, &token, &[pb::Scope::Read])
+    let real = create(&app, &token, &[apb::Scope::Read])
         .await
         .unwrap()
         .secret;
@@ -227,9 +237,11 @@ async fn right_prefix_wrong_secret_is_just_garbage(backend: Backend) {
         Token::with_body(TokenKind::ApiKey, &body[..43]).unwrap()
     };
     let random = || Token::generate(TokenKind::ApiKey).expose().to_string();
-    let a = verify(&app, &forged(0), pb::Scope::Read).await.unwrap_err();
-    let b = verify(&app, &random(), pb::Scope::Read).await.unwrap_err();
-    let c = verify(&app, "twig_sk_garbage", pb::Scope::Read)
+    let a = verify(&app, &forged(0), apb::Scope::Read)
+        .await
+        .unwrap_err();
+    let b = verify(&app, &random(), apb::Scope::Read).await.unwrap_err();
+    let c = verify(&app, "twig_sk_garbage", apb::Scope::Read)
         .await
         .unwrap_err();
     for e in [&a, &b, &c] {
@@ -243,10 +255,10 @@ async fn right_prefix_wrong_secret_is_just_garbage(backend: Backend) {
         let f = forged(i);
         let r = random();
         let t = Instant::now();
-        let _ = verify(&app, &f, pb::Scope::Read).await;
+        let _ = verify(&app, &f, apb::Scope::Read).await;
         with_prefix.push(t.elapsed());
         let t = Instant::now();
-        let _ = verify(&app, &r, pb::Scope::Read).await;
+        let _ = verify(&app, &r, apb::Scope::Read).await;
         without.push(t.elapsed());
     }
     let ratio = median(with_prefix).as_secs_f64() / median(without).as_secs_f64();
@@ -286,19 +298,23 @@ async fn nobody_mints_beyond_their_own_scopes(backend: Backend) {
         .access_token;
 
     // A member may create keys within their scopes, never an admin key.
-    create(&app, &member_token, &[pb::Scope::Read, pb::Scope::Execute])
-        .await
-        .unwrap();
-    let denied = create(&app, &member_token, &[pb::Scope::Admin])
+    create(
+        &app,
+        &member_token,
+        &[apb::Scope::Read, apb::Scope::Execute],
+    )
+    .await
+    .unwrap();
+    let denied = create(&app, &member_token, &[apb::Scope::Admin])
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
 
     // A read key can neither create keys nor revoke them.
-    let read = create(&app, &owner_token, &[pb::Scope::Read])
+    let read = create(&app, &owner_token, &[apb::Scope::Read])
         .await
         .unwrap();
-    let denied = create(&app, &read.secret, &[pb::Scope::Read])
+    let denied = create(&app, &read.secret, &[apb::Scope::Read])
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
@@ -314,25 +330,25 @@ async fn nobody_mints_beyond_their_own_scopes(backend: Backend) {
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
     // Nor pass a check for a scope it lacks.
-    let denied = verify(&app, &read.secret, pb::Scope::Write)
+    let denied = verify(&app, &read.secret, apb::Scope::Write)
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
 
     // An admin key may mint any key, an admin one included.
-    let admin = create(&app, &owner_token, &[pb::Scope::Admin])
+    let admin = create(&app, &owner_token, &[apb::Scope::Admin])
         .await
         .unwrap();
-    create(&app, &admin.secret, &[pb::Scope::Admin])
+    create(&app, &admin.secret, &[apb::Scope::Admin])
         .await
         .unwrap();
 
     // Scopes can be narrowed, never widened; the change applies at once.
-    let rw = create(&app, &owner_token, &[pb::Scope::Read, pb::Scope::Write])
+    let rw = create(&app, &owner_token, &[apb::Scope::Read, apb::Scope::Write])
         .await
         .unwrap();
-    verify(&app, &rw.secret, pb::Scope::Write).await.unwrap();
-    let update = |scopes: Vec<pb::Scope>| {
+    verify(&app, &rw.secret, apb::Scope::Write).await.unwrap();
+    let update = |scopes: Vec<apb::Scope>| {
         let mut client = app.api_keys();
         let token = owner_token.clone();
         let id = rw.key.clone().unwrap().id;
@@ -351,10 +367,10 @@ async fn nobody_mints_beyond_their_own_scopes(backend: Backend) {
         }
     };
     assert_eq!(
-        update(vec![pb::Scope::Admin]).await.unwrap_err().code(),
+        update(vec![apb::Scope::Admin]).await.unwrap_err().code(),
         Code::InvalidArgument
     );
-    let narrowed = update(vec![pb::Scope::Read])
+    let narrowed = update(vec![apb::Scope::Read])
         .await
         .unwrap()
         .into_inner()
@@ -362,7 +378,7 @@ async fn nobody_mints_beyond_their_own_scopes(backend: Backend) {
         .unwrap();
     assert_eq!(narrowed.name, "renamed");
     assert_eq!(
-        verify(&app, &rw.secret, pb::Scope::Write)
+        verify(&app, &rw.secret, apb::Scope::Write)
             .await
             .unwrap_err()
             .code(),
@@ -374,8 +390,8 @@ async fn keys_of_one_org_never_reach_another(backend: Backend) {
     let app = TestApp::builder(backend).weak_hashing().spawn().await;
     let a = owner(&app).await;
     let b = owner(&app).await;
-    let a_key = create(&app, &a, &[pb::Scope::Admin]).await.unwrap();
-    let b_key = create(&app, &b, &[pb::Scope::Admin]).await.unwrap();
+    let a_key = create(&app, &a, &[apb::Scope::Admin]).await.unwrap();
+    let b_key = create(&app, &b, &[apb::Scope::Admin]).await.unwrap();
     let b_id = b_key.key.unwrap().id;
     for credential in [a.as_str(), a_key.secret.as_str()] {
         let hidden = app
@@ -409,14 +425,14 @@ async fn keys_of_one_org_never_reach_another(backend: Backend) {
             .keys;
         assert!(listed.iter().all(|k| k.id != b_id));
     }
-    verify(&app, &b_key.secret, pb::Scope::Read).await.unwrap();
+    verify(&app, &b_key.secret, apb::Scope::Read).await.unwrap();
 }
 
 async fn hostile_keys_are_refused_and_audited_by_prefix(backend: Backend) {
     let app = TestApp::builder(backend).weak_hashing().spawn().await;
     let long = format!("twig_sk_{}", "A".repeat(10_000));
     for key in ["", "twig_sk_\0\0evil", long.as_str(), "twig_st_notakey"] {
-        let err = verify(&app, key, pb::Scope::Read).await.unwrap_err();
+        let err = verify(&app, key, apb::Scope::Read).await.unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
     }
     // Non-UTF-8 in the bearer header.
@@ -431,7 +447,7 @@ async fn hostile_keys_are_refused_and_audited_by_prefix(backend: Backend) {
     // client (no address given) and period, counting the four hostile
     // keys above and the twenty repeats, with their prefixes as samples.
     for _ in 0..20 {
-        let _ = verify(&app, "twig_sk_same_bad_key", pb::Scope::Read).await;
+        let _ = verify(&app, "twig_sk_same_bad_key", apb::Scope::Read).await;
     }
     app.api_keys_service.flush().await.unwrap();
     let events = twig_audit::events_with_action(&app.db, "apikey.verify_failed")
@@ -466,7 +482,7 @@ async fn expired_keys_stop_working(backend: Backend) {
             &token,
             pb::CreateApiKeyRequest {
                 name: "short".into(),
-                scopes: vec![pb::Scope::Read as i32],
+                scopes: vec![apb::Scope::Read as i32],
                 expires_at: Some(prost_types::Timestamp {
                     seconds: now + 60,
                     nanos: 0,
@@ -476,12 +492,12 @@ async fn expired_keys_stop_working(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    verify(&app, &created.secret, pb::Scope::Read)
+    verify(&app, &created.secret, apb::Scope::Read)
         .await
         .unwrap();
     app.clock.advance(Duration::from_secs(61));
     assert_eq!(
-        verify(&app, &created.secret, pb::Scope::Read)
+        verify(&app, &created.secret, apb::Scope::Read)
             .await
             .unwrap_err()
             .code(),
@@ -493,7 +509,7 @@ async fn expired_keys_stop_working(backend: Backend) {
             &token,
             pb::CreateApiKeyRequest {
                 name: "past".into(),
-                scopes: vec![pb::Scope::Read as i32],
+                scopes: vec![apb::Scope::Read as i32],
                 expires_at: Some(prost_types::Timestamp {
                     seconds: now - 10,
                     nanos: 0,
@@ -508,7 +524,7 @@ async fn expired_keys_stop_working(backend: Backend) {
 async fn admins_query_the_audit_log(backend: Backend) {
     let app = TestApp::builder(backend).weak_hashing().spawn().await;
     let owner_token = owner(&app).await;
-    let read = create(&app, &owner_token, &[pb::Scope::Read])
+    let read = create(&app, &owner_token, &[apb::Scope::Read])
         .await
         .unwrap();
     let mut client = app.audit();
@@ -584,26 +600,26 @@ async fn admins_query_the_audit_log(backend: Backend) {
 async fn usage_is_counted_per_minute_and_day(backend: Backend) {
     let app = TestApp::builder(backend).weak_hashing().spawn().await;
     let token = owner(&app).await;
-    let created = create(&app, &token, &[pb::Scope::Read]).await.unwrap();
+    let created = create(&app, &token, &[apb::Scope::Read]).await.unwrap();
     let key_id = created.key.unwrap().id;
     let t0 = app.clock_now();
     for _ in 0..5 {
-        verify(&app, &created.secret, pb::Scope::Read)
+        verify(&app, &created.secret, apb::Scope::Read)
             .await
             .unwrap();
     }
     app.clock.advance(Duration::from_secs(120));
     for _ in 0..3 {
-        verify(&app, &created.secret, pb::Scope::Read)
+        verify(&app, &created.secret, apb::Scope::Read)
             .await
             .unwrap();
     }
     // Failures do not count.
-    let _ = verify(&app, &created.secret, pb::Scope::Admin).await;
+    let _ = verify(&app, &created.secret, apb::Scope::Admin).await;
     app.api_keys_service.flush().await.unwrap();
     // Two more after the flush: counted from memory.
     for _ in 0..2 {
-        verify(&app, &created.secret, pb::Scope::Read)
+        verify(&app, &created.secret, apb::Scope::Read)
             .await
             .unwrap();
     }

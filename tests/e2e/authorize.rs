@@ -43,7 +43,7 @@ async fn one_call_gives_the_whole_decision(backend: Backend) {
             &session,
             kpb::CreateApiKeyRequest {
                 name: "agent".into(),
-                scopes: vec![kpb::Scope::Read as i32],
+                scopes: vec![Scope::Read as i32],
                 expires_at: None,
             },
         ))
@@ -64,7 +64,9 @@ async fn one_call_gives_the_whole_decision(backend: Backend) {
     let principal = ok.principal.unwrap();
     assert_eq!(
         principal.credential,
-        Some(pb::principal::Credential::ApiKeyId(key_id.clone()))
+        Some(twig_proto::auth::v1::principal::Credential::ApiKeyId(
+            key_id.clone()
+        ))
     );
     assert_eq!(principal.scopes, vec![Scope::Read as i32]);
     let quota = ok.quota.unwrap();
@@ -204,7 +206,7 @@ async fn an_organisations_limit_is_shared_by_its_keys(backend: Backend) {
                 &session,
                 kpb::CreateApiKeyRequest {
                     name: name.into(),
-                    scopes: vec![kpb::Scope::Read as i32],
+                    scopes: vec![Scope::Read as i32],
                     expires_at: None,
                 },
             ))

@@ -10,6 +10,7 @@ use std::time::Duration;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use twig_db::batch::hooks::Pause;
 use twig_proto::apikeys::v1 as kpb;
+use twig_proto::auth::v1 as apb;
 use twig_proto::quota::v1 as qpb;
 use twig_tests::{Backend, TestApp, bearer, email};
 
@@ -107,7 +108,7 @@ async fn api_key_usage_is_written_once_across_a_stop_mid_flush(backend: Backend,
                 &token,
                 kpb::CreateApiKeyRequest {
                     name: format!("k{i}"),
-                    scopes: vec![kpb::Scope::Read as i32],
+                    scopes: vec![apb::Scope::Read as i32],
                     expires_at: None,
                 },
             ))
@@ -123,7 +124,7 @@ async fn api_key_usage_is_written_once_across_a_stop_mid_flush(backend: Backend,
         let mut client = app.api_keys();
         let request = app.internal(kpb::VerifyApiKeyRequest {
             key: secret,
-            required_scope: kpb::Scope::Read as i32,
+            required_scope: apb::Scope::Read as i32,
             client_ip: String::new(),
         });
         async move { client.verify_api_key(request).await.expect("verified") }

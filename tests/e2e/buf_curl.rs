@@ -124,7 +124,7 @@ fn buf_curl_walkthrough_on_the_embedded_defaults() {
             &format!(r#"{{"accessToken":"{access}"}}"#),
             &internal,
         );
-        assert!(ok && out.contains("ROLE_OWNER"), "{out}");
+        assert!(ok && out.contains(r#""owner""#), "{out}");
 
         let (ok, out) = curl(
             &url,

@@ -17,6 +17,7 @@ use tonic::{Code, Status};
 use twig_config::{InternalClient, Secret};
 use twig_proto::apikeys::v1 as kpb;
 use twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient;
+use twig_proto::auth::v1 as apb;
 use twig_proto::quota::v1 as qpb;
 use twig_proto::quota::v1::quota_service_client::QuotaServiceClient;
 use twig_proto::sessions::v1 as spb;
@@ -231,7 +232,7 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
             &owner,
             kpb::CreateApiKeyRequest {
                 name: "traffic".into(),
-                scopes: vec![kpb::Scope::Read as i32],
+                scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,
             },
         ))
@@ -515,7 +516,7 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
                                 &owner,
                                 kpb::CreateApiKeyRequest {
                                     name: format!("key-{i}-{r}"),
-                                    scopes: vec![kpb::Scope::Read as i32],
+                                    scopes: vec![apb::Scope::Read as i32],
                                     expires_at: None,
                                 },
                             ))

@@ -8,6 +8,7 @@ use crate::twig_binary;
 use tonic::Code;
 use twig_proto::apikeys::v1 as pb;
 use twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient;
+use twig_proto::auth::v1 as apb;
 use twig_tests::{Backend, TestDatabase, bearer, sign_up_on, spawn_serve};
 
 const INTERNAL: &str = "crash-test-internal-token-0123456789abcdef";
@@ -55,7 +56,7 @@ async fn a_crash_during_rotation_leaves_the_old_key_working(backend: Backend) {
                 &token,
                 pb::CreateApiKeyRequest {
                     name: "k".into(),
-                    scopes: vec![pb::Scope::Read as i32],
+                    scopes: vec![apb::Scope::Read as i32],
                     expires_at: None,
                 },
             ))

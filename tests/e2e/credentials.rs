@@ -5,6 +5,7 @@
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use twig_proto::apikeys::v1 as kpb;
+use twig_proto::auth::v1 as apb;
 use twig_proto::edge::v1 as pb;
 use twig_proto::edge::v1::authorize_request::Target;
 use twig_proto::edge::v1::authorize_service_client::AuthorizeServiceClient;
@@ -45,7 +46,7 @@ async fn verify_key(app: &TestApp, key: &str) -> Result<kpb::VerifyApiKeyRespons
     app.api_keys()
         .verify_api_key(app.internal(kpb::VerifyApiKeyRequest {
             key: key.into(),
-            required_scope: kpb::Scope::Unspecified as i32,
+            required_scope: apb::Scope::Unspecified as i32,
             client_ip: String::new(),
         }))
         .await
@@ -76,7 +77,7 @@ async fn decorated_credentials_are_refused_everywhere() {
             &session,
             kpb::CreateApiKeyRequest {
                 name: "agent".into(),
-                scopes: vec![kpb::Scope::Read as i32],
+                scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,
             },
         ))

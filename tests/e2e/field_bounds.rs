@@ -13,6 +13,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use twig_proto::apikeys::v1 as kpb;
 use twig_proto::audit::v1 as apb;
+use twig_proto::auth::v1 as wpb;
 use twig_proto::quota::v1 as qpb;
 use twig_proto::sessions::v1 as spb;
 use twig_proto::vault::v1 as vpb;
@@ -116,7 +117,7 @@ async fn each_bad_field_is_refused_by_name_and_nothing_is_written(backend: Backe
         .api_keys()
         .create_api_key(bearer(
             &owner,
-            create_key("existing", vec![kpb::Scope::Read as i32], None),
+            create_key("existing", vec![wpb::Scope::Read as i32], None),
         ))
         .await
         .unwrap()
@@ -131,7 +132,7 @@ async fn each_bad_field_is_refused_by_name_and_nothing_is_written(backend: Backe
         app.vault(),
         app.audit(),
     );
-    let read = kpb::Scope::Read as i32;
+    let read = wpb::Scope::Read as i32;
     let long = |n: usize| "x".repeat(n);
     let cases = vec![
         // sessions
@@ -470,10 +471,10 @@ async fn good_values_next_to_the_bounds_are_stored_normalised(backend: Backend) 
 
     // Every scope once, an expiry nine years ahead, a name of 100.
     let all = [
-        kpb::Scope::Read,
-        kpb::Scope::Write,
-        kpb::Scope::Execute,
-        kpb::Scope::Admin,
+        wpb::Scope::Read,
+        wpb::Scope::Write,
+        wpb::Scope::Execute,
+        wpb::Scope::Admin,
     ]
     .map(|s| s as i32)
     .to_vec();

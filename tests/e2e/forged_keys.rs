@@ -9,6 +9,7 @@ use tonic::Code;
 use twig_crypto::{Token, TokenKind};
 use twig_proto::apikeys::v1 as pb;
 use twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient;
+use twig_proto::auth::v1 as apb;
 use twig_tests::{Backend, TestApp, bearer, email};
 
 const FORGED: usize = 10_000;
@@ -192,7 +193,7 @@ async fn refusals_of_a_real_key_stay_with_its_organisation(backend: Backend) {
             &token,
             pb::CreateApiKeyRequest {
                 name: "leaked".into(),
-                scopes: vec![pb::Scope::Read as i32],
+                scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,
             },
         ))

@@ -7,6 +7,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 use twig_proto::apikeys::v1 as pb;
 use twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient;
+use twig_proto::auth::v1 as apb;
 use twig_tests::{Backend, TestApp, bearer, email};
 
 async fn setup(app: &TestApp) -> (String, String, String) {
@@ -19,7 +20,7 @@ async fn setup(app: &TestApp) -> (String, String, String) {
             &token,
             pb::CreateApiKeyRequest {
                 name: "fenced".into(),
-                scopes: vec![pb::Scope::Read as i32],
+                scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,
             },
         ))
@@ -140,7 +141,7 @@ async fn org_and_key_lists_must_both_pass(backend: Backend) {
             &token,
             pb::CreateApiKeyRequest {
                 name: "r".into(),
-                scopes: vec![pb::Scope::Read as i32],
+                scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,
             },
         ))

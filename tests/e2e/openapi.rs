@@ -122,7 +122,7 @@ async fn openapi_json_is_valid_and_lists_every_public_rpc() {
         "Duration"
     );
     assert_eq!(
-        schemas["twig.apikeys.v1.Scope"]["enum"][1], "SCOPE_READ",
+        schemas["twig.auth.v1.Scope"]["enum"][1], "SCOPE_READ",
         "enums by name"
     );
     app.stop().await;

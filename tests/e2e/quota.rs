@@ -9,6 +9,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tonic::Code;
 use tonic_types::StatusExt;
 use twig_proto::apikeys::v1 as kpb;
+use twig_proto::auth::v1 as apb;
 use twig_proto::quota::v1 as pb;
 use twig_quota::{OnStoreError, QuotaStore};
 use twig_tests::{Backend, TestApp, bearer, email};
@@ -59,7 +60,7 @@ async fn check(
 }
 
 /// An owner's access token, and an API key of theirs with `scopes`.
-async fn owner_with_key(app: &TestApp, scopes: &[kpb::Scope]) -> (String, kpb::ApiKey, String) {
+async fn owner_with_key(app: &TestApp, scopes: &[apb::Scope]) -> (String, kpb::ApiKey, String) {
     let who = email("owner");
     app.sign_up(&who).await;
     let token = app.login(&who).await.access_token;
@@ -199,7 +200,7 @@ async fn costs_weigh_and_bad_input_is_refused_clearly(backend: Backend) {
 
 async fn limits_of_their_own(backend: Backend) {
     let app = app(backend, Counts::Memory).await;
-    let (token, key, _) = owner_with_key(&app, &[kpb::Scope::Read]).await;
+    let (token, key, _) = owner_with_key(&app, &[apb::Scope::Read]).await;
     let org = key.organization_id.clone();
     let key_subject = format!("key:{}", key.id);
     let org_subject = format!("org:{org}");
@@ -276,9 +277,9 @@ async fn limits_of_their_own(backend: Backend) {
 
 async fn who_may_change_limits(backend: Backend) {
     let app = app(backend, Counts::Memory).await;
-    let (token, key, _) = owner_with_key(&app, &[kpb::Scope::Read]).await;
-    let (_, _, read_only_secret) = owner_with_key(&app, &[kpb::Scope::Read]).await;
-    let (stranger, stranger_key, _) = owner_with_key(&app, &[kpb::Scope::Read]).await;
+    let (token, key, _) = owner_with_key(&app, &[apb::Scope::Read]).await;
+    let (_, _, read_only_secret) = owner_with_key(&app, &[apb::Scope::Read]).await;
+    let (stranger, stranger_key, _) = owner_with_key(&app, &[apb::Scope::Read]).await;
     let key_subject = format!("key:{}", key.id);
     let org_subject = format!("org:{}", key.organization_id);
 
@@ -347,8 +348,8 @@ async fn who_may_change_limits(backend: Backend) {
 
 async fn api_key_requests_are_refused_past_the_limit(backend: Backend) {
     let app = app(backend, Counts::Memory).await;
-    let (_, key, secret) = owner_with_key(&app, &[kpb::Scope::Admin]).await;
-    let (_, _, other_secret) = owner_with_key(&app, &[kpb::Scope::Read]).await;
+    let (_, key, secret) = owner_with_key(&app, &[apb::Scope::Admin]).await;
+    let (_, _, other_secret) = owner_with_key(&app, &[apb::Scope::Read]).await;
     let get = |secret: String| {
         let app = &app;
         let id = key.id.clone();
@@ -388,7 +389,7 @@ async fn api_key_requests_are_refused_past_the_limit(backend: Backend) {
 
 async fn shadow_limits_count_but_never_refuse(backend: Backend) {
     let app = app(backend, Counts::Memory).await;
-    let (token, key, _) = owner_with_key(&app, &[kpb::Scope::Read]).await;
+    let (token, key, _) = owner_with_key(&app, &[apb::Scope::Read]).await;
     let key_subject = format!("key:{}", key.id);
     set_limit(&app, &token, limit(&key_subject, 2, 60, true))
         .await
@@ -440,7 +441,7 @@ async fn shadow_limits_count_but_never_refuse(backend: Backend) {
     expect(usage(Some(&token), &key_subject, 5).await.unwrap(), 5, 0, 3);
 
     // Only the organisation's own subjects; at most one day at a time.
-    let (stranger, _, _) = owner_with_key(&app, &[kpb::Scope::Read]).await;
+    let (stranger, _, _) = owner_with_key(&app, &[apb::Scope::Read]).await;
     assert_eq!(
         usage(Some(&stranger), &key_subject, 5)
             .await

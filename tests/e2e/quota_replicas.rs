@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::twig_binary;
 use tonic::transport::Channel;
 use twig_proto::apikeys::v1 as kpb;
+use twig_proto::auth::v1 as apb;
 use twig_proto::quota::v1 as pb;
 use twig_tests::{Backend, TestDatabase, bearer, sign_up_on, spawn_serve};
 
@@ -70,7 +71,7 @@ async fn limit_changes_reach_every_replica_within_a_second() {
             &token,
             kpb::CreateApiKeyRequest {
                 name: "limited".into(),
-                scopes: vec![kpb::Scope::Read as i32],
+                scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,
             },
         ))

@@ -9,6 +9,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 use twig_proto::apikeys::v1 as pb;
 use twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient;
+use twig_proto::auth::v1 as apb;
 use twig_proto::sessions::v1 as spb;
 use twig_tests::{Backend, TestDatabase, bearer, sign_up_on, spawn_serve};
 
@@ -32,7 +33,7 @@ fn replica(db_url: &str, redis_prefix: &str) -> Command {
 async fn verify(channel: &Channel, key: &str) -> Result<pb::VerifyApiKeyResponse, tonic::Status> {
     let mut request = tonic::Request::new(pb::VerifyApiKeyRequest {
         key: key.into(),
-        required_scope: pb::Scope::Read as i32,
+        required_scope: apb::Scope::Read as i32,
         client_ip: String::new(),
     });
     request
@@ -72,7 +73,7 @@ async fn revocation_and_rotation_reach_the_other_replica_within_a_second() {
                 &token,
                 pb::CreateApiKeyRequest {
                     name: "replicated".into(),
-                    scopes: vec![pb::Scope::Read as i32],
+                    scopes: vec![apb::Scope::Read as i32],
                     expires_at: None,
                 },
             ))
@@ -217,7 +218,7 @@ async fn a_redis_outage_bounds_cached_answers_to_a_second() {
                 &token,
                 pb::CreateApiKeyRequest {
                     name: "outage".into(),
-                    scopes: vec![pb::Scope::Read as i32],
+                    scopes: vec![apb::Scope::Read as i32],
                     expires_at: None,
                 },
             ))

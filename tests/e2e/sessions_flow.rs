@@ -19,8 +19,13 @@ async fn sign_up_login_verify_refresh_logout(backend: Backend) {
     let verified = app.verify(&tokens.access_token).await.unwrap();
     assert_eq!(verified.user_id, user.id);
     assert_eq!(verified.organization_id, org.id);
-    assert_eq!(verified.roles, vec![pb::Role::Owner as i32]);
-    assert_eq!(verified.session_id, tokens.session_id);
+    assert_eq!(verified.roles, vec!["owner".to_string()]);
+    assert_eq!(
+        verified.credential,
+        Some(twig_proto::auth::v1::principal::Credential::SessionId(
+            tokens.session_id.clone()
+        ))
+    );
 
     let me = app
         .sessions()
@@ -348,7 +353,7 @@ async fn members_roles_and_org_scoping(backend: Backend) {
     let bob = bob.tokens.unwrap();
     assert_eq!(
         app.verify(&bob.access_token).await.unwrap().roles,
-        vec![pb::Role::Member as i32]
+        vec!["member".to_string()]
     );
 
     // A member may not add members.

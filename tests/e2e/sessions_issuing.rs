@@ -39,7 +39,12 @@ async fn an_sso_session_verifies_and_shows_its_method(backend: Backend) {
     let verified = app.verify(issued.access_token.expose()).await.unwrap();
     assert_eq!(verified.user_id, user.to_string());
     assert_eq!(verified.organization_id, org.to_string());
-    assert_eq!(verified.session_id, issued.session_id.to_string());
+    assert_eq!(
+        verified.credential,
+        Some(twig_proto::auth::v1::principal::Credential::SessionId(
+            issued.session_id.to_string()
+        ))
+    );
 
     let listed = app
         .sessions()

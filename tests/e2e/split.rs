@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 use twig_auth::{Credential, ForwardedCaller, Principal, Role, Scope};
 use twig_proto::apikeys::v1 as kpb;
 use twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient;
+use twig_proto::auth::v1 as apb;
 use twig_proto::edge::v1 as epb;
 use twig_proto::edge::v1::authorize_service_client::AuthorizeServiceClient;
 use twig_proto::quota::v1 as qpb;
@@ -213,7 +214,7 @@ async fn the_edge_reaches_services_in_other_processes() {
             &session,
             kpb::CreateApiKeyRequest {
                 name: "split".into(),
-                scopes: vec![kpb::Scope::Read as i32],
+                scopes: vec![apb::Scope::Read as i32],
                 ..Default::default()
             },
         ))
@@ -426,7 +427,7 @@ async fn the_edge_reaches_services_in_other_processes() {
     for token in [None, Some(INTERNAL)] {
         let mut request = tonic::Request::new(kpb::CreateApiKeyRequest {
             name: "forged".into(),
-            scopes: vec![kpb::Scope::Admin as i32],
+            scopes: vec![apb::Scope::Admin as i32],
             ..Default::default()
         });
         request.metadata_mut().insert_bin(

@@ -9,6 +9,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 use twig_config::{InternalClient, Secret};
 use twig_proto::apikeys::v1 as kpb;
+use twig_proto::auth::v1 as apb;
 use twig_proto::vault::v1 as pb;
 use twig_tests::{Backend, TestApp, bearer, email, with_internal_token};
 
@@ -249,7 +250,7 @@ async fn bad_provider_keys_are_refused_clearly(backend: Backend) {
             &token,
             kpb::CreateApiKeyRequest {
                 name: "reader".into(),
-                scopes: vec![kpb::Scope::Read as i32],
+                scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,
             },
         ))

@@ -285,7 +285,7 @@ async fn grpc_web_over_http2() {
             &token,
             kpb::CreateApiKeyRequest {
                 name: "h2".into(),
-                scopes: vec![kpb::Scope::Read as i32],
+                scopes: vec![twig_proto::auth::v1::Scope::Read as i32],
                 ..Default::default()
             },
         ))

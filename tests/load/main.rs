@@ -217,7 +217,7 @@ impl Client {
                 let mut request =
                     tonic::Request::new(twig_proto::apikeys::v1::VerifyApiKeyRequest {
                         key: self.api_key.clone(),
-                        required_scope: twig_proto::apikeys::v1::Scope::Read as i32,
+                        required_scope: twig_proto::auth::v1::Scope::Read as i32,
                         client_ip: "192.0.2.10".into(),
                     });
                 request
@@ -561,7 +561,7 @@ async fn main() -> anyhow::Result<()> {
     .create_api_key({
         let mut r = tonic::Request::new(twig_proto::apikeys::v1::CreateApiKeyRequest {
             name: "load".into(),
-            scopes: vec![twig_proto::apikeys::v1::Scope::Read as i32],
+            scopes: vec![twig_proto::auth::v1::Scope::Read as i32],
             expires_at: None,
         });
         r.metadata_mut()

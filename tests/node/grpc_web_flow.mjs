@@ -8,7 +8,8 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { SessionService } from "./gen/twig/sessions/v1/sessions_pb.js";
-import { ApiKeyService, Scope } from "./gen/twig/apikeys/v1/apikeys_pb.js";
+import { ApiKeyService } from "./gen/twig/apikeys/v1/apikeys_pb.js";
+import { Scope } from "./gen/twig/auth/v1/principal_pb.js";
 
 const [baseUrl, origin] = process.argv.slice(2);
 if (!baseUrl || !origin) {

@@ -261,17 +261,17 @@ impl TestApp {
             .expect("tokens")
     }
 
-    /// `VerifySession` as an internal caller.
+    /// `VerifySession` as an internal caller: the session's principal.
     pub async fn verify(
         &self,
         access_token: &str,
-    ) -> Result<pb::VerifySessionResponse, tonic::Status> {
+    ) -> Result<twig_proto::auth::v1::Principal, tonic::Status> {
         self.sessions()
             .verify_session(self.internal(pb::VerifySessionRequest {
                 access_token: access_token.into(),
             }))
             .await
-            .map(|r| r.into_inner())
+            .map(|r| r.into_inner().principal.expect("a principal"))
     }
 
     /// Wraps `message` with the internal credential.

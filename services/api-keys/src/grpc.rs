@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
-use twig_auth::{Credential, Principal, Scope, principal, require_internal};
+use twig_auth::{Principal, Scope, principal, require_internal};
 use twig_errors::ApiError;
 use twig_proto::apikeys::v1 as pb;
 use uuid::Uuid;
@@ -43,24 +43,16 @@ fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(raw).map_err(|_| ApiError::invalid_field(field, "must be a UUID").into())
 }
 
-/// Proto scope → domain scope.
+/// Proto scope → domain scope (unspecified is refused).
 pub fn scope_from_pb(field: &'static str, raw: i32) -> Result<Scope, Status> {
-    match pb::Scope::try_from(raw) {
-        Ok(pb::Scope::Read) => Ok(Scope::Read),
-        Ok(pb::Scope::Write) => Ok(Scope::Write),
-        Ok(pb::Scope::Execute) => Ok(Scope::Execute),
-        Ok(pb::Scope::Admin) => Ok(Scope::Admin),
+    match twig_auth::wire::scope_from_pb(raw) {
+        Ok(Some(scope)) => Ok(scope),
         _ => Err(ApiError::invalid_field(field, "must be READ, WRITE, EXECUTE or ADMIN").into()),
     }
 }
 
 fn scope_to_pb(scope: Scope) -> i32 {
-    (match scope {
-        Scope::Read => pb::Scope::Read,
-        Scope::Write => pb::Scope::Write,
-        Scope::Execute => pb::Scope::Execute,
-        Scope::Admin => pb::Scope::Admin,
-    }) as i32
+    twig_auth::wire::scope_to_pb(scope) as i32
 }
 
 fn key_to_pb(k: &api_key::Model) -> pb::ApiKey {
@@ -289,16 +281,8 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeysGrpc {
             raw => Some(scope_from_pb("required_scope", raw)?),
         };
         let p = self.inner.verify(&r.key, required, client_ip).await?;
-        let key_id = match p.credential {
-            Credential::ApiKey { key_id } => key_id.to_string(),
-            Credential::Session { .. } => String::new(),
-        };
         Ok(Response::new(pb::VerifyApiKeyResponse {
-            organization_id: p.org_id.to_string(),
-            key_id,
-            scopes: p.scopes.iter().map(|s| scope_to_pb(*s)).collect(),
-            owner_user_id: p.user_id.to_string(),
-            expires_at: p.expires_at.map(ts),
+            principal: Some(p.to_pb()),
         }))
     }
 }

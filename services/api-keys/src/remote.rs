@@ -61,7 +61,7 @@ impl Authenticator for RemoteKeys {
         Box::pin(async move {
             let request = self.credential.request(pb::VerifyApiKeyRequest {
                 key: bearer.to_string(),
-                required_scope: pb::Scope::Unspecified as i32,
+                required_scope: twig_proto::auth::v1::Scope::Unspecified as i32,
                 client_ip: client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             });
             let answer = self
@@ -81,26 +81,11 @@ impl Authenticator for RemoteKeys {
     }
 }
 
-/// The principal a `VerifyApiKey` answer stands for, as the local
-/// verification builds it (no roles; the key's scopes).
+/// The principal a `VerifyApiKey` answer stands for; `None` when it is
+/// not a key's.
 fn principal_of(answer: &pb::VerifyApiKeyResponse) -> Option<Principal> {
-    Some(Principal {
-        user_id: Uuid::parse_str(&answer.owner_user_id).ok()?,
-        org_id: Uuid::parse_str(&answer.organization_id).ok()?,
-        roles: Vec::new(),
-        scopes: answer
-            .scopes
-            .iter()
-            .map(|raw| crate::grpc::scope_from_pb("scopes", *raw).ok())
-            .collect::<Option<_>>()?,
-        credential: Credential::ApiKey {
-            key_id: Uuid::parse_str(&answer.key_id).ok()?,
-        },
-        expires_at: match &answer.expires_at {
-            Some(t) => Some(twig_proto::datetime(t)?),
-            None => None,
-        },
-    })
+    let p = Principal::from_pb(answer.principal.as_ref()?).ok()?;
+    matches!(p.credential, Credential::ApiKey { .. }).then_some(p)
 }
 
 /// What the api-keys service announces on the fan-out: each replica then

@@ -3,10 +3,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use twig_auth::{AccessPolicy, Authenticator, Principal, Scope};
-use twig_errors::{ApiError, ErrorCode};
+pub use twig_auth::Denial;
+use twig_auth::{AccessPolicy, Presented, Principal, Scope};
+use twig_errors::ApiError;
 use twig_module::Needed;
-use twig_quota::{Outcome, Quota, RequestCounting};
+use twig_quota::{Outcome, RequestCounting};
 
 use crate::router::CredentialRouter;
 
@@ -17,17 +18,6 @@ pub enum Target {
     Method(String),
     /// A scope the caller's own operation needs (`None`: any principal).
     Scope(Option<Scope>),
-}
-
-/// Why a request is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denial {
-    /// No valid credential.
-    Unauthenticated,
-    /// A valid credential without the right.
-    PermissionDenied,
-    /// Over the quota.
-    ResourceExhausted,
 }
 
 /// The decision about one request.
@@ -46,19 +36,12 @@ impl Decision {
     pub fn allowed(&self) -> bool {
         self.refusal.is_none()
     }
-
-    fn refused(principal: Option<Principal>, denial: Denial, why: ApiError) -> Self {
-        Self {
-            principal,
-            refusal: Some((denial, why)),
-            quota: None,
-        }
-    }
 }
 
-/// Makes the edge's decision for the `Authorize` RPC, in the auth layer's
-/// order and with its parts: the credential router, the declared
-/// requirement, then the quota (so refused requests spend nothing).
+/// Makes the edge's decision for the `Authorize` RPC: the auth layer's own
+/// ([`twig_auth::decide`]), over the credential router, the declared
+/// requirement or the required scope, then the quota (so refused requests
+/// spend nothing).
 #[derive(Clone)]
 pub struct Authorizer {
     credentials: CredentialRouter,
@@ -92,62 +75,36 @@ impl Authorizer {
         client_ip: IpAddr,
         cost: u64,
     ) -> Result<Decision, ApiError> {
-        let requirement = match target {
-            Target::Method(path) => Some(self.policy.requirement(path).ok_or_else(
-                || {
+        let target = match target {
+            Target::Method(path) => twig_auth::Target::PrincipalFor(
+                self.policy.requirement(path).ok_or_else(|| {
                     ApiError::invalid_field(
                         "method",
                         "not a twig RPC path (/package.Service/Method); pass required_scope for other operations",
                     )
-                },
-            )?),
-            Target::Scope(_) => None,
+                })?,
+            ),
+            Target::Scope(scope) => twig_auth::Target::PrincipalWith(*scope),
         };
-        let token = match twig_auth::bearer::credential(credential) {
-            Ok(token) => token,
-            Err(e) => return Ok(Decision::refused(None, Denial::Unauthenticated, e)),
-        };
-        let principal = match self.credentials.authenticate(token, Some(client_ip)).await {
-            Ok(p) => p,
-            Err(e) => {
-                return match denial_of(&e) {
-                    Some(denial) => Ok(Decision::refused(None, denial, e)),
-                    None => Err(e),
-                };
-            }
-        };
-        let permitted = match (&requirement, target) {
-            (Some(requirement), _) => requirement.check_principal(&principal),
-            (None, Target::Scope(Some(scope))) => principal.require_scope(*scope),
-            (None, _) => Ok(()),
-        };
-        if let Err(e) = permitted {
-            let denial = denial_of(&e).unwrap_or(Denial::PermissionDenied);
-            return Ok(Decision::refused(Some(principal), denial, e));
-        }
-        let quota = match self.quota.get() {
-            Some(RequestCounting(quota)) => quota.count_request(&principal, cost).await?,
-            None => None,
-        };
-        let refusal = quota
-            .as_ref()
-            .filter(|outcome| !outcome.admitted())
-            .map(|outcome| (Denial::ResourceExhausted, Quota::refusal(outcome)));
-        Ok(Decision {
-            principal: Some(principal),
-            refusal,
+        let quota = self.quota.get().map(|RequestCounting(counter)| &**counter);
+        let decision = twig_auth::decide(
+            &self.credentials,
+            Presented::Value(credential),
+            None,
+            target,
+            Some(client_ip),
+            cost,
             quota,
+        )
+        .await?;
+        let refusal = decision.refusal.map(|why| {
+            let denial = Denial::of(&why).unwrap_or(Denial::PermissionDenied);
+            (denial, why)
+        });
+        Ok(Decision {
+            principal: decision.principal.and_then(Result::ok),
+            refusal,
+            quota: decision.quota,
         })
-    }
-}
-
-/// The denial an authentication or authorization error stands for; `None`
-/// for errors that are not answers about the caller (a store is down).
-fn denial_of(e: &ApiError) -> Option<Denial> {
-    match e.code() {
-        ErrorCode::Unauthenticated => Some(Denial::Unauthenticated),
-        ErrorCode::PermissionDenied => Some(Denial::PermissionDenied),
-        ErrorCode::ResourceExhausted => Some(Denial::ResourceExhausted),
-        _ => None,
     }
 }

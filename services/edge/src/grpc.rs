@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 
 use tonic::{Request, Response, Status};
-use twig_auth::access::{scope_from_pb, scope_to_pb};
-use twig_auth::{Credential, Principal, require_internal};
+use twig_auth::wire::scope_from_pb;
+use twig_auth::{Principal, require_internal};
 use twig_errors::ApiError;
 use twig_proto::edge::v1 as pb;
 use twig_proto::edge::v1::authorize_service_server::AuthorizeService;
@@ -21,23 +21,6 @@ impl AuthorizeGrpc {
     /// Serves `inner`.
     pub fn new(inner: Authorizer) -> Self {
         Self { inner }
-    }
-}
-
-fn principal_to_pb(p: &Principal) -> pb::Principal {
-    pb::Principal {
-        user_id: p.user_id.to_string(),
-        organization_id: p.org_id.to_string(),
-        credential: Some(match p.credential {
-            Credential::Session { session_id } => {
-                pb::principal::Credential::SessionId(session_id.to_string())
-            }
-            Credential::ApiKey { key_id } => {
-                pb::principal::Credential::ApiKeyId(key_id.to_string())
-            }
-        }),
-        scopes: p.scopes.iter().map(|s| scope_to_pb(*s) as i32).collect(),
-        roles: p.roles.iter().map(|r| r.as_str().to_string()).collect(),
     }
 }
 
@@ -101,7 +84,7 @@ impl AuthorizeService for AuthorizeGrpc {
             allowed: decision.allowed(),
             denial: denial as i32,
             reason,
-            principal: decision.principal.as_ref().map(principal_to_pb),
+            principal: decision.principal.as_ref().map(Principal::to_pb),
             quota: decision.quota.as_ref().map(quota_to_pb),
         }))
     }

@@ -72,3 +72,22 @@ impl twig_auth::RequestQuota for PerRequest {
         })
     }
 }
+
+/// `Authorize`'s quota: `cost` units, the outcome reported (the limit and
+/// what is left); a refusal is an outcome, an error a store that cannot
+/// be reached.
+impl twig_auth::Count for dyn RequestCounter + '_ {
+    type Outcome = Outcome;
+
+    fn count<'a>(
+        &'a self,
+        principal: &'a Principal,
+        cost: u64,
+    ) -> impl std::future::Future<Output = Result<Option<Outcome>, ApiError>> + Send + 'a {
+        self.count_request(principal, cost)
+    }
+
+    fn refusal(outcome: &Outcome) -> Option<ApiError> {
+        (!outcome.admitted()).then(|| Quota::refusal(outcome))
+    }
+}

@@ -323,11 +323,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
         require_internal(&request)?;
         let p = self.inner.verify(&request.get_ref().access_token).await?;
         Ok(Response::new(pb::VerifySessionResponse {
-            user_id: p.user_id.to_string(),
-            organization_id: p.org_id.to_string(),
-            roles: p.roles.iter().map(|r| role_to_pb(*r) as i32).collect(),
-            session_id: p.session_id().map(|id| id.to_string()).unwrap_or_default(),
-            expires_at: p.expires_at.and_then(ts),
+            principal: Some(p.to_pb()),
         }))
     }
 

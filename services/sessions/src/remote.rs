@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use futures::future::BoxFuture;
 use tonic::transport::Channel;
 use twig_auth::principal::AuthFuture;
-use twig_auth::{Authenticator, Credential, Principal, Role, Scope, ServiceCredential, Stale};
+use twig_auth::{Authenticator, Principal, Role, ServiceCredential, Stale};
 use twig_config::Secret;
 use twig_errors::ApiError;
 use twig_module::{
@@ -60,27 +60,11 @@ impl Authenticator for RemoteSessionAuthenticator {
     }
 }
 
-/// The principal a `VerifySession` answer stands for, as the local
-/// verification builds it (scopes follow from the roles).
+/// The principal a `VerifySession` answer stands for; `None` when it is
+/// not a session's.
 fn principal_of(answer: &pb::VerifySessionResponse) -> Option<Principal> {
-    let roles: Vec<Role> = answer
-        .roles
-        .iter()
-        .map(|raw| crate::grpc::role_from_pb(*raw).ok())
-        .collect::<Option<_>>()?;
-    Some(Principal {
-        user_id: Uuid::parse_str(&answer.user_id).ok()?,
-        org_id: Uuid::parse_str(&answer.organization_id).ok()?,
-        scopes: roles.iter().flat_map(|r| Scope::of_role(*r)).collect(),
-        roles,
-        credential: Credential::Session {
-            session_id: Uuid::parse_str(&answer.session_id).ok()?,
-        },
-        expires_at: match &answer.expires_at {
-            Some(t) => Some(twig_proto::datetime(t)?),
-            None => None,
-        },
-    })
+    let p = Principal::from_pb(answer.principal.as_ref()?).ok()?;
+    p.session_id().is_some().then_some(p)
 }
 
 /// An answer this process cannot read: the services run at different

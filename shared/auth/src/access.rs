@@ -13,6 +13,7 @@ use twig_errors::ApiError;
 use twig_proto::auth::v1 as pb;
 
 use crate::principal::{Authentication, InternalCaller, Principal, Scope};
+use crate::wire::{UnknownScope, scope_from_pb};
 
 /// What an RPC requires of its caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,31 +129,6 @@ fn requirement(path: &str, access: Option<pb::Access>) -> Result<Requirement, Po
     }
 }
 
-/// A number that is no `twig.auth.v1.Scope`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnknownScope;
-
-/// A `twig.auth.v1.Scope` as a [`Scope`]; `None` for unspecified.
-pub fn scope_from_pb(raw: i32) -> Result<Option<Scope>, UnknownScope> {
-    match pb::Scope::try_from(raw).map_err(|_| UnknownScope)? {
-        pb::Scope::Unspecified => Ok(None),
-        pb::Scope::Read => Ok(Some(Scope::Read)),
-        pb::Scope::Write => Ok(Some(Scope::Write)),
-        pb::Scope::Execute => Ok(Some(Scope::Execute)),
-        pb::Scope::Admin => Ok(Some(Scope::Admin)),
-    }
-}
-
-/// A [`Scope`] as `twig.auth.v1.Scope`.
-pub fn scope_to_pb(scope: Scope) -> pb::Scope {
-    match scope {
-        Scope::Read => pb::Scope::Read,
-        Scope::Write => pb::Scope::Write,
-        Scope::Execute => pb::Scope::Execute,
-        Scope::Admin => pb::Scope::Admin,
-    }
-}
-
 impl Requirement {
     /// Whether the request, as the auth layer authenticated it (its
     /// extensions), meets the requirement; the error says what is missing.
@@ -169,7 +145,9 @@ impl Requirement {
         self.check_caller(|| Ok(principal), None)
     }
 
-    fn check_caller<'a>(
+    /// Whether the caller — its principal as authenticated (asked only if
+    /// needed) and its internal credential — meets the requirement.
+    pub(crate) fn check_caller<'a>(
         &self,
         principal: impl FnOnce() -> Result<&'a Principal, ApiError>,
         internal: Option<&InternalCaller>,
@@ -212,10 +190,14 @@ pub(crate) fn principal_in(extensions: &Extensions) -> Result<&Principal, ApiErr
     match extensions.get::<Authentication>() {
         Some(Authentication(Ok(p))) => Ok(p),
         Some(Authentication(Err(e))) => Err(e.clone()),
-        None => Err(ApiError::unauthenticated(
-            "this call needs `authorization: Bearer <access token>`",
-        )),
+        None => Err(unauthenticated_without_bearer()),
     }
+}
+
+/// UNAUTHENTICATED for a call that needs a principal and presented no
+/// credential.
+pub(crate) fn unauthenticated_without_bearer() -> ApiError {
+    ApiError::unauthenticated("this call needs `authorization: Bearer <access token>`")
 }
 
 pub(crate) fn not_a_session() -> ApiError {

@@ -14,10 +14,8 @@ use http::HeaderValue;
 use prost::Message as _;
 use twig_errors::ApiError;
 use twig_proto::auth::v1 as pb;
-use uuid::Uuid;
 
-use crate::access::{scope_from_pb, scope_to_pb};
-use crate::principal::{Credential, InternalCaller, Principal, Role};
+use crate::principal::{InternalCaller, Principal};
 
 /// The metadata key: binary (`-bin`), and under the `x-twig-principal`
 /// prefix every auth layer strips from outside requests.
@@ -51,7 +49,7 @@ impl ForwardedCaller {
     /// metadata themselves).
     pub fn encode(&self) -> Vec<u8> {
         let message = pb::ForwardedCaller {
-            principal: self.principal.as_ref().map(principal_to_pb),
+            principal: self.principal.as_ref().map(Principal::to_pb),
             internal: self
                 .internal
                 .as_ref()
@@ -92,7 +90,7 @@ impl ForwardedCaller {
         };
         let principal = message
             .principal
-            .map(|p| principal_from_pb(&p).map_err(unreadable))
+            .map(|p| Principal::from_pb(&p).map_err(unreadable))
             .transpose()?;
         Ok(Self {
             principal,
@@ -105,66 +103,11 @@ impl ForwardedCaller {
     }
 }
 
-fn principal_to_pb(p: &Principal) -> pb::ForwardedPrincipal {
-    pb::ForwardedPrincipal {
-        user_id: p.user_id.to_string(),
-        organization_id: p.org_id.to_string(),
-        roles: p.roles.iter().map(|r| r.as_str().to_string()).collect(),
-        scopes: p.scopes.iter().map(|s| scope_to_pb(*s) as i32).collect(),
-        credential: Some(match p.credential {
-            Credential::Session { session_id } => {
-                pb::forwarded_principal::Credential::SessionId(session_id.to_string())
-            }
-            Credential::ApiKey { key_id } => {
-                pb::forwarded_principal::Credential::ApiKeyId(key_id.to_string())
-            }
-        }),
-        expires_at: p.expires_at.map(twig_proto::timestamp),
-    }
-}
-
-fn principal_from_pb(p: &pb::ForwardedPrincipal) -> Result<Principal, &'static str> {
-    let uuid = |s: &str, what: &'static str| Uuid::parse_str(s).map_err(|_| what);
-    let credential = match &p.credential {
-        Some(pb::forwarded_principal::Credential::SessionId(id)) => Credential::Session {
-            session_id: uuid(id, "session_id is not a UUID")?,
-        },
-        Some(pb::forwarded_principal::Credential::ApiKeyId(id)) => Credential::ApiKey {
-            key_id: uuid(id, "api_key_id is not a UUID")?,
-        },
-        None => return Err("the principal has no credential"),
-    };
-    let roles = p
-        .roles
-        .iter()
-        .map(|r| Role::parse(r).ok_or("unknown role"))
-        .collect::<Result<_, _>>()?;
-    let scopes = p
-        .scopes
-        .iter()
-        .map(|s| match scope_from_pb(*s) {
-            Ok(Some(scope)) => Ok(scope),
-            _ => Err("unknown scope"),
-        })
-        .collect::<Result<_, _>>()?;
-    let expires_at = match &p.expires_at {
-        Some(t) => Some(twig_proto::datetime(t).ok_or("expires_at is out of range")?),
-        None => None,
-    };
-    Ok(Principal {
-        user_id: uuid(&p.user_id, "user_id is not a UUID")?,
-        org_id: uuid(&p.organization_id, "organization_id is not a UUID")?,
-        roles,
-        scopes,
-        credential,
-        expires_at,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::principal::Scope;
+    use crate::principal::{Credential, Role, Scope};
+    use uuid::Uuid;
 
     fn principal(credential: Credential) -> Principal {
         Principal {
@@ -211,7 +154,7 @@ mod tests {
             assert_eq!(err.code(), twig_errors::ErrorCode::Unauthenticated, "{bad}");
         }
         let no_credential = pb::ForwardedCaller {
-            principal: Some(pb::ForwardedPrincipal {
+            principal: Some(pb::Principal {
                 user_id: Uuid::new_v4().to_string(),
                 organization_id: Uuid::new_v4().to_string(),
                 ..Default::default()

@@ -13,6 +13,7 @@ use twig_config::{AuthConfig, Secret};
 use twig_errors::ApiError;
 
 use crate::access::AccessPolicy;
+use crate::decide::{Presented, Target, decide};
 use crate::forwarded::{FORWARDED_HEADER, Forwarded, ForwardedCaller};
 use crate::principal::{Authentication, Authenticator, InternalCaller, RequestQuota};
 
@@ -130,10 +131,6 @@ where
         Box::pin(async move {
             let forwarded = request.headers_mut().remove(FORWARDED_HEADER);
             strip_principal_headers(request.headers_mut());
-            // Only gRPC (and gRPC-web, already translated) is authenticated
-            // here. HTTP/JSON routes re-enter as gRPC calls, which are; a
-            // request that is neither still meets its RPC's requirement
-            // below, without credentials.
             let grpc = request
                 .headers()
                 .get(http::header::CONTENT_TYPE)
@@ -146,30 +143,71 @@ where
                 .flatten()
                 .map(|given| -> [u8; 32] { Sha256::digest(given.as_bytes()).into() });
             let from_edge = presented.is_some_and(|given| layer.is_edge(&given));
-            match (from_edge, forwarded) {
+            // Who calls, by where the call comes from; then the one
+            // decision (`decide`) about it.
+            let (credential, internal, client) = match (from_edge, forwarded) {
                 // The edge decided who called; its own credential stands
                 // for nobody here.
                 (true, Some(value)) => match ForwardedCaller::from_header(&value) {
-                    Ok(caller) => adopt(&mut request, caller),
+                    Ok(caller) => {
+                        request.extensions_mut().insert(Forwarded);
+                        let credential = match caller.principal {
+                            Some(principal) => Presented::Decided(principal),
+                            None => Presented::Nothing,
+                        };
+                        (credential, caller.internal, caller.client_ip)
+                    }
                     Err(refused) => return Ok(refuse(refused)),
                 },
                 // The edge calling on its own behalf (VerifySession, Check).
                 (true, None) => {
-                    request.extensions_mut().insert(InternalCaller {
+                    let edge = InternalCaller {
                         name: "edge".into(),
                         scopes: Vec::new(),
-                    });
+                    };
+                    (Presented::Nothing, Some(edge), None)
                 }
-                (false, _) => layer.authenticate(&mut request, grpc, presented).await,
+                (false, _) => {
+                    let internal = presented.and_then(|given| layer.internal_caller(&given));
+                    let client = layer.client_ip(&request);
+                    // Only gRPC (and gRPC-web, already translated) is
+                    // authenticated here. HTTP/JSON routes re-enter as gRPC
+                    // calls, which are; a request that is neither still
+                    // meets its RPC's requirement, without credentials.
+                    let credential = match grpc {
+                        true => Presented::Headers(request.headers()),
+                        false => Presented::Nothing,
+                    };
+                    (credential, internal, client)
+                }
+            };
+            let target = Target::Rpc(layer.policy.requirement(request.uri().path()));
+            let decided = decide(
+                &*layer.authenticator,
+                credential,
+                internal.as_ref(),
+                target,
+                client,
+                1,
+                layer.quota.as_deref(),
+            )
+            .await;
+            let decision = match decided {
+                Ok(decision) => decision,
+                Err(refused) => return Ok(refuse(refused)),
+            };
+            let extensions = request.extensions_mut();
+            if let Some(ip) = client {
+                extensions.insert(ClientIp(ip));
             }
-            if let Some(requirement) = layer.policy.requirement(request.uri().path()) {
-                let decided = match requirement.check(request.extensions()) {
-                    Ok(()) => layer.count(request.extensions()).await,
-                    Err(refused) => Err(refused),
-                };
-                if let Err(refused) = decided {
-                    return Ok(refuse(refused));
-                }
+            if let Some(internal) = internal {
+                extensions.insert(internal);
+            }
+            if let Some(authentication) = decision.principal {
+                extensions.insert(Authentication(authentication));
+            }
+            if let Some(refused) = decision.refusal {
+                return Ok(refuse(refused));
             }
             inner.call(request).await
         })
@@ -177,55 +215,20 @@ where
 }
 
 impl AuthLayer {
-    /// Finds the caller of a request from outside: its internal
-    /// credential (`presented`, hashed), its address, its bearer.
-    async fn authenticate<B>(
-        &self,
-        request: &mut Request<B>,
-        grpc: bool,
-        presented: Option<[u8; 32]>,
-    ) {
-        if let Some(caller) = presented.and_then(|given| self.internal_caller(&given)) {
-            request.extensions_mut().insert(caller);
-        }
+    /// The client's address of a request from outside: its peer, or
+    /// `X-Forwarded-For` through trusted proxies.
+    fn client_ip<B>(&self, request: &Request<B>) -> Option<IpAddr> {
         let peer = request
             .extensions()
             .get::<tonic::transport::server::TcpConnectInfo>()
             .and_then(|info| info.remote_addr())
-            .map(|addr| addr.ip());
-        let client = peer.map(|peer| {
-            let forwarded = request
-                .headers()
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok());
-            crate::client_ip(peer, forwarded, &self.trusted_proxies)
-        });
-        if let Some(ip) = client {
-            request.extensions_mut().insert(ClientIp(ip));
-        }
-        let bearer = grpc
-            .then(|| crate::bearer::from_headers(request.headers()).map(|r| r.map(str::to_owned)))
-            .flatten();
-        if let Some(bearer) = bearer {
-            let outcome = match bearer {
-                Ok(token) => self.authenticator.authenticate(&token, client).await,
-                Err(e) => Err(e),
-            };
-            request.extensions_mut().insert(Authentication(outcome));
-        }
-    }
-
-    /// Counts an authenticated principal's request, when a quota runs here
-    /// and the edge has not counted it already.
-    async fn count(&self, extensions: &http::Extensions) -> Result<(), ApiError> {
-        if extensions.get::<Forwarded>().is_some() {
-            return Ok(());
-        }
-        match (&self.quota, extensions.get::<Authentication>()) {
-            (Some(quota), Some(Authentication(Ok(principal)))) => quota.count(principal).await,
-            _ => Ok(()),
-        }
+            .map(|addr| addr.ip())?;
+        let forwarded = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        Some(crate::client_ip(peer, forwarded, &self.trusted_proxies))
     }
 
     /// Whether the presented credential (SHA-256) is the edge's
@@ -245,21 +248,6 @@ impl AuthLayer {
             }
         }
         found
-    }
-}
-
-/// Puts the caller the edge decided in the request's extensions.
-fn adopt<B>(request: &mut Request<B>, caller: ForwardedCaller) {
-    let extensions = request.extensions_mut();
-    extensions.insert(Forwarded);
-    if let Some(ip) = caller.client_ip {
-        extensions.insert(ClientIp(ip));
-    }
-    if let Some(internal) = caller.internal {
-        extensions.insert(internal);
-    }
-    if let Some(principal) = caller.principal {
-        extensions.insert(Authentication(Ok(principal)));
     }
 }
 

@@ -24,14 +24,17 @@
 pub mod access;
 pub mod bearer;
 mod client_ip;
+pub mod decide;
 pub mod forwarded;
 mod layer;
 pub mod principal;
 mod service_credential;
 pub mod verify_cache;
+pub mod wire;
 
 pub use access::{AccessPolicy, PolicyError, Requirement};
 pub use client_ip::client_ip;
+pub use decide::{Count, Decision, Denial, Presented, Target, decide};
 pub use forwarded::{FORWARDED_HEADER, Forwarded, ForwardedCaller};
 pub use layer::{AuthLayer, AuthService, ClientIp, INTERNAL_TOKEN_HEADER};
 pub use principal::{

@@ -5,7 +5,8 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { SessionService } from "../gen/twig/sessions/v1/sessions_pb.js";
-import { ApiKeyService, Scope } from "../gen/twig/apikeys/v1/apikeys_pb.js";
+import { ApiKeyService } from "../gen/twig/apikeys/v1/apikeys_pb.js";
+import { Scope } from "../gen/twig/auth/v1/principal_pb.js";
 
 const api = new URLSearchParams(location.search).get("api");
 const transport = createGrpcWebTransport({ baseUrl: api, useBinaryFormat: true });
