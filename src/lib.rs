@@ -154,7 +154,10 @@ pub async fn build_known(
             .context("connecting to Redis (redis.url)")?,
         None => twig_fanout::Fanout::local(),
     };
-    let mut cx = twig_module::Context::new(config.clone(), db.clone(), deps, fanout);
+    // Read once; the auth layer and the edge's Authorize decide with it.
+    let policy = Arc::new(twig_auth::AccessPolicy::of_twig_apis()?);
+    let mut cx =
+        twig_module::Context::new(config.clone(), db.clone(), deps, fanout, policy.clone());
     // The audit log is shared by every service; its query service runs
     // wherever any service does.
     cx.serve(
@@ -192,7 +195,6 @@ pub async fn build_known(
         browser_routes,
         ..
     } = cx.assemble()?;
-    let policy = Arc::new(twig_auth::AccessPolicy::of_twig_apis()?);
     let auth = AuthLayer::new(
         Arc::new(credentials),
         &config.auth,

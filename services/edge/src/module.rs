@@ -2,11 +2,8 @@
 //! and (composed by the binary) forwarding to services in other
 //! processes: their gRPC calls, and their browser routes.
 
-use std::sync::Arc;
-
 use futures::future::BoxFuture;
 use sea_orm::{DatabaseConnection, DbErr};
-use twig_auth::AccessPolicy;
 use twig_module::{Context, CredentialCheck, Module, ModuleError, Port};
 use twig_proto::edge::v1::authorize_service_server::AuthorizeServiceServer;
 use twig_quota::RequestCounting;
@@ -40,11 +37,9 @@ impl Module for EdgeModule {
     fn build<'a>(&'a self, cx: &'a mut Context) -> BoxFuture<'a, Result<(), ModuleError>> {
         Box::pin(async move {
             let name = self.name();
-            let policy = AccessPolicy::of_twig_apis()
-                .map_err(|e| ModuleError::setup(name, "the APIs' access options", e))?;
             let credentials = CredentialRouter::new(cx.need_all::<CredentialCheck>());
             let quota = cx.need::<RequestCounting>();
-            let authorizer = Authorizer::new(credentials, quota, Arc::new(policy));
+            let authorizer = Authorizer::new(credentials, quota, cx.access_policy());
             let max_message = cx.max_message_bytes();
             cx.serve(
                 AuthorizeServiceServer::new(crate::grpc::AuthorizeGrpc::new(authorizer))

@@ -196,6 +196,7 @@ pub struct Context {
     db: DatabaseConnection,
     deps: Deps,
     fanout: Fanout,
+    access: Arc<twig_auth::AccessPolicy>,
     building: Option<&'static dyn Module>,
     routes: Routes,
     names: Vec<&'static str>,
@@ -240,12 +241,19 @@ pub struct Assembly {
 
 impl Context {
     /// A context over one database and fan-out.
-    pub fn new(config: Config, db: DatabaseConnection, deps: Deps, fanout: Fanout) -> Self {
+    pub fn new(
+        config: Config,
+        db: DatabaseConnection,
+        deps: Deps,
+        fanout: Fanout,
+        access: Arc<twig_auth::AccessPolicy>,
+    ) -> Self {
         Self {
             config,
             db,
             deps,
             fanout,
+            access,
             building: None,
             routes: Routes::default(),
             names: Vec::new(),
@@ -397,6 +405,12 @@ impl Context {
     /// Announcements between replicas.
     pub fn fanout(&self) -> &Fanout {
         &self.fanout
+    }
+
+    /// Who may call each RPC, read once from the descriptor set: the
+    /// same policy the process's auth layer enforces.
+    pub fn access_policy(&self) -> Arc<twig_auth::AccessPolicy> {
+        self.access.clone()
     }
 
     /// Largest request message (`server.max_message_bytes`): give it to
