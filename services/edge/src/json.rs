@@ -306,7 +306,8 @@ where
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect();
-                let mut response = match pick(&candidates, params) {
+                let raw_path = request.uri().path().to_string();
+                let mut response = match pick(&candidates, params, &raw_path) {
                     Some((route, params)) => match call(route, grpc, params, request).await {
                         Ok(response) => response,
                         Err(refused) => refused,
@@ -356,15 +357,25 @@ where
 }
 
 /// The binding a request reaches among those of one router path and
-/// method, and its path parameters with the verb cut off.
-fn pick(
-    candidates: &[Arc<Route>],
+/// method, and its path parameters with the verb cut off. The verb is
+/// read from the path as sent (`raw_path`): a percent-encoded colon
+/// (`%3A`) is part of the variable's value, never the verb separator, so
+/// a filter in front of the server sees the same verb this router does.
+fn pick<'r>(
+    candidates: &'r [Arc<Route>],
     params: Vec<(String, String)>,
-) -> Option<(&Route, Vec<(String, String)>)> {
+    raw_path: &str,
+) -> Option<(&'r Route, Vec<(String, String)>)> {
     for route in candidates {
         let Some(verb) = &route.verb else {
             return Some((route, params));
         };
+        let sent_with_verb = raw_path
+            .strip_suffix(verb.as_str())
+            .is_some_and(|rest| rest.ends_with(':'));
+        if !sent_with_verb {
+            continue;
+        }
         let mut params = params.clone();
         let (name, _) = route.variables.last()?;
         let (_, last) = params.iter_mut().find(|(n, _)| n == name)?;
@@ -842,6 +853,14 @@ mod tests {
                 "/twig.apikeys.v1.ApiKeyService/SetOrgAllowlist",
                 b"\x0a\x0c\x0a\x0a10.0.0.0/8",
             ),
+            // An encoded colon stays in the value: GetApiKey {key_id: "k:1"}.
+            (
+                "GET",
+                "/v1/api-keys/k%3A1",
+                "",
+                "/twig.apikeys.v1.ApiKeyService/GetApiKey",
+                &[0x0a, 3, b'k', b':', b'1'][..],
+            ),
             // GetKeyUsage {key_id: "k", granularity: DAY}.
             (
                 "GET",
@@ -885,6 +904,22 @@ mod tests {
             (
                 "POST",
                 "/v1/api-keys/:rotate",
+                "",
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+            ),
+            // A percent-encoded colon is the variable's, not the verb's:
+            // a filter in front that stops `:rotate` is not bypassed.
+            (
+                "POST",
+                "/v1/api-keys/k-1%3Arotate",
+                "",
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+            ),
+            (
+                "POST",
+                "/v1/api-keys/k-1%3arotate",
                 "",
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
