@@ -12,14 +12,30 @@
 //! 1 KiB messages takes one `read` per eight of them. [`CoalescingIo`]
 //! reads up to [`READ_CHUNK`] at once and hands it out from memory.
 //!
-//! The rule that keeps latency bounded: a flush with data pending wakes the
-//! task and returns; the next read or flush of the connection — which the
-//! woken task performs straight away — writes everything pending first.
+//! How long a flush is held back is a [`FlushPolicy`] decision, made at
+//! every flush ([`Hold`]):
+//! - [`Hold::ForThePass`]: the flush wakes the task and returns; the next
+//!   read or flush — which the woken task performs once the tasks queued
+//!   before it have run — writes everything pending first. Every frame of
+//!   the pass goes out in one write. This pays while the process has other
+//!   work to do meanwhile (other connections).
+//! - [`Hold::WhileBusy`]: the frames wait for later flushes of the same
+//!   connection, and at the latest until the scheduler has no other task
+//!   to run. With one busy connection, holding for the whole pass would
+//!   be a stop-and-wait: the peer idles until every stream is done, then
+//!   the process idles while the peer answers. Held only while most of
+//!   the burst is still being served, the first part goes out early and
+//!   the peer's next requests arrive while the rest is served.
+//! - [`Hold::No`]: write now.
+//!
 //! Idle connections hold no buffers.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker, ready};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -34,27 +50,109 @@ const PENDING_LIMIT: usize = 256 * 1024;
 /// Writes of at least this size skip the buffer when nothing is pending.
 const WRITE_THROUGH: usize = 64 * 1024;
 
+/// How long to hold a flush back; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Write now.
+    No,
+    /// Until the task comes round again, after the tasks queued before it.
+    ForThePass,
+    /// Until a later flush is not held, or the scheduler runs out of tasks.
+    WhileBusy,
+}
+
+/// Decides at each flush whether to hold it back.
+pub trait FlushPolicy {
+    /// `held`: flushes held since the last write.
+    fn hold(&self, held: usize) -> Hold;
+}
+
+/// Always holds flushes for the pass (a client driving many connections).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Always;
+
+impl FlushPolicy for Always {
+    fn hold(&self, _held: usize) -> Hold {
+        Hold::ForThePass
+    }
+}
+
+/// A wake the scheduler delivers once it has run out of other tasks
+/// (`tokio::task::yield_now`'s deferral), marking the held frames due.
+#[derive(Debug)]
+struct DueWake {
+    due: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for DueWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.due.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
+
+/// Asks the scheduler for a [`DueWake`] once it has nothing else to run.
+fn wake_when_idle(cx: &Context<'_>) -> Arc<DueWake> {
+    let wake = Arc::new(DueWake {
+        due: AtomicBool::new(false),
+        task: cx.waker().clone(),
+    });
+    let waker = Waker::from(wake.clone());
+    let mut deferred = std::pin::pin!(tokio::task::yield_now());
+    // The first poll hands the waker to the scheduler and is pending.
+    let _ = deferred.as_mut().poll(&mut Context::from_waker(&waker));
+    wake
+}
+
+/// What a held flush waits for.
+#[derive(Debug)]
+enum Waiting {
+    /// Nothing is held.
+    Nothing,
+    /// The task was woken: its next read or flush writes.
+    Pass,
+    /// Later flushes, or the scheduler's idle wake.
+    Busy(Arc<DueWake>),
+}
+
 /// A connection whose flushes are coalesced; see the module docs.
 #[derive(Debug)]
-pub struct CoalescingIo<T> {
+pub struct CoalescingIo<T, P = Always> {
     inner: T,
+    policy: P,
     /// Written by the protocol, not yet handed to the socket, from `start`.
     pending: Vec<u8>,
     start: usize,
-    /// A flush was deferred and the task woken to complete it.
-    deferred: bool,
+    /// What the pending frames wait for.
+    waiting: Waiting,
+    /// Flushes held since the last write.
+    held: usize,
     /// Read from the socket, not yet taken by the protocol.
     read: BytesMut,
 }
 
 impl<T> CoalescingIo<T> {
-    /// Wraps a connection.
+    /// Wraps a connection whose flushes are always held back.
     pub fn new(inner: T) -> Self {
+        Self::with_policy(inner, Always)
+    }
+}
+
+impl<T, P> CoalescingIo<T, P> {
+    /// Wraps a connection whose flushes `policy` holds back or not.
+    pub fn with_policy(inner: T, policy: P) -> Self {
         Self {
             inner,
+            policy,
             pending: Vec::new(),
             start: 0,
-            deferred: false,
+            waiting: Waiting::Nothing,
+            held: 0,
             read: BytesMut::new(),
         }
     }
@@ -72,7 +170,7 @@ impl<T> CoalescingIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> CoalescingIo<T> {
+impl<T: AsyncWrite + Unpin, P> CoalescingIo<T, P> {
     /// Hands everything pending to the socket.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.start < self.pending.len() {
@@ -88,8 +186,18 @@ impl<T: AsyncWrite + Unpin> CoalescingIo<T> {
             self.pending.clear();
         }
         self.start = 0;
-        self.deferred = false;
+        self.waiting = Waiting::Nothing;
+        self.held = 0;
         Poll::Ready(Ok(()))
+    }
+
+    /// Whether the held frames are to be written now: the task came round
+    /// for them, or the scheduler ran out of other work.
+    fn due(&self) -> bool {
+        match &self.waiting {
+            Waiting::Nothing | Waiting::Pass => true,
+            Waiting::Busy(wake) => wake.due.load(Ordering::Acquire),
+        }
     }
 
     /// Makes room under [`PENDING_LIMIT`] before taking `len` more bytes.
@@ -101,16 +209,16 @@ impl<T: AsyncWrite + Unpin> CoalescingIo<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for CoalescingIo<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin, P: Unpin> AsyncRead for CoalescingIo<T, P> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.pending_len() > 0 {
-            // A deferred flush completes before the connection waits for
-            // its peer. If the socket is full, its readiness wakes the task
+        if this.pending_len() > 0 && this.due() {
+            // A held flush completes before the connection waits for its
+            // peer. If the socket is full, its readiness wakes the task
             // again and the next read retries.
             if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
                 return Poll::Ready(Err(e));
@@ -137,7 +245,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for CoalescingIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
+impl<T: AsyncWrite + Unpin, P: FlushPolicy + Unpin> AsyncWrite for CoalescingIo<T, P> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -176,14 +284,27 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.pending_len() > 0 {
-            if !this.deferred {
-                // More frames usually follow in this pass; the woken task
-                // writes them all together.
-                this.deferred = true;
-                cx.waker().wake_by_ref();
-                return Poll::Ready(Ok(()));
+            let hold = match this.waiting {
+                Waiting::Pass => Hold::No,
+                _ if this.due() && this.held > 0 => Hold::No,
+                _ => this.policy.hold(this.held),
+            };
+            match hold {
+                Hold::No => ready!(this.poll_drain(cx))?,
+                Hold::ForThePass => {
+                    this.waiting = Waiting::Pass;
+                    this.held += 1;
+                    cx.waker().wake_by_ref();
+                    return Poll::Ready(Ok(()));
+                }
+                Hold::WhileBusy => {
+                    if matches!(this.waiting, Waiting::Nothing) {
+                        this.waiting = Waiting::Busy(wake_when_idle(cx));
+                    }
+                    this.held += 1;
+                    return Poll::Ready(Ok(()));
+                }
             }
-            ready!(this.poll_drain(cx))?;
         }
         Pin::new(&mut this.inner).poll_flush(cx)
     }
@@ -195,7 +316,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
     }
 }
 
-impl<T: Connected> Connected for CoalescingIo<T> {
+impl<T: Connected, P> Connected for CoalescingIo<T, P> {
     type ConnectInfo = T::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
@@ -279,6 +400,117 @@ mod tests {
             io.read.is_empty() && io.read.capacity() == 0,
             "no buffer kept"
         );
+    }
+
+    /// A policy that never holds a flush back.
+    struct Never;
+
+    impl FlushPolicy for Never {
+        fn hold(&self, _held: usize) -> Hold {
+            Hold::No
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flush_the_policy_does_not_hold_writes_at_once() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let mut io = CoalescingIo::with_policy(a, Never);
+        io.write_all(b"abc").await.unwrap();
+        io.flush().await.unwrap();
+        assert_eq!(io.pending_len(), 0, "written by the first flush");
+        let mut got = [0u8; 3];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"abc");
+
+        let mut held = CoalescingIo::new(tokio::io::duplex(1024).0);
+        held.write_all(b"abc").await.unwrap();
+        held.flush().await.unwrap();
+        assert_eq!(held.pending_len(), 3, "held back by the first flush");
+    }
+
+    /// Holds while busy until `until` flushes are held.
+    struct Busy {
+        until: usize,
+    }
+
+    impl FlushPolicy for Busy {
+        fn hold(&self, held: usize) -> Hold {
+            if held < self.until {
+                Hold::WhileBusy
+            } else {
+                Hold::No
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn flushes_held_while_busy_go_out_together_when_the_policy_lets_go() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let mut io = CoalescingIo::with_policy(a, Busy { until: 2 });
+        for part in [b"ab", b"cd"] {
+            io.write_all(part).await.unwrap();
+            io.flush().await.unwrap();
+        }
+        assert_eq!(io.pending_len(), 4, "two flushes held");
+        io.write_all(b"ef").await.unwrap();
+        io.flush().await.unwrap();
+        assert_eq!(io.pending_len(), 0, "the third is not held: all written");
+        let mut got = [0u8; 6];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"abcdef");
+    }
+
+    #[tokio::test]
+    async fn a_flush_held_while_busy_goes_out_once_the_scheduler_is_idle() {
+        // Held with no later flush to let it go, and the task then only
+        // waits to read: the scheduler's idle wake must still send it.
+        let (a, mut b) = tokio::io::duplex(1024);
+        let mut io = CoalescingIo::with_policy(a, Busy { until: usize::MAX });
+        let writer = tokio::spawn(async move {
+            io.write_all(b"hello").await.unwrap();
+            io.flush().await.unwrap();
+            assert_eq!(io.pending_len(), 5, "held");
+            let mut reply = [0u8; 2];
+            io.read_exact(&mut reply).await.unwrap();
+            reply
+        });
+        let mut got = [0u8; 5];
+        tokio::time::timeout(Duration::from_secs(5), b.read_exact(&mut got))
+            .await
+            .expect("the held bytes arrive")
+            .unwrap();
+        assert_eq!(&got, b"hello");
+        b.write_all(b"ok").await.unwrap();
+        assert_eq!(&writer.await.unwrap(), b"ok");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_flush_held_while_busy_goes_out_on_a_busy_worker_too() {
+        // On the multi-thread scheduler, with another task keeping the one
+        // worker busy, the held bytes still go out (the scheduler's
+        // maintenance delivers the idle wake).
+        let (a, mut b) = tokio::io::duplex(1024);
+        let spinning = tokio::spawn(async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut io = CoalescingIo::with_policy(a, Busy { until: usize::MAX });
+        let writer = tokio::spawn(async move {
+            io.write_all(b"hello").await.unwrap();
+            io.flush().await.unwrap();
+            let mut reply = [0u8; 2];
+            io.read_exact(&mut reply).await.unwrap();
+        });
+        let mut got = [0u8; 5];
+        tokio::time::timeout(Duration::from_secs(5), b.read_exact(&mut got))
+            .await
+            .expect("the held bytes arrive")
+            .unwrap();
+        assert_eq!(&got, b"hello");
+        b.write_all(b"ok").await.unwrap();
+        writer.await.unwrap();
+        spinning.abort();
     }
 
     #[tokio::test]

@@ -19,10 +19,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::transport::server::Connected;
 
-use crate::CoalescingIo;
 use crate::in_flight::{InFlight, Stack, Tracked};
 use crate::limits::Limits;
 use crate::registry::{Conn, Registered};
+use crate::{CoalescingIo, FlushPolicy, Hold};
 
 /// How long a closing connection with nothing in flight may take to
 /// acknowledge its GOAWAY.
@@ -150,7 +150,13 @@ async fn serve<S: Stack>(tcp: TcpStream, conn: &Arc<Conn>, stack: S, shared: &Sh
         }
     }
 
-    let io = CoalescingIo::new(tcp);
+    let io = CoalescingIo::with_policy(
+        tcp,
+        Batching {
+            conn: conn.clone(),
+            in_flight: shared.in_flight.clone(),
+        },
+    );
     let service = Tracked {
         stack,
         conn: conn.clone(),
@@ -227,6 +233,29 @@ async fn serve<S: Stack>(tcp: TcpStream, conn: &Arc<Conn>, stack: S, shared: &Sh
     }
 }
 
+/// When a connection's flushes are held back (see [`crate::coalesce`]):
+/// for the whole pass while other connections have requests in flight (the
+/// process has their work to do meanwhile); while this connection alone is
+/// busy, only until about half of its burst has been answered, so that its
+/// client is never left waiting for the whole of it.
+struct Batching {
+    conn: Arc<Conn>,
+    in_flight: Arc<InFlight>,
+}
+
+impl FlushPolicy for Batching {
+    fn hold(&self, held: usize) -> Hold {
+        let own = self.conn.in_flight();
+        if self.in_flight.count() > own {
+            Hold::ForThePass
+        } else if own > held {
+            Hold::WhileBusy
+        } else {
+            Hold::No
+        }
+    }
+}
+
 /// `age` ± 10 %, so that connections opened together do not all close
 /// together.
 fn jittered(age: Duration) -> Duration {
@@ -238,6 +267,39 @@ fn jittered(age: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::Registry;
+
+    #[test]
+    fn flushes_are_held_for_the_pass_only_while_other_connections_are_busy() {
+        let registry = Registry::new(10, 10);
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let (this, other) = (registry.admit(ip).unwrap(), registry.admit(ip).unwrap());
+        let in_flight = InFlight::new(100);
+        let policy = Batching {
+            conn: this.conn().clone(),
+            in_flight: in_flight.clone(),
+        };
+        let start = |registered: &Registered| {
+            (
+                registered.conn().start_request(),
+                in_flight.try_acquire().unwrap(),
+            )
+        };
+
+        assert_eq!(policy.hold(0), Hold::No, "nothing in flight");
+        // This connection alone: held until half of its burst is answered.
+        let mine: Vec<_> = (0..4).map(|_| start(&this)).collect();
+        assert_eq!(policy.hold(0), Hold::WhileBusy);
+        assert_eq!(policy.hold(3), Hold::WhileBusy);
+        assert_eq!(policy.hold(4), Hold::No);
+        // Another connection busy too: held for the pass.
+        let theirs = start(&other);
+        assert_eq!(policy.hold(4), Hold::ForThePass);
+        drop(theirs);
+        assert_eq!(policy.hold(4), Hold::No);
+        drop(mine);
+        assert_eq!(policy.hold(0), Hold::No);
+    }
 
     #[test]
     fn ages_spread_within_ten_percent() {

@@ -60,7 +60,12 @@ impl InFlight {
         })
     }
 
-    fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+    /// Requests in flight across the process.
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
         if self.count.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.count.fetch_sub(1, Ordering::AcqRel);
             return None;
@@ -69,7 +74,7 @@ impl InFlight {
     }
 }
 
-struct Permit(Arc<InFlight>);
+pub(crate) struct Permit(Arc<InFlight>);
 
 impl Drop for Permit {
     fn drop(&mut self) {

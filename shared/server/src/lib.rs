@@ -34,7 +34,7 @@ mod registry;
 mod trace;
 mod workers;
 
-pub use coalesce::CoalescingIo;
+pub use coalesce::{Always, CoalescingIo, FlushPolicy, Hold};
 pub use error::ServerError;
 pub use limits::{Limits, default_max_connections, descriptor_limit};
 pub use metrics::{install_recorder, serve_admin};

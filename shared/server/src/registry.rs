@@ -69,6 +69,11 @@ impl Conn {
 
     /// How long the connection has had no request in flight; `None` while
     /// one is.
+    /// Requests in flight on this connection.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
     pub(crate) fn idle_for(&self) -> Option<Duration> {
         let since = self.idle_since()?;
         Some(Duration::from_millis(self.now_ms().saturating_sub(since)))
