@@ -1,5 +1,6 @@
 //! The HTTP/JSON surface, mapped from the protos' standard
-//! `option (google.api.http)` rules.
+//! `option (google.api.http)` rules as the API's catalogue
+//! ([`twig_proto::catalogue::Catalogue`]) holds them.
 //!
 //! Every binding of a rule (the rule and its `additional_bindings`) is
 //! served at its method and path template. Path variables `{field.path}`
@@ -36,9 +37,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::BodyExt;
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
+use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
 use tonic_types::StatusExt;
 use twig_errors::ErrorCode;
+use twig_proto::catalogue::Catalogue;
 use twig_proto::google::api::{HttpRule, http_rule::Pattern};
 use twig_proto::http_template::{PathTemplate, Segment};
 
@@ -56,12 +58,6 @@ const FORWARDED: [&str; 4] = [
 /// Why the HTTP routes cannot be built; the server does not start.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// The descriptor set does not decode.
-    #[error("the API descriptor set does not decode: {0}")]
-    Descriptor(String),
-    /// The route option is missing from the descriptor set.
-    #[error("the descriptor set has no google.api.http option")]
-    NoOption,
     /// A rule that cannot be served as written.
     #[error("{rpc}: {reason}")]
     Rule {
@@ -111,56 +107,42 @@ struct Route {
 }
 
 /// The HTTP bindings of every RPC that declares a rule, in the
-/// descriptor set's order.
+/// catalogue's order.
 #[cfg(test)]
-pub fn bindings(descriptor_set: &[u8]) -> Result<Vec<Binding>, GatewayError> {
-    Ok(routes(descriptor_set)?
+pub fn bindings(catalogue: &Catalogue) -> Result<Vec<Binding>, GatewayError> {
+    Ok(routes(catalogue)?
         .into_iter()
         .map(|(_, route)| route.binding)
         .collect())
 }
 
 /// Every binding with the router path it is served at.
-fn routes(descriptor_set: &[u8]) -> Result<Vec<(String, Route)>, GatewayError> {
-    let pool = DescriptorPool::decode(descriptor_set)
-        .map_err(|e| GatewayError::Descriptor(e.to_string()))?;
-    let option = pool
-        .get_extension_by_name("google.api.http")
-        .ok_or(GatewayError::NoOption)?;
+fn routes(catalogue: &Catalogue) -> Result<Vec<(String, Route)>, GatewayError> {
     let mut routes = Vec::new();
     let mut seen = HashSet::new();
-    for service in pool.services() {
-        for method in service.methods() {
-            let options = method.options();
-            if !options.has_extension(&option) {
-                continue;
+    for rpc in catalogue.rpcs() {
+        let Some(rule) = &rpc.http else {
+            continue;
+        };
+        let fail = |reason: String| GatewayError::Rule {
+            rpc: rpc.path.clone(),
+            reason,
+        };
+        if rule
+            .additional_bindings
+            .iter()
+            .any(|b| !b.additional_bindings.is_empty())
+        {
+            return Err(fail("an additional binding has bindings of its own".into()));
+        }
+        let (input, output) = (rpc.method.input(), rpc.method.output());
+        for binding in std::iter::once(rule).chain(&rule.additional_bindings) {
+            let (path, route) = route(&rpc.path, &input, &output, binding).map_err(fail)?;
+            let key = format!("{} {}", route.binding.method, route.binding.template);
+            if !seen.insert(key.clone()) {
+                return Err(GatewayError::Duplicate(key));
             }
-            let rpc = format!("/{}/{}", service.full_name(), method.name());
-            let fail = |reason: String| GatewayError::Rule {
-                rpc: rpc.clone(),
-                reason,
-            };
-            let rule: HttpRule = options
-                .get_extension(&option)
-                .as_message()
-                .and_then(|m| m.transcode_to().ok())
-                .ok_or_else(|| fail("the http option does not decode".into()))?;
-            if rule
-                .additional_bindings
-                .iter()
-                .any(|b| !b.additional_bindings.is_empty())
-            {
-                return Err(fail("an additional binding has bindings of its own".into()));
-            }
-            for binding in std::iter::once(&rule).chain(&rule.additional_bindings) {
-                let (path, route) =
-                    route(&rpc, &method.input(), &method.output(), binding).map_err(fail)?;
-                let key = format!("{} {}", route.binding.method, route.binding.template);
-                if !seen.insert(key.clone()) {
-                    return Err(GatewayError::Duplicate(key));
-                }
-                routes.push((path, route));
-            }
+            routes.push((path, route));
         }
     }
     Ok(routes)
@@ -266,9 +248,10 @@ fn field_path(input: &MessageDescriptor, names: &[String]) -> Result<Vec<FieldDe
     Ok(fields)
 }
 
-/// The HTTP routes of every RPC that declares one, each calling `grpc`
-/// (the gRPC routes behind the auth layer), and `GET /openapi.json`.
-pub fn router<S>(descriptor_set: &[u8], grpc: S) -> Result<Router, GatewayError>
+/// The HTTP routes of every RPC of `catalogue` that declares one, each
+/// calling `grpc` (the gRPC routes behind the auth layer), and
+/// `GET /openapi.json`.
+pub fn router<S>(catalogue: &Catalogue, grpc: S) -> Result<Router, GatewayError>
 where
     S: tower::Service<
             http::Request<tonic::body::Body>,
@@ -283,7 +266,7 @@ where
     // Bindings that share a router path and method (a variable's verbs)
     // share one handler, which picks by verb.
     let mut groups: BTreeMap<(String, Method), Vec<Arc<Route>>> = BTreeMap::new();
-    for (path, route) in routes(descriptor_set)? {
+    for (path, route) in routes(catalogue)? {
         groups
             .entry((path, route.binding.method.clone()))
             .or_default()
@@ -752,7 +735,7 @@ mod tests {
                 Ok::<_, Infallible>(answer)
             }
         });
-        (router(twig_proto::FILE_DESCRIPTOR_SET, grpc).unwrap(), seen)
+        (router(Catalogue::get(), grpc).unwrap(), seen)
     }
 
     async fn send(router: &Router, method: &str, uri: &str, body: &str) -> (StatusCode, Response) {
@@ -973,7 +956,7 @@ mod tests {
     /// OpenAPI document lists every binding.
     #[test]
     fn every_public_rpc_has_a_route() {
-        let bindings = bindings(twig_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let bindings = bindings(Catalogue::get()).unwrap();
         let policy = twig_auth::AccessPolicy::of_twig_apis().unwrap();
         let mut public = 0;
         for rpc in policy.paths() {
@@ -1011,7 +994,7 @@ mod tests {
 
     #[test]
     fn rules_that_cannot_be_served_are_refused() {
-        let pool = DescriptorPool::decode(twig_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let pool = Catalogue::get().pool();
         let input = pool
             .get_message_by_name("twig.quota.v1.SetLimitRequest")
             .unwrap();
@@ -1074,7 +1057,7 @@ mod tests {
         );
         assert_eq!(unframe(&[1, 0, 0, 0, 0]), None, "compressed");
         assert_eq!(unframe(&[0, 0]), None);
-        let pool = DescriptorPool::decode(twig_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let pool = Catalogue::get().pool();
         let list = pool
             .get_message_by_name("twig.audit.v1.ListEventsRequest")
             .unwrap();

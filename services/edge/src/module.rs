@@ -48,7 +48,7 @@ impl Module for EdgeModule {
             // The HTTP/JSON routes call the gRPC routes through the same
             // auth layer, so both surfaces get one and the same decision.
             cx.http_routes(move |grpc| {
-                crate::json::router(twig_proto::FILE_DESCRIPTOR_SET, grpc)
+                crate::json::router(twig_proto::catalogue::Catalogue::get(), grpc)
                     .map_err(|e| ModuleError::setup(name, "the HTTP/JSON routes", e))
             });
             // The edge is the front door: calls to a service in another

@@ -1,16 +1,17 @@
 //! Who may call each RPC, as the proto files declare it.
 //!
 //! Every RPC carries `option (twig.auth.v1.access) = {...}`. [`AccessPolicy`]
-//! reads those options from the encoded descriptor set the build produces,
-//! so the rule lives beside the RPC and nowhere else; the auth layer checks
-//! it before any service code runs.
+//! takes those options from the API's catalogue
+//! ([`twig_proto::catalogue::Catalogue`], read from the descriptor set the
+//! build produces), so the rule lives beside the RPC and nowhere else; the
+//! auth layer checks it before any service code runs.
 
 use std::collections::HashMap;
 
 use http::Extensions;
-use prost::Message;
 use twig_errors::ApiError;
 use twig_proto::auth::v1 as pb;
+use twig_proto::catalogue::Catalogue;
 
 use crate::principal::{Authentication, InternalCaller, Principal, Scope};
 use crate::wire::{UnknownScope, scope_from_pb};
@@ -34,9 +35,6 @@ pub enum Requirement {
 /// Why the declared access rules cannot be used. The server does not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    /// The descriptor set does not decode.
-    #[error("the API descriptor set does not decode: {0}")]
-    Descriptor(String),
     /// An RPC of a twig service has no `(twig.auth.v1.access)` option.
     #[error(
         "{0} declares no caller: add `option (twig.auth.v1.access) = {{caller: …}};` to the RPC"
@@ -59,36 +57,27 @@ pub struct AccessPolicy {
 }
 
 impl AccessPolicy {
-    /// The policy of every RPC in `descriptor_set` whose package starts with
-    /// `twig.`; each must declare its caller.
-    pub fn from_descriptor_set(descriptor_set: &[u8]) -> Result<Self, PolicyError> {
-        let set =
-            FileSet::decode(descriptor_set).map_err(|e| PolicyError::Descriptor(e.to_string()))?;
+    /// The policy of the given RPCs, each a gRPC path and its
+    /// `(twig.auth.v1.access)` option; each must declare its caller.
+    pub fn from_declarations<'a>(
+        rpcs: impl IntoIterator<Item = (&'a str, Option<&'a pb::Access>)>,
+    ) -> Result<Self, PolicyError> {
         let mut rules = HashMap::new();
-        for file in set.file {
-            let package = file.package.unwrap_or_default();
-            if !package.starts_with("twig.") {
-                continue;
-            }
-            for service in file.service {
-                let service_name = service.name.unwrap_or_default();
-                for method in service.method {
-                    let path = format!(
-                        "/{package}.{service_name}/{}",
-                        method.name.unwrap_or_default()
-                    );
-                    let access = method.options.and_then(|o| o.access);
-                    let requirement = requirement(&path, access)?;
-                    rules.insert(path, requirement);
-                }
-            }
+        for (path, access) in rpcs {
+            rules.insert(path.to_string(), requirement(path, access)?);
         }
         Ok(Self { rules })
     }
 
-    /// The policy of the twig APIs built into this binary.
+    /// The policy of the twig APIs built into this binary: every RPC of the
+    /// catalogue whose package starts with `twig.`.
     pub fn of_twig_apis() -> Result<Self, PolicyError> {
-        Self::from_descriptor_set(twig_proto::FILE_DESCRIPTOR_SET)
+        Self::from_declarations(
+            Catalogue::get()
+                .rpcs()
+                .filter(|rpc| rpc.service.starts_with("twig."))
+                .map(|rpc| (rpc.path.as_str(), rpc.access.as_ref())),
+        )
     }
 
     /// The requirement of the RPC at `path`; `None` for paths that are not
@@ -103,14 +92,14 @@ impl AccessPolicy {
     }
 }
 
-fn requirement(path: &str, access: Option<pb::Access>) -> Result<Requirement, PolicyError> {
+fn requirement(path: &str, access: Option<&pb::Access>) -> Result<Requirement, PolicyError> {
     let access = access.ok_or_else(|| PolicyError::Undeclared(path.to_string()))?;
     let invalid = |reason| PolicyError::Invalid {
         path: path.to_string(),
         reason,
     };
     let scope = scope_from_pb(access.scope).map_err(|UnknownScope| invalid("unknown scope"))?;
-    let internal_scope = Some(access.internal_scope).filter(|s| !s.is_empty());
+    let internal_scope = Some(access.internal_scope.clone()).filter(|s| !s.is_empty());
     let caller = pb::Caller::try_from(access.caller).map_err(|_| invalid("unknown caller"))?;
     if caller != pb::Caller::Internal && internal_scope.is_some() {
         return Err(invalid("internal_scope applies to CALLER_INTERNAL only"));
@@ -231,65 +220,14 @@ pub(crate) fn caller_with_scope<'a>(
     }
 }
 
-// The parts of `google.protobuf.FileDescriptorSet` the policy reads, with
-// the method option decoded (prost-types drops extensions).
-
-#[derive(Clone, PartialEq, Message)]
-struct FileSet {
-    #[prost(message, repeated, tag = "1")]
-    file: Vec<File>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct File {
-    #[prost(string, optional, tag = "2")]
-    package: Option<String>,
-    #[prost(message, repeated, tag = "6")]
-    service: Vec<Service>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Service {
-    #[prost(string, optional, tag = "1")]
-    name: Option<String>,
-    #[prost(message, repeated, tag = "2")]
-    method: Vec<Method>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Method {
-    #[prost(string, optional, tag = "1")]
-    name: Option<String>,
-    #[prost(message, optional, tag = "4")]
-    options: Option<MethodOptions>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct MethodOptions {
-    /// `extend google.protobuf.MethodOptions { Access access = 51710; }`
-    #[prost(message, optional, tag = "51710")]
-    access: Option<pb::Access>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::principal::Credential;
 
-    fn set_with(access: Option<pb::Access>) -> Vec<u8> {
-        FileSet {
-            file: vec![File {
-                package: Some("twig.demo.v1".into()),
-                service: vec![Service {
-                    name: Some("DemoService".into()),
-                    method: vec![Method {
-                        name: Some("Do".into()),
-                        options: Some(MethodOptions { access }),
-                    }],
-                }],
-            }],
-        }
-        .encode_to_vec()
+    /// The policy of one RPC, `/twig.demo.v1.DemoService/Do`, declared so.
+    fn policy_with(access: Option<pb::Access>) -> Result<AccessPolicy, PolicyError> {
+        AccessPolicy::from_declarations([("/twig.demo.v1.DemoService/Do", access.as_ref())])
     }
 
     fn access(caller: pb::Caller, scope: pb::Scope, internal_scope: &str) -> Option<pb::Access> {
@@ -330,7 +268,7 @@ mod tests {
 
     #[test]
     fn an_rpc_without_a_declaration_stops_the_start() {
-        let err = AccessPolicy::from_descriptor_set(&set_with(None)).unwrap_err();
+        let err = policy_with(None).unwrap_err();
         assert_eq!(
             err,
             PolicyError::Undeclared("/twig.demo.v1.DemoService/Do".into())
@@ -338,7 +276,7 @@ mod tests {
         assert!(err.to_string().contains("option (twig.auth.v1.access)"));
         let unspecified = access(pb::Caller::Unspecified, pb::Scope::Unspecified, "");
         assert!(matches!(
-            AccessPolicy::from_descriptor_set(&set_with(unspecified)),
+            policy_with(unspecified),
             Err(PolicyError::Undeclared(_))
         ));
     }
@@ -351,17 +289,12 @@ mod tests {
             access(pb::Caller::Principal, pb::Scope::Read, "vault.reveal"),
         ] {
             assert!(
-                matches!(
-                    AccessPolicy::from_descriptor_set(&set_with(bad.clone())),
-                    Err(PolicyError::Invalid { .. })
-                ),
+                matches!(policy_with(bad.clone()), Err(PolicyError::Invalid { .. })),
                 "{bad:?}"
             );
         }
-        assert!(matches!(
-            AccessPolicy::from_descriptor_set(b"\xff\xff\xff"),
-            Err(PolicyError::Descriptor(_))
-        ));
+        // A descriptor set that does not decode is the catalogue's
+        // (twig_proto::catalogue, sets_that_cannot_be_read_are_refused).
     }
 
     fn principal(credential: Credential, scopes: Vec<Scope>) -> Principal {

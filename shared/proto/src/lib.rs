@@ -1,8 +1,11 @@
 //! Generated protobuf and gRPC code for every twig-identity API.
 //!
 //! One module per proto package, named like the package
-//! (`twig.sessions.v1` → [`sessions::v1`]).
+//! (`twig.sessions.v1` → [`sessions::v1`]). [`catalogue`] is the API as
+//! read from the descriptor sets: every RPC with its declared access and
+//! HTTP bindings.
 
+pub mod catalogue;
 pub mod codec;
 
 /// `google.protobuf.Timestamp` from a UTC time.
@@ -29,7 +32,8 @@ pub fn datetime(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::U
         .and_then(|nanos| chrono::DateTime::from_timestamp(t.seconds, nanos))
 }
 
-/// Encoded `FileDescriptorSet` of every twig proto, for server reflection.
+/// Encoded `FileDescriptorSet` of every twig proto: what server reflection
+/// describes and what [`catalogue`] reads.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/twig_descriptor.bin"));
 

@@ -24,7 +24,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::Status;
 use tonic::body::Body;
 
-use crate::methods;
+use twig_proto::catalogue::Catalogue;
 
 /// Wraps each gRPC request's body in a [`FramedBody`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,7 +58,8 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let rules = Rules {
-            one_message: !methods::by_path(request.uri().path())
+            one_message: !Catalogue::get()
+                .rpc(request.uri().path())
                 .is_some_and(|m| m.client_streaming),
             compression: request
                 .headers()

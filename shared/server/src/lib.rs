@@ -28,7 +28,6 @@ mod framing;
 mod http_routes;
 mod in_flight;
 mod limits;
-mod methods;
 mod metrics;
 mod registry;
 mod trace;

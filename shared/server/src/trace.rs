@@ -8,8 +8,8 @@
 //! - gRPC and gRPC-web requests (by content type) are counted as
 //!   `twig_rpc_requests_total{service, method, code}` and timed as
 //!   `twig_rpc_duration_seconds{service, method}`, named after the RPC when
-//!   the path is one this server knows (the twig APIs, health,
-//!   reflection), else `unknown`. The code is the `grpc-status` of the
+//!   the path is one this server knows (an RPC of the API's catalogue,
+//!   [`Catalogue`]: the twig APIs, health, reflection), else `unknown`. The code is the `grpc-status` of the
 //!   response head (where unary errors travel); a gRPC answer without one
 //!   is `OK` (its status follows in the trailers); an answer that is not
 //!   gRPC at all has the code a gRPC client reads from its HTTP status.
@@ -31,6 +31,7 @@ use opentelemetry::propagation::Extractor;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use twig_proto::catalogue::Catalogue;
 
 /// The label of whatever the server does not know.
 const UNKNOWN: &str = "unknown";
@@ -87,12 +88,14 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let path = request.uri().path();
         let (kind, span) = if is_grpc(request.headers()) {
-            let known = crate::methods::by_path(path);
+            let known = Catalogue::get().rpc(path);
             let name = match known {
                 Some(_) => path.trim_start_matches('/'),
                 None => UNKNOWN,
             };
-            let (service, method) = known.map_or((UNKNOWN, UNKNOWN), |m| (m.service, m.name));
+            let (service, method) = known.map_or((UNKNOWN, UNKNOWN), |m| {
+                (m.service.as_str(), m.name.as_str())
+            });
             let span = tracing::info_span!(
                 "rpc",
                 otel.name = %name,
