@@ -1,11 +1,15 @@
 //! Sessions minted for users another service authenticated (SSO, OAuth),
 //! and users provisioned just in time: the `SessionIssuing` and
-//! `UserDirectory` ports in-process, and their internal RPCs.
+//! `UserDirectory` ports in-process and as the gRPC clients a service in
+//! another process gets (`RemoteSessionIssuer`, `RemoteUserDirectory`),
+//! and their internal RPCs.
+
+use std::sync::Arc;
 
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use tonic::Code;
 use twig_auth::Role;
-use twig_module::{SessionClient, SessionMethod};
+use twig_module::{SessionClient, SessionIssuing, SessionMethod, UserDirectory};
 use twig_proto::sessions::v1 as pb;
 use twig_tests::{Backend, TestApp, bearer, email};
 use uuid::Uuid;
@@ -16,6 +20,37 @@ fn code(err: twig_errors::ApiError) -> Code {
 
 fn id(raw: &str) -> Uuid {
     Uuid::parse_str(raw).unwrap()
+}
+
+/// Where the ports come from.
+#[derive(Clone, Copy)]
+enum Ports {
+    /// The sessions service in this process.
+    InProcess,
+    /// Its gRPC clients, as a module in another process resolves them.
+    OverGrpc,
+}
+
+fn ports(app: &TestApp, ports: Ports) -> (Arc<dyn SessionIssuing>, Arc<dyn UserDirectory>) {
+    match ports {
+        Ports::InProcess => (app.session_issuer.0.clone(), app.user_directory.0.clone()),
+        Ports::OverGrpc => {
+            let credential = twig_auth::ServiceCredential::new(&twig_config::Secret::new(
+                app.internal_token.clone(),
+            ))
+            .unwrap();
+            (
+                Arc::new(twig_sessions::RemoteSessionIssuer::new(
+                    app.channel.clone(),
+                    credential.clone(),
+                )),
+                Arc::new(twig_sessions::RemoteUserDirectory::new(
+                    app.channel.clone(),
+                    credential,
+                )),
+            )
+        }
+    }
 }
 
 async fn an_sso_session_verifies_and_shows_its_method(backend: Backend) {
@@ -85,13 +120,23 @@ async fn an_sso_session_verifies_and_shows_its_method(backend: Backend) {
 }
 
 async fn issuing_is_refused_for_disabled_users_non_members_and_unknown_orgs(backend: Backend) {
+    refusals_of_issuing(backend, Ports::InProcess).await
+}
+
+async fn issuing_over_grpc_is_refused_for_disabled_users_non_members_and_unknown_orgs(
+    backend: Backend,
+) {
+    refusals_of_issuing(backend, Ports::OverGrpc).await
+}
+
+async fn refusals_of_issuing(backend: Backend, from: Ports) {
     let app = TestApp::spawn(backend).await;
+    let (issuer, users) = ports(&app, from);
     let ada = app.sign_up(&email("ada")).await;
     let ada_token = ada.tokens.unwrap().access_token;
     let org = id(&ada.organization.unwrap().id);
     let carol = app.sign_up(&email("carol")).await;
     let carol_id = id(&carol.user.unwrap().id);
-    let issuer = &app.session_issuer.0;
     let method = SessionMethod::oauth("github").unwrap();
     let client = SessionClient::default();
 
@@ -113,9 +158,7 @@ async fn issuing_is_refused_for_disabled_users_non_members_and_unknown_orgs(back
     assert_eq!(code(err), Code::NotFound);
 
     // Bob, provisioned into Ada's organisation, then disabled.
-    let bob = app
-        .user_directory
-        .0
+    let bob = users
         .provision_user(&email("bob"), "Bob", org, Role::Member)
         .await
         .unwrap();
@@ -142,12 +185,20 @@ async fn issuing_is_refused_for_disabled_users_non_members_and_unknown_orgs(back
 }
 
 async fn provisioning_creates_a_member_once_and_never_raises_a_role(backend: Backend) {
+    provisioning(backend, Ports::InProcess).await
+}
+
+async fn provisioning_over_grpc_creates_a_member_once_and_never_raises_a_role(backend: Backend) {
+    provisioning(backend, Ports::OverGrpc).await
+}
+
+async fn provisioning(backend: Backend, from: Ports) {
     let app = TestApp::spawn(backend).await;
+    let (issuer, users) = ports(&app, from);
     let ada = app.sign_up(&email("ada")).await;
     let ada_token = ada.tokens.unwrap().access_token;
     let ada_user = ada.user.unwrap();
     let org = id(&ada.organization.unwrap().id);
-    let users = &app.user_directory.0;
     let dave = email("dave");
 
     let first = users
@@ -226,6 +277,19 @@ async fn provisioning_creates_a_member_once_and_never_raises_a_role(backend: Bac
         users.find_user_by_email(&email("nobody")).await.unwrap(),
         None
     );
+
+    // A provisioned member may be given a session by another service.
+    let issued = issuer
+        .issue_session(
+            first.user.id,
+            org,
+            &SessionMethod::Sso(Uuid::new_v4()),
+            &SessionClient::default(),
+        )
+        .await
+        .unwrap();
+    let verified = app.verify(issued.access_token.expose()).await.unwrap();
+    assert_eq!(verified.user_id, first.user.id.to_string());
 
     // A provisioned user has no password to sign in with.
     let err = app
@@ -347,5 +411,7 @@ on_both_backends!(
     an_sso_session_verifies_and_shows_its_method,
     issuing_is_refused_for_disabled_users_non_members_and_unknown_orgs,
     provisioning_creates_a_member_once_and_never_raises_a_role,
+    issuing_over_grpc_is_refused_for_disabled_users_non_members_and_unknown_orgs,
+    provisioning_over_grpc_creates_a_member_once_and_never_raises_a_role,
     the_internal_rpcs_need_the_internal_credential,
 );

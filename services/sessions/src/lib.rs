@@ -2,30 +2,33 @@
 //! access and rotating refresh tokens, and `VerifySession` for the other
 //! services.
 //!
-//! - [`identity::IdentityStore`]: users, organisations, memberships,
-//!   provisioning (the [`twig_module::UserDirectory`] port);
-//! - [`sessions::Sessions`]: login, sign-up, `issue_session` (the one way
-//!   a session is minted; the [`twig_module::SessionIssuing`] port),
-//!   refresh, verify, logout;
-//! - [`grpc::SessionsGrpc`]: `twig.sessions.v1.SessionService` on the wire;
+//! - [`IdentityStore`]: users, organisations, memberships, provisioning
+//!   (the [`twig_module::UserDirectory`] port);
+//! - [`Sessions`]: login, sign-up, `issue_session` (the one way a session
+//!   is minted; the [`twig_module::SessionIssuing`] port), refresh, verify,
+//!   logout;
+//! - [`SessionsGrpc`]: `twig.sessions.v1.SessionService` on the wire;
 //! - [`SessionAuthenticator`]: access tokens for the shared auth layer;
-//!   [`remote::RemoteSessionAuthenticator`] the same over gRPC, and
-//!   [`remote::RemoteSessionIssuer`], [`remote::RemoteUserDirectory`] the
-//!   ports over the internal RPCs.
+//!   [`RemoteSessionAuthenticator`] the same over gRPC, and
+//!   [`RemoteSessionIssuer`], [`RemoteUserDirectory`] the ports over the
+//!   internal RPCs.
+//!
+//! Its modules are private; `entity` (the tables) is public for tests and
+//! operators' tools that read them.
 
-pub mod cache;
-pub mod config;
-pub mod email;
+mod cache;
+mod config;
+mod email;
 pub mod entity;
-pub mod error;
-pub mod grpc;
-pub mod identity;
-pub mod last_seen;
-pub mod migration;
+mod error;
+mod grpc;
+mod identity;
+mod last_seen;
+mod migration;
 mod module;
-pub mod remote;
-pub mod sessions;
-pub mod throttle;
+mod remote;
+mod sessions;
+mod throttle;
 
 use std::sync::Arc;
 
@@ -33,10 +36,14 @@ use twig_auth::{Authenticator, principal::AuthFuture};
 use twig_errors::ApiError;
 
 pub use config::SessionsConfig;
+pub use email::Email;
+pub use error::SessionError;
+pub use grpc::SessionsGrpc;
 pub use identity::IdentityStore;
 pub use migration::Migrator;
 pub use module::{MODULE, SessionsModule};
-pub use sessions::Sessions;
+pub use remote::{RemoteSessionAuthenticator, RemoteSessionIssuer, RemoteUserDirectory};
+pub use sessions::{ClientContext, IssuedTokens, SessionSummary, Sessions};
 pub use twig_clock::{Clock, ManualClock, SystemClock};
 pub use twig_module::SessionMethod;
 
