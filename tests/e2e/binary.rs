@@ -63,17 +63,29 @@ fn absurd_quota_limits_are_refused_before_listening() {
     }
 }
 
+/// `migrate --services` is how the chart's migration hook checks the names
+/// it deploys, before any pod starts.
 #[test]
 fn unknown_service_names_are_refused() {
     let dir = tempfile_dir();
     let url = format!("sqlite://{dir}/twig.db?mode=rwc");
-    let out = twig(&url)
-        .args(["serve", "--services", "sessions,nope"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown service \"nope\""), "{err}");
+    let known = twig_identity::MODULES
+        .iter()
+        .map(|m| m.name())
+        .collect::<Vec<_>>()
+        .join(", ");
+    for command in ["serve", "migrate"] {
+        let out = twig(&url)
+            .args([command, "--services", "sessions,nope"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{command}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("unknown service \"nope\"") && err.contains(&format!("known: {known}")),
+            "{command}: {err}"
+        );
+    }
 }
 
 fn tempfile_dir() -> String {

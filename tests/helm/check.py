@@ -73,6 +73,11 @@ VALUE_SETS = {
             "edge": {"enabled": True, "replicas": 3},
         },
     },
+    # A name the chart's values do not know (a new module): only {enabled: true}.
+    "split, a service the chart does not name": {
+        **SPLIT_CREDS,
+        "services": {"sso-federation": {"enabled": True}},
+    },
     "existingSecret": {"existingSecret": "twig-creds"},
     "NetworkPolicy off": {**CREDS, "networkPolicy": {"enabled": False}},
     "namespace selector, OTLP, port 6000": {
@@ -464,14 +469,18 @@ def _():
         expect("checksum/secret" not in annotations, "checksum of no Secret")
 
 
-@check("migration Job: pre-install/pre-upgrade hook running `migrate`, its Secret made before it")
+@check("migration Job: pre-install/pre-upgrade hook running `migrate` (split: `--services` of the Deployments), its Secret made before it")
 def _():
     for label in VALUE_SETS:
         (job,) = of_kind(label, "Job")
         ann = job["metadata"]["annotations"]
         expect(ann["helm.sh/hook"] == "pre-install,pre-upgrade", f"hook {ann['helm.sh/hook']}")
         (c,) = job["spec"]["template"]["spec"]["containers"]
-        expect(c["args"] == ["migrate"], f"args {c['args']}")
+        if VALUE_SETS[label].get("mode") == "monolith":
+            want = ["migrate"]
+        else:
+            want = ["migrate", "--services", ",".join(sorted(deployments_by_component(label)))]
+        expect(c["args"] == want, f"{label}: args {c['args']}, want {want}")
         expect(job["spec"]["template"]["spec"]["restartPolicy"] == "Never", "restartPolicy")
         reads = env_of(c)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"]
         if VALUE_SETS[label].get("existingSecret"):
@@ -486,6 +495,76 @@ def _():
 def of_kind_rendered(values: dict, kind: str) -> list[dict]:
     docs = [d for p, t in render(values).items() if not p.endswith("NOTES.txt") for d in yaml.safe_load_all(t) if d]
     return [d for d in docs if d["kind"] == kind]
+
+
+@check("split mode: any service name runs when enabled with only {enabled: true}, sized by serviceDefaults; values.yaml names only what runs by default")
+def _():
+    services, defaults = chart.values["services"], chart.values["serviceDefaults"]
+    expect(services == {"sessions": {"enabled": True}}, f"values.yaml services: {services}")
+    expect(defaults == {"replicas": 2, "resources": {}}, f"values.yaml serviceDefaults: {defaults}")
+    label = "split, a service the chart does not name"
+    chart.validate_schema(VALUE_SETS[label])
+    deps = deployments_by_component(label)
+    expect(set(deps) == {"sessions", "sso-federation"}, f"Deployments {sorted(deps)}")
+    d = deps["sso-federation"]
+    name = f"{RELEASE}-twig-identity-sso-federation"
+    expect(d["metadata"]["name"] == name, f"name {d['metadata']['name']}")
+    expect(d["spec"]["replicas"] == 2 and deps["sessions"]["spec"]["replicas"] == 2, "replicas: not serviceDefaults.replicas")
+    (c,) = d["spec"]["template"]["spec"]["containers"]
+    expect(c["args"] == ["serve", "--services", "sso-federation"], f"args {c['args']}")
+    expect(c["resources"] == chart.values["resources"], f"resources {c['resources']}")
+    (svc,) = [s for s in of_kind(label, "Service") if s["metadata"]["name"] == name]
+    expect(svc["spec"]["selector"]["app.kubernetes.io/component"] == "sso-federation", f"selector {svc['spec']['selector']}")
+    # The others reach it at its Service, by the name with _ for -.
+    env = env_of(deps["sessions"]["spec"]["template"]["spec"]["containers"][0])
+    expect(env["TWIG__REMOTE__SSO_FEDERATION"]["value"] == f"http://{name}:50051", f"sessions: {env.get('TWIG__REMOTE__SSO_FEDERATION')}")
+    # serviceDefaults size every entry that does not size itself; replicas 0 stays 0.
+    sized = {
+        **SPLIT_CREDS,
+        "serviceDefaults": {"replicas": 4, "resources": {"limits": {"memory": "1Gi"}}},
+        "services": {"sso-federation": {"enabled": True, "replicas": 1}, "api-keys": {"enabled": True, "replicas": 0, "resources": {"limits": {"memory": "2Gi"}}}},
+    }
+    deps = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in of_kind_rendered(sized, "Deployment")}
+    got = {k: (d["spec"]["replicas"], d["spec"]["template"]["spec"]["containers"][0]["resources"]) for k, d in deps.items()}
+    want = {
+        "sessions": (4, {"limits": {"memory": "1Gi"}}),
+        "sso-federation": (1, {"limits": {"memory": "1Gi"}}),
+        "api-keys": (0, {"limits": {"memory": "2Gi"}}),
+    }
+    expect(got == want, f"sizes {got}, want {want}")
+    # The services the templates name work from serviceDefaults too.
+    err = helm.HelmRenderError
+    expect_failure({**SPLIT_CREDS, "services": {"quota": {"enabled": True}}}, err, "more than one replica")
+    render({**SPLIT_CREDS, "serviceDefaults": {"replicas": 1}, "services": {"quota": {"enabled": True}}})
+    expect_failure({**SPLIT_CREDS, "services": {"secrets-vault": {"enabled": True}}}, err, "vault.masterKeysSecret")
+    render({**CREDS, "serviceDefaults": {"replicas": 3}, "services": {"quota": {"enabled": False}, "secrets-vault": {"enabled": False}}})
+
+
+@check("migration Job: `migrate --services <enabled services>` in split mode, so the binary refuses unknown names before any Deployment rolls; `migrate` in monolith")
+def _():
+    def job_args(values: dict) -> list[str]:
+        (job,) = of_kind_rendered(values, "Job")
+        (c,) = job["spec"]["template"]["spec"]["containers"]
+        return c["args"]
+
+    cases = (
+        ({**CREDS}, ["migrate", "--services", "sessions"]),
+        (VALUE_SETS["split, edge in front"], ["migrate", "--services", "api-keys,edge,quota,sessions"]),
+        (VALUE_SETS["split, a service the chart does not name"], ["migrate", "--services", "sessions,sso-federation"]),
+        ({**CREDS, "services": {"sessions": {"enabled": False}, "api-keys": {"enabled": True}}}, ["migrate", "--services", "api-keys"]),
+        # Well-formed but misspelt: the schema takes it, the binary refuses it.
+        ({**CREDS, "services": {"sessions": {"enabled": False}, "sesions": {"enabled": True}}}, ["migrate", "--services", "sesions"]),
+        (VALUE_SETS["monolith"], ["migrate"]),
+        ({**VALUE_SETS["monolith"], "services": {"sso-federation": {"enabled": True}}}, ["migrate"]),
+    )
+    for values, want in cases:
+        got = job_args(values)
+        expect(got == want, f"{values.get('services')}: args {got}, want {want}")
+    # No hook: nothing checks the names before the pods, whose `serve --services` does.
+    off = {**VALUE_SETS["split, a service the chart does not name"], "migration": {"enabled": False}}
+    expect(not of_kind_rendered(off, "Job"), "Job rendered when disabled")
+    args = sorted(d["spec"]["template"]["spec"]["containers"][0]["args"] for d in of_kind_rendered(off, "Deployment"))
+    expect(args == [["serve", "--services", "sessions"], ["serve", "--services", "sso-federation"]], f"args {args}")
 
 
 @check("NetworkPolicy: the gRPC port only from the release and labelled clients")
@@ -672,7 +751,21 @@ def _():
         ({"mode": "bogus"}, "/mode"),
         ({"services": {"sessions": {"replicas": "two"}}}, "/services/sessions/replicas"),
         ({"monolith": {"replicas": -1}}, "/monolith/replicas"),
-        ({"services": {"sesions": {"enabled": True, "replicas": 1}}}, "sesions"),
+        # Names: lower-case words joined by - (whether the binary has them is
+        # its own check, at the migration hook).
+        ({"services": {"api_keys": {"enabled": True}}}, "api_keys"),
+        ({"services": {"Sessions": {"enabled": True}}}, "Sessions"),
+        ({"services": {"sso--federation": {"enabled": True}}}, "sso--federation"),
+        ({"services": {"-edge": {"enabled": True}}}, "-edge"),
+        ({"services": {"edge-": {"enabled": True}}}, "edge-"),
+        ({"services": {"vault2": {"enabled": True}}}, "vault2"),
+        ({"services": {"sso federation": {"enabled": True}}}, "sso federation"),
+        ({"services": {"edge": {"replicas": 1}}}, "enabled"),
+        ({"services": {"edge": {"enabled": True, "replica": 1}}}, "replica"),
+        ({"serviceDefaults": {"replicas": -1}}, "/serviceDefaults/replicas"),
+        ({"serviceDefaults": {"replicas": "2"}}, "/serviceDefaults/replicas"),
+        ({"serviceDefaults": {"replicas": 2, "cpu": "1"}}, "cpu"),
+        ({"serviceDefaults": {"replicas": 2, "resources": {"cpu": "1"}}}, "cpu"),
         ({"services": {"quota": {"enabled": "yes"}}}, "/services/quota/enabled"),
         ({"networkPolicy": {"enabled": "true"}}, "/networkPolicy/enabled"),
         ({"server": {"port": 70000}}, "/server/port"),

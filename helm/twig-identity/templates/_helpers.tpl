@@ -98,26 +98,27 @@ Messages never repeat a secret value.
 {{- if and .Values.existingSecret .Values.redis.url -}}
 {{- fail "existingSecret is set: leave redis.url empty (the Secret holds it under secretKeys.redisUrl)" -}}
 {{- end -}}
-{{- $vaultRuns := or (eq .Values.mode "monolith") (and (ne .Values.mode "monolith") (index .Values.services "secrets-vault").enabled) -}}
-{{- if and $vaultRuns (not .Values.vault.masterKeysSecret) -}}
+{{- /* Read from what runs, so services absent from the values count as off. */ -}}
+{{- range (include "twig.components" . | fromJson).items -}}
+{{- if and (has .component (list "monolith" "secrets-vault")) (not $.Values.vault.masterKeysSecret) -}}
 {{- fail "the vault runs (monolith, or services.secrets-vault): set vault.masterKeysSecret to a Secret with one master key per version (e.g. kubectl create secret generic twig-vault-keys --from-literal=1=$(openssl rand -base64 32))" -}}
 {{- end -}}
-{{- if not .Values.redis.enabled -}}
-{{- $quotaReplicas := 0 -}}
-{{- if eq .Values.mode "monolith" -}}
-{{- $quotaReplicas = int .Values.monolith.replicas -}}
-{{- else if .Values.services.quota.enabled -}}
-{{- $quotaReplicas = int .Values.services.quota.replicas -}}
 {{- end -}}
-{{- if gt $quotaReplicas 1 -}}
+{{- if not .Values.redis.enabled -}}
+{{- range (include "twig.components" . | fromJson).items -}}
+{{- if and (has .component (list "monolith" "quota")) (gt (int .replicas) 1) -}}
 {{- fail "the quota service runs on more than one replica: set redis.enabled (and redis.url or secretKeys.redisUrl) so they share one count, or run one replica" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
 
 {{/*
 What runs, as JSON {"items": [...]}: in monolith mode one component running
-`serve`; in split mode one per enabled service running `serve --services X`.
+`serve`; in split mode one per enabled entry of services running
+`serve --services X`, whatever its name (the binary checks the names: see
+twig.migrateArgs). An entry's replicas and resources default to
+serviceDefaults, then (resources) to the top-level resources.
 */}}
 {{- define "twig.components" -}}
 {{- $root := . -}}
@@ -126,10 +127,13 @@ What runs, as JSON {"items": [...]}: in monolith mode one component running
 {{- if eq .Values.mode "monolith" -}}
 {{- $items = append $items (dict "component" "monolith" "name" $fullname "args" (list "serve") "replicas" .Values.monolith.replicas "resources" (default .Values.resources .Values.monolith.resources)) -}}
 {{- else -}}
+{{- $defaults := .Values.serviceDefaults -}}
 {{- range $svc, $cfg := .Values.services -}}
 {{- if $cfg.enabled -}}
 {{- $name := include "twig.componentName" (list $root $svc) -}}
-{{- $items = append $items (dict "component" $svc "name" $name "args" (list "serve" "--services" $svc) "replicas" $cfg.replicas "resources" (default $root.Values.resources $cfg.resources)) -}}
+{{- $replicas := dig "replicas" $defaults.replicas $cfg -}}
+{{- $resources := $cfg.resources | default $defaults.resources | default $root.Values.resources -}}
+{{- $items = append $items (dict "component" $svc "name" $name "args" (list "serve" "--services" $svc) "replicas" $replicas "resources" $resources) -}}
 {{- end -}}
 {{- end -}}
 {{- if not $items -}}
@@ -153,6 +157,25 @@ What runs, as JSON {"items": [...]}: in monolith mode one component running
 {{- end -}}
 {{- end -}}
 {{- dict "items" $items | toJson -}}
+{{- end -}}
+
+{{/*
+The migration Job's arguments, as JSON: `migrate` in monolith mode (every
+service of the image); in split mode `migrate --services a,b` with every
+enabled service. The binary refuses a name missing from its module list,
+naming the known ones, so a misspelt or unknown service fails the
+pre-install/pre-upgrade hook before any Deployment rolls.
+*/}}
+{{- define "twig.migrateArgs" -}}
+{{- $args := list "migrate" -}}
+{{- if ne .Values.mode "monolith" -}}
+{{- $names := list -}}
+{{- range (include "twig.components" . | fromJson).items -}}
+{{- $names = append $names .component -}}
+{{- end -}}
+{{- $args = list "migrate" "--services" (join "," $names) -}}
+{{- end -}}
+{{- toJson $args -}}
 {{- end -}}
 
 {{/*
