@@ -87,7 +87,13 @@ VALUE_SETS = {
         "networkPolicy": {"allowFrom": {"namespaceLabels": {"team": "edge"}}},
     },
     "long release name": CREDS,
-    "browser origins": {**CREDS, "server": {"corsOrigins": ["https://app.example.com", "http://localhost:5173"]}},
+    "browser origins": {
+        **CREDS,
+        "server": {
+            "corsOrigins": ["https://app.example.com", "http://localhost:5173"],
+            "publicOrigins": ["https://id.example.com"],
+        },
+    },
     "metrics off": {**CREDS, "metrics": {"enabled": False}},
     "metrics port 9100, scraper pods in a labelled namespace": {
         **CREDS,
@@ -411,16 +417,17 @@ def _():
     )
 
 
-@check("browser origins: TWIG__SERVER__CORS_ORIGINS as a JSON list when set, absent otherwise")
+@check("browser origins: TWIG__SERVER__CORS_ORIGINS and TWIG__SERVER__PUBLIC_ORIGINS as JSON lists when set, absent otherwise")
 def _():
     for label in VALUE_SETS:
-        origins = VALUE_SETS[label].get("server", {}).get("corsOrigins")
-        for d in of_kind(label, "Deployment"):
-            got = env_of(d["spec"]["template"]["spec"]["containers"][0]).get("TWIG__SERVER__CORS_ORIGINS")
-            if origins:
-                expect(got is not None and json.loads(got["value"]) == origins, f"{label}: {got}")
-            else:
-                expect(got is None, f"{label}: {got}")
+        for key, var in (("corsOrigins", "TWIG__SERVER__CORS_ORIGINS"), ("publicOrigins", "TWIG__SERVER__PUBLIC_ORIGINS")):
+            origins = VALUE_SETS[label].get("server", {}).get(key)
+            for d in of_kind(label, "Deployment"):
+                got = env_of(d["spec"]["template"]["spec"]["containers"][0]).get(var)
+                if origins:
+                    expect(got is not None and json.loads(got["value"]) == origins, f"{label}: {var} {got}")
+                else:
+                    expect(got is None, f"{label}: {var} {got}")
 
 
 @check("quota on more than one replica without Redis, or Redis without a usable URL, fails rendering")
@@ -787,6 +794,8 @@ def _():
         ({"server": {"corsOrigins": ["*"]}}, "/server/corsOrigins/0"),
         ({"server": {"corsOrigins": ["https://app.example.com/"]}}, "/server/corsOrigins/0"),
         ({"server": {"corsOrigins": "https://app.example.com"}}, "/server/corsOrigins"),
+        ({"server": {"publicOrigins": ["https://id.example.com/login"]}}, "/server/publicOrigins/0"),
+        ({"server": {"publicOrigins": "https://id.example.com"}}, "/server/publicOrigins"),
     ]
     for values, fragment in bad:
         merged = {**CREDS, **values}

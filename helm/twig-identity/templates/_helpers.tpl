@@ -202,6 +202,10 @@ top context), "secret" (the Secret to read credentials from) and, optional,
 - name: TWIG__SERVER__CORS_ORIGINS
   value: {{ toJson . | quote }}
 {{- end }}
+{{- with $v.server.publicOrigins }}
+- name: TWIG__SERVER__PUBLIC_ORIGINS
+  value: {{ toJson . | quote }}
+{{- end }}
 - name: TWIG__TELEMETRY__JSON_LOGS
   value: "true"
 - name: TWIG__TELEMETRY__LOG_FILTER
