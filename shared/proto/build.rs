@@ -43,6 +43,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("twig_descriptor.bin"))
+        // Every package as nested modules, included once by `lib.rs`.
+        .include_file("twig_packages.rs")
         // Malformed requests are INVALID_ARGUMENT, not INTERNAL.
         .codec_path("crate::codec::TwigCodec")
         // Transit payloads decode without a copy and clone cheaply.

@@ -44,75 +44,17 @@ pub const OPENAPI_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.j
 
 pub mod http_template;
 
+/// Every proto package under `proto/`, as the build script generates it
+/// (`twig.sessions.v1` → `twig::sessions::v1`): a new package needs no
+/// edit here.
+#[allow(clippy::all, missing_docs)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/twig_packages.rs"));
+}
+
 /// `google.api`: the standard HTTP rule of an RPC (`google.api.http`, a
 /// method option).
-pub mod google {
-    /// `google.api`
-    pub mod api {
-        #![allow(clippy::all, missing_docs)]
-        tonic::include_proto!("google.api");
-    }
-}
-
-/// `twig.auth.v1`: who may call each RPC (a method option).
-pub mod auth {
-    /// `twig.auth.v1`
-    pub mod v1 {
-        #![allow(clippy::all, missing_docs)]
-        tonic::include_proto!("twig.auth.v1");
-    }
-}
-
-/// `twig.edge.v1`
-pub mod edge {
-    /// `twig.edge.v1`
-    pub mod v1 {
-        #![allow(clippy::all, missing_docs)]
-        tonic::include_proto!("twig.edge.v1");
-    }
-}
-
-/// `twig.sessions.v1`
-pub mod sessions {
-    /// `twig.sessions.v1`
-    pub mod v1 {
-        #![allow(clippy::all, missing_docs)]
-        tonic::include_proto!("twig.sessions.v1");
-    }
-}
-
-/// `twig.apikeys.v1`
-pub mod apikeys {
-    /// `twig.apikeys.v1`
-    pub mod v1 {
-        #![allow(clippy::all, missing_docs)]
-        tonic::include_proto!("twig.apikeys.v1");
-    }
-}
-
-/// `twig.audit.v1`
-pub mod audit {
-    /// `twig.audit.v1`
-    pub mod v1 {
-        #![allow(clippy::all, missing_docs)]
-        tonic::include_proto!("twig.audit.v1");
-    }
-}
-
-/// `twig.quota.v1`
-pub mod quota {
-    /// `twig.quota.v1`
-    pub mod v1 {
-        #![allow(clippy::all, missing_docs)]
-        tonic::include_proto!("twig.quota.v1");
-    }
-}
-
-/// `twig.vault.v1`
-pub mod vault {
-    /// `twig.vault.v1`
-    pub mod v1 {
-        #![allow(clippy::all, missing_docs)]
-        tonic::include_proto!("twig.vault.v1");
-    }
-}
+pub use generated::google;
+/// One module per twig package, named like the package without `twig.`
+/// (`twig.sessions.v1` → [`sessions::v1`], `twig.auth.v1` → `auth::v1`).
+pub use generated::twig::*;
