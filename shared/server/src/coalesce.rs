@@ -332,27 +332,40 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn a_flush_reaches_the_peer_without_further_io() {
-        // The task that flushes then only waits to read: the deferred
-        // flush must still reach the peer.
-        let (a, mut b) = tokio::io::duplex(1024 * 1024);
-        let mut io = CoalescingIo::new(a);
+    /// Writes and flushes "hello" through `io`, whose task then only waits
+    /// to read: the bytes must reach `peer` all the same, and the reply
+    /// come back.
+    async fn flushed_bytes_reach_the_peer<P>(
+        mut io: CoalescingIo<tokio::io::DuplexStream, P>,
+        mut peer: tokio::io::DuplexStream,
+        held: bool,
+    ) where
+        P: FlushPolicy + Unpin + Send + 'static,
+    {
         let writer = tokio::spawn(async move {
             io.write_all(b"hello").await.unwrap();
             io.flush().await.unwrap();
+            assert_eq!(io.pending_len(), if held { 5 } else { 0 }, "held: {held}");
             let mut reply = [0u8; 2];
             io.read_exact(&mut reply).await.unwrap();
             reply
         });
         let mut got = [0u8; 5];
-        tokio::time::timeout(Duration::from_secs(5), b.read_exact(&mut got))
+        tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut got))
             .await
             .expect("the flushed bytes arrive")
             .unwrap();
         assert_eq!(&got, b"hello");
-        b.write_all(b"ok").await.unwrap();
+        peer.write_all(b"ok").await.unwrap();
         assert_eq!(&writer.await.unwrap(), b"ok");
+    }
+
+    #[tokio::test]
+    async fn a_flush_reaches_the_peer_without_further_io() {
+        // The task that flushes then only waits to read: the deferred
+        // flush must still reach the peer.
+        let (a, b) = tokio::io::duplex(1024 * 1024);
+        flushed_bytes_reach_the_peer(CoalescingIo::new(a), b, true).await;
     }
 
     #[tokio::test]
@@ -464,24 +477,9 @@ mod tests {
     async fn a_flush_held_while_busy_goes_out_once_the_scheduler_is_idle() {
         // Held with no later flush to let it go, and the task then only
         // waits to read: the scheduler's idle wake must still send it.
-        let (a, mut b) = tokio::io::duplex(1024);
-        let mut io = CoalescingIo::with_policy(a, Busy { until: usize::MAX });
-        let writer = tokio::spawn(async move {
-            io.write_all(b"hello").await.unwrap();
-            io.flush().await.unwrap();
-            assert_eq!(io.pending_len(), 5, "held");
-            let mut reply = [0u8; 2];
-            io.read_exact(&mut reply).await.unwrap();
-            reply
-        });
-        let mut got = [0u8; 5];
-        tokio::time::timeout(Duration::from_secs(5), b.read_exact(&mut got))
-            .await
-            .expect("the held bytes arrive")
-            .unwrap();
-        assert_eq!(&got, b"hello");
-        b.write_all(b"ok").await.unwrap();
-        assert_eq!(&writer.await.unwrap(), b"ok");
+        let (a, b) = tokio::io::duplex(1024);
+        let io = CoalescingIo::with_policy(a, Busy { until: usize::MAX });
+        flushed_bytes_reach_the_peer(io, b, true).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -489,27 +487,14 @@ mod tests {
         // On the multi-thread scheduler, with another task keeping the one
         // worker busy, the held bytes still go out (the scheduler's
         // maintenance delivers the idle wake).
-        let (a, mut b) = tokio::io::duplex(1024);
         let spinning = tokio::spawn(async {
             loop {
                 tokio::task::yield_now().await;
             }
         });
-        let mut io = CoalescingIo::with_policy(a, Busy { until: usize::MAX });
-        let writer = tokio::spawn(async move {
-            io.write_all(b"hello").await.unwrap();
-            io.flush().await.unwrap();
-            let mut reply = [0u8; 2];
-            io.read_exact(&mut reply).await.unwrap();
-        });
-        let mut got = [0u8; 5];
-        tokio::time::timeout(Duration::from_secs(5), b.read_exact(&mut got))
-            .await
-            .expect("the held bytes arrive")
-            .unwrap();
-        assert_eq!(&got, b"hello");
-        b.write_all(b"ok").await.unwrap();
-        writer.await.unwrap();
+        let (a, b) = tokio::io::duplex(1024);
+        let io = CoalescingIo::with_policy(a, Busy { until: usize::MAX });
+        flushed_bytes_reach_the_peer(io, b, true).await;
         spinning.abort();
     }
 
