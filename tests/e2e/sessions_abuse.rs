@@ -336,7 +336,67 @@ async fn the_audit_log_is_append_only(backend: Backend) {
     assert!(!twig_audit::all_events(&app.db).await.unwrap().is_empty());
 }
 
+/// One email, one identity: the composed and decomposed forms of an
+/// address are one account, and forms that only look like an address
+/// (fullwidth letters, another script's look-alike, invisible characters)
+/// make no account at all.
+async fn look_alike_emails_are_one_account_or_none(backend: Backend) {
+    let app = TestApp::builder(backend).weak_hashing().spawn().await;
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let composed = format!("jos\u{e9}-{suffix}@example.com");
+    let decomposed = format!("jose\u{301}-{suffix}@example.com");
+    let signed = app.sign_up(&composed).await;
+    let user = signed.user.unwrap();
+    assert_eq!(user.email, composed);
+    let tokens = app.login(&decomposed).await;
+    let verified = app.verify(&tokens.access_token).await.unwrap();
+    assert_eq!(
+        verified.user_id, user.id,
+        "the decomposed form signs in to the same account"
+    );
+    let twin = app
+        .sessions()
+        .sign_up(pb::SignUpRequest {
+            email: decomposed.clone(),
+            password: PASSWORD.into(),
+            display_name: String::new(),
+            organization_name: String::new(),
+        })
+        .await;
+    let twin_user = twin.ok().and_then(|r| r.into_inner().user);
+    assert!(
+        twin_user.is_none_or(|u| u.id == user.id),
+        "no second account for the same address"
+    );
+    for look_alike in [
+        format!("\u{ff4a}os\u{e9}-{suffix}@example.com"),
+        format!("\u{458}os\u{e9}-{suffix}@example.com"),
+        format!("jo\u{200b}s\u{e9}-{suffix}@example.com"),
+        format!("jo\u{ad}s\u{e9}-{suffix}@example.com"),
+    ] {
+        let err = app
+            .sessions()
+            .sign_up(pb::SignUpRequest {
+                email: look_alike.clone(),
+                password: PASSWORD.into(),
+                display_name: String::new(),
+                organization_name: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{look_alike:?}: {err:?}");
+        let err = app
+            .sessions()
+            .login(login_req(&look_alike, PASSWORD))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{look_alike:?}: {err:?}");
+    }
+    app.stop().await;
+}
+
 on_both_backends!(
+    look_alike_emails_are_one_account_or_none,
     unknown_email_and_wrong_password_look_the_same,
     repeated_failures_slow_one_account_without_locking_it,
     one_ip_trying_many_accounts_is_throttled,

@@ -1,8 +1,17 @@
-//! Email addresses as users type them, normalised.
+//! Email addresses as users type them, normalised: one address, one
+//! identity. The rule every path that takes an email follows (sign-up,
+//! login, provisioning by another service through the `UserDirectory`
+//! port, and the paths still to come).
 
 use std::fmt;
 
-/// A syntactically plausible email address, trimmed and lower-cased.
+use unicode_normalization::UnicodeNormalization;
+use unicode_security::MixedScript;
+
+/// A syntactically plausible email address: trimmed, lower-cased, in
+/// Unicode canonical composition (NFC), with no invisible or format
+/// characters, no compatibility forms (fullwidth letters, ligatures) and
+/// no mixing of scripts within its name or a domain label.
 /// [`Email::parse`] is the only way to build one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Email(String);
@@ -13,7 +22,8 @@ impl Email {
 
     /// Checks and normalises `raw`; the error says what is wrong.
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
-        let email = raw.trim().to_lowercase();
+        // Composed or decomposed, "josé" is one address.
+        let email: String = raw.trim().to_lowercase().nfc().collect();
         if email.is_empty() {
             return Err("is required");
         }
@@ -29,6 +39,12 @@ impl Email {
                  characters",
             );
         }
+        if !email.is_ascii() && !email.nfkc().eq(email.chars()) {
+            return Err(
+                "must not contain fullwidth letters, ligatures or other compatibility forms: \
+                 type the plain characters (a, not ａ)",
+            );
+        }
         let Some((local, domain)) = email.rsplit_once('@') else {
             return Err("must contain @");
         };
@@ -42,6 +58,14 @@ impl Email {
             || domain.contains("..")
         {
             return Err("must end in a domain such as example.com");
+        }
+        if !email.is_ascii()
+            && (!local.is_single_script() || domain.split('.').any(|l| !l.is_single_script()))
+        {
+            return Err(
+                "must not mix scripts within its name or a domain label (such as a Cyrillic а \
+                 among Latin letters): such an address looks like another one",
+            );
         }
         Ok(Self(email))
     }
@@ -73,6 +97,47 @@ mod tests {
             Email::parse("  Ada@Example.COM ").unwrap().as_str(),
             "ada@example.com"
         );
+    }
+
+    #[test]
+    fn composed_and_decomposed_forms_are_one_address() {
+        let composed = Email::parse("jos\u{e9}@example.com").unwrap();
+        let decomposed = Email::parse("jose\u{301}@example.com").unwrap();
+        assert_eq!(composed, decomposed);
+        assert_eq!(composed.as_str(), "jos\u{e9}@example.com");
+        assert_eq!(
+            Email::parse("JOSE\u{301}@EXAMPLE.COM").unwrap(),
+            composed,
+            "case folded too"
+        );
+    }
+
+    #[test]
+    fn refuses_look_alike_forms() {
+        for (bad, why) in [
+            ("\u{ff41}da@example.com", "compatibility"),
+            ("ada@ex\u{ff41}mple.com", "compatibility"),
+            ("\u{fb01}le@example.com", "compatibility"),
+            ("\u{430}da@example.com", "mix scripts"),
+            ("ada@ex\u{430}mple.com", "mix scripts"),
+            ("ad\u{200b}a@example.com", "invisible"),
+            ("ad\u{ad}a@example.com", "invisible"),
+        ] {
+            let err = Email::parse(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn accepts_addresses_in_one_script() {
+        for good in [
+            "\u{43f}\u{440}\u{438}\u{432}\u{435}\u{442}@\u{43f}\u{440}\u{438}\u{43c}\u{435}\u{440}.\u{440}\u{444}",
+            "\u{5c71}\u{7530}.\u{305f}\u{308d}\u{3046}@example.jp",
+            "ada.lovelace+1@example.com",
+            "m\u{fc}ller@example.de",
+        ] {
+            assert!(Email::parse(good).is_ok(), "{good:?}");
+        }
     }
 
     #[test]

@@ -13,7 +13,11 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateSessionTables), Box::new(AddSessionMethod)]
+        vec![
+            Box::new(CreateSessionTables),
+            Box::new(AddSessionMethod),
+            Box::new(NormaliseEmails),
+        ]
     }
 }
 
@@ -250,5 +254,137 @@ impl MigrationTrait for AddSessionMethod {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// Stored emails in today's form ([`crate::email::Email`]): addresses
+/// stored before the rule took Unicode composition (NFC) into account
+/// are rewritten, so their owners still sign in. An address whose new
+/// form another account already holds is left as it is and logged (two
+/// accounts the old rule let look the same: an operator decides which
+/// one stays); one the rule now refuses is left as it is.
+struct NormaliseEmails;
+
+impl MigrationName for NormaliseEmails {
+    fn name(&self) -> &str {
+        "m0003_normalise_emails"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for NormaliseEmails {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        let backend = manager.get_database_backend();
+        let select = Query::select()
+            .columns([Users::Id, Users::Email])
+            .from(Users::Table)
+            .to_owned();
+        let mut rows = Vec::new();
+        for row in db.query_all_raw(backend.build(&select)).await? {
+            let id: uuid::Uuid = row.try_get("", "id")?;
+            let email: String = row.try_get("", "email")?;
+            rows.push((id, email));
+        }
+        let mut taken: std::collections::HashSet<String> =
+            rows.iter().map(|(_, email)| email.clone()).collect();
+        for (id, stored) in rows {
+            let Ok(normal) = crate::email::Email::parse(&stored) else {
+                continue;
+            };
+            let normal = normal.as_str();
+            if normal == stored {
+                continue;
+            }
+            if taken.contains(normal) {
+                tracing::warn!(
+                    %id,
+                    "an account's email is another account's in normal form; left as it is \
+                     (decide which account stays)"
+                );
+                continue;
+            }
+            let update = Query::update()
+                .table(Users::Table)
+                .value(Users::Email, normal)
+                .and_where(Expr::col(Users::Id).eq(id))
+                .to_owned();
+            db.execute_raw(backend.build(&update)).await?;
+            taken.remove(&stored);
+            taken.insert(normal.to_string());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait, Database, EntityTrait};
+    use twig_testkit::{Backend, TestDatabase};
+
+    use super::*;
+    use crate::entity::user;
+
+    async fn stored_emails_take_todays_form(backend: Backend) {
+        let database = TestDatabase::new(backend).await;
+        let db = Database::connect(&database.url).await.unwrap();
+        Migrator::up(&db, Some(2)).await.unwrap();
+        let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let insert = |email: &str| {
+            let id = uuid::Uuid::new_v4();
+            let query = Query::insert()
+                .into_table(Users::Table)
+                .columns([
+                    Users::Id,
+                    Users::Email,
+                    Users::DisplayName,
+                    Users::PasswordHash,
+                    Users::CreatedAt,
+                ])
+                .values_panic([id.into(), email.into(), "".into(), "".into(), now.into()])
+                .to_owned();
+            (id, db.get_database_backend().build(&query))
+        };
+        // Stored by the old rule: decomposed; a decomposed twin of a
+        // composed address; an address the rule now refuses.
+        let rows = [
+            insert("jose\u{301}@example.com"),
+            insert("rene\u{301}@example.com"),
+            insert("ren\u{e9}@example.com"),
+            insert("\u{ff41}da@example.com"),
+        ];
+        for (_, statement) in &rows {
+            db.execute_raw(statement.clone()).await.unwrap();
+        }
+        Migrator::up(&db, None).await.unwrap();
+        let email_of = |id| {
+            let db = db.clone();
+            async move {
+                user::Entity::find_by_id(id)
+                    .one(&db)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .email
+            }
+        };
+        assert_eq!(email_of(rows[0].0).await, "jos\u{e9}@example.com");
+        assert_eq!(
+            email_of(rows[1].0).await,
+            "rene\u{301}@example.com",
+            "left: its normal form is another account's"
+        );
+        assert_eq!(email_of(rows[2].0).await, "ren\u{e9}@example.com");
+        assert_eq!(email_of(rows[3].0).await, "\u{ff41}da@example.com");
+    }
+
+    #[tokio::test]
+    async fn stored_emails_take_todays_form_on_sqlite() {
+        stored_emails_take_todays_form(Backend::Sqlite).await
+    }
+
+    #[tokio::test]
+    async fn stored_emails_take_todays_form_on_postgres() {
+        stored_emails_take_todays_form(Backend::Postgres).await
     }
 }
