@@ -395,7 +395,54 @@ async fn look_alike_emails_are_one_account_or_none(backend: Backend) {
     app.stop().await;
 }
 
+/// A failed login is in the log of each organisation the account belongs
+/// to, and of no other; one for an unknown address is in none.
+async fn failed_logins_are_in_each_organisation_of_the_account(backend: Backend) {
+    let app = TestApp::builder(backend).weak_hashing().spawn().await;
+    let (ada, bob, carol) = (email("ada"), email("bob"), email("carol"));
+    let ada_org = app.sign_up(&ada).await.organization.unwrap().id;
+    let bob_signed = app.sign_up(&bob).await;
+    let bob_org = bob_signed.organization.unwrap().id;
+    let carol_org = app.sign_up(&carol).await.organization.unwrap().id;
+    app.sessions()
+        .add_member(twig_tests::bearer(
+            &bob_signed.tokens.unwrap().access_token,
+            pb::AddMemberRequest {
+                organization_id: bob_org.clone(),
+                email: ada.clone(),
+                role: pb::Role::Member as i32,
+            },
+        ))
+        .await
+        .unwrap();
+    for who in [&ada, &email("nobody")] {
+        let err = app
+            .sessions()
+            .login(login_req(who, "wrong password!!"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+    let failures: Vec<_> = twig_audit::events_with_action(&app.db, "session.login")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.outcome == "failure")
+        .collect();
+    let mut orgs: Vec<Option<String>> = failures
+        .iter()
+        .map(|e| e.org_id.map(|o| o.to_string()))
+        .collect();
+    orgs.sort();
+    let mut expected = vec![None, Some(ada_org), Some(bob_org)];
+    expected.sort();
+    assert_eq!(orgs, expected, "{failures:?}");
+    assert!(!orgs.contains(&Some(carol_org)));
+    app.stop().await;
+}
+
 on_both_backends!(
+    failed_logins_are_in_each_organisation_of_the_account,
     look_alike_emails_are_one_account_or_none,
     unknown_email_and_wrong_password_look_the_same,
     repeated_failures_slow_one_account_without_locking_it,

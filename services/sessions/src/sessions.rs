@@ -357,6 +357,19 @@ impl Sessions {
         if let Some(ip) = client.ip {
             self.ip_limiter.record_failure(ip);
         }
+        // Each organisation of the account sees the attempt in its own log
+        // (and no other does); an unknown address belongs to none.
+        let orgs: Vec<Option<Uuid>> = match user {
+            Some(user) => self
+                .identity
+                .memberships_of(user.id)
+                .await?
+                .into_iter()
+                .map(|m| Some(m.org_id))
+                .collect(),
+            None => Vec::new(),
+        };
+        let orgs = if orgs.is_empty() { vec![None] } else { orgs };
         let now = self.clock.now();
         let cutoff = now - chrono(self.config.login_failure_window);
         let hash = email_hash(email);
@@ -392,24 +405,30 @@ impl Sessions {
             .exec_without_returning(&txn)
             .await?;
         }
-        let mut event = AuditEvent::new("session.login", Outcome::Failure)
-            .ip(client.ip_string())
-            .details(serde_json::json!({
-                "reason": "bad_credentials",
-                "recent_failures": failures_now,
-            }));
-        if let Some(user) = user {
-            event = event.target(format!("user:{}", user.id));
-        }
-        event.record_at(&txn, now).await?;
-        if failures_now == self.config.login_delay_after_failures {
-            let mut event = AuditEvent::new("session.login_delay_started", Outcome::Failure)
-                .ip(client.ip_string())
-                .details(serde_json::json!({ "recent_failures": failures_now }));
-            if let Some(user) = user {
-                event = event.target(format!("user:{}", user.id));
+        let delay_started = failures_now == self.config.login_delay_after_failures;
+        for org in &orgs {
+            let mut events = vec![AuditEvent::new("session.login", Outcome::Failure).details(
+                serde_json::json!({
+                    "reason": "bad_credentials",
+                    "recent_failures": failures_now,
+                }),
+            )];
+            if delay_started {
+                events.push(
+                    AuditEvent::new("session.login_delay_started", Outcome::Failure)
+                        .details(serde_json::json!({ "recent_failures": failures_now })),
+                );
             }
-            event.record_at(&txn, now).await?;
+            for mut event in events {
+                event = event.ip(client.ip_string());
+                if let Some(user) = user {
+                    event = event.target(format!("user:{}", user.id));
+                }
+                if let Some(org) = org {
+                    event = event.org(*org);
+                }
+                event.record_at(&txn, now).await?;
+            }
         }
         txn.commit().await?;
         Ok(())
