@@ -373,6 +373,9 @@ async fn look_alike_emails_are_one_account_or_none(backend: Backend) {
         format!("\u{458}os\u{e9}-{suffix}@example.com"),
         format!("jo\u{200b}s\u{e9}-{suffix}@example.com"),
         format!("jo\u{ad}s\u{e9}-{suffix}@example.com"),
+        format!("jo\u{34f}s\u{e9}-{suffix}@example.com"),
+        format!("jo\u{fe0f}s\u{e9}-{suffix}@example.com"),
+        format!("jos\u{e9}\u{e0100}-{suffix}@example.com"),
     ] {
         let err = app
             .sessions()

@@ -9,8 +9,9 @@ use unicode_normalization::UnicodeNormalization;
 use unicode_security::MixedScript;
 
 /// A syntactically plausible email address: trimmed, lower-cased, in
-/// Unicode canonical composition (NFC), with no invisible or format
-/// characters, no compatibility forms (fullwidth letters, ligatures) and
+/// Unicode canonical composition (NFC), with no invisible, format or
+/// other default-ignorable characters (variation selectors, the combining
+/// grapheme joiner), no compatibility forms (fullwidth letters, ligatures) and
 /// no mixing of scripts within its name or a domain label.
 /// [`Email::parse`] is the only way to build one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -30,10 +31,11 @@ impl Email {
         if email.len() > Self::MAX_LEN {
             return Err("must be at most 254 characters");
         }
-        if email
-            .chars()
-            .any(|c| c.is_whitespace() || twig_errors::fields::is_invisible(c))
-        {
+        if email.chars().any(|c| {
+            c.is_whitespace()
+                || twig_errors::fields::is_invisible(c)
+                || twig_errors::fields::is_default_ignorable(c)
+        }) {
             return Err(
                 "must not contain spaces, control, bidirectional, zero-width or other invisible \
                  characters",
@@ -122,6 +124,9 @@ mod tests {
             ("ada@ex\u{430}mple.com", "mix scripts"),
             ("ad\u{200b}a@example.com", "invisible"),
             ("ad\u{ad}a@example.com", "invisible"),
+            ("ad\u{34f}a@example.com", "invisible"),
+            ("ad\u{fe0f}a@example.com", "invisible"),
+            ("ada\u{e0100}@example.com", "invisible"),
         ] {
             let err = Email::parse(bad).unwrap_err();
             assert!(err.contains(why), "{bad:?}: {err}");

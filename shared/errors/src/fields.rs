@@ -97,6 +97,36 @@ pub fn is_invisible(c: char) -> bool {
     )
 }
 
+/// True for a default-ignorable code point (Unicode's
+/// `Default_Ignorable_Code_Point`, Unicode 16): characters a renderer
+/// shows as nothing unless it supports them — besides the format
+/// characters, the combining grapheme joiner, variation selectors, Khmer
+/// inherent vowels and Mongolian free variation selectors. Names may
+/// carry some of them (an emoji's variation selector); an identifier such
+/// as an email must not, or two that look the same would differ.
+pub fn is_default_ignorable(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x034F
+            | 0x061C
+            | 0x115F..=0x1160
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF0..=0xFFF8
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF
+    )
+}
+
 /// Refuses text with an invisible character (see [`is_invisible`]),
 /// naming the first one found.
 pub fn visible(field: &'static str, text: &str) -> Result<(), InvalidField> {
@@ -201,6 +231,23 @@ pub fn expiry(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_ignorables_include_what_renders_as_nothing_beyond_format_characters() {
+        for c in [
+            '\u{ad}',
+            '\u{34f}',
+            '\u{fe0f}',
+            '\u{e0100}',
+            '\u{200b}',
+            '\u{180b}',
+        ] {
+            assert!(is_default_ignorable(c), "U+{:04X}", u32::from(c));
+        }
+        for c in ['a', '\u{e9}', '\u{301}', '\u{430}', ' ', '\u{2764}'] {
+            assert!(!is_default_ignorable(c), "U+{:04X}", u32::from(c));
+        }
+    }
 
     #[test]
     fn names_are_trimmed_normalised_and_bounded_in_characters() {
