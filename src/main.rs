@@ -1,4 +1,5 @@
-//! `twig-identity`: serve, migrate, bootstrap.
+//! `twig-identity`: serve, migrate, bootstrap, and the operator's `user`
+//! commands.
 
 use std::path::PathBuf;
 
@@ -45,6 +46,28 @@ enum Command {
         #[arg(long, default_value = "Default organisation")]
         org_name: String,
         /// Email of the first owner.
+        #[arg(long)]
+        email: String,
+    },
+    /// The platform operator's acts on accounts (the same code as the
+    /// internal `SetUserDisabled` RPC with `platform.operator`).
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Disables an account everywhere and ends every session of it.
+    Disable {
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+    },
+    /// Enables a disabled account again.
+    Enable {
+        /// The account's email.
         #[arg(long)]
         email: String,
     },
@@ -141,7 +164,45 @@ async fn main_async(command: Command, config: Config) -> anyhow::Result<()> {
             println!("This password is shown once. Sign in and change it.");
             Ok(())
         }
+        Command::User { action } => user_command(&config, action).await,
     };
     telemetry.shutdown().await;
     result
+}
+
+/// Runs an operator's `user` command against the database (and, with
+/// Redis configured, tells running replicas to drop the account's cached
+/// tokens).
+async fn user_command(config: &Config, action: UserCommand) -> anyhow::Result<()> {
+    let (email, disabled) = match &action {
+        UserCommand::Disable { email } => (email, true),
+        UserCommand::Enable { email } => (email, false),
+    };
+    let db = open_database(config).await?;
+    migrate(&db, twig_identity::MODULES).await?;
+    // Every service, so that the account's API keys stop or resume too.
+    let suite = build(config, db, twig_identity::MODULES, Deps::default()).await?;
+    let sessions = suite
+        .handle::<std::sync::Arc<twig_sessions::Sessions>>()
+        .context("the sessions service did not build")?;
+    let email = twig_sessions::Email::parse(email).map_err(|e| anyhow::anyhow!("email {e}"))?;
+    let user = sessions
+        .identity()
+        .user_by_email(&email)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_context(|| format!("no account has the email {email}"))?;
+    let ended = sessions
+        .set_user_disabled("cli", user.id, disabled)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if disabled {
+        println!(
+            "disabled {} ({}); {ended} sessions ended",
+            user.email, user.id
+        );
+    } else {
+        println!("enabled {} ({})", user.email, user.id);
+    }
+    Ok(())
 }

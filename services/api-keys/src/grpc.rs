@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 use twig_auth::{Principal, Scope, principal, require_internal};
 use twig_errors::ApiError;
+use twig_module::{KeyDescription, KeyOwner, MemberKeysChange};
 use twig_proto::apikeys::v1 as pb;
 use uuid::Uuid;
 
@@ -75,6 +76,8 @@ fn key_to_pb(k: &api_key::Model) -> pb::ApiKey {
             .split_whitespace()
             .map(String::from)
             .collect(),
+        stopped_at: k.stopped_at.map(ts),
+        owner_kind: pb::OwnerKind::Member as i32,
     }
 }
 
@@ -284,5 +287,64 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeysGrpc {
         Ok(Response::new(pb::VerifyApiKeyResponse {
             principal: Some(p.to_pb()),
         }))
+    }
+
+    async fn set_member_keys(
+        &self,
+        request: Request<pb::SetMemberKeysRequest>,
+    ) -> Result<Response<pb::SetMemberKeysResponse>, Status> {
+        require_internal(&request)?;
+        let r = request.into_inner();
+        let org_id = parse_id("organization_id", &r.organization_id)?;
+        let user_id = parse_id("user_id", &r.user_id)?;
+        let change = match pb::MemberKeysChange::try_from(r.change) {
+            Ok(pb::MemberKeysChange::Stop) => MemberKeysChange::Stop,
+            Ok(pb::MemberKeysChange::Resume) => MemberKeysChange::Resume,
+            Ok(pb::MemberKeysChange::Revoke) => MemberKeysChange::Revoke,
+            _ => {
+                return Err(
+                    ApiError::invalid_field("change", "must be STOP, RESUME or REVOKE").into(),
+                );
+            }
+        };
+        let changed = self
+            .inner
+            .change_member_keys(org_id, user_id, change)
+            .await?;
+        Ok(Response::new(pb::SetMemberKeysResponse {
+            keys_changed: u32::try_from(changed).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn lookup_api_key(
+        &self,
+        request: Request<pb::LookupApiKeyRequest>,
+    ) -> Result<Response<pb::LookupApiKeyResponse>, Status> {
+        require_internal(&request)?;
+        let key_id = parse_id("key_id", &request.get_ref().key_id)?;
+        let key = self.inner.describe(key_id).await?;
+        Ok(Response::new(pb::LookupApiKeyResponse {
+            key: Some(key_to_pb(&key)),
+        }))
+    }
+}
+
+/// The change a `SetMemberKeys` call asks for, on the wire.
+pub fn member_keys_change_to_pb(change: MemberKeysChange) -> pb::MemberKeysChange {
+    match change {
+        MemberKeysChange::Stop => pb::MemberKeysChange::Stop,
+        MemberKeysChange::Resume => pb::MemberKeysChange::Resume,
+        MemberKeysChange::Revoke => pb::MemberKeysChange::Revoke,
+    }
+}
+
+/// A key as its holder may see it, from the stored row.
+pub fn key_description(key: &api_key::Model) -> KeyDescription {
+    KeyDescription {
+        id: key.id,
+        name: key.name.clone(),
+        org_id: key.org_id,
+        scopes: scopes::from_stored(&key.scopes),
+        owner: KeyOwner::Member(key.created_by),
     }
 }

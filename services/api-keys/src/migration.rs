@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateApiKeyTables),
             Box::new(AddIpAllowlists),
             Box::new(AddUsage),
+            Box::new(AddStoppedAt),
         ]
     }
 }
@@ -194,6 +195,37 @@ impl MigrationTrait for AddUsage {
                             .col(ApiKeyUsage::KeyId)
                             .col(ApiKeyUsage::Minute),
                     )
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum ApiKeysStopped {
+    #[sea_orm(iden = "api_keys")]
+    Table,
+    StoppedAt,
+}
+
+/// `api_keys.stopped_at`: set while the membership of the key's creator
+/// is suspended.
+struct AddStoppedAt;
+
+impl MigrationName for AddStoppedAt {
+    fn name(&self) -> &str {
+        "m0004_add_stopped_at"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddStoppedAt {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ApiKeysStopped::Table)
+                    .add_column(timestamp_with_time_zone_null(ApiKeysStopped::StoppedAt))
                     .to_owned(),
             )
             .await

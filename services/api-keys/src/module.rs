@@ -10,7 +10,8 @@ use twig_config::Owners;
 use twig_crypto::TokenKind;
 use twig_errors::ApiError;
 use twig_module::{
-    Context, CredentialCheck, KeyOwners, KeyOwnership, Module, ModuleError, Port, RemoteContext,
+    Context, CredentialCheck, KeyDescription, KeyOwners, KeyOwnership, MemberKeyControl,
+    MemberKeys, MemberKeysChange, Module, ModuleError, Port, RemoteContext,
 };
 use twig_proto::apikeys::v1::api_key_service_server::ApiKeyServiceServer;
 use uuid::Uuid;
@@ -47,7 +48,7 @@ impl Module for ApiKeysModule {
     }
 
     fn provides(&self) -> &'static [&'static str] {
-        &[CredentialCheck::NAME, KeyOwners::NAME]
+        &[CredentialCheck::NAME, KeyOwners::NAME, MemberKeys::NAME]
     }
 
     fn build<'a>(&'a self, cx: &'a mut Context) -> BoxFuture<'a, Result<(), ModuleError>> {
@@ -89,6 +90,7 @@ impl Module for ApiKeysModule {
                 check: Arc::new(KeyAuthenticator(keys.clone())),
             });
             cx.provide(KeyOwners(Arc::new(LocalOwners(keys.clone()))));
+            cx.provide(MemberKeys(Arc::new(LocalOwners(keys.clone()))));
             cx.expose(keys);
             Ok(())
         })
@@ -101,12 +103,13 @@ impl Module for ApiKeysModule {
             kind: TokenKind::ApiKey,
             check,
         });
-        cx.provide(KeyOwners(Arc::new(remote)));
+        cx.provide(KeyOwners(Arc::new(remote.clone())));
+        cx.provide(MemberKeys(Arc::new(remote)));
         Ok(())
     }
 }
 
-/// Key ownership from the service in this process.
+/// Key ownership and members' keys from the service in this process.
 struct LocalOwners(Arc<ApiKeys>);
 
 impl KeyOwnership for LocalOwners {
@@ -132,5 +135,49 @@ impl KeyOwnership for RemoteKeys {
         key_id: Uuid,
     ) -> BoxFuture<'a, Result<bool, ApiError>> {
         Box::pin(RemoteKeys::owns_key(self, principal, key_id))
+    }
+}
+
+impl MemberKeyControl for LocalOwners {
+    fn change_member_keys(
+        &self,
+        org_id: Uuid,
+        user_id: Uuid,
+        change: MemberKeysChange,
+    ) -> BoxFuture<'_, Result<u64, ApiError>> {
+        Box::pin(async move { Ok(self.0.change_member_keys(org_id, user_id, change).await?) })
+    }
+
+    fn describe_key(
+        &self,
+        key_id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<KeyDescription>, ApiError>> {
+        Box::pin(async move {
+            match self.0.describe(key_id).await {
+                Ok(key) => Ok(Some(crate::grpc::key_description(&key))),
+                Err(KeyError::NotFound) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+}
+
+impl MemberKeyControl for RemoteKeys {
+    fn change_member_keys(
+        &self,
+        org_id: Uuid,
+        user_id: Uuid,
+        change: MemberKeysChange,
+    ) -> BoxFuture<'_, Result<u64, ApiError>> {
+        Box::pin(RemoteKeys::change_member_keys(
+            self, org_id, user_id, change,
+        ))
+    }
+
+    fn describe_key(
+        &self,
+        key_id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<KeyDescription>, ApiError>> {
+        Box::pin(RemoteKeys::describe_key(self, key_id))
     }
 }

@@ -1,6 +1,7 @@
 //! The api-keys service in another process: API keys are checked there
 //! with `VerifyApiKey` (allowlists included), and key ownership asked with
-//! `GetApiKey` on the caller's behalf.
+//! `GetApiKey` on the caller's behalf; members' keys changed with
+//! `SetMemberKeys` and described with `LookupApiKey`.
 
 use std::net::IpAddr;
 
@@ -12,6 +13,7 @@ use twig_auth::{
     Stale,
 };
 use twig_errors::{ApiError, ErrorCode};
+use twig_module::{KeyDescription, KeyOwner, MemberKeysChange};
 use twig_proto::apikeys::v1 as pb;
 use twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient;
 use uuid::Uuid;
@@ -56,6 +58,73 @@ impl RemoteKeys {
     }
 }
 
+impl RemoteKeys {
+    /// Stops, resumes or revokes a member's keys with `SetMemberKeys`.
+    pub async fn change_member_keys(
+        &self,
+        org_id: Uuid,
+        user_id: Uuid,
+        change: MemberKeysChange,
+    ) -> Result<u64, ApiError> {
+        let request = self.credential.request(pb::SetMemberKeysRequest {
+            organization_id: org_id.to_string(),
+            user_id: user_id.to_string(),
+            change: crate::grpc::member_keys_change_to_pb(change) as i32,
+        });
+        let answer = self
+            .client
+            .clone()
+            .set_member_keys(request)
+            .await
+            .map_err(|status| ApiError::from_remote("api-keys", &status))?;
+        Ok(answer.into_inner().keys_changed.into())
+    }
+
+    /// A key by id with `LookupApiKey`; `None` when unknown.
+    pub async fn describe_key(&self, key_id: Uuid) -> Result<Option<KeyDescription>, ApiError> {
+        let request = self.credential.request(pb::LookupApiKeyRequest {
+            key_id: key_id.to_string(),
+        });
+        let key = match self.client.clone().lookup_api_key(request).await {
+            Ok(answer) => answer.into_inner().key,
+            Err(status) => {
+                return match ApiError::from_remote("api-keys", &status) {
+                    e if e.code() == ErrorCode::NotFound => Ok(None),
+                    e => Err(e),
+                };
+            }
+        };
+        key.as_ref()
+            .and_then(description_of)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::unavailable(
+                    "the api-keys service answered with a key this process cannot read; \
+                 run the services at the same version",
+                )
+            })
+    }
+}
+
+/// A `LookupApiKey` answer's key as a [`KeyDescription`].
+fn description_of(key: &pb::ApiKey) -> Option<KeyDescription> {
+    let scopes = key
+        .scopes
+        .iter()
+        .map(|raw| twig_auth::wire::scope_from_pb(*raw).ok().flatten())
+        .collect::<Option<Vec<_>>>()?;
+    Some(KeyDescription {
+        id: Uuid::parse_str(&key.id).ok()?,
+        name: key.name.clone(),
+        org_id: Uuid::parse_str(&key.organization_id).ok()?,
+        scopes,
+        owner: match pb::OwnerKind::try_from(key.owner_kind).ok()? {
+            pb::OwnerKind::Member => KeyOwner::Member(Uuid::parse_str(&key.created_by).ok()?),
+            pb::OwnerKind::Unspecified => return None,
+        },
+    })
+}
+
 impl Authenticator for RemoteKeys {
     fn authenticate<'a>(&'a self, bearer: &'a str, client_ip: Option<IpAddr>) -> AuthFuture<'a> {
         Box::pin(async move {
@@ -94,7 +163,8 @@ fn principal_of(answer: &pb::VerifyApiKeyResponse) -> Option<Principal> {
 pub enum KeysChanged {
     /// A key changed (revoked, rotated, updated).
     Key(Uuid),
-    /// An organisation's IP allowlist changed.
+    /// Several keys of an organisation changed at once (its IP allowlist,
+    /// a member's keys stopped, resumed or revoked).
     Org(Uuid),
 }
 

@@ -17,6 +17,7 @@ use twig_clock::Clock;
 use twig_crypto::{Token, TokenFormatError, TokenHash, TokenKind};
 use twig_db::batch::{BatchedWriter, Max, Select, Sum, Upsert};
 use twig_fanout::{Fanout, Heard};
+use twig_module::MemberKeysChange;
 use uuid::Uuid;
 
 use crate::cache::{Cached, KeyCache, Verified};
@@ -183,6 +184,8 @@ enum Refused {
     Unknown,
     /// A real key, revoked.
     Revoked(KeyRefusal),
+    /// A real key whose owner's membership is suspended.
+    Stopped(KeyRefusal),
     /// A real key or secret, expired.
     Expired(KeyRefusal),
 }
@@ -336,6 +339,7 @@ impl ApiKeys {
             revoked_at: Set(None),
             last_used_at: Set(None),
             allowed_cidrs: Set(String::new()),
+            stopped_at: Set(None),
         }
         .insert(&txn)
         .await?;
@@ -472,6 +476,74 @@ impl ApiKeys {
         txn.commit().await?;
         self.announce_change(key_id).await;
         Ok(())
+    }
+
+    /// Stops, resumes or revokes every key `user_id` created in `org_id`
+    /// (their membership was suspended, reinstated, or ended), for the
+    /// sessions service. Idempotent; returns how many keys changed. One
+    /// transaction with its audit event; every replica forgets the
+    /// organisation's cached answers.
+    pub async fn change_member_keys(
+        &self,
+        org_id: Uuid,
+        user_id: Uuid,
+        change: MemberKeysChange,
+    ) -> Result<u64> {
+        let now = self.clock.now();
+        let mine = Condition::all()
+            .add(api_key::Column::OrgId.eq(org_id))
+            .add(api_key::Column::CreatedBy.eq(user_id))
+            .add(api_key::Column::RevokedAt.is_null());
+        let (update, action) = match change {
+            MemberKeysChange::Stop => (
+                api_key::Entity::update_many()
+                    .col_expr(api_key::Column::StoppedAt, Expr::value(now))
+                    .filter(mine)
+                    .filter(api_key::Column::StoppedAt.is_null()),
+                "apikey.member_keys_stopped",
+            ),
+            MemberKeysChange::Resume => (
+                api_key::Entity::update_many()
+                    .col_expr(
+                        api_key::Column::StoppedAt,
+                        Expr::value(Option::<DateTime<Utc>>::None),
+                    )
+                    .filter(mine)
+                    .filter(api_key::Column::StoppedAt.is_not_null()),
+                "apikey.member_keys_resumed",
+            ),
+            MemberKeysChange::Revoke => (
+                api_key::Entity::update_many()
+                    .col_expr(api_key::Column::RevokedAt, Expr::value(now))
+                    .filter(mine),
+                "apikey.member_keys_revoked",
+            ),
+        };
+        let txn = twig_db::begin_write(&self.db).await?;
+        let changed = update.exec(&txn).await?.rows_affected;
+        if changed > 0 {
+            AuditEvent::new(action, Outcome::Success)
+                .org(org_id)
+                .actor("system:memberships")
+                .target(format!("user:{user_id}"))
+                .details(serde_json::json!({ "keys": changed }))
+                .record_at(&txn, now)
+                .await?;
+        }
+        txn.commit().await?;
+        if changed > 0 {
+            self.cache.forget_org(org_id);
+            self.fanout.announce(&KeysChanged::Org(org_id)).await;
+        }
+        Ok(changed)
+    }
+
+    /// A key by id, whatever its organisation (for "who am I").
+    pub async fn describe(&self, key_id: Uuid) -> Result<api_key::Model> {
+        api_key::Entity::find_by_id(key_id)
+            .one(&self.db)
+            .await?
+            .ok_or(KeyError::NotFound)
     }
 
     /// Issues a new secret; the current ones stop working after `overlap`.
@@ -641,6 +713,9 @@ impl ApiKeys {
         if key.revoked_at.is_some() {
             return Ok(Err(Refused::Revoked(refusal("revoked"))));
         }
+        if key.stopped_at.is_some() {
+            return Ok(Err(Refused::Stopped(refusal("owner_suspended"))));
+        }
         if secret.expires_at.is_some_and(|t| t <= now) || key.expires_at.is_some_and(|t| t <= now) {
             return Ok(Err(Refused::Expired(refusal("expired"))));
         }
@@ -794,6 +869,10 @@ impl ApiKeys {
             }
             Refused::Expired(refusal) => {
                 count_refusal("expired");
+                self.denied.record(now, refusal, "");
+            }
+            Refused::Stopped(refusal) => {
+                count_refusal("owner_suspended");
                 self.denied.record(now, refusal, "");
             }
         }

@@ -44,6 +44,18 @@ pub enum SessionError {
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(&'static str),
+    /// The change would leave the organisation without an active owner.
+    #[error(
+        "an organisation keeps at least one active owner; make another member an owner first \
+         (TransferOwnership or SetMemberRole)"
+    )]
+    LastOwner,
+    /// The membership is not in a state the change applies to.
+    #[error("{0}")]
+    MembershipState(&'static str),
+    /// Another service (api-keys) failed; the change is safe to retry.
+    #[error("{0}")]
+    Remote(ApiError),
     /// The current password given to ChangePassword is wrong.
     #[error("current password is wrong")]
     WrongCurrentPassword,
@@ -99,7 +111,10 @@ impl From<SessionError> for ApiError {
             }
             SessionError::NotFound(_) => ApiError::not_found(err.to_string()),
             SessionError::Forbidden(_) => ApiError::permission_denied(err.to_string()),
-            SessionError::UserDisabled => ApiError::failed_precondition(err.to_string()),
+            SessionError::UserDisabled
+            | SessionError::LastOwner
+            | SessionError::MembershipState(_) => ApiError::failed_precondition(err.to_string()),
+            SessionError::Remote(e) => e.clone(),
             SessionError::WrongCurrentPassword => {
                 ApiError::invalid_field("current_password", "is wrong")
             }

@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
-use twig_auth::{Principal, Role, principal, require_internal, session_principal};
+use twig_auth::{
+    Credential, OPERATOR_SCOPE, Principal, Role, principal, require_internal,
+    require_internal_scope, session_principal,
+};
 use twig_errors::ApiError;
 use twig_proto::sessions::v1 as pb;
 use uuid::Uuid;
@@ -15,7 +18,9 @@ use uuid::Uuid;
 use crate::entity::{organization, user};
 use crate::identity::IdentityStore;
 use crate::sessions::{ClientContext, IssuedTokens, Sessions};
-use twig_module::SessionMethod;
+use twig_module::{KeyOwner, SessionMethod};
+
+use crate::members::MembershipStatus;
 
 /// The gRPC face of the sessions service.
 #[derive(Clone)]
@@ -58,6 +63,22 @@ fn me_session<T>(request: &Request<T>) -> Result<(Principal, Uuid), Status> {
     session_principal(request)
         .map(|(p, id)| (p.clone(), id))
         .map_err(Status::from)
+}
+
+/// The caller, the client, and the organisation and member a membership
+/// call names.
+fn member_call<T>(
+    request: &Request<T>,
+    ids: impl Fn(&T) -> (&String, &String),
+) -> Result<(Principal, ClientContext, Uuid, Uuid), Status> {
+    let me = me(request)?;
+    let (org, user) = ids(request.get_ref());
+    Ok((
+        me,
+        client(request),
+        parse_id("organization_id", org)?,
+        parse_id("user_id", user)?,
+    ))
 }
 
 fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, Status> {
@@ -251,6 +272,27 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
         request: Request<pb::GetCurrentUserRequest>,
     ) -> Result<Response<pb::GetCurrentUserResponse>, Status> {
         let me = me(&request)?;
+        if let Credential::ApiKey { key_id } = me.credential {
+            // A key answers with itself: never its creator's account.
+            let key = self.inner.calling_key(&me, key_id).await?;
+            return Ok(Response::new(pb::GetCurrentUserResponse {
+                organization_id: key.org_id.to_string(),
+                api_key: Some(pb::CallerKey {
+                    id: key.id.to_string(),
+                    name: key.name,
+                    organization_id: key.org_id.to_string(),
+                    scopes: key
+                        .scopes
+                        .iter()
+                        .map(|s| twig_auth::wire::scope_to_pb(*s) as i32)
+                        .collect(),
+                    owner_kind: match key.owner {
+                        KeyOwner::Member(_) => twig_proto::apikeys::v1::OwnerKind::Member as i32,
+                    },
+                }),
+                ..Default::default()
+            }));
+        }
         let (user, memberships) = self.identity.current_user(&me).await?;
         Ok(Response::new(pb::GetCurrentUserResponse {
             user: Some(user_to_pb(&user)),
@@ -263,6 +305,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
                 .collect(),
             session_id: me.session_id().map(|id| id.to_string()).unwrap_or_default(),
             organization_id: me.org_id.to_string(),
+            api_key: None,
         }))
     }
 
@@ -291,25 +334,108 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
         Ok(Response::new(pb::ListMembersResponse {
             members: members
                 .iter()
-                .map(|(u, role)| pb::Member {
+                .map(|(u, state)| pb::Member {
                     user: Some(user_to_pb(u)),
-                    role: role_to_pb(*role) as i32,
+                    role: role_to_pb(state.role) as i32,
+                    status: match state.status {
+                        MembershipStatus::Active => pb::MembershipStatus::Active,
+                        MembershipStatus::Suspended | MembershipStatus::Removed => {
+                            pb::MembershipStatus::Suspended
+                        }
+                    } as i32,
                 })
                 .collect(),
         }))
+    }
+
+    async fn suspend_member(
+        &self,
+        request: Request<pb::SuspendMemberRequest>,
+    ) -> Result<Response<pb::SuspendMemberResponse>, Status> {
+        let (me, client, org, user) = member_call(&request, |r| (&r.organization_id, &r.user_id))?;
+        let ended = self.inner.suspend_member(&me, org, user, &client).await?;
+        Ok(Response::new(pb::SuspendMemberResponse {
+            sessions_ended: count(ended.sessions),
+            api_keys_stopped: count(ended.keys),
+        }))
+    }
+
+    async fn reinstate_member(
+        &self,
+        request: Request<pb::ReinstateMemberRequest>,
+    ) -> Result<Response<pb::ReinstateMemberResponse>, Status> {
+        let (me, client, org, user) = member_call(&request, |r| (&r.organization_id, &r.user_id))?;
+        let resumed = self.inner.reinstate_member(&me, org, user, &client).await?;
+        Ok(Response::new(pb::ReinstateMemberResponse {
+            api_keys_resumed: count(resumed),
+        }))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        let (me, client, org, user) = member_call(&request, |r| (&r.organization_id, &r.user_id))?;
+        let ended = self.inner.remove_member(&me, org, user, &client).await?;
+        Ok(Response::new(pb::RemoveMemberResponse {
+            sessions_ended: count(ended.sessions),
+            api_keys_revoked: count(ended.keys),
+        }))
+    }
+
+    async fn leave_organization(
+        &self,
+        request: Request<pb::LeaveOrganizationRequest>,
+    ) -> Result<Response<pb::LeaveOrganizationResponse>, Status> {
+        let (me, _) = me_session(&request)?;
+        let client = client(&request);
+        let org = parse_id("organization_id", &request.get_ref().organization_id)?;
+        let ended = self.inner.leave(&me, org, &client).await?;
+        Ok(Response::new(pb::LeaveOrganizationResponse {
+            sessions_ended: count(ended.sessions),
+            api_keys_revoked: count(ended.keys),
+        }))
+    }
+
+    async fn set_member_role(
+        &self,
+        request: Request<pb::SetMemberRoleRequest>,
+    ) -> Result<Response<pb::SetMemberRoleResponse>, Status> {
+        let (me, client, org, user) = member_call(&request, |r| (&r.organization_id, &r.user_id))?;
+        let role = role_from_pb(request.get_ref().role)?;
+        self.inner
+            .set_member_role(&me, org, user, role, &client)
+            .await?;
+        Ok(Response::new(pb::SetMemberRoleResponse {}))
+    }
+
+    async fn transfer_ownership(
+        &self,
+        request: Request<pb::TransferOwnershipRequest>,
+    ) -> Result<Response<pb::TransferOwnershipResponse>, Status> {
+        let (me, _) = me_session(&request)?;
+        let client = client(&request);
+        let r = request.get_ref();
+        let org = parse_id("organization_id", &r.organization_id)?;
+        let user = parse_id("user_id", &r.user_id)?;
+        self.inner
+            .transfer_ownership(&me, org, user, &client)
+            .await?;
+        Ok(Response::new(pb::TransferOwnershipResponse {}))
     }
 
     async fn set_user_disabled(
         &self,
         request: Request<pb::SetUserDisabledRequest>,
     ) -> Result<Response<pb::SetUserDisabledResponse>, Status> {
-        let me = me(&request)?;
-        let client = client(&request);
+        let operator = require_internal_scope(&request, OPERATOR_SCOPE)?
+            .name
+            .clone();
         let r = request.into_inner();
         let id = parse_id("user_id", &r.user_id)?;
         let ended = self
             .inner
-            .set_user_disabled(&me, id, r.disabled, &client)
+            .set_user_disabled(&operator, id, r.disabled)
             .await?;
         Ok(Response::new(pb::SetUserDisabledResponse {
             sessions_ended: count(ended),

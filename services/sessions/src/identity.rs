@@ -24,6 +24,7 @@ use uuid::Uuid;
 use crate::email::Email;
 use crate::entity::{membership, organization, user};
 use crate::error::SessionError;
+use crate::members::{MembershipState, MembershipStatus};
 use crate::sessions::ClientContext;
 
 type Result<T> = std::result::Result<T, SessionError>;
@@ -119,8 +120,9 @@ impl IdentityStore {
         Ok(organization::Entity::find_by_id(id).one(conn).await?)
     }
 
-    /// The user's role in the organisation, if they are a member
-    /// (through `conn`).
+    /// The user's role in the organisation, if they are an active member
+    /// (through `conn`): a suspended or removed member has none, so no
+    /// session of theirs is issued or verified there.
     pub async fn role_in(
         &self,
         conn: &impl ConnectionTrait,
@@ -130,21 +132,44 @@ impl IdentityStore {
         Ok(membership::Entity::find_by_id((org_id, user_id))
             .one(conn)
             .await?
-            .and_then(|m| Role::parse(&m.role)))
+            .as_ref()
+            .and_then(MembershipState::of)
+            .filter(|m| m.status == MembershipStatus::Active)
+            .map(|m| m.role))
     }
 
-    /// The user's role in the organisation, if they are a member.
+    /// The user's role in the organisation, if they are an active member.
     pub async fn role(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<Role>> {
         self.role_in(&self.db, org_id, user_id).await
     }
 
-    /// The user's memberships, oldest first.
+    /// The user's active memberships, oldest first.
     pub async fn memberships_of(&self, user_id: Uuid) -> Result<Vec<membership::Model>> {
         Ok(membership::Entity::find()
             .filter(membership::Column::UserId.eq(user_id))
+            .filter(membership::Column::Status.eq(MembershipStatus::Active.as_str()))
             .order_by_asc(membership::Column::CreatedAt)
             .all(&self.db)
             .await?)
+    }
+
+    /// The organisations the account belongs to — active or suspended,
+    /// not removed — for the events each should see (failed logins, the
+    /// operator disabling the account).
+    pub async fn organizations_of_in(
+        &self,
+        conn: &impl ConnectionTrait,
+        user_id: Uuid,
+    ) -> Result<Vec<Uuid>> {
+        Ok(membership::Entity::find()
+            .filter(membership::Column::UserId.eq(user_id))
+            .filter(membership::Column::Status.ne(MembershipStatus::Removed.as_str()))
+            .order_by_asc(membership::Column::CreatedAt)
+            .all(conn)
+            .await?
+            .into_iter()
+            .map(|m| m.org_id)
+            .collect())
     }
 
     // ----- changes inside a caller's transaction ---------------------------
@@ -257,8 +282,15 @@ impl IdentityStore {
                 true,
             ),
         };
-        let (role, joined) = match self.role_in(&txn, org_id, user.id).await? {
-            Some(existing) => (existing, false),
+        // Any membership, suspended or removed too, stays as it is: a login
+        // elsewhere never undoes what the organisation decided.
+        let existing = membership::Entity::find_by_id((org_id, user.id))
+            .one(&txn)
+            .await?
+            .as_ref()
+            .and_then(MembershipState::of);
+        let (role, joined) = match existing {
+            Some(existing) => (existing.role, false),
             None => {
                 insert_membership(&txn, org_id, user.id, role, now).await?;
                 (role, true)
@@ -339,15 +371,31 @@ impl IdentityStore {
             .ok_or(SessionError::NotFound("user"))?;
         let now = self.clock.now();
         let txn = twig_db::begin_write(&self.db).await?;
-        insert_membership(&txn, org_id, user.id, role, now)
-            .await
-            .map_err(|e| {
-                if twig_db::is_unique_violation(&e) {
-                    SessionError::AlreadyMember
-                } else {
-                    e.into()
-                }
-            })?;
+        // A removed member comes back as new; anyone else is a member.
+        let rejoined = membership::Entity::update_many()
+            .col_expr(
+                membership::Column::Status,
+                Expr::value(MembershipStatus::Active.as_str()),
+            )
+            .col_expr(membership::Column::Role, Expr::value(role.as_str()))
+            .col_expr(membership::Column::CreatedAt, Expr::value(now))
+            .filter(membership::Column::OrgId.eq(org_id))
+            .filter(membership::Column::UserId.eq(user.id))
+            .filter(membership::Column::Status.eq(MembershipStatus::Removed.as_str()))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if rejoined == 0 {
+            insert_membership(&txn, org_id, user.id, role, now)
+                .await
+                .map_err(|e| {
+                    if twig_db::is_unique_violation(&e) {
+                        SessionError::AlreadyMember
+                    } else {
+                        e.into()
+                    }
+                })?;
+        }
         AuditEvent::new("org.member_added", Outcome::Success)
             .org(org_id)
             .actor(format!("user:{}", principal.user_id))
@@ -360,24 +408,27 @@ impl IdentityStore {
         Ok(())
     }
 
-    /// Members of the caller's organisation.
+    /// Members of the caller's organisation, active and suspended.
     pub async fn list_members(
         &self,
         principal: &Principal,
         org_id: Uuid,
-    ) -> Result<Vec<(user::Model, Role)>> {
+    ) -> Result<Vec<(user::Model, MembershipState)>> {
         if principal.org_id != org_id {
             return Err(SessionError::NotFound("organisation"));
         }
         let memberships = membership::Entity::find()
             .filter(membership::Column::OrgId.eq(org_id))
+            .filter(membership::Column::Status.ne(MembershipStatus::Removed.as_str()))
             .order_by_asc(membership::Column::CreatedAt)
             .all(&self.db)
             .await?;
         let mut out = Vec::with_capacity(memberships.len());
         for m in memberships {
-            if let (Some(user), Some(role)) = (self.user(m.user_id).await?, Role::parse(&m.role)) {
-                out.push((user, role));
+            if let (Some(user), Some(state)) =
+                (self.user(m.user_id).await?, MembershipState::of(&m))
+            {
+                out.push((user, state));
             }
         }
         Ok(out)
@@ -450,6 +501,7 @@ async fn insert_membership(
         user_id: Set(user_id),
         role: Set(role.as_str().to_string()),
         created_at: Set(now),
+        status: Set(MembershipStatus::Active.as_str().to_string()),
     }
     .insert(txn)
     .await

@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateSessionTables),
             Box::new(AddSessionMethod),
             Box::new(NormaliseEmails),
+            Box::new(AddMembershipStatus),
         ]
     }
 }
@@ -47,6 +48,7 @@ enum Memberships {
     UserId,
     Role,
     CreatedAt,
+    Status,
 }
 
 #[derive(DeriveIden)]
@@ -251,6 +253,31 @@ impl MigrationTrait for AddSessionMethod {
                 Table::alter()
                     .table(Sessions::Table)
                     .add_column(string(Sessions::Method).default("password"))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// `memberships.status`: `active`, `suspended` or `removed`
+/// ([`crate::members::MembershipStatus`]); every earlier membership was
+/// active.
+struct AddMembershipStatus;
+
+impl MigrationName for AddMembershipStatus {
+    fn name(&self) -> &str {
+        "m0004_add_membership_status"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddMembershipStatus {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Memberships::Table)
+                    .add_column(string(Memberships::Status).default("active"))
                     .to_owned(),
             )
             .await

@@ -8,7 +8,8 @@ use sea_orm::{DatabaseConnection, DbErr};
 use twig_config::Owners;
 use twig_crypto::TokenKind;
 use twig_module::{
-    Context, CredentialCheck, Module, ModuleError, Port, RemoteContext, SessionIssuer, Users,
+    Context, CredentialCheck, MemberKeys, Module, ModuleError, Port, RemoteContext, SessionIssuer,
+    Users,
 };
 use twig_proto::sessions::v1::session_service_server::SessionServiceServer;
 
@@ -34,11 +35,17 @@ impl Module for SessionsModule {
     }
 
     fn owns(&self, owners: &mut Owners) {
-        owners.section::<SessionsConfig>();
+        owners
+            .section::<SessionsConfig>()
+            .internal_scopes(&[twig_auth::OPERATOR_SCOPE]);
     }
 
     fn migrate<'a>(&'a self, db: &'a DatabaseConnection) -> BoxFuture<'a, Result<(), DbErr>> {
         Box::pin(twig_db::migrate::<Migrator>(db))
+    }
+
+    fn needs(&self) -> &'static [&'static str] {
+        &[MemberKeys::NAME]
     }
 
     fn provides(&self) -> &'static [&'static str] {
@@ -51,13 +58,17 @@ impl Module for SessionsModule {
                 .config()
                 .section::<SessionsConfig>()
                 .map_err(|e| ModuleError::setup(self.name(), "cannot read [sessions]", e))?;
-            let sessions = Arc::new(Sessions::new(
-                cx.db().clone(),
-                config,
-                cx.hasher(),
-                cx.clock(),
-                cx.fanout().clone(),
-            ));
+            let member_keys = cx.need::<MemberKeys>();
+            let sessions = Arc::new(
+                Sessions::new(
+                    cx.db().clone(),
+                    config,
+                    cx.hasher(),
+                    cx.clock(),
+                    cx.fanout().clone(),
+                )
+                .with_member_keys(member_keys),
+            );
             cx.workers().listen(
                 "ended sessions",
                 sessions.clone().listen_for_ended_sessions(),

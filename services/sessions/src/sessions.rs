@@ -16,7 +16,7 @@ use sea_orm::{
 };
 use sha2::{Digest, Sha256};
 use twig_audit::{AuditEvent, Outcome};
-use twig_auth::{Credential, Principal, Role, Scope};
+use twig_auth::{Credential, Principal, Scope};
 use twig_crypto::{PasswordHasher, PasswordPolicy, Token, TokenHash, TokenKind, VerifyOutcome};
 use uuid::Uuid;
 
@@ -33,7 +33,9 @@ use twig_clock::Clock;
 use twig_config::Secret;
 use twig_errors::ApiError;
 use twig_fanout::{Fanout, Heard};
-use twig_module::{IssuedSession, SessionClient, SessionIssuing, SessionMethod};
+use twig_module::{
+    IssuedSession, KeyDescription, MemberKeys, Needed, SessionClient, SessionIssuing, SessionMethod,
+};
 
 type Result<T> = std::result::Result<T, SessionError>;
 
@@ -89,6 +91,7 @@ pub struct Sessions {
     ip_limiter: IpLimiter,
     fanout: Fanout,
     identity: Arc<IdentityStore>,
+    keys: Needed<MemberKeys>,
 }
 
 fn chrono(d: Duration) -> chrono::Duration {
@@ -126,7 +129,26 @@ impl Sessions {
             config,
             hasher,
             clock,
+            keys: Needed::ready(None),
         }
+    }
+
+    /// Uses `keys` to stop, resume and revoke members' API keys and to
+    /// describe a calling key (the api-keys service, in this process or
+    /// another; absent when the deployment has none).
+    pub fn with_member_keys(mut self, keys: Needed<MemberKeys>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// The api-keys service's side of memberships, when there is one.
+    pub(crate) fn keys(&self) -> &Needed<MemberKeys> {
+        &self.keys
+    }
+
+    /// Now, by the service's clock.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// Drops cached tokens of sessions ended on any replica. Runs for the
@@ -151,7 +173,7 @@ impl Sessions {
     }
 
     /// Forgets a user's cached tokens here and on every replica.
-    async fn ended_user(&self, user_id: Uuid) {
+    pub(crate) async fn ended_user(&self, user_id: Uuid) {
         self.cache.forget_user(user_id);
         self.fanout
             .announce(&SessionsChanged::UserEnded(user_id))
@@ -174,7 +196,7 @@ impl Sessions {
     }
 
     /// A successful action by `principal`, for the audit log.
-    fn audit(
+    pub(crate) fn audit(
         &self,
         action: &'static str,
         principal: &Principal,
@@ -362,10 +384,10 @@ impl Sessions {
         let orgs: Vec<Option<Uuid>> = match user {
             Some(user) => self
                 .identity
-                .memberships_of(user.id)
+                .organizations_of_in(&self.db, user.id)
                 .await?
                 .into_iter()
-                .map(|m| Some(m.org_id))
+                .map(Some)
                 .collect(),
             None => Vec::new(),
         };
@@ -721,6 +743,21 @@ impl Sessions {
         Ok(principal)
     }
 
+    /// The API key a caller presented, as its holder may see it ("who am
+    /// I" for a key): asked of the api-keys service.
+    pub async fn calling_key(&self, principal: &Principal, key_id: Uuid) -> Result<KeyDescription> {
+        let Some(MemberKeys(keys)) = self.keys.get() else {
+            return Err(SessionError::Remote(ApiError::unavailable(
+                "no api-keys service is configured to describe this key",
+            )));
+        };
+        keys.describe_key(key_id)
+            .await
+            .map_err(SessionError::Remote)?
+            .filter(|key| key.org_id == principal.org_id)
+            .ok_or(SessionError::InvalidToken)
+    }
+
     // ----- ending sessions ---------------------------------------------
 
     /// Ends the caller's session.
@@ -885,27 +922,27 @@ impl Sessions {
 
     // ----- users --------------------------------------------------------
 
-    /// Disables (ending every session) or re-enables a member of the
-    /// caller's organisation.
+    /// Disables an account everywhere (ending every session) or enables
+    /// it again: the platform operator's act (an internal client with
+    /// `platform.operator`, or the CLI), never an organisation's. The
+    /// event goes to the log of each organisation the account belongs to.
     pub async fn set_user_disabled(
         &self,
-        principal: &Principal,
+        operator: &str,
         user_id: Uuid,
         disabled: bool,
-        client: &ClientContext,
     ) -> Result<u64> {
-        IdentityStore::require_manager(principal, principal.org_id)?;
-        if user_id == principal.user_id {
-            return Err(SessionError::Forbidden("you cannot disable yourself"));
+        if self.identity.user(user_id).await?.is_none() {
+            return Err(SessionError::NotFound("user"));
         }
-        let role = self
-            .identity
-            .role(principal.org_id, user_id)
-            .await?
-            .ok_or(SessionError::NotFound("user"))?;
-        if role == Role::Owner && !principal.roles.contains(&Role::Owner) {
-            return Err(SessionError::Forbidden("only owners may disable owners"));
-        }
+        // Keys stop before the account is disabled, and resume after it is
+        // enabled: a failure in between leaves them stopped, and the
+        // command is safe to repeat.
+        let keys = if disabled {
+            self.account_keys(user_id, true).await?
+        } else {
+            0
+        };
         let now = self.clock.now();
         let txn = twig_db::begin_write(&self.db).await?;
         self.identity
@@ -922,23 +959,28 @@ impl Sessions {
         } else {
             0
         };
-        AuditEvent::new(
-            if disabled {
-                "user.disabled"
-            } else {
-                "user.enabled"
-            },
-            Outcome::Success,
-        )
-        .org(principal.org_id)
-        .actor(format!("user:{}", principal.user_id))
-        .target(format!("user:{user_id}"))
-        .ip(client.ip_string())
-        .details(serde_json::json!({ "sessions_ended": ended }))
-        .record_at(&txn, now)
-        .await?;
+        let action = if disabled {
+            "user.disabled"
+        } else {
+            "user.enabled"
+        };
+        let orgs = self.identity.organizations_of_in(&txn, user_id).await?;
+        for org in orgs.iter().map(Some).chain(orgs.is_empty().then_some(None)) {
+            let mut event = AuditEvent::new(action, Outcome::Success)
+                .actor(format!("operator:{operator}"))
+                .target(format!("user:{user_id}"))
+                .details(serde_json::json!({ "sessions_ended": ended }));
+            if let Some(org) = org {
+                event = event.org(*org);
+            }
+            event.record_at(&txn, now).await?;
+        }
         txn.commit().await?;
         self.ended_user(user_id).await;
+        if !disabled {
+            self.account_keys(user_id, false).await?;
+        }
+        tracing::info!(%user_id, disabled, keys, operator, "account disabled state set");
         Ok(ended)
     }
 
@@ -971,7 +1013,7 @@ fn method_label(method: &SessionMethod) -> &'static str {
 }
 
 /// Marks the live sessions matching `filter` revoked; returns how many.
-async fn revoke_sessions(
+pub(crate) async fn revoke_sessions(
     txn: &impl ConnectionTrait,
     filter: Expr,
     reason: &str,

@@ -79,6 +79,12 @@ pub fn require_internal<T>(request: &tonic::Request<T>) -> Result<(), ApiError> 
     internal_caller(request).map(|_| ())
 }
 
+/// The internal scope of the platform operator: disabling accounts,
+/// setting an organisation's plan and limits beyond it. Only an internal
+/// client configured with it (and the CLI on the server) acts as the
+/// operator; no session or API key ever does.
+pub const OPERATOR_SCOPE: &str = "platform.operator";
+
 /// The internal caller, or PERMISSION_DENIED.
 pub fn internal_caller<T>(request: &tonic::Request<T>) -> Result<&InternalCaller, ApiError> {
     access::internal_in(request.extensions())

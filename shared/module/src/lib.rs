@@ -26,8 +26,9 @@ use twig_server::Workers;
 pub mod ports;
 
 pub use ports::{
-    CredentialCheck, KeyOwners, KeyOwnership, Needed, NeededAll, Origin, Port, Ports, SealContext,
-    Sealer, Sealing,
+    CredentialCheck, KeyDescription, KeyOwner, KeyOwners, KeyOwnership, MemberKeyControl,
+    MemberKeys, MemberKeysChange, Needed, NeededAll, Origin, Port, Ports, SealContext, Sealer,
+    Sealing,
 };
 pub use ports::{
     DirectoryUser, InvalidSessionMethod, IssuedSession, OAuthProvider, ProvisionedUser,

@@ -217,6 +217,68 @@ impl Port for KeyOwners {
     const NAME: &'static str = "key ownership";
 }
 
+/// What becomes of the keys a member created in an organisation when the
+/// membership changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberKeysChange {
+    /// Refused until resumed: the membership is suspended.
+    Stop,
+    /// Working again: the membership is reinstated.
+    Resume,
+    /// Revoked for good: the member was removed or left.
+    Revoke,
+}
+
+/// Who owns a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOwner {
+    /// A member of the key's organisation: the key lives and dies with
+    /// that membership.
+    Member(uuid::Uuid),
+}
+
+/// A key as its holder may see it (no secret, no creator's account).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyDescription {
+    /// Id.
+    pub id: uuid::Uuid,
+    /// Display name.
+    pub name: String,
+    /// The organisation.
+    pub org_id: uuid::Uuid,
+    /// Its scopes.
+    pub scopes: Vec<twig_auth::Scope>,
+    /// Who owns it.
+    pub owner: KeyOwner,
+}
+
+/// The keys of members, for the sessions service: membership changes
+/// reach the keys, and "who am I" describes a key.
+pub trait MemberKeyControl: Send + Sync {
+    /// Stops, resumes or revokes every key `user_id` created in `org_id`;
+    /// idempotent. Returns how many keys changed state.
+    fn change_member_keys(
+        &self,
+        org_id: uuid::Uuid,
+        user_id: uuid::Uuid,
+        change: MemberKeysChange,
+    ) -> BoxFuture<'_, Result<u64, ApiError>>;
+
+    /// The key with this id, in any organisation; `None` when unknown.
+    fn describe_key(
+        &self,
+        key_id: uuid::Uuid,
+    ) -> BoxFuture<'_, Result<Option<KeyDescription>, ApiError>>;
+}
+
+/// The [`MemberKeyControl`] port (api-keys).
+#[derive(Clone)]
+pub struct MemberKeys(pub Arc<dyn MemberKeyControl>);
+
+impl Port for MemberKeys {
+    const NAME: &'static str = "member keys";
+}
+
 /// Where a sealed value belongs: bound into its ciphertext, so it opens
 /// only for the same organisation, purpose and record.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,8 @@ pub struct Model {
     pub scopes: String,
     /// Public start of the current secret.
     pub prefix: String,
-    /// The user who created it.
+    /// The member who created it (and owns it: the key lives and dies with
+    /// that membership).
     pub created_by: Uuid,
     /// Creation time.
     pub created_at: DateTimeUtc,
@@ -29,6 +30,9 @@ pub struct Model {
     pub last_used_at: Option<DateTimeUtc>,
     /// Allowed client networks, space-separated; empty = any address.
     pub allowed_cidrs: String,
+    /// Set while the creator's membership is suspended: refused until
+    /// cleared.
+    pub stopped_at: Option<DateTimeUtc>,
 }
 
 /// The organisation's allowlist, joined on a cache miss (no foreign key:

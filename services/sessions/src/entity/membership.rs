@@ -1,4 +1,5 @@
-//! `memberships`: a user's role in an organisation.
+//! `memberships`: a user's role in an organisation, and where the
+//! membership stands.
 
 use sea_orm::entity::prelude::*;
 
@@ -16,6 +17,9 @@ pub struct Model {
     pub role: String,
     /// When the user joined.
     pub created_at: DateTimeUtc,
+    /// `active`, `suspended` or `removed`
+    /// ([`crate::members::MembershipStatus`]).
+    pub status: String,
 }
 
 /// No navigable relations are needed.
