@@ -154,10 +154,32 @@ pub async fn build_known(
             .context("connecting to Redis (redis.url)")?,
         None => twig_fanout::Fanout::local(),
     };
+    // One mailer for every service here; its worker delivers the queue.
+    let mailer = twig_mail::Mailer::start(config, deps.clock.clone())
+        .context("setting up outbound mail ([mail])")?;
     // Read once; the auth layer and the edge's Authorize decide with it.
     let policy = Arc::new(twig_auth::AccessPolicy::of_twig_apis()?);
-    let mut cx =
-        twig_module::Context::new(config.clone(), db.clone(), deps, fanout, policy.clone());
+    let mut cx = twig_module::Context::new(
+        config.clone(),
+        db.clone(),
+        deps,
+        fanout,
+        mailer.clone(),
+        policy.clone(),
+    );
+    cx.expose(mailer.clone());
+    // At shutdown, after the requests that may send mail have drained,
+    // the queue is delivered within what is left of the drain time.
+    let budget = mail_drain_budget(config.server.drain_timeout);
+    cx.workers()
+        .periodic("mail queue", MAIL_WORKER_PERIOD, move |run| {
+            let mailer = mailer.clone();
+            async move {
+                if run == twig_server::Run::Last {
+                    mailer.drain(budget).await;
+                }
+            }
+        });
     // The audit log is shared by every service; its query service runs
     // wherever any service does.
     cx.serve(
@@ -236,6 +258,17 @@ pub async fn build_known(
         workers,
         handles,
     })
+}
+
+/// The mail worker's registration runs only at shutdown (the delivery
+/// task itself is the mailer's); its periodic run does nothing.
+const MAIL_WORKER_PERIOD: Duration = Duration::from_secs(3600);
+
+/// How long the mail queue may take to drain at shutdown: the drain time,
+/// less a margin so the worker finishes before the workers' deadline
+/// (which would abort it with a warning).
+fn mail_drain_budget(drain_timeout: Duration) -> Duration {
+    drain_timeout.saturating_sub((drain_timeout / 10).min(Duration::from_millis(500)))
 }
 
 /// What this process presents to services in other processes (their

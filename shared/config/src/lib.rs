@@ -16,8 +16,10 @@ use figment::value::Value;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+mod mail;
 mod secret;
 
+pub use mail::{MailConfig, SmtpConfig, SmtpTls};
 pub use secret::Secret;
 
 /// The whole configuration: the shared sections, typed here, and each
@@ -40,6 +42,8 @@ pub struct Config {
     pub remote: RemoteConfig,
     /// HTTP requests that leave the process (identity providers).
     pub outbound: twig_outbound::OutboundConfig,
+    /// Outbound email (`twig-mail`): SMTP or an outbox folder.
+    pub mail: MailConfig,
     /// Every other top-level section, by key: a service's own, read
     /// through [`Config::section`]. Keys no service owns are refused by
     /// [`Config::validate`].
@@ -48,7 +52,7 @@ pub struct Config {
 }
 
 /// The top-level keys of the shared sections.
-const SHARED_SECTIONS: [&str; 7] = [
+const SHARED_SECTIONS: [&str; 8] = [
     "server",
     "database",
     "telemetry",
@@ -56,6 +60,7 @@ const SHARED_SECTIONS: [&str; 7] = [
     "redis",
     "remote",
     "outbound",
+    "mail",
 ];
 
 /// A service's own section of the configuration. Its key is the
@@ -444,6 +449,28 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
 }
 
+impl DatabaseConfig {
+    /// The folder of a file-backed SQLite database (`./twig-data` for the
+    /// default), where the embedded default keeps what it writes beside
+    /// the database; `None` for PostgreSQL and in-memory SQLite.
+    pub fn sqlite_folder(&self) -> Option<std::path::PathBuf> {
+        let url = self.url.expose();
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = path.split('?').next()?;
+        if path.is_empty() || path.contains(":memory:") {
+            return None;
+        }
+        Some(
+            Path::new(path)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| std::path::PathBuf::from("."), Path::to_path_buf),
+        )
+    }
+}
+
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
@@ -609,6 +636,12 @@ impl Config {
         {
             problems.extend(outbound.into_iter().map(|p| format!("outbound.{p}")));
         }
+        problems.extend(
+            self.mail
+                .problems()
+                .into_iter()
+                .map(|p| format!("mail.{p}")),
+        );
         for origin in &self.server.cors_origins {
             if let Some(problem) = origin_problem(origin) {
                 problems.push(format!("server.cors_origins: {origin:?} {problem}"));
@@ -955,6 +988,70 @@ mod tests {
             assert!(err.contains("10.0.0.0/8"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_mail_section_from_a_file_and_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "twig.toml",
+                "[mail]\nfrom = \"Acme <no-reply@acme.example>\"\nlink_base = \"https://app.acme.example\"\n\
+                 [mail.smtp]\nhost = \"smtp.acme.example\"\ntls = \"tls\"\n",
+            )?;
+            jail.set_env("TWIG__MAIL__SMTP__USERNAME", "twig");
+            jail.set_env("TWIG__MAIL__SMTP__PASSWORD", "hunter2");
+            jail.set_env("TWIG__MAIL__SMTP__PORT", "2465");
+            let config = Config::load(Some(Path::new("twig.toml")), &owners()).unwrap();
+            let smtp = config.mail.smtp.as_ref().unwrap();
+            assert_eq!(smtp.tls, SmtpTls::Tls);
+            assert_eq!(smtp.port(), 2465);
+            assert_eq!(smtp.password.as_ref().unwrap().expose(), "hunter2");
+            assert!(!format!("{config:?}").contains("hunter2"));
+            // A relay from the environment alone, in plain text to a
+            // host that is not loopback: refused, naming the setting.
+            jail.set_env("TWIG__MAIL__SMTP__TLS", "none");
+            let err = Config::load(Some(Path::new("twig.toml")), &owners())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("mail.smtp.tls = \"none\""), "{err}");
+            jail.set_env("TWIG__MAIL__SMTP__ALLOW_PLAINTEXT", "true");
+            Config::load(Some(Path::new("twig.toml")), &owners()).unwrap();
+            jail.set_env("TWIG__MAIL__SMTP__TLS", "ssl");
+            assert!(Config::load(Some(Path::new("twig.toml")), &owners()).is_err());
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TWIG__MAIL__SMTP__HOST", "127.0.0.1");
+            let err = Config::load(None, &owners()).unwrap_err().to_string();
+            assert!(err.contains("mail.from is required"), "{err}");
+            assert!(err.contains("mail.link_base is required"), "{err}");
+            jail.set_env("TWIG__MAIL__FROM", "no-reply@example.com");
+            jail.set_env("TWIG__MAIL__LINK_BASE", "http://localhost:5173");
+            jail.set_env("TWIG__MAIL__SMTP__TLS", "none");
+            let config = Config::load(None, &owners()).unwrap();
+            assert_eq!(config.mail.smtp.unwrap().port(), 25);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_mail_outbox_is_beside_a_sqlite_database() {
+        let folder = |url: &str| {
+            let mut config = Config::default();
+            config.database.url = Secret::new(url);
+            config.database.sqlite_folder()
+        };
+        assert_eq!(
+            folder("sqlite://./twig-data/twig.db?mode=rwc"),
+            Some("./twig-data".into())
+        );
+        assert_eq!(
+            folder("sqlite:///var/lib/twig/twig.db"),
+            Some("/var/lib/twig".into())
+        );
+        assert_eq!(folder("sqlite://twig.db"), Some(".".into()));
+        assert_eq!(folder("sqlite::memory:"), None);
+        assert_eq!(folder("postgres://u@db/twig"), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use twig_clock::Clock;
 use twig_config::{Config, Owners};
 use twig_crypto::PasswordHasher;
 use twig_fanout::Fanout;
+use twig_mail::Mailer;
 use twig_server::Workers;
 
 pub mod ports;
@@ -197,6 +198,7 @@ pub struct Context {
     db: DatabaseConnection,
     deps: Deps,
     fanout: Fanout,
+    mailer: Mailer,
     access: Arc<twig_auth::AccessPolicy>,
     building: Option<&'static dyn Module>,
     routes: Routes,
@@ -241,12 +243,13 @@ pub struct Assembly {
 }
 
 impl Context {
-    /// A context over one database and fan-out.
+    /// A context over one database, fan-out and mailer.
     pub fn new(
         config: Config,
         db: DatabaseConnection,
         deps: Deps,
         fanout: Fanout,
+        mailer: Mailer,
         access: Arc<twig_auth::AccessPolicy>,
     ) -> Self {
         Self {
@@ -254,6 +257,7 @@ impl Context {
             db,
             deps,
             fanout,
+            mailer,
             access,
             building: None,
             routes: Routes::default(),
@@ -406,6 +410,12 @@ impl Context {
     /// Announcements between replicas.
     pub fn fanout(&self) -> &Fanout {
         &self.fanout
+    }
+
+    /// The process's one sender of email: [`Mailer::send`] queues a
+    /// message and returns at once, whether or not it will be delivered.
+    pub fn mailer(&self) -> &Mailer {
+        &self.mailer
     }
 
     /// Who may call each RPC, read once from the descriptor set: the
