@@ -22,6 +22,9 @@ pub use twig_testkit::{Backend, TestDatabase};
 /// on one database agree. Base64 of 32 bytes.
 pub const TEST_MASTER_KEY: &str = "dHdpZy10ZXN0LW1hc3Rlci1rZXktMzItYnl0ZXMhISE=";
 
+/// The `mail.link_base` of apps started [`TestAppBuilder::with_smtp`].
+pub const TEST_LINK_BASE: &str = "https://app.twig.test";
+
 /// A strong-enough password for tests.
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -30,6 +33,7 @@ pub struct TestAppBuilder {
     backend: Backend,
     config: Config,
     weak_hashing: bool,
+    maildev: Option<Maildev>,
 }
 
 impl TestAppBuilder {
@@ -42,6 +46,26 @@ impl TestAppBuilder {
     /// Cheap argon2 parameters, for tests that log in many times.
     pub fn weak_hashing(mut self) -> Self {
         self.weak_hashing = true;
+        self
+    }
+
+    /// Mail goes over SMTP to the test run's maildev ([`Maildev::from_env`];
+    /// fails when it is not running), where [`TestApp::mail_to`] reads it
+    /// back. Without this, mail goes to the outbox folder beside the
+    /// SQLite database (and nowhere on PostgreSQL).
+    pub fn with_smtp(mut self) -> Self {
+        let maildev = Maildev::from_env();
+        self.config.mail.from = Some("Twig Tests <no-reply@twig.test>".into());
+        self.config.mail.link_base = Some(TEST_LINK_BASE.into());
+        self.config.mail.retry_backoff = std::time::Duration::from_millis(100);
+        self.config.mail.smtp = Some(twig_config::SmtpConfig {
+            host: maildev.smtp.ip().to_string(),
+            port: Some(maildev.smtp.port()),
+            tls: twig_config::SmtpTls::None,
+            timeout: std::time::Duration::from_secs(5),
+            ..Default::default()
+        });
+        self.maildev = Some(maildev);
         self
     }
 
@@ -84,6 +108,7 @@ impl TestAppBuilder {
         let suite = twig_identity::build(&config, db.clone(), twig_identity::MODULES, deps)
             .await
             .expect("build the suite");
+        let mailer = suite.handle().expect("every suite has a mailer");
         let sessions_service = suite.handle().expect("sessions runs");
         let session_issuer = suite.handle().expect("sessions provides SessionIssuing");
         let user_directory = suite.handle().expect("sessions provides UserDirectory");
@@ -121,6 +146,8 @@ impl TestAppBuilder {
             api_keys_service,
             quota_service,
             vault_service,
+            mailer,
+            maildev: self.maildev,
             shutdown: Some(tx),
             server: Some(server),
             database: Some(database),
@@ -154,6 +181,9 @@ pub struct TestApp {
     pub quota_service: Arc<twig_quota::Quota>,
     /// The vault inside the server.
     pub vault_service: Arc<twig_secrets_vault::Vault>,
+    /// The suite's one mailer, as every service gets it.
+    pub mailer: twig_mail::Mailer,
+    maildev: Option<Maildev>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     /// Dropped with the app (a PostgreSQL database is dropped then).
@@ -167,6 +197,7 @@ impl TestApp {
             backend,
             config: Config::default(),
             weak_hashing: false,
+            maildev: None,
         }
     }
 
@@ -272,6 +303,24 @@ impl TestApp {
             }))
             .await
             .map(|r| r.into_inner().principal.expect("a principal"))
+    }
+
+    /// The mail maildev received for `address` (a unique one:
+    /// [`email`]), oldest first: waits until the mailer's queue is empty,
+    /// then until at least one message is there (at most 10 s). Needs
+    /// [`TestAppBuilder::with_smtp`].
+    pub async fn mail_to(&self, address: &str) -> Vec<ReceivedMail> {
+        self.mail_count_to(address, 1).await
+    }
+
+    /// [`TestApp::mail_to`], waiting for at least `count` messages.
+    pub async fn mail_count_to(&self, address: &str, count: usize) -> Vec<ReceivedMail> {
+        let maildev = self
+            .maildev
+            .as_ref()
+            .expect("mail_to reads maildev: start the app with TestApp::builder(…).with_smtp()");
+        self.mailer.flush().await;
+        maildev.wait_for(address, count).await
     }
 
     /// Wraps `message` with the internal credential.
@@ -503,4 +552,392 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
+}
+
+/// The SMTP server of the test run: maildev (npm, `tests/node`), started
+/// once by `scripts/test`, which exports where it listens. Tests share it
+/// and tell their mail apart by recipient ([`email`] makes unique ones).
+#[derive(Debug, Clone, Copy)]
+pub struct Maildev {
+    /// Its SMTP port.
+    pub smtp: SocketAddr,
+    /// Its web port, with the REST API mail is read back through.
+    pub web: SocketAddr,
+}
+
+impl Maildev {
+    /// Where `scripts/test` started it: `TWIG_TEST_MAILDEV_SMTP` and
+    /// `TWIG_TEST_MAILDEV_WEB` (`127.0.0.1:<port>` each).
+    ///
+    /// # Panics
+    /// When they are not set: the mail tests need the peer and are never
+    /// skipped.
+    pub fn from_env() -> Self {
+        let read = |name: &str| -> SocketAddr {
+            let value = std::env::var(name).unwrap_or_else(|_| {
+                panic!(
+                    "{name} is not set: the mail tests need the maildev SMTP peer. Run them \
+                     through scripts/test, which starts it, or start it yourself:\n  \
+                     node tests/node/node_modules/maildev/dist/bin/maildev.js --ip 127.0.0.1 \
+                     --web-ip 127.0.0.1 --smtp 1025 --web 1080 &\n  \
+                     export TWIG_TEST_MAILDEV_SMTP=127.0.0.1:1025 TWIG_TEST_MAILDEV_WEB=127.0.0.1:1080"
+                )
+            });
+            value.parse().unwrap_or_else(|_| {
+                panic!("{name}={value:?} is not an address like 127.0.0.1:1025")
+            })
+        };
+        Self {
+            smtp: read("TWIG_TEST_MAILDEV_SMTP"),
+            web: read("TWIG_TEST_MAILDEV_WEB"),
+        }
+    }
+
+    /// The messages to `address` now, oldest first.
+    pub async fn received(&self, address: &str) -> Vec<ReceivedMail> {
+        let mut query = String::new();
+        for b in address.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                query.push(char::from(b));
+            } else {
+                query.push_str(&format!("%{b:02X}"));
+            }
+        }
+        let list = self
+            .get_json(&format!("/api/email?to.address={query}&sort=asc"))
+            .await;
+        let mut mails = Vec::new();
+        for item in list.as_array().expect("maildev lists mail as an array") {
+            let id = item["id"].as_str().expect("an id");
+            let (status, _, source) = http1(
+                self.web,
+                &format!("GET /api/email/{id}/source HTTP/1.1"),
+                b"",
+            )
+            .await;
+            assert!(status.contains(" 200 "), "maildev source of {id}: {status}");
+            let mut mail = ReceivedMail::from_eml(&String::from_utf8_lossy(&source));
+            // maildev's own reading of the message, when it has one.
+            if let Some(text) = item["text"].as_str() {
+                mail.text = text.to_string();
+            }
+            if let Some(html) = item["html"].as_str() {
+                mail.html = html.to_string();
+            }
+            mail.links = links_in(&mail.text, &mail.html);
+            mails.push(mail);
+        }
+        mails
+    }
+
+    /// Waits (at most 10 s) until at least `count` messages to `address`
+    /// arrived; returns them all.
+    pub async fn wait_for(&self, address: &str, count: usize) -> Vec<ReceivedMail> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let mails = self.received(address).await;
+            if mails.len() >= count {
+                return mails;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {count} messages to {address} reached maildev within 10 s",
+                mails.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, _, body) = http1(self.web, &format!("GET {path} HTTP/1.1"), b"").await;
+        assert!(
+            status.contains(" 200 "),
+            "maildev GET {path}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+        serde_json::from_slice(&body).expect("maildev answers JSON")
+    }
+}
+
+/// A message as received: from maildev ([`TestApp::mail_to`]) or from an
+/// `.eml` file of the outbox folder ([`ReceivedMail::from_eml`]).
+#[derive(Debug, Clone, Default)]
+pub struct ReceivedMail {
+    /// `Subject` (RFC 2047 words decoded).
+    pub subject: String,
+    /// `From`, as written.
+    pub from: String,
+    /// `To`, as written.
+    pub to: String,
+    /// Every header, names lower-cased, continuation lines unfolded.
+    pub headers: Vec<(String, String)>,
+    /// The `text/plain` part, decoded.
+    pub text: String,
+    /// The `text/html` part, decoded.
+    pub html: String,
+    /// Every `http(s)://` link in the text part and every `href` of the
+    /// HTML part, once each, in order.
+    pub links: Vec<String>,
+    /// The message as it arrived.
+    pub source: String,
+}
+
+impl ReceivedMail {
+    /// Reads an RFC 5322 message with a `multipart/alternative` (or a
+    /// single `text/*`) body: headers, and each part decoded from its
+    /// transfer encoding (7bit, 8bit, quoted-printable, base64).
+    pub fn from_eml(raw: &str) -> Self {
+        let raw_crlf = raw.replace("\r\n", "\n");
+        let (head, body) = raw_crlf
+            .split_once("\n\n")
+            .expect("headers, a blank line, a body");
+        let headers = parse_headers(head);
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let mut mail = ReceivedMail {
+            subject: decode_words(&header("subject")),
+            from: header("from"),
+            to: header("to"),
+            source: raw.to_string(),
+            ..Default::default()
+        };
+        let content_type = header("content-type");
+        let parts: Vec<(Vec<(String, String)>, String)> =
+            match content_type.split("boundary=").nth(1) {
+                Some(boundary) => {
+                    let boundary = boundary
+                        .split(';')
+                        .next()
+                        .unwrap_or_default()
+                        .trim_matches('"');
+                    body.split(&format!("--{boundary}"))
+                        .skip(1)
+                        .take_while(|part| !part.starts_with("--"))
+                        .filter_map(|part| {
+                            let part = part.strip_prefix('\n').unwrap_or(part);
+                            let (head, body) = part.split_once("\n\n")?;
+                            Some((parse_headers(head), body.to_string()))
+                        })
+                        .collect()
+                }
+                None => vec![(headers.clone(), body.to_string())],
+            };
+        for (part_headers, part_body) in parts {
+            let get = |name: &str| {
+                part_headers
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.to_ascii_lowercase())
+                    .unwrap_or_default()
+            };
+            let decoded = decode_body(&get("content-transfer-encoding"), &part_body);
+            let kind = get("content-type");
+            if kind.starts_with("text/plain") {
+                mail.text = decoded;
+            } else if kind.starts_with("text/html") {
+                mail.html = decoded;
+            }
+        }
+        mail.links = links_in(&mail.text, &mail.html);
+        mail.headers = headers;
+        mail
+    }
+
+    /// The header `name` (lower-case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The `token` query parameter of `link`, percent-decoded.
+pub fn token_from_link(link: &str) -> Option<String> {
+    let query = link.split_once('?')?.1.split('#').next()?;
+    let value = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))?;
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Unfolded headers, names lower-cased.
+fn parse_headers(head: &str) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in head.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, value)) = headers.last_mut() {
+                value.push(' ');
+                value.push_str(line.trim());
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+    }
+    headers
+}
+
+/// A part's body from its transfer encoding.
+fn decode_body(encoding: &str, body: &str) -> String {
+    let bytes = match encoding.trim() {
+        "base64" => {
+            use base64::Engine as _;
+            let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(compact)
+                .expect("a base64 body")
+        }
+        "quoted-printable" => {
+            let mut out = Vec::new();
+            let body = body.replace("=\n", "");
+            let bytes = body.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'=' && i + 2 < bytes.len() {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("ascii");
+                    out.push(u8::from_str_radix(hex, 16).expect("=XX in quoted-printable"));
+                    i += 3;
+                } else {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            out
+        }
+        _ => body.as_bytes().to_vec(),
+    };
+    String::from_utf8(bytes)
+        .expect("a UTF-8 body")
+        .replace("\r\n", "\n")
+        .trim_end_matches('\n')
+        .to_string()
+        + "\n"
+}
+
+/// A header value with RFC 2047 encoded words (`=?utf-8?b?…?=`,
+/// `=?utf-8?q?…?=`) decoded.
+fn decode_words(value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    let mut last_was_word = false;
+    while let Some(start) = rest.find("=?") {
+        let before = &rest[..start];
+        if !(last_was_word && before.trim().is_empty()) {
+            out.push_str(before);
+        }
+        let word = &rest[start + 2..];
+        let mut fields = word.splitn(3, '?');
+        let (Some(_charset), Some(encoding), Some(tail)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let Some(end) = tail.find("?=") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let text = &tail[..end];
+        let bytes = if encoding.eq_ignore_ascii_case("b") {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .expect("a base64 encoded word")
+        } else {
+            let mut out = Vec::new();
+            let bytes = text.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'_' => out.push(b' '),
+                    b'=' if i + 2 < bytes.len() => {
+                        let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("ascii");
+                        out.push(u8::from_str_radix(hex, 16).expect("=XX"));
+                        i += 2;
+                    }
+                    b => out.push(b),
+                }
+                i += 1;
+            }
+            out
+        };
+        out.push_str(&String::from_utf8_lossy(&bytes));
+        last_was_word = true;
+        rest = &tail[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Links in a text part and `href`s of an HTML part, once each.
+fn links_in(text: &str, html: &str) -> Vec<String> {
+    let mut links: Vec<String> = Vec::new();
+    let mut add = |link: String| {
+        if !link.is_empty() && !links.contains(&link) {
+            links.push(link);
+        }
+    };
+    for word in text.split(|c: char| c.is_whitespace() || c == '<' || c == '>' || c == '"') {
+        if word.starts_with("https://") || word.starts_with("http://") {
+            add(word.to_string());
+        }
+    }
+    let mut rest = html;
+    while let Some(start) = rest.find("href=\"") {
+        rest = &rest[start + 6..];
+        let Some(end) = rest.find('"') else { break };
+        add(rest[..end]
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"));
+        rest = &rest[end..];
+    }
+    links
+}
+
+/// The Prometheus page of this test process's metrics: the recorder is
+/// installed at the first call (metrics recorded before it are not
+/// counted; call it before starting the app). Each test runs in its own
+/// process under nextest.
+pub fn metrics_page() -> String {
+    static RECORDER: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    RECORDER
+        .get_or_init(|| twig_server::install_recorder().expect("install the metrics recorder"))
+        .render()
+}
+
+/// The value of the series `series` (name and labels, exactly as the page
+/// writes them) on a metrics page, 0 when absent.
+pub fn metric_value(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().expect("a number"))
 }

@@ -1,0 +1,320 @@
+//! Outbound mail through the suite's one mailer (`twig_mail::Mailer`, as
+//! every service gets it from its `Context`): to a real SMTP server —
+//! maildev, started once by `scripts/test` — or into the outbox folder
+//! beside the SQLite database; a relay that is down or stuck never slows
+//! the caller.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use twig_config::{Config, SmtpConfig, SmtpTls};
+use twig_mail::{Enqueued, Mail, Template};
+use twig_tests::{Backend, Maildev, ReceivedMail, TestApp, email, metric_value, token_from_link};
+
+use crate::twig_binary;
+
+fn reset(link: String) -> Template {
+    Template::ResetPassword {
+        link,
+        expires_in_minutes: 30,
+    }
+}
+
+/// A relay at `port` on 127.0.0.1, in plain text, one attempt unless
+/// `attempts` says otherwise.
+fn relay_at(config: &mut Config, port: u16, attempts: u32) {
+    config.mail.from = Some("no-reply@twig.test".into());
+    config.mail.link_base = Some(twig_tests::TEST_LINK_BASE.into());
+    config.mail.attempts = attempts;
+    config.mail.retry_backoff = Duration::from_millis(50);
+    config.mail.smtp = Some(SmtpConfig {
+        host: "127.0.0.1".into(),
+        port: Some(port),
+        tls: SmtpTls::None,
+        timeout: Duration::from_secs(5),
+        ..Default::default()
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_reaches_the_smtp_server_with_both_parts() {
+    let app = TestApp::builder(Backend::Sqlite).with_smtp().spawn().await;
+    let to = email("mail-verify");
+    let token = "twig_vt_Ab+/c=d";
+    let link = app.mailer.link("/verify-email", token);
+    assert_eq!(
+        link,
+        "https://app.twig.test/verify-email?token=twig_vt_Ab%2B%2Fc%3Dd"
+    );
+    let mail =
+        Mail::new(&to, Template::VerifyEmail { link: link.clone() }).with_name("Ann Example");
+    assert_eq!(app.mailer.send(mail), Enqueued::Queued);
+
+    let received = app.mail_to(&to).await;
+    assert_eq!(received.len(), 1, "{received:#?}");
+    let mail = &received[0];
+    assert_eq!(mail.subject, "Verify your email for twig");
+    assert_eq!(mail.from, "\"Twig Tests\" <no-reply@twig.test>");
+    assert!(
+        mail.to.contains(&to) && mail.to.contains("Ann Example"),
+        "{}",
+        mail.to
+    );
+    assert!(
+        mail.header("content-type")
+            .is_some_and(|t| t.starts_with("multipart/alternative")),
+        "{:?}",
+        mail.headers
+    );
+    assert!(mail.header("message-id").is_some() && mail.header("date").is_some());
+    assert!(mail.text.starts_with("Hello Ann Example,"), "{}", mail.text);
+    assert!(mail.text.contains(&link), "{}", mail.text);
+    assert!(
+        mail.html.contains(&format!("href=\"{link}\"")),
+        "{}",
+        mail.html
+    );
+    assert_eq!(mail.links, std::slice::from_ref(&link));
+    assert_eq!(token_from_link(&mail.links[0]).as_deref(), Some(token));
+    // Our own reading of the message as it arrived agrees with maildev's.
+    let ours = ReceivedMail::from_eml(&mail.source);
+    assert_eq!(ours.text.trim_end(), mail.text.trim_end());
+    assert_eq!(ours.html.trim_end(), mail.html.trim_end());
+    assert_eq!(ours.subject, mail.subject);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mail_template_arrives_escaped() {
+    let app = TestApp::builder(Backend::Sqlite)
+        .with_smtp()
+        .config(|c| c.mail.product_name = "Twig & Co".into())
+        .spawn()
+        .await;
+    let at = chrono::DateTime::parse_from_rfc3339("2026-12-06T09:30:00Z")
+        .unwrap()
+        .to_utc();
+    let link = app.mailer.link("/join", "twig_it_x");
+    let templates = [
+        (
+            Template::VerifyEmail { link: link.clone() },
+            "Verify your email for Twig & Co",
+        ),
+        (reset(link.clone()), "Reset your Twig & Co password"),
+        (
+            Template::Invited {
+                organization_name: "<script>alert(1)</script>".into(),
+                inviter_name: "Mallory <m@evil.test>".into(),
+                link: link.clone(),
+                expires_at: at,
+            },
+            "You are invited to join <script>alert(1)</script> on Twig & Co",
+        ),
+        (
+            Template::PasswordChanged {
+                at,
+                ip: Some("203.0.113.9".parse().unwrap()),
+            },
+            "Your Twig & Co password was changed",
+        ),
+        (
+            Template::NewSignIn {
+                at,
+                ip: None,
+                user_agent: Some("<img src=x onerror=alert(1)>".into()),
+            },
+            "A new sign-in to your Twig & Co account",
+        ),
+    ];
+    let mut sent = Vec::new();
+    for (template, subject) in templates {
+        let to = email(&format!("mail-{}", template.name().replace('_', "-")));
+        assert_eq!(app.mailer.send(Mail::new(&to, template)), Enqueued::Queued);
+        sent.push((to, subject));
+    }
+    for (to, subject) in sent {
+        let mail = app.mail_to(&to).await.remove(0);
+        assert_eq!(mail.subject, subject);
+        assert!(!mail.text.is_empty() && !mail.html.is_empty(), "{mail:#?}");
+        assert!(mail.html.contains("Twig &amp; Co"), "{}", mail.html);
+        for raw in ["<script>", "<img", "<m@evil"] {
+            assert!(!mail.html.contains(raw), "{raw} in {}", mail.html);
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_queued_at_a_stop_is_delivered_before_the_process_ends() {
+    let app = TestApp::builder(Backend::Sqlite).with_smtp().spawn().await;
+    let to = email("mail-stop");
+    for _ in 0..10 {
+        let link = app.mailer.link("/reset-password", "t");
+        assert_eq!(
+            app.mailer.send(Mail::new(&to, reset(link))),
+            Enqueued::Queued
+        );
+    }
+    // No flush: the stop drains the queue within the drain time.
+    app.stop().await;
+    let received = Maildev::from_env().wait_for(&to, 10).await;
+    assert_eq!(received.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_without_a_relay_is_an_eml_file_in_the_outbox_beside_the_database() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let outbox = app
+        .config
+        .database
+        .sqlite_folder()
+        .expect("a SQLite file")
+        .join("outbox");
+    // The message's date is the services' clock's.
+    app.clock.advance(Duration::from_secs(3 * 366 * 24 * 3600));
+    let year = chrono::DateTime::from_timestamp(app.clock_now(), 0)
+        .unwrap()
+        .format("%Y")
+        .to_string();
+    let to = email("mail-outbox");
+    let link = app.mailer.link("/reset-password", "twig_rt_secret");
+    assert!(
+        link.starts_with("http://localhost/reset-password?token="),
+        "{link}"
+    );
+    app.mailer
+        .send(Mail::new(&to, reset(link.clone())).with_name("Ann"));
+    app.mailer.flush().await;
+
+    let files: Vec<_> = std::fs::read_dir(&outbox)
+        .unwrap_or_else(|e| panic!("{}: {e}", outbox.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "one file, no temporary left: {files:?}");
+    assert_eq!(files[0].extension().unwrap(), "eml");
+    let mail = ReceivedMail::from_eml(&std::fs::read_to_string(&files[0]).unwrap());
+    assert_eq!(mail.subject, "Reset your twig password");
+    assert_eq!(mail.from, "no-reply@localhost");
+    assert!(
+        mail.to.contains("Ann") && mail.to.contains(&format!("<{to}>")),
+        "{}",
+        mail.to
+    );
+    assert_eq!(mail.header("mime-version"), Some("1.0"));
+    assert!(
+        mail.header("date").is_some_and(|d| d.contains(&year)),
+        "{:?} should be in {year}",
+        mail.header("date")
+    );
+    assert!(mail.text.contains("within 30 minutes"), "{}", mail.text);
+    assert!(mail.text.contains("The link works once"), "{}", mail.text);
+    assert!(mail.html.contains("<!DOCTYPE html>"), "{}", mail.html);
+    assert_eq!(mail.links, [link]);
+    assert_eq!(
+        token_from_link(&mail.links[0]).as_deref(),
+        Some("twig_rt_secret")
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_to_a_relay_that_is_down_costs_the_caller_nothing_and_is_counted() {
+    let failed = r#"twig_mail_messages_total{template="reset_password",outcome="failed"}"#;
+    let before = metric_value(&twig_tests::metrics_page(), failed);
+    let closed = twig_tests::free_addr();
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|c| relay_at(c, closed.port(), 2))
+        .spawn()
+        .await;
+    let started = Instant::now();
+    for i in 0..20 {
+        let mail = Mail::new(email(&format!("mail-down-{i}")), reset("l".into()));
+        assert_eq!(app.mailer.send(mail), Enqueued::Queued);
+    }
+    // Waiting for the relay would cost at least the 50 ms between the two
+    // attempts of each message: 1 s for all.
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(500), "20 sends took {took:?}");
+    app.mailer.flush().await;
+    let page = twig_tests::metrics_page();
+    assert_eq!(metric_value(&page, failed) - before, 20.0, "{page}");
+    assert!(
+        !page.contains("mail-down-"),
+        "no address in a label: {page}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mail_queue_drops_instead_of_blocking() {
+    let dropped_series = r#"twig_mail_messages_total{template="verify_email",outcome="dropped"}"#;
+    let before = metric_value(&twig_tests::metrics_page(), dropped_series);
+    // A relay that accepts connections and never says a word: every
+    // delivery hangs until its timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|c| {
+            relay_at(c, port, 1);
+            c.mail.queue_capacity = 3;
+        })
+        .spawn()
+        .await;
+    let started = Instant::now();
+    let outcomes: Vec<Enqueued> = (0..50)
+        .map(|i| {
+            let to = email(&format!("mail-full-{i}"));
+            app.mailer
+                .send(Mail::new(to, Template::VerifyEmail { link: "l".into() }))
+        })
+        .collect();
+    // Waiting for the relay would cost its 5 s timeout.
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(500), "50 sends took {took:?}");
+    let queued = outcomes.iter().filter(|o| **o == Enqueued::Queued).count();
+    // The queue, the deliveries hanging (4) and the one waiting for them.
+    assert!((3..=8).contains(&queued), "{queued} queued: {outcomes:?}");
+    let dropped = 50 - queued;
+    let page = twig_tests::metrics_page();
+    assert_eq!(
+        metric_value(&page, dropped_series) - before,
+        dropped as f64,
+        "{page}"
+    );
+    holder.abort();
+}
+
+#[test]
+fn mail_settings_are_checked_before_the_server_starts() {
+    let dir = std::env::temp_dir().join(format!("twig-mail-{}", uuid::Uuid::new_v4().simple()));
+    let out = Command::new(twig_binary())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/twig.db?mode=rwc", dir.display()),
+        )
+        .env("TWIG__MAIL__SMTP__HOST", "smtp.example.com")
+        .env("TWIG__MAIL__SMTP__TLS", "none")
+        .env("TWIG__MAIL__LINK_BASE", "http://app.example.com")
+        .stdin(Stdio::null())
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "mail.smtp.tls = \"none\" to \"smtp.example.com\"",
+        "mail.from is required",
+        "mail.link_base: \"http://app.example.com\" must use https://",
+    ] {
+        assert!(err.contains(expected), "{expected} not in {err}");
+    }
+    assert!(!dir.exists(), "nothing was created before the check");
+}
