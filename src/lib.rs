@@ -184,7 +184,7 @@ pub async fn build_known(
     // wherever any service does.
     cx.serve(
         twig_proto::audit::v1::audit_service_server::AuditServiceServer::new(
-            twig_audit::AuditGrpc::new(db.clone()),
+            twig_audit::AuditGrpc::new(db.clone(), cx.clock()),
         )
         .max_decoding_message_size(config.server.max_message_bytes),
     );

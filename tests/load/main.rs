@@ -50,6 +50,10 @@ struct Args {
     /// The server's internal service credential (for VerifySession).
     #[arg(long, env = "TWIG__AUTH__INTERNAL_TOKEN")]
     internal_token: String,
+    /// The token of an internal client with `platform.operator`, which
+    /// creates the load's account (`CreateAccount`).
+    #[arg(long, env = "TWIG_LOAD_OPERATOR_TOKEN")]
+    operator_token: String,
     /// Seconds per measurement.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
@@ -544,17 +548,31 @@ async fn main() -> anyhow::Result<()> {
     }
     let email = format!("load-{}@example.com", uuid::Uuid::new_v4().simple());
     let mut sessions = SessionServiceClient::new(channels[0].clone());
-    let signed_up = sessions
-        .sign_up(pb::SignUpRequest {
+    let mut create = tonic::Request::new(pb::CreateAccountRequest {
+        email: email.clone(),
+        password: PASSWORD.into(),
+        display_name: String::new(),
+        organization_name: String::new(),
+    });
+    create
+        .metadata_mut()
+        .insert("x-twig-internal-token", args.operator_token.parse()?);
+    sessions
+        .create_account(create)
+        .await
+        .context("create the load user's account (the operator's CreateAccount)")?;
+    let access_token = sessions
+        .login(pb::LoginRequest {
             email: email.clone(),
             password: PASSWORD.into(),
-            display_name: String::new(),
-            organization_name: String::new(),
+            organization_id: String::new(),
         })
         .await
-        .context("sign up the load user")?
-        .into_inner();
-    let access_token = signed_up.tokens.context("tokens")?.access_token;
+        .context("log the load user in")?
+        .into_inner()
+        .tokens
+        .context("tokens")?
+        .access_token;
     let api_key = twig_proto::apikeys::v1::api_key_service_client::ApiKeyServiceClient::new(
         channels[0].clone(),
     )
@@ -778,6 +796,7 @@ async fn seed_keys(url: &str, count: u64) -> anyhow::Result<()> {
                 expires_at: Set(None),
                 revoked_at: Set(None),
                 last_used_at: Set(None),
+                stopped_at: Set(None),
                 allowed_cidrs: Set(String::new()),
             });
             secrets.push(api_key_secret::ActiveModel {

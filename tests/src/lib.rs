@@ -25,6 +25,15 @@ pub const TEST_MASTER_KEY: &str = "dHdpZy10ZXN0LW1hc3Rlci1rZXktMzItYnl0ZXMhISE="
 /// The `mail.link_base` of apps started [`TestAppBuilder::with_smtp`].
 pub const TEST_LINK_BASE: &str = "https://app.twig.test";
 
+/// The token of the platform operator's internal client (internal scope
+/// `platform.operator`) in every test server: [`TestApp::operator`], and
+/// servers started with [`spawn_serve`].
+pub const TEST_OPERATOR_TOKEN: &str = "test-operator-token-0123456789abcdefghij";
+
+/// The operator's internal client as `TWIG__AUTH__INTERNAL_CLIENTS` holds
+/// it (TOML inline table).
+const TEST_OPERATOR_CLIENT: &str = r#"{name="test-operator",token="test-operator-token-0123456789abcdefghij",scopes=["platform.operator"]}"#;
+
 /// A strong-enough password for tests.
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -78,6 +87,24 @@ impl TestAppBuilder {
         config.database.max_connections = 8;
         let internal_token = format!("internal-{}", uuid::Uuid::new_v4().simple());
         config.auth.internal_token = Some(Secret::new(internal_token.clone()));
+        config
+            .auth
+            .internal_clients
+            .push(twig_config::InternalClient {
+                name: "test-operator".into(),
+                token: Secret::new(TEST_OPERATOR_TOKEN),
+                scopes: vec![twig_auth::OPERATOR_SCOPE.into()],
+            });
+        // Without SMTP, mail goes to this app's own outbox folder, where
+        // `mail_to` reads it.
+        let outbox = tempfile::tempdir().expect("outbox folder");
+        if config.mail.smtp.is_none() {
+            config.mail.outbox_dir = Some(outbox.path().to_path_buf());
+            config
+                .mail
+                .link_base
+                .get_or_insert_with(|| TEST_LINK_BASE.into());
+        }
         config.edit::<twig_secrets_vault::VaultConfig>(|vault| {
             if vault.master_keys.is_empty() && vault.master_keys_dir.is_none() {
                 vault
@@ -148,6 +175,7 @@ impl TestAppBuilder {
             vault_service,
             mailer,
             maildev: self.maildev,
+            outbox,
             shutdown: Some(tx),
             server: Some(server),
             database: Some(database),
@@ -184,6 +212,8 @@ pub struct TestApp {
     /// The suite's one mailer, as every service gets it.
     pub mailer: twig_mail::Mailer,
     maildev: Option<Maildev>,
+    /// Where mail goes without SMTP.
+    outbox: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     /// Dropped with the app (a PostgreSQL database is dropped then).
@@ -264,7 +294,14 @@ impl TestApp {
     }
 
     /// Signs up a new user with [`PASSWORD`]; returns the response.
-    pub async fn sign_up(&self, email: &str) -> pb::SignUpResponse {
+    pub async fn sign_up(&self, email: &str) -> SignedUp {
+        sign_up_with(&self.channel, email).await
+    }
+
+    /// Signs `email` up the way a person does: `SignUp`, then the link
+    /// mailed to the address (`VerifyEmail`). The account, its
+    /// organisation and its first session.
+    pub async fn sign_up_by_mail(&self, email: &str) -> SignedUp {
         self.sessions()
             .sign_up(pb::SignUpRequest {
                 email: email.into(),
@@ -273,8 +310,58 @@ impl TestApp {
                 organization_name: String::new(),
             })
             .await
-            .expect("sign up")
-            .into_inner()
+            .expect("sign up");
+        let token = self.link_token(email, "Verify your email").await;
+        let done = self
+            .sessions()
+            .verify_email(pb::VerifyEmailRequest { token })
+            .await
+            .expect("follow the sign-up link")
+            .into_inner();
+        SignedUp {
+            user: done.user,
+            organization: done.organization,
+            tokens: done.tokens,
+        }
+    }
+
+    /// Makes `email` (an account) a member of `org_id` with `role` the
+    /// way people do: an owner or admin (`inviter_token`) invites, the
+    /// invitee signs in and accepts the mailed invitation.
+    pub async fn add_member(&self, inviter_token: &str, org_id: &str, email: &str, role: pb::Role) {
+        self.invite(inviter_token, org_id, email, role)
+            .await
+            .expect("invite");
+        let token = self.link_token(email, "You are invited").await;
+        let invitee = self.login(email).await;
+        self.sessions()
+            .accept_invitation(bearer(
+                &invitee.access_token,
+                pb::AcceptInvitationRequest { token },
+            ))
+            .await
+            .expect("accept the invitation");
+    }
+
+    /// `CreateInvitation` as `inviter_token`.
+    pub async fn invite(
+        &self,
+        inviter_token: &str,
+        org_id: &str,
+        email: &str,
+        role: pb::Role,
+    ) -> Result<pb::Invitation, tonic::Status> {
+        self.sessions()
+            .create_invitation(bearer(
+                inviter_token,
+                pb::CreateInvitationRequest {
+                    organization_id: org_id.into(),
+                    email: email.into(),
+                    role: role as i32,
+                },
+            ))
+            .await
+            .map(|r| r.into_inner().invitation.expect("an invitation"))
     }
 
     /// Logs in with [`PASSWORD`]; returns the tokens.
@@ -315,12 +402,34 @@ impl TestApp {
 
     /// [`TestApp::mail_to`], waiting for at least `count` messages.
     pub async fn mail_count_to(&self, address: &str, count: usize) -> Vec<ReceivedMail> {
-        let maildev = self
-            .maildev
-            .as_ref()
-            .expect("mail_to reads maildev: start the app with TestApp::builder(…).with_smtp()");
         self.mailer.flush().await;
-        maildev.wait_for(address, count).await
+        match &self.maildev {
+            Some(maildev) => maildev.wait_for(address, count).await,
+            None => wait_for_outbox(self.outbox.path(), address, count).await,
+        }
+    }
+
+    /// The token of the newest link in the newest mail to `address` whose
+    /// subject contains `subject` (waiting for it as [`TestApp::mail_to`]).
+    pub async fn link_token(&self, address: &str, subject: &str) -> String {
+        for _ in 0..100 {
+            let mail = self.mail_to(address).await;
+            if let Some(token) = mail
+                .iter()
+                .rev()
+                .filter(|m| m.subject.contains(subject))
+                .find_map(|m| m.links.iter().rev().find_map(|l| token_from_link(l)))
+            {
+                return token;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no mail to {address} about {subject:?} with a link");
+    }
+
+    /// Wraps `message` with the platform operator's credential.
+    pub fn operator<T>(&self, message: T) -> Request<T> {
+        with_internal_token(TEST_OPERATOR_TOKEN, message)
     }
 
     /// Wraps `message` with the internal credential.
@@ -356,22 +465,88 @@ impl Drop for TestApp {
     }
 }
 
-/// Signs `email` up with [`PASSWORD`] through `channel` (a server started
-/// with [`spawn_serve`]); returns the new session's access token.
-pub async fn sign_up_on(channel: &Channel, email: &str) -> String {
-    SessionServiceClient::new(channel.clone())
-        .sign_up(pb::SignUpRequest {
+/// A signed-up account: the user, the organisation it owns, a session.
+#[derive(Debug, Clone)]
+pub struct SignedUp {
+    /// The account.
+    pub user: Option<pb::User>,
+    /// The organisation it owns.
+    pub organization: Option<pb::Organization>,
+    /// A session in that organisation.
+    pub tokens: Option<pb::SessionTokens>,
+}
+
+/// An account for `email` with [`PASSWORD`] owning a new organisation,
+/// made by the platform operator (`CreateAccount`) on the server behind
+/// `channel` (the sessions service, or the monolith), and signed in. Tests
+/// of the sign-up flow itself use [`TestApp::sign_up_by_mail`].
+pub async fn sign_up_with(channel: &Channel, email: &str) -> SignedUp {
+    let mut client = SessionServiceClient::new(channel.clone());
+    let made = client
+        .create_account(with_internal_token(
+            TEST_OPERATOR_TOKEN,
+            pb::CreateAccountRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+                display_name: String::new(),
+                organization_name: String::new(),
+            },
+        ))
+        .await
+        .expect("the operator creates the account")
+        .into_inner();
+    let login = client
+        .login(pb::LoginRequest {
             email: email.into(),
             password: PASSWORD.into(),
-            display_name: String::new(),
-            organization_name: String::new(),
+            organization_id: String::new(),
         })
         .await
-        .expect("sign up")
-        .into_inner()
+        .expect("log in")
+        .into_inner();
+    SignedUp {
+        user: made.user,
+        organization: made.organization,
+        tokens: login.tokens,
+    }
+}
+
+/// [`sign_up_with`] on a server started with [`spawn_serve`]; the new
+/// session's access token.
+pub async fn sign_up_on(channel: &Channel, email: &str) -> String {
+    sign_up_with(channel, email)
+        .await
         .tokens
         .expect("tokens")
         .access_token
+}
+
+/// Mail to `address` in an outbox folder, waiting up to 10 s for `count`.
+async fn wait_for_outbox(dir: &std::path::Path, address: &str, count: usize) -> Vec<ReceivedMail> {
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        found = files
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .map(|raw| ReceivedMail::from_eml(&raw))
+            .filter(|m| m.to.to_lowercase().contains(&address.to_lowercase()))
+            .collect();
+        if found.len() >= count {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    found
 }
 
 /// Wraps `message` with `x-twig-internal-token: token`.
@@ -450,6 +625,20 @@ pub async fn spawn_serve_at(
     {
         command.env("TWIG__SERVER__ADMIN_LISTEN", "127.0.0.1:0");
     }
+    // The platform operator's client, beside any the test configures.
+    let clients = command
+        .get_envs()
+        .find(|(k, _)| *k == "TWIG__AUTH__INTERNAL_CLIENTS")
+        .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()));
+    let clients = match clients {
+        Some(list) => {
+            let open = list.trim_end().trim_end_matches(']').trim_end();
+            let comma = if open.ends_with('[') { "" } else { "," };
+            format!("{open}{comma}{TEST_OPERATOR_CLIENT}]")
+        }
+        None => format!("[{TEST_OPERATOR_CLIENT}]"),
+    };
+    command.env("TWIG__AUTH__INTERNAL_CLIENTS", clients);
     if !command.get_envs().any(|(k, _)| {
         k.to_string_lossy()
             .starts_with("TWIG__SECRETS_VAULT__MASTER_KEYS")

@@ -329,12 +329,17 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeysGrpc {
     }
 }
 
-/// The change a `SetMemberKeys` call asks for, on the wire.
-pub fn member_keys_change_to_pb(change: MemberKeysChange) -> pb::MemberKeysChange {
+/// The change a `SetMemberKeys` call asks for, on the wire: the kind and
+/// the scopes it keeps (for a narrowing).
+pub fn member_keys_change_to_pb(change: &MemberKeysChange) -> (pb::MemberKeysChange, Vec<i32>) {
     match change {
-        MemberKeysChange::Stop => pb::MemberKeysChange::Stop,
-        MemberKeysChange::Resume => pb::MemberKeysChange::Resume,
-        MemberKeysChange::Revoke => pb::MemberKeysChange::Revoke,
+        MemberKeysChange::Stop => (pb::MemberKeysChange::Stop, Vec::new()),
+        MemberKeysChange::Resume => (pb::MemberKeysChange::Resume, Vec::new()),
+        MemberKeysChange::Revoke => (pb::MemberKeysChange::Revoke, Vec::new()),
+        MemberKeysChange::LimitScopes(scopes) => (
+            pb::MemberKeysChange::LimitScopes,
+            scopes.iter().map(|s| scope_to_pb(*s)).collect(),
+        ),
     }
 }
 

@@ -66,10 +66,12 @@ impl RemoteKeys {
         user_id: Uuid,
         change: MemberKeysChange,
     ) -> Result<u64, ApiError> {
+        let (change, scopes) = crate::grpc::member_keys_change_to_pb(&change);
         let request = self.credential.request(pb::SetMemberKeysRequest {
             organization_id: org_id.to_string(),
             user_id: user_id.to_string(),
-            change: crate::grpc::member_keys_change_to_pb(change) as i32,
+            change: change as i32,
+            scopes,
         });
         let answer = self
             .client

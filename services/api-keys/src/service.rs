@@ -518,6 +518,11 @@ impl ApiKeys {
                     .filter(mine),
                 "apikey.member_keys_revoked",
             ),
+            MemberKeysChange::LimitScopes(allowed) => {
+                return self
+                    .limit_member_keys(org_id, user_id, mine, &allowed)
+                    .await;
+            }
         };
         let txn = twig_db::begin_write(&self.db).await?;
         let changed = update.exec(&txn).await?.rows_affected;
@@ -536,6 +541,61 @@ impl ApiKeys {
             self.fanout.announce(&KeysChanged::Org(org_id)).await;
         }
         Ok(changed)
+    }
+
+    /// Cuts the scopes of a member's keys to `allowed` (their role
+    /// changed); a key left with none is revoked. One transaction.
+    async fn limit_member_keys(
+        &self,
+        org_id: Uuid,
+        user_id: Uuid,
+        mine: Condition,
+        allowed: &[Scope],
+    ) -> Result<u64> {
+        let now = self.clock.now();
+        let txn = twig_db::begin_write(&self.db).await?;
+        let keys = api_key::Entity::find().filter(mine).all(&txn).await?;
+        let mut changed = Vec::new();
+        for key in keys {
+            let had = scopes::from_stored(&key.scopes);
+            let kept: Vec<Scope> = had
+                .iter()
+                .copied()
+                .filter(|s| allowed.contains(s))
+                .collect();
+            if kept.len() == had.len() {
+                continue;
+            }
+            let mut update = api_key::Entity::update_many()
+                .col_expr(
+                    api_key::Column::Scopes,
+                    Expr::value(scopes::to_stored(&kept)),
+                )
+                .filter(api_key::Column::Id.eq(key.id));
+            if kept.is_empty() {
+                update = update.col_expr(api_key::Column::RevokedAt, Expr::value(now));
+            }
+            update.exec(&txn).await?;
+            changed.push(key.id);
+        }
+        if !changed.is_empty() {
+            AuditEvent::new("apikey.member_keys_narrowed", Outcome::Success)
+                .org(org_id)
+                .actor("system:memberships")
+                .target(format!("user:{user_id}"))
+                .details(serde_json::json!({
+                    "keys": changed.iter().map(Uuid::to_string).collect::<Vec<_>>(),
+                    "allowed": scopes::to_stored(allowed),
+                }))
+                .record_at(&txn, now)
+                .await?;
+        }
+        txn.commit().await?;
+        if !changed.is_empty() {
+            self.cache.forget_org(org_id);
+            self.fanout.announce(&KeysChanged::Org(org_id)).await;
+        }
+        Ok(changed.len() as u64)
     }
 
     /// A key by id, whatever its organisation (for "who am I").

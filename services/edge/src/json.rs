@@ -806,13 +806,14 @@ mod tests {
                 "/twig.apikeys.v1.ApiKeyService/RotateApiKey",
                 &[0x0a, 3, b'k', b'-', b'1'][..],
             ),
-            // SetUserDisabled {user_id: "u", disabled: true}.
+            // SetMemberRole {organization_id: "o", user_id: "u", role: ADMIN}:
+            // two path variables, then a verb.
             (
                 "POST",
-                "/v1/users/u:setDisabled",
-                r#"{"disabled":true}"#,
-                "/twig.sessions.v1.SessionService/SetUserDisabled",
-                &[0x0a, 1, b'u', 0x10, 1][..],
+                "/v1/organizations/o/members/u:setRole",
+                r#"{"role":"ROLE_ADMIN"}"#,
+                "/twig.sessions.v1.SessionService/SetMemberRole",
+                &[0x0a, 1, b'o', 0x12, 1, b'u', 0x18, 2][..],
             ),
             (
                 "DELETE",

@@ -28,7 +28,13 @@ impl Authenticator for CredentialRouter {
     fn authenticate<'a>(&'a self, bearer: &'a str, client_ip: Option<IpAddr>) -> AuthFuture<'a> {
         let kind = match TokenKind::of(bearer) {
             Some(kind @ (TokenKind::SessionAccess | TokenKind::ApiKey)) => kind,
-            Some(TokenKind::SessionRefresh) | None => {
+            Some(
+                TokenKind::SessionRefresh
+                | TokenKind::EmailVerification
+                | TokenKind::PasswordReset
+                | TokenKind::Invitation,
+            )
+            | None => {
                 return Box::pin(async {
                     Err(ApiError::unauthenticated(
                         "the bearer token is not an access token or API key this server accepts",

@@ -43,6 +43,21 @@ pub struct SessionsConfig {
     pub login_failure_window: Duration,
     /// Failed logins one IP address may make per minute.
     pub failed_logins_per_ip_per_minute: u32,
+    /// How long a sign-up or email-verification link works.
+    #[serde(with = "humantime_serde")]
+    pub verification_link_ttl: Duration,
+    /// How long a password-reset link works.
+    #[serde(with = "humantime_serde")]
+    pub reset_link_ttl: Duration,
+    /// How long an invitation's link works (a resend starts it again).
+    #[serde(with = "humantime_serde")]
+    pub invitation_ttl: Duration,
+    /// Pending invitations one organisation may have at once.
+    pub max_pending_invitations: u64,
+    /// Sign-ups and reset requests handled at once in the background;
+    /// beyond it they are refused with RESOURCE_EXHAUSTED (the same for
+    /// every email).
+    pub background_jobs: usize,
 }
 
 impl Default for SessionsConfig {
@@ -60,6 +75,11 @@ impl Default for SessionsConfig {
             login_delay_max: Duration::from_secs(10),
             login_failure_window: Duration::from_secs(15 * 60),
             failed_logins_per_ip_per_minute: 30,
+            verification_link_ttl: Duration::from_secs(24 * 3600),
+            reset_link_ttl: Duration::from_secs(30 * 60),
+            invitation_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_pending_invitations: 500,
+            background_jobs: 64,
         }
     }
 }
@@ -101,6 +121,25 @@ impl Section for SessionsConfig {
         }
         if self.failed_logins_per_ip_per_minute == 0 {
             problems.push("failed_logins_per_ip_per_minute must be at least 1".into());
+        }
+        for (name, ttl, max) in [
+            (
+                "verification_link_ttl",
+                self.verification_link_ttl,
+                7 * 24 * 3600,
+            ),
+            ("reset_link_ttl", self.reset_link_ttl, 24 * 3600),
+            ("invitation_ttl", self.invitation_ttl, 30 * 24 * 3600),
+        ] {
+            if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(max) {
+                problems.push(format!("{name} must be between 1m and {}h", max / 3600));
+            }
+        }
+        if self.max_pending_invitations == 0 {
+            problems.push("max_pending_invitations must be at least 1".into());
+        }
+        if self.background_jobs == 0 {
+            problems.push("background_jobs must be at least 1".into());
         }
         problems
     }
@@ -149,6 +188,16 @@ mod tests {
                 |s| s.failed_logins_per_ip_per_minute = 0,
                 "failed_logins_per_ip_per_minute",
             ),
+            (
+                |s| s.reset_link_ttl = Duration::from_secs(2 * 24 * 3600),
+                "reset_link_ttl must be between 1m and 24h",
+            ),
+            (
+                |s| s.invitation_ttl = Duration::from_secs(1),
+                "invitation_ttl",
+            ),
+            (|s| s.max_pending_invitations = 0, "max_pending_invitations"),
+            (|s| s.background_jobs = 0, "background_jobs"),
         ] {
             let problems = problems_of(change);
             assert!(

@@ -38,6 +38,9 @@ pub enum SessionError {
     /// The user is disabled: no session may be issued.
     #[error("the user is disabled")]
     UserDisabled,
+    /// A pending invitation to this email exists.
+    #[error("an invitation to this email is pending; resend or revoke it")]
+    AlreadyInvited,
     /// The user is a member already.
     #[error("the user is a member of this organisation already")]
     AlreadyMember,
@@ -56,6 +59,16 @@ pub enum SessionError {
     /// Another service (api-keys) failed; the change is safe to retry.
     #[error("{0}")]
     Remote(ApiError),
+    /// A link's token (sign-up, verification, reset, invitation) does not
+    /// work: unknown, used, voided by a newer one, revoked or expired.
+    #[error(
+        "this link is not valid: it was used, replaced by a newer one, revoked, or has expired; \
+         ask for a new one"
+    )]
+    InvalidLink,
+    /// Too much background work at once (sign-ups, reset requests).
+    #[error("the service is busy; retry in a moment")]
+    Busy,
     /// The current password given to ChangePassword is wrong.
     #[error("current password is wrong")]
     WrongCurrentPassword,
@@ -106,15 +119,19 @@ impl From<SessionError> for ApiError {
             SessionError::TooManyFailures(retry) => {
                 ApiError::resource_exhausted(err.to_string(), *retry)
             }
-            SessionError::EmailTaken | SessionError::AlreadyMember => {
-                ApiError::already_exists(err.to_string())
-            }
+            SessionError::EmailTaken
+            | SessionError::AlreadyMember
+            | SessionError::AlreadyInvited => ApiError::already_exists(err.to_string()),
             SessionError::NotFound(_) => ApiError::not_found(err.to_string()),
             SessionError::Forbidden(_) => ApiError::permission_denied(err.to_string()),
             SessionError::UserDisabled
             | SessionError::LastOwner
             | SessionError::MembershipState(_) => ApiError::failed_precondition(err.to_string()),
             SessionError::Remote(e) => e.clone(),
+            SessionError::InvalidLink => ApiError::invalid_field("token", err.to_string()),
+            SessionError::Busy => {
+                ApiError::resource_exhausted(err.to_string(), Duration::from_secs(1))
+            }
             SessionError::WrongCurrentPassword => {
                 ApiError::invalid_field("current_password", "is wrong")
             }

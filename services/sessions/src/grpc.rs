@@ -15,8 +15,9 @@ use twig_errors::ApiError;
 use twig_proto::sessions::v1 as pb;
 use uuid::Uuid;
 
-use crate::entity::{organization, user};
+use crate::entity::{invitation, organization, user};
 use crate::identity::IdentityStore;
+use crate::invitations::{InvitationState, state_of};
 use crate::sessions::{ClientContext, IssuedTokens, Sessions};
 use twig_module::{KeyOwner, SessionMethod};
 
@@ -109,6 +110,25 @@ pub(crate) fn user_to_pb(u: &user::Model) -> pb::User {
         display_name: u.display_name.clone(),
         created_at: ts(u.created_at),
         disabled: u.disabled_at.is_some(),
+        email_verified: u.email_verified_at.is_some(),
+    }
+}
+
+fn invitation_to_pb(row: &invitation::Model, now: DateTime<Utc>) -> pb::Invitation {
+    pb::Invitation {
+        id: row.id.to_string(),
+        organization_id: row.org_id.to_string(),
+        email: row.email.clone(),
+        role: Role::parse(&row.role).map_or(pb::Role::Unspecified, role_to_pb) as i32,
+        state: match state_of(row, now) {
+            InvitationState::Pending => pb::InvitationState::Pending,
+            InvitationState::Accepted => pb::InvitationState::Accepted,
+            InvitationState::Revoked => pb::InvitationState::Revoked,
+            InvitationState::Expired => pb::InvitationState::Expired,
+        } as i32,
+        invited_by: row.invited_by.to_string(),
+        created_at: ts(row.created_at),
+        expires_at: ts(row.expires_at),
     }
 }
 
@@ -142,8 +162,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
     ) -> Result<Response<pb::SignUpResponse>, Status> {
         let client = client(&request);
         let r = request.into_inner();
-        let (user, org, tokens) = self
-            .inner
+        self.inner
             .sign_up(
                 &r.email,
                 &r.password,
@@ -152,10 +171,155 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
                 &client,
             )
             .await?;
-        Ok(Response::new(pb::SignUpResponse {
-            user: Some(user_to_pb(&user)),
-            organization: Some(org_to_pb(&org)),
-            tokens: Some(tokens_to_pb(&tokens)),
+        Ok(Response::new(pb::SignUpResponse {}))
+    }
+
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
+        let client = client(&request);
+        let verified = self
+            .inner
+            .verify_email(&request.get_ref().token, &client)
+            .await?;
+        let (organization, tokens) = match &verified.signed_up {
+            Some((org, tokens)) => (Some(org_to_pb(org)), Some(tokens_to_pb(tokens))),
+            None => (None, None),
+        };
+        Ok(Response::new(pb::VerifyEmailResponse {
+            user: Some(user_to_pb(&verified.user)),
+            organization,
+            tokens,
+        }))
+    }
+
+    async fn request_email_verification(
+        &self,
+        request: Request<pb::RequestEmailVerificationRequest>,
+    ) -> Result<Response<pb::RequestEmailVerificationResponse>, Status> {
+        let (me, _) = me_session(&request)?;
+        self.inner.request_email_verification(&me).await?;
+        Ok(Response::new(pb::RequestEmailVerificationResponse {}))
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
+        let client = client(&request);
+        self.inner
+            .request_password_reset(&request.get_ref().email, &client)
+            .await?;
+        Ok(Response::new(pb::RequestPasswordResetResponse {}))
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
+        let client = client(&request);
+        let r = request.into_inner();
+        let ended = self
+            .inner
+            .reset_password(&r.token, &r.new_password, &client)
+            .await?;
+        Ok(Response::new(pb::ResetPasswordResponse {
+            sessions_ended: count(ended),
+        }))
+    }
+
+    async fn create_invitation(
+        &self,
+        request: Request<pb::CreateInvitationRequest>,
+    ) -> Result<Response<pb::CreateInvitationResponse>, Status> {
+        let me = me(&request)?;
+        let client = client(&request);
+        let r = request.into_inner();
+        let org = parse_id("organization_id", &r.organization_id)?;
+        let role = role_from_pb(r.role)?;
+        let row = self
+            .inner
+            .create_invitation(&me, org, &r.email, role, &client)
+            .await?;
+        Ok(Response::new(pb::CreateInvitationResponse {
+            invitation: Some(invitation_to_pb(&row, self.inner.now())),
+        }))
+    }
+
+    async fn list_invitations(
+        &self,
+        request: Request<pb::ListInvitationsRequest>,
+    ) -> Result<Response<pb::ListInvitationsResponse>, Status> {
+        let me = me(&request)?;
+        let org = parse_id("organization_id", &request.get_ref().organization_id)?;
+        let rows = self.inner.list_invitations(&me, org).await?;
+        let now = self.inner.now();
+        Ok(Response::new(pb::ListInvitationsResponse {
+            invitations: rows.iter().map(|r| invitation_to_pb(r, now)).collect(),
+        }))
+    }
+
+    async fn revoke_invitation(
+        &self,
+        request: Request<pb::RevokeInvitationRequest>,
+    ) -> Result<Response<pb::RevokeInvitationResponse>, Status> {
+        let me = me(&request)?;
+        let client = client(&request);
+        let r = request.get_ref();
+        let org = parse_id("organization_id", &r.organization_id)?;
+        let id = parse_id("invitation_id", &r.invitation_id)?;
+        self.inner.revoke_invitation(&me, org, id, &client).await?;
+        Ok(Response::new(pb::RevokeInvitationResponse {}))
+    }
+
+    async fn resend_invitation(
+        &self,
+        request: Request<pb::ResendInvitationRequest>,
+    ) -> Result<Response<pb::ResendInvitationResponse>, Status> {
+        let me = me(&request)?;
+        let client = client(&request);
+        let r = request.get_ref();
+        let org = parse_id("organization_id", &r.organization_id)?;
+        let id = parse_id("invitation_id", &r.invitation_id)?;
+        let row = self.inner.resend_invitation(&me, org, id, &client).await?;
+        Ok(Response::new(pb::ResendInvitationResponse {
+            invitation: Some(invitation_to_pb(&row, self.inner.now())),
+        }))
+    }
+
+    async fn accept_invitation(
+        &self,
+        request: Request<pb::AcceptInvitationRequest>,
+    ) -> Result<Response<pb::AcceptInvitationResponse>, Status> {
+        let (me, _) = me_session(&request)?;
+        let client = client(&request);
+        let (org, role) = self
+            .inner
+            .accept_invitation(&me, &request.get_ref().token, &client)
+            .await?;
+        Ok(Response::new(pb::AcceptInvitationResponse {
+            membership: Some(pb::Membership {
+                organization: Some(org_to_pb(&org)),
+                role: role_to_pb(role) as i32,
+            }),
+        }))
+    }
+
+    async fn sign_up_with_invitation(
+        &self,
+        request: Request<pb::SignUpWithInvitationRequest>,
+    ) -> Result<Response<pb::SignUpWithInvitationResponse>, Status> {
+        let client = client(&request);
+        let r = request.into_inner();
+        let done = self
+            .inner
+            .sign_up_with_invitation(&r.token, &r.password, &r.display_name, &client)
+            .await?;
+        Ok(Response::new(pb::SignUpWithInvitationResponse {
+            user: Some(user_to_pb(&done.user)),
+            organization: Some(org_to_pb(&done.organization)),
+            tokens: Some(tokens_to_pb(&done.tokens)),
         }))
     }
 
@@ -309,21 +473,6 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
         }))
     }
 
-    async fn add_member(
-        &self,
-        request: Request<pb::AddMemberRequest>,
-    ) -> Result<Response<pb::AddMemberResponse>, Status> {
-        let me = me(&request)?;
-        let client = client(&request);
-        let r = request.into_inner();
-        let org = parse_id("organization_id", &r.organization_id)?;
-        let role = role_from_pb(r.role)?;
-        self.identity
-            .add_member(&me, org, &r.email, role, &client)
-            .await?;
-        Ok(Response::new(pb::AddMemberResponse {}))
-    }
-
     async fn list_members(
         &self,
         request: Request<pb::ListMembersRequest>,
@@ -439,6 +588,30 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
             .await?;
         Ok(Response::new(pb::SetUserDisabledResponse {
             sessions_ended: count(ended),
+        }))
+    }
+
+    async fn create_account(
+        &self,
+        request: Request<pb::CreateAccountRequest>,
+    ) -> Result<Response<pb::CreateAccountResponse>, Status> {
+        let operator = require_internal_scope(&request, OPERATOR_SCOPE)?
+            .name
+            .clone();
+        let r = request.into_inner();
+        let (user, org) = self
+            .inner
+            .create_account(
+                &operator,
+                &r.email,
+                &r.password,
+                &r.display_name,
+                &r.organization_name,
+            )
+            .await?;
+        Ok(Response::new(pb::CreateAccountResponse {
+            user: Some(user_to_pb(&user)),
+            organization: Some(org_to_pb(&org)),
         }))
     }
 

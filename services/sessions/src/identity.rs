@@ -25,7 +25,6 @@ use crate::email::Email;
 use crate::entity::{membership, organization, user};
 use crate::error::SessionError;
 use crate::members::{MembershipState, MembershipStatus};
-use crate::sessions::ClientContext;
 
 type Result<T> = std::result::Result<T, SessionError>;
 
@@ -91,7 +90,8 @@ impl IdentityStore {
         self.user_by_email_in(&self.db, email).await
     }
 
-    async fn user_by_email_in(
+    /// The user with this (normalised) email, read through `conn`.
+    pub(crate) async fn user_by_email_in(
         &self,
         conn: &impl ConnectionTrait,
         email: &Email,
@@ -172,9 +172,27 @@ impl IdentityStore {
             .collect())
     }
 
+    /// The logs an event about the account goes to: each organisation it
+    /// belongs to ([`IdentityStore::organizations_of_in`]), or the
+    /// platform's log (`None`) when it belongs to none.
+    pub async fn organizations_or_none(
+        &self,
+        conn: &impl ConnectionTrait,
+        user_id: Uuid,
+    ) -> Result<Vec<Option<Uuid>>> {
+        let orgs = self.organizations_of_in(conn, user_id).await?;
+        Ok(if orgs.is_empty() {
+            vec![None]
+        } else {
+            orgs.into_iter().map(Some).collect()
+        })
+    }
+
     // ----- changes inside a caller's transaction ---------------------------
 
-    /// Creates a user (with a password hash) who owns a new organisation.
+    /// Creates a user (with a password hash and a proved email: a sign-up
+    /// link was followed, or the operator bootstraps) who owns a new
+    /// organisation.
     pub async fn create_user_with_org(
         &self,
         txn: &impl ConnectionTrait,
@@ -184,7 +202,7 @@ impl IdentityStore {
         org_name: &str,
         now: DateTime<Utc>,
     ) -> std::result::Result<(user::Model, organization::Model), sea_orm::DbErr> {
-        let user = insert_user(txn, email, display_name, password_hash, now).await?;
+        let user = insert_user(txn, email, display_name, password_hash, Some(now), now).await?;
         let org = organization::ActiveModel {
             id: Set(Uuid::now_v7()),
             name: Set(org_name.to_string()),
@@ -205,6 +223,21 @@ impl IdentityStore {
     ) -> Result<()> {
         user::Entity::update_many()
             .col_expr(user::Column::PasswordHash, Expr::value(hash))
+            .filter(user::Column::Id.eq(user_id))
+            .exec(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the account's email verified from `at`.
+    pub async fn set_email_verified(
+        &self,
+        conn: &impl ConnectionTrait,
+        user_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        user::Entity::update_many()
+            .col_expr(user::Column::EmailVerifiedAt, Expr::value(at))
             .filter(user::Column::Id.eq(user_id))
             .exec(conn)
             .await?;
@@ -278,7 +311,7 @@ impl IdentityStore {
         let (user, created_user) = match self.user_by_email_in(&txn, email).await? {
             Some(user) => (user, false),
             None => (
-                insert_user(&txn, email, display_name, NO_PASSWORD, now).await?,
+                insert_user(&txn, email, display_name, NO_PASSWORD, None, now).await?,
                 true,
             ),
         };
@@ -351,63 +384,6 @@ impl IdentityStore {
         Ok(())
     }
 
-    /// Adds an existing user to the caller's organisation.
-    pub async fn add_member(
-        &self,
-        principal: &Principal,
-        org_id: Uuid,
-        email: &str,
-        role: Role,
-        client: &ClientContext,
-    ) -> Result<()> {
-        Self::require_manager(principal, org_id)?;
-        if role == Role::Owner && !principal.roles.contains(&Role::Owner) {
-            return Err(SessionError::Forbidden("only owners may add owners"));
-        }
-        let email = parse_email(email)?;
-        let user = self
-            .user_by_email(&email)
-            .await?
-            .ok_or(SessionError::NotFound("user"))?;
-        let now = self.clock.now();
-        let txn = twig_db::begin_write(&self.db).await?;
-        // A removed member comes back as new; anyone else is a member.
-        let rejoined = membership::Entity::update_many()
-            .col_expr(
-                membership::Column::Status,
-                Expr::value(MembershipStatus::Active.as_str()),
-            )
-            .col_expr(membership::Column::Role, Expr::value(role.as_str()))
-            .col_expr(membership::Column::CreatedAt, Expr::value(now))
-            .filter(membership::Column::OrgId.eq(org_id))
-            .filter(membership::Column::UserId.eq(user.id))
-            .filter(membership::Column::Status.eq(MembershipStatus::Removed.as_str()))
-            .exec(&txn)
-            .await?
-            .rows_affected;
-        if rejoined == 0 {
-            insert_membership(&txn, org_id, user.id, role, now)
-                .await
-                .map_err(|e| {
-                    if twig_db::is_unique_violation(&e) {
-                        SessionError::AlreadyMember
-                    } else {
-                        e.into()
-                    }
-                })?;
-        }
-        AuditEvent::new("org.member_added", Outcome::Success)
-            .org(org_id)
-            .actor(format!("user:{}", principal.user_id))
-            .target(format!("user:{}", user.id))
-            .ip(client.ip_string())
-            .details(serde_json::json!({ "role": role.as_str() }))
-            .record_at(&txn, now)
-            .await?;
-        txn.commit().await?;
-        Ok(())
-    }
-
     /// Members of the caller's organisation, active and suspended.
     pub async fn list_members(
         &self,
@@ -470,11 +446,13 @@ impl IdentityStore {
     }
 }
 
-async fn insert_user(
+/// Inserts an account; `verified_at` when its email is proved.
+pub(crate) async fn insert_user(
     txn: &impl ConnectionTrait,
     email: &Email,
     display_name: &str,
     password_hash: &str,
+    verified_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> std::result::Result<user::Model, sea_orm::DbErr> {
     user::ActiveModel {
@@ -484,12 +462,14 @@ async fn insert_user(
         password_hash: Set(password_hash.to_string()),
         created_at: Set(now),
         disabled_at: Set(None),
+        email_verified_at: Set(verified_at),
     }
     .insert(txn)
     .await
 }
 
-async fn insert_membership(
+/// Inserts an active membership.
+pub(crate) async fn insert_membership(
     txn: &impl ConnectionTrait,
     org_id: Uuid,
     user_id: Uuid,

@@ -16,6 +16,7 @@
 //! Its modules are private; `entity` (the tables) is public for tests and
 //! operators' tools that read them.
 
+mod accounts;
 mod cache;
 mod config;
 mod email;
@@ -23,7 +24,9 @@ pub mod entity;
 mod error;
 mod grpc;
 mod identity;
+mod invitations;
 mod last_seen;
+mod links;
 mod members;
 mod migration;
 mod module;

@@ -164,6 +164,71 @@ async fn current_membership(
         .ok_or(SessionError::NotFound("member"))
 }
 
+/// Makes `user_id` an active member of `org_id` with `role` (accepting an
+/// invitation): a new membership, or a removed one made again. A
+/// suspended member stays suspended (the organisation decided; an admin
+/// reinstates); an active one is [`SessionError::AlreadyMember`].
+pub(crate) async fn join(
+    txn: &impl ConnectionTrait,
+    org_id: Uuid,
+    user_id: Uuid,
+    role: Role,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    lock_organization(txn, org_id).await?;
+    let existing = membership::Entity::find_by_id((org_id, user_id))
+        .one(txn)
+        .await?
+        .as_ref()
+        .and_then(MembershipState::of);
+    match existing.map(|m| m.status) {
+        None => {
+            crate::identity::insert_membership(txn, org_id, user_id, role, now).await?;
+        }
+        Some(MembershipStatus::Removed) => {
+            membership::Entity::update_many()
+                .col_expr(
+                    membership::Column::Status,
+                    Expr::value(MembershipStatus::Active.as_str()),
+                )
+                .col_expr(membership::Column::Role, Expr::value(role.as_str()))
+                .col_expr(membership::Column::CreatedAt, Expr::value(now))
+                .filter(membership::Column::OrgId.eq(org_id))
+                .filter(membership::Column::UserId.eq(user_id))
+                .exec(txn)
+                .await?;
+        }
+        Some(MembershipStatus::Suspended) => {
+            return Err(SessionError::MembershipState(
+                "your membership of this organisation is suspended; ask an admin to reinstate it",
+            ));
+        }
+        Some(MembershipStatus::Active) => return Err(SessionError::AlreadyMember),
+    }
+    Ok(())
+}
+
+/// May the membership of `user_id` in `org_id` end as `to`? Only a
+/// current membership ends; only an active one is suspended; the last
+/// active owner never goes. The membership as it is.
+async fn check_end(
+    conn: &impl ConnectionTrait,
+    org_id: Uuid,
+    user_id: Uuid,
+    to: MembershipStatus,
+) -> Result<MembershipState> {
+    let state = current_membership(conn, org_id, user_id).await?;
+    if to == MembershipStatus::Suspended && state.status != MembershipStatus::Active {
+        return Err(SessionError::MembershipState(
+            "the member is suspended already; reinstate or remove them",
+        ));
+    }
+    if state.role == Role::Owner && state.status == MembershipStatus::Active {
+        require_another_owner(conn, org_id, user_id).await?;
+    }
+    Ok(state)
+}
+
 /// Sets a membership's status and role.
 async fn set_membership(
     txn: &impl ConnectionTrait,
@@ -211,10 +276,15 @@ impl Sessions {
         }
     }
 
-    /// Ends `from` (suspended or removed): the member's keys in the
-    /// organisation stop or are revoked first, then — in one transaction
-    /// with its audit event — the membership changes and the member's
-    /// sessions there end; every replica forgets their cached tokens.
+    /// Ends a membership (`to`: suspended or removed). The order keeps
+    /// keys safe both ways: the change is checked first (nothing is
+    /// touched when it is refused); the member's keys there stop; the
+    /// membership changes in one transaction with its audit event,
+    /// re-checked under the organisation's lock, and the member's sessions
+    /// there end (every replica forgets their cached tokens). A change
+    /// refused at that point — a concurrent one won — gives the keys back;
+    /// a removal then revokes them for good. A failure in between leaves
+    /// the keys stopped, never working for a member who is gone.
     async fn end_membership(
         &self,
         actor: &Principal,
@@ -223,35 +293,61 @@ impl Sessions {
         to: MembershipStatus,
         client: &ClientContext,
     ) -> Result<Ended> {
-        let (keys_change, action, reason) = match to {
-            MembershipStatus::Suspended => (
-                MemberKeysChange::Stop,
-                "member.suspended",
-                "member_suspended",
-            ),
-            MembershipStatus::Removed if actor.user_id == user_id => {
-                (MemberKeysChange::Revoke, "member.left", "member_left")
-            }
-            MembershipStatus::Removed => {
-                (MemberKeysChange::Revoke, "member.removed", "member_removed")
-            }
+        let (action, reason) = match to {
+            MembershipStatus::Suspended => ("member.suspended", "member_suspended"),
+            MembershipStatus::Removed if actor.user_id == user_id => ("member.left", "member_left"),
+            MembershipStatus::Removed => ("member.removed", "member_removed"),
             MembershipStatus::Active => unreachable!("ending a membership never makes it active"),
         };
-        let keys = self
-            .change_member_keys(org_id, user_id, keys_change)
+        check_end(self.db(), org_id, user_id, to).await?;
+        let stopped = self
+            .change_member_keys(org_id, user_id, MemberKeysChange::Stop)
             .await?;
+        let changed = self
+            .end_membership_in_db(actor, org_id, user_id, to, (action, reason), client)
+            .await;
+        let sessions = match changed {
+            Ok(sessions) => sessions,
+            Err(refused) => {
+                self.resume_if_allowed(org_id, user_id).await;
+                return Err(refused);
+            }
+        };
+        let keys = if to == MembershipStatus::Removed {
+            // Stopped keys become revoked; if this fails they stay stopped.
+            match self
+                .change_member_keys(org_id, user_id, MemberKeysChange::Revoke)
+                .await
+            {
+                Ok(revoked) => revoked,
+                Err(e) => {
+                    tracing::warn!(%org_id, %user_id, error = %e,
+                        "a removed member's keys are stopped but not yet revoked");
+                    stopped
+                }
+            }
+        } else {
+            stopped
+        };
+        Ok(Ended { sessions, keys })
+    }
+
+    /// The membership change of [`Sessions::end_membership`] in the
+    /// database: the new status, the member's sessions there ended, the
+    /// audit event; the sessions ended.
+    async fn end_membership_in_db(
+        &self,
+        actor: &Principal,
+        org_id: Uuid,
+        user_id: Uuid,
+        to: MembershipStatus,
+        (action, reason): (&'static str, &'static str),
+        client: &ClientContext,
+    ) -> Result<u64> {
         let now = self.now();
         let txn = twig_db::begin_write(self.db()).await?;
         lock_organization(&txn, org_id).await?;
-        let state = current_membership(&txn, org_id, user_id).await?;
-        if to == MembershipStatus::Suspended && state.status != MembershipStatus::Active {
-            return Err(SessionError::MembershipState(
-                "the member is suspended already; reinstate or remove them",
-            ));
-        }
-        if state.role == Role::Owner {
-            require_another_owner(&txn, org_id, user_id).await?;
-        }
+        let state = check_end(&txn, org_id, user_id, to).await?;
         set_membership(
             &txn,
             org_id,
@@ -277,13 +373,38 @@ impl Sessions {
             .details(serde_json::json!({
                 "role": state.role.as_str(),
                 "sessions_ended": sessions,
-                "api_keys": keys,
             }))
             .record_at(&txn, now)
             .await?;
         txn.commit().await?;
         self.ended_user(user_id).await;
-        Ok(Ended { sessions, keys })
+        Ok(sessions)
+    }
+
+    /// Gives a member's keys back after a refused change, when they may
+    /// work ([`keys_may_work`]); a failure leaves them stopped (logged).
+    async fn resume_if_allowed(&self, org_id: Uuid, user_id: Uuid) {
+        let may = async {
+            let status = current_membership(self.db(), org_id, user_id).await?.status;
+            let disabled = self
+                .identity()
+                .user(user_id)
+                .await?
+                .is_none_or(|u| u.disabled_at.is_some());
+            Ok::<_, SessionError>(keys_may_work(disabled, status))
+        };
+        let outcome = match may.await {
+            Ok(true) => self
+                .change_member_keys(org_id, user_id, MemberKeysChange::Resume)
+                .await
+                .map(|_| ()),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(%org_id, %user_id, error = %e,
+                "a member's keys stay stopped after a refused change; reinstate to resume them");
+        }
     }
 
     /// Suspends an active member of the caller's organisation.
@@ -450,7 +571,9 @@ impl Sessions {
             ));
         }
         if state.role == role {
-            return Ok(());
+            // Nothing to change; a retry still narrows the member's keys.
+            drop(txn);
+            return self.narrow_member_keys(org_id, user_id, role).await;
         }
         if state.role == Role::Owner {
             require_another_owner(&txn, org_id, user_id).await?;
@@ -463,7 +586,21 @@ impl Sessions {
             .await?;
         txn.commit().await?;
         self.ended_user(user_id).await;
-        Ok(())
+        self.narrow_member_keys(org_id, user_id, role).await
+    }
+
+    /// Narrows the scopes of the keys a member created in `org_id` to what
+    /// `role` may hold (a demoted admin's admin keys lose the admin
+    /// scope). Idempotent: SetMemberRole retried with the same role does
+    /// it again.
+    async fn narrow_member_keys(&self, org_id: Uuid, user_id: Uuid, role: Role) -> Result<()> {
+        self.change_member_keys(
+            org_id,
+            user_id,
+            MemberKeysChange::LimitScopes(twig_auth::Scope::of_role(role).to_vec()),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// An owner makes an active member an owner and becomes an admin, in

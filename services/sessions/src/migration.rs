@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddSessionMethod),
             Box::new(NormaliseEmails),
             Box::new(AddMembershipStatus),
+            Box::new(AddEmailLinksAndInvitations),
         ]
     }
 }
@@ -31,6 +32,7 @@ enum Users {
     PasswordHash,
     CreatedAt,
     DisabledAt,
+    EmailVerifiedAt,
 }
 
 #[derive(DeriveIden)]
@@ -278,6 +280,128 @@ impl MigrationTrait for AddMembershipStatus {
                 Table::alter()
                     .table(Memberships::Table)
                     .add_column(string(Memberships::Status).default("active"))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum EmailLinks {
+    Table,
+    TokenHash,
+    Purpose,
+    Email,
+    UserId,
+    Details,
+    CreatedAt,
+    ExpiresAt,
+    UsedAt,
+}
+
+#[derive(DeriveIden)]
+enum Invitations {
+    Table,
+    Id,
+    OrgId,
+    Email,
+    Role,
+    TokenHash,
+    InvitedBy,
+    CreatedAt,
+    ExpiresAt,
+    AcceptedAt,
+    AcceptedBy,
+    RevokedAt,
+}
+
+/// `users.email_verified_at` (accounts made before are unverified until
+/// they follow a link), `email_links` (sign-up, verification and reset
+/// links: hashed tokens, single use, expiring) and `invitations`.
+struct AddEmailLinksAndInvitations;
+
+impl MigrationName for AddEmailLinksAndInvitations {
+    fn name(&self) -> &str {
+        "m0005_add_email_links_and_invitations"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddEmailLinksAndInvitations {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Users::Table)
+                    .add_column(timestamp_with_time_zone_null(Users::EmailVerifiedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(EmailLinks::Table)
+                    .col(blob(EmailLinks::TokenHash).primary_key())
+                    .col(string(EmailLinks::Purpose))
+                    .col(string(EmailLinks::Email))
+                    .col(uuid_null(EmailLinks::UserId))
+                    .col(text(EmailLinks::Details))
+                    .col(timestamp_with_time_zone(EmailLinks::CreatedAt))
+                    .col(timestamp_with_time_zone(EmailLinks::ExpiresAt))
+                    .col(timestamp_with_time_zone_null(EmailLinks::UsedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("email_links_purpose_email")
+                    .table(EmailLinks::Table)
+                    .col(EmailLinks::Purpose)
+                    .col(EmailLinks::Email)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("email_links_expires")
+                    .table(EmailLinks::Table)
+                    .col(EmailLinks::ExpiresAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Invitations::Table)
+                    .col(uuid(Invitations::Id).primary_key())
+                    .col(uuid(Invitations::OrgId))
+                    .col(string(Invitations::Email))
+                    .col(string(Invitations::Role))
+                    .col(blob(Invitations::TokenHash).unique_key())
+                    .col(uuid(Invitations::InvitedBy))
+                    .col(timestamp_with_time_zone(Invitations::CreatedAt))
+                    .col(timestamp_with_time_zone(Invitations::ExpiresAt))
+                    .col(timestamp_with_time_zone_null(Invitations::AcceptedAt))
+                    .col(uuid_null(Invitations::AcceptedBy))
+                    .col(timestamp_with_time_zone_null(Invitations::RevokedAt))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Invitations::Table, Invitations::OrgId)
+                            .to(Organizations::Table, Organizations::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("invitations_org")
+                    .table(Invitations::Table)
+                    .col(Invitations::OrgId)
+                    .col(Invitations::CreatedAt)
                     .to_owned(),
             )
             .await

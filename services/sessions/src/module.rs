@@ -16,6 +16,9 @@ use twig_proto::sessions::v1::session_service_server::SessionServiceServer;
 use crate::config::SessionsConfig;
 use crate::{Migrator, SERVICE_NAME, SessionAuthenticator, Sessions};
 
+/// How often links that expired a day ago are deleted.
+const LINK_SWEEP_PERIOD: Duration = Duration::from_secs(600);
+
 /// How often last-seen times are written.
 const LAST_SEEN_PERIOD: Duration = Duration::from_secs(10);
 
@@ -66,6 +69,7 @@ impl Module for SessionsModule {
                     cx.hasher(),
                     cx.clock(),
                     cx.fanout().clone(),
+                    cx.mailer().clone(),
                 )
                 .with_member_keys(member_keys),
             );
@@ -80,6 +84,16 @@ impl Module for SessionsModule {
                     async move {
                         if let Err(e) = sessions.flush_last_seen().await {
                             tracing::warn!(error = %e, "could not write last-seen times; will retry");
+                        }
+                    }
+                });
+            let links = sessions.clone();
+            cx.workers()
+                .periodic("expired email links", LINK_SWEEP_PERIOD, move |_| {
+                    let sessions = links.clone();
+                    async move {
+                        if let Err(e) = sessions.delete_expired_links().await {
+                            tracing::warn!(error = %e, "could not delete expired email links; will retry");
                         }
                     }
                 });

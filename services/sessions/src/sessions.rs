@@ -24,7 +24,7 @@ use crate::cache::VerifyCache;
 use crate::email::Email;
 use crate::entity::{login_failure, organization, refresh_token, session, user};
 use crate::error::SessionError;
-use crate::identity::{IdentityStore, clean_name};
+use crate::identity::IdentityStore;
 use crate::last_seen::LastSeen;
 use crate::remote::SessionsChanged;
 use crate::throttle::{IpLimiter, account_delay};
@@ -33,6 +33,7 @@ use twig_clock::Clock;
 use twig_config::Secret;
 use twig_errors::ApiError;
 use twig_fanout::{Fanout, Heard};
+use twig_mail::{Mail, Mailer, Template};
 use twig_module::{
     IssuedSession, KeyDescription, MemberKeys, Needed, SessionClient, SessionIssuing, SessionMethod,
 };
@@ -92,6 +93,8 @@ pub struct Sessions {
     fanout: Fanout,
     identity: Arc<IdentityStore>,
     keys: Needed<MemberKeys>,
+    mailer: Mailer,
+    background: Arc<tokio::sync::Semaphore>,
 }
 
 fn chrono(d: Duration) -> chrono::Duration {
@@ -110,8 +113,11 @@ impl Sessions {
         hasher: PasswordHasher,
         clock: Arc<dyn Clock>,
         fanout: Fanout,
+        mailer: Mailer,
     ) -> Self {
         Self {
+            background: Arc::new(tokio::sync::Semaphore::new(config.background_jobs)),
+            mailer,
             cache: VerifyCache::new(config.verify_cache_ttl, fanout.freshness()),
             fanout,
             policy: PasswordPolicy {
@@ -149,6 +155,50 @@ impl Sessions {
     /// Now, by the service's clock.
     pub(crate) fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// The service's settings.
+    pub(crate) fn config(&self) -> &SessionsConfig {
+        &self.config
+    }
+
+    /// The password rules.
+    pub(crate) fn policy(&self) -> &PasswordPolicy {
+        &self.policy
+    }
+
+    /// The password hasher.
+    pub(crate) fn hasher(&self) -> &PasswordHasher {
+        &self.hasher
+    }
+
+    /// The outbound mail.
+    pub(crate) fn mailer(&self) -> &Mailer {
+        &self.mailer
+    }
+
+    /// Runs `job` in the background, at most `background_jobs` at once;
+    /// beyond that the request is refused — the same for every email, so
+    /// the answer never tells whether one has an account.
+    pub(crate) fn in_background(
+        &self,
+        name: &'static str,
+        job: impl std::future::Future<Output = Result<()>> + Send + 'static,
+    ) -> Result<()> {
+        let permit = self
+            .background
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| SessionError::Busy)?;
+        tokio::spawn(async move {
+            if let Err(e) = job.await {
+                tracing::warn!(job = name, error = %e, "background job failed");
+                metrics::counter!("twig_sessions_background_failures_total", "job" => name)
+                    .increment(1);
+            }
+            drop(permit);
+        });
+        Ok(())
     }
 
     /// Drops cached tokens of sessions ended on any replica. Runs for the
@@ -209,65 +259,6 @@ impl Sessions {
     }
 
     // ----- sign-up and login -------------------------------------------
-
-    /// Creates a user who owns a new organisation, and signs them in.
-    pub async fn sign_up(
-        &self,
-        email: &str,
-        password: &str,
-        display_name: &str,
-        org_name: &str,
-        client: &ClientContext,
-    ) -> Result<(user::Model, organization::Model, IssuedTokens)> {
-        let email = Email::parse(email).map_err(|r| SessionError::field("email", r))?;
-        self.policy
-            .check_new(password)
-            .map_err(|e| SessionError::password("password", e))?;
-        let display_name =
-            clean_name("display_name", display_name, email.local_part().to_string())?;
-        let org_name = clean_name(
-            "organization_name",
-            org_name,
-            format!("{display_name}'s organisation"),
-        )?;
-        if self.identity.email_taken(&email).await? {
-            return Err(SessionError::EmailTaken);
-        }
-        let password_hash = self
-            .hasher
-            .hash(password)
-            .await
-            .map_err(|e| SessionError::password("password", e))?;
-
-        let now = self.clock.now();
-        let txn = twig_db::begin_write(&self.db).await?;
-        let (user, org) = self
-            .identity
-            .create_user_with_org(&txn, &email, &display_name, &password_hash, &org_name, now)
-            .await
-            .map_err(|e| {
-                if twig_db::is_unique_violation(&e) {
-                    SessionError::EmailTaken
-                } else {
-                    e.into()
-                }
-            })?;
-        let tokens = self
-            .issue_in(
-                &txn,
-                Issue {
-                    user_id: user.id,
-                    org_id: org.id,
-                    method: &SessionMethod::Password,
-                    action: "user.signed_up",
-                },
-                client,
-                now,
-            )
-            .await?;
-        txn.commit().await?;
-        Ok((user, org, tokens))
-    }
 
     /// Email and password to a new session.
     pub async fn login(
@@ -381,17 +372,14 @@ impl Sessions {
         }
         // Each organisation of the account sees the attempt in its own log
         // (and no other does); an unknown address belongs to none.
-        let orgs: Vec<Option<Uuid>> = match user {
-            Some(user) => self
-                .identity
-                .organizations_of_in(&self.db, user.id)
-                .await?
-                .into_iter()
-                .map(Some)
-                .collect(),
-            None => Vec::new(),
+        let orgs = match user {
+            Some(user) => {
+                self.identity
+                    .organizations_or_none(&self.db, user.id)
+                    .await?
+            }
+            None => vec![None],
         };
-        let orgs = if orgs.is_empty() { vec![None] } else { orgs };
         let now = self.clock.now();
         let cutoff = now - chrono(self.config.login_failure_window);
         let hash = email_hash(email);
@@ -494,7 +482,7 @@ impl Sessions {
     /// made here: sign-up, login, [`Sessions::issue_session`]), after
     /// checking the user may have one in the organisation, and records
     /// `issue.action` with the method.
-    async fn issue_in(
+    pub(crate) async fn issue_in(
         &self,
         txn: &impl ConnectionTrait,
         issue: Issue<'_>,
@@ -917,6 +905,13 @@ impl Sessions {
             .await?;
         txn.commit().await?;
         self.ended_user(user.id).await;
+        self.mailer.send(Mail::new(
+            &user.email,
+            Template::PasswordChanged {
+                at: now,
+                ip: client.ip,
+            },
+        ));
         Ok(ended)
     }
 
@@ -964,14 +959,13 @@ impl Sessions {
         } else {
             "user.enabled"
         };
-        let orgs = self.identity.organizations_of_in(&txn, user_id).await?;
-        for org in orgs.iter().map(Some).chain(orgs.is_empty().then_some(None)) {
+        for org in self.identity.organizations_or_none(&txn, user_id).await? {
             let mut event = AuditEvent::new(action, Outcome::Success)
                 .actor(format!("operator:{operator}"))
                 .target(format!("user:{user_id}"))
                 .details(serde_json::json!({ "sessions_ended": ended }));
             if let Some(org) = org {
-                event = event.org(*org);
+                event = event.org(org);
             }
             event.record_at(&txn, now).await?;
         }
@@ -996,11 +990,11 @@ impl Sessions {
 }
 
 /// What [`Sessions::issue_in`] mints, and the audit action recording it.
-struct Issue<'a> {
-    user_id: Uuid,
-    org_id: Uuid,
-    method: &'a SessionMethod,
-    action: &'static str,
+pub(crate) struct Issue<'a> {
+    pub(crate) user_id: Uuid,
+    pub(crate) org_id: Uuid,
+    pub(crate) method: &'a SessionMethod,
+    pub(crate) action: &'static str,
 }
 
 /// The method's kind, a bounded metric label.

@@ -1,10 +1,13 @@
 //! `twig.audit.v1.AuditService`: the audit log of the caller's
 //! organisation, for its admins.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tonic::{Request, Response, Status};
 use twig_auth::{Scope, principal};
+use twig_clock::Clock;
 use twig_errors::{ApiError, fields};
 use twig_proto::audit::v1 as pb;
 use uuid::Uuid;
@@ -18,12 +21,14 @@ pub const MAX_FILTER_CHARS: usize = 256;
 #[derive(Clone)]
 pub struct AuditGrpc {
     db: DatabaseConnection,
+    clock: Arc<dyn Clock>,
 }
 
 impl AuditGrpc {
-    /// Reads the audit log through `db`.
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    /// Reads the audit log through `db`; each read is an event of its own,
+    /// at `clock`'s time.
+    pub fn new(db: DatabaseConnection, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
     }
 }
 
@@ -77,6 +82,18 @@ impl pb::audit_service_server::AuditService for AuditGrpc {
         }
         let events = query
             .all(&self.db)
+            .await
+            .map_err(|e| Status::from(twig_db::api_error(&e)))?;
+        // Reading the log is itself an event of the organisation's log.
+        crate::AuditEvent::new("audit.read", crate::Outcome::Success)
+            .org(me.org_id)
+            .actor(me.actor())
+            .details(serde_json::json!({
+                "action": r.action,
+                "actor": r.actor,
+                "events": events.len(),
+            }))
+            .record_at(&self.db, self.clock.now())
             .await
             .map_err(|e| Status::from(twig_db::api_error(&e)))?;
         let next = if events.len() as u64 == size {

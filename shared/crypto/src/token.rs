@@ -25,6 +25,13 @@ pub enum TokenKind {
     SessionRefresh,
     /// An API key.
     ApiKey,
+    /// The token of a link that proves an email: finishing a sign-up, or
+    /// verifying an account's address.
+    EmailVerification,
+    /// The token of a password-reset link.
+    PasswordReset,
+    /// The token of an invitation to an organisation.
+    Invitation,
 }
 
 impl TokenKind {
@@ -34,11 +41,21 @@ impl TokenKind {
             Self::SessionAccess => "twig_st_",
             Self::SessionRefresh => "twig_rt_",
             Self::ApiKey => "twig_sk_",
+            Self::EmailVerification => "twig_ev_",
+            Self::PasswordReset => "twig_pr_",
+            Self::Invitation => "twig_iv_",
         }
     }
 
     /// Every kind.
-    pub const ALL: [TokenKind; 3] = [Self::SessionAccess, Self::SessionRefresh, Self::ApiKey];
+    pub const ALL: [TokenKind; 6] = [
+        Self::SessionAccess,
+        Self::SessionRefresh,
+        Self::ApiKey,
+        Self::EmailVerification,
+        Self::PasswordReset,
+        Self::Invitation,
+    ];
 
     /// The kind whose prefix starts `text`, if any.
     pub fn of(text: &str) -> Option<Self> {

@@ -181,6 +181,16 @@ impl Mailer {
         link
     }
 
+    /// `link_base` + `path`, percent-encoded: a page of the front end
+    /// with no token (`mailer.page("/sign-in")`).
+    pub fn page(&self, path: &str) -> String {
+        let mut link = String::with_capacity(self.link_base.len() + path.len() + 1);
+        link.push_str(&self.link_base);
+        link.push('/');
+        percent_encode(path.trim_start_matches('/'), b"/", &mut link);
+        link
+    }
+
     /// Messages queued or being delivered now.
     pub fn pending(&self) -> usize {
         self.shared.pending.load(Ordering::Acquire)

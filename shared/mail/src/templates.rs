@@ -38,6 +38,14 @@ pub enum Template {
         /// When the invitation ends.
         expires_at: DateTime<Utc>,
     },
+    /// "You already have an account": someone started a sign-up with an
+    /// address that has one (the answer to them said nothing).
+    AccountExists {
+        /// The sign-in page ([`crate::Mailer::page`]).
+        sign_in_link: String,
+        /// The page that asks for a password reset.
+        reset_link: String,
+    },
     /// "Your password was changed".
     PasswordChanged {
         /// When.
@@ -64,6 +72,7 @@ impl Template {
             Self::VerifyEmail { .. } => "verify_email",
             Self::ResetPassword { .. } => "reset_password",
             Self::Invited { .. } => "invited",
+            Self::AccountExists { .. } => "account_exists",
             Self::PasswordChanged { .. } => "password_changed",
             Self::NewSignIn { .. } => "new_sign_in",
         }
@@ -129,6 +138,24 @@ impl Template {
                 ]);
                 format!("You are invited to join {organization} on {product}")
             }
+            Self::AccountExists {
+                sign_in_link,
+                reset_link,
+            } => {
+                blocks.extend([
+                    Block::Para(format!(
+                        "Someone tried to sign up for {product} with this email address, \
+                         which already has an account."
+                    )),
+                    Block::Button("Sign in", sign_in_link.clone()),
+                    Block::Para("Forgot your password? You can choose a new one.".into()),
+                    Block::Button("Reset my password", reset_link.clone()),
+                    Block::Note(
+                        "If this was not you, ignore this message: nothing has changed.".into(),
+                    ),
+                ]);
+                format!("You already have a {product} account")
+            }
             Self::PasswordChanged { at, ip } => {
                 let mut facts = vec![("When", when(at))];
                 if let Some(ip) = ip {
@@ -182,7 +209,7 @@ impl fmt::Debug for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = f.debug_struct(self.name());
         match self {
-            Self::VerifyEmail { .. } => {}
+            Self::VerifyEmail { .. } | Self::AccountExists { .. } => {}
             Self::ResetPassword {
                 expires_in_minutes, ..
             } => {
@@ -360,6 +387,10 @@ mod tests {
                 link: LINK.into(),
                 expires_at: at(),
             },
+            Template::AccountExists {
+                sign_in_link: LINK.into(),
+                reset_link: LINK.into(),
+            },
             Template::PasswordChanged {
                 at: at(),
                 ip: Some("203.0.113.7".parse().unwrap()),
@@ -394,6 +425,7 @@ mod tests {
                 "verify_email",
                 "reset_password",
                 "invited",
+                "account_exists",
                 "password_changed",
                 "new_sign_in"
             ]
@@ -412,6 +444,7 @@ mod tests {
                 "Verify your email for twig",
                 "Reset your twig password",
                 "You are invited to join Acme on twig",
+                "You already have a twig account",
                 "Your twig password was changed",
                 "A new sign-in to your twig account",
             ]
@@ -503,7 +536,7 @@ mod tests {
             assert!(!shown.contains("token"), "{shown}");
             assert!(shown.starts_with(template.name()), "{shown}");
         }
-        let r = every_template()[3].render("twig", None);
+        let r = every_template()[4].render("twig", None);
         assert!(
             r.text
                 .contains("  When: 2026-12-06 09:30 UTC\n  Address: 203.0.113.7")

@@ -219,7 +219,7 @@ impl Port for KeyOwners {
 
 /// What becomes of the keys a member created in an organisation when the
 /// membership changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberKeysChange {
     /// Refused until resumed: the membership is suspended.
     Stop,
@@ -227,6 +227,9 @@ pub enum MemberKeysChange {
     Resume,
     /// Revoked for good: the member was removed or left.
     Revoke,
+    /// Scopes cut to these (the member's role changed); a key left with
+    /// none is revoked.
+    LimitScopes(Vec<twig_auth::Scope>),
 }
 
 /// Who owns a key.

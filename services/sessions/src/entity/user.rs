@@ -20,6 +20,8 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// Set while the user is disabled.
     pub disabled_at: Option<DateTimeUtc>,
+    /// When the account proved its email; unset: not yet.
+    pub email_verified_at: Option<DateTimeUtc>,
 }
 
 /// No navigable relations are needed.

@@ -27,6 +27,11 @@ async fn sessions(cap: u64) -> (TestDatabase, Sessions) {
         hasher,
         Arc::new(twig_clock::SystemClock),
         Fanout::local(),
+        twig_mail::Mailer::start(
+            &twig_config::Config::default(),
+            Arc::new(twig_clock::SystemClock),
+        )
+        .unwrap(),
     );
     sessions.cache =
         VerifyCache::with_capacity(Duration::from_secs(60), sessions.fanout.freshness(), cap);
@@ -41,12 +46,21 @@ async fn sessions(cap: u64) -> (TestDatabase, Sessions) {
 async fn a_flood_of_unknown_tokens_keeps_a_valid_one_cached() {
     const CAP: u64 = 50;
     let (_db, sessions) = sessions(CAP).await;
-    let (_, _, tokens) = sessions
-        .sign_up(
+    sessions
+        .create_account(
+            "test",
             "flood@example.com",
             "a long enough password",
             "",
             "",
+        )
+        .await
+        .unwrap();
+    let (_, _, tokens) = sessions
+        .login(
+            "flood@example.com",
+            "a long enough password",
+            None,
             &ClientContext::default(),
         )
         .await
