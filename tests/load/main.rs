@@ -778,6 +778,7 @@ async fn seed_keys(url: &str, count: u64) -> anyhow::Result<()> {
                 expires_at: Set(None),
                 revoked_at: Set(None),
                 last_used_at: Set(None),
+                stopped_at: Set(None),
                 allowed_cidrs: Set(String::new()),
             });
             secrets.push(api_key_secret::ActiveModel {
