@@ -1,5 +1,5 @@
 //! `twig-identity`: serve, migrate, bootstrap, and the operator's `user`
-//! commands.
+//! and `org` commands.
 
 use std::path::PathBuf;
 
@@ -54,6 +54,44 @@ enum Command {
     User {
         #[command(subcommand)]
         action: UserCommand,
+    },
+    /// The platform operator's acts on organisations' plans and limits
+    /// (the same code as the internal `SetOrganizationPlan` and
+    /// `SetOrganizationLimit` RPCs with `platform.operator`).
+    Org {
+        #[command(subcommand)]
+        action: OrgCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Moves an organisation to a plan of `[plans]`.
+    Plan {
+        /// The organisation's id.
+        #[arg(long)]
+        org: uuid::Uuid,
+        /// The plan's name.
+        #[arg(long)]
+        plan: String,
+    },
+    /// Gives an organisation a limit of its own, above its plan too.
+    Limit {
+        /// The organisation's id.
+        #[arg(long)]
+        org: uuid::Uuid,
+        /// Requests (cost units) per period.
+        #[arg(long)]
+        requests: u64,
+        /// The period, in seconds.
+        #[arg(long, default_value_t = 60)]
+        period_seconds: u64,
+    },
+    /// Prints an organisation's plan and limits.
+    Show {
+        /// The organisation's id.
+        #[arg(long)]
+        org: uuid::Uuid,
     },
 }
 
@@ -165,6 +203,7 @@ async fn main_async(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User { action } => user_command(&config, action).await,
+        Command::Org { action } => org_command(&config, action).await,
     };
     telemetry.shutdown().await;
     result
@@ -203,6 +242,102 @@ async fn user_command(config: &Config, action: UserCommand) -> anyhow::Result<()
         );
     } else {
         println!("enabled {} ({})", user.email, user.id);
+    }
+    Ok(())
+}
+
+/// Runs an operator's `org` command against the database (and, with Redis
+/// configured, tells running replicas to forget the organisation's cached
+/// plan or limit).
+async fn org_command(config: &Config, action: OrgCommand) -> anyhow::Result<()> {
+    let org = match &action {
+        OrgCommand::Plan { org, .. } | OrgCommand::Limit { org, .. } | OrgCommand::Show { org } => {
+            *org
+        }
+    };
+    let db = open_database(config).await?;
+    migrate(&db, twig_identity::MODULES).await?;
+    // Sessions knows the organisations; quota keeps plans and limits.
+    let services = parse_services(Some("sessions,quota")).map_err(anyhow::Error::msg)?;
+    let suite = build(config, db.clone(), &services, Deps::default()).await?;
+    let sessions = suite
+        .handle::<std::sync::Arc<twig_sessions::Sessions>>()
+        .context("the sessions service did not build")?;
+    let quota = suite
+        .handle::<std::sync::Arc<twig_quota::Quota>>()
+        .context("the quota service did not build")?;
+    sessions
+        .identity()
+        .organization_in(&db, org)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_context(|| format!("no organisation has the id {org}"))?;
+    match action {
+        OrgCommand::Plan { plan, .. } => {
+            let assignment = quota
+                .set_organization_plan("cli", org, &plan)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{org} is on the plan {}", assignment.plan.name);
+        }
+        OrgCommand::Limit {
+            requests,
+            period_seconds,
+            ..
+        } => {
+            let period = std::time::Duration::from_secs(period_seconds);
+            let buckets = u32::try_from(period_seconds.clamp(1, 600)).unwrap_or(600);
+            let limit = twig_quota::Limit::new(requests, period, buckets)
+                .map_err(|e| anyhow::anyhow!("--requests, --period-seconds: {e}"))?;
+            let rule = twig_quota::Rule {
+                limit,
+                shadow: false,
+            };
+            quota
+                .set_limit_as_operator("cli", org, &format!("org:{org}"), rule)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("org:{org} has its own limit: {requests} requests per {period_seconds} s");
+        }
+        OrgCommand::Show { .. } => {
+            let assignment = quota
+                .organization_plan(None, &org.to_string())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let plan = &assignment.plan;
+            let since = match &assignment.stored {
+                Some(m) => format!("since {} by {}", m.updated_at.to_rfc3339(), m.updated_by),
+                None => "the default plan".to_string(),
+            };
+            println!("organisation:  {org}");
+            println!("plan:          {} ({since})", plan.name);
+            println!("default limit: {} per key", plan.config.default_limit);
+            match plan.custom_limit_max() {
+                Some(max) => println!("custom limits: up to {max}"),
+                None => println!("custom limits: off"),
+            }
+            let features: Vec<&str> = plan.config.features.iter().map(|f| f.as_str()).collect();
+            println!("features:      {}", features.join(", "));
+            let limits = quota
+                .limits()
+                .list(org)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if limits.is_empty() {
+                println!("limits:        none of its own");
+            }
+            for m in limits {
+                println!(
+                    "limit:         {} {} requests per {} s{} (set {} by {})",
+                    m.subject,
+                    m.limit,
+                    m.period_ms as f64 / 1000.0,
+                    if m.shadow { ", shadow" } else { "" },
+                    m.updated_at.to_rfc3339(),
+                    m.updated_by
+                );
+            }
+        }
     }
     Ok(())
 }

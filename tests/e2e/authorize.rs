@@ -31,7 +31,7 @@ async fn authorize(
 async fn one_call_gives_the_whole_decision(backend: Backend) {
     let app = TestApp::builder(backend)
         .weak_hashing()
-        .config(|c| c.edit::<twig_quota::QuotaConfig>(|s| s.default_limit = 5))
+        .config(|c| c.plans.default_plan_mut().default_limit.requests = 5)
         .spawn()
         .await;
     let ada = email("authorize");
@@ -192,7 +192,7 @@ async fn one_call_gives_the_whole_decision(backend: Backend) {
 async fn an_organisations_limit_is_shared_by_its_keys(backend: Backend) {
     let app = TestApp::builder(backend)
         .weak_hashing()
-        .config(|c| c.edit::<twig_quota::QuotaConfig>(|s| s.default_limit = 100))
+        .config(|c| c.plans.default_plan_mut().default_limit.requests = 100)
         .spawn()
         .await;
     let ada = email("org-limit");

@@ -63,6 +63,37 @@ fn absurd_quota_limits_are_refused_before_listening() {
     }
 }
 
+#[test]
+fn plans_are_checked_before_listening() {
+    let dir = tempfile_dir();
+    let url = format!("sqlite://{dir}/twig.db?mode=rwc");
+    let out = twig(&url)
+        .env("TWIG__PLANS__DEFAULT_PLAN", "gold")
+        .env("TWIG__PLANS__TEAM__MAX_CUSTOM_LIMIT__REQUESTS", "5")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for problem in [
+        "plans.default_plan \"gold\" is not a plan; plans: enterprise, free, team",
+        "plans.team.max_custom_limit (5 requests per 60 s) is below its default_limit",
+    ] {
+        assert!(err.contains(problem), "{problem}: {err}");
+    }
+    let out = twig(&url)
+        .env("TWIG__PLANS__FREE__FEATURES", r#"["allowlists"]"#)
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("allowlists") && err.contains("ip_allowlists"),
+        "{err}"
+    );
+}
+
 /// `migrate --services` is how the chart's migration hook checks the names
 /// it deploys, before any pod starts.
 #[test]
@@ -171,9 +202,172 @@ async fn serve_answers_and_stops_on_sigterm(backend: Backend) {
     assert!(code.success(), "{code:?}");
 }
 
+/// The operator's `org` commands against a running server's database:
+/// the change reaches the server through Redis at once, and the API shows
+/// what the command did.
+async fn the_operator_moves_an_organisation_from_the_command_line(backend: Backend) {
+    use twig_proto::quota::v1 as pb;
+    use twig_proto::quota::v1::quota_service_client::QuotaServiceClient;
+    use twig_proto::sessions::v1 as spb;
+
+    let db = TestDatabase::new(backend).await;
+    let prefix = twig_testkit::redis_prefix();
+    let redis = twig_testkit::redis_url();
+    let cli = |args: &[&str]| {
+        let out = twig(&db.url)
+            .env("REDIS_URL", &redis)
+            .env("TWIG__REDIS__KEY_PREFIX", &prefix)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = cli(&["bootstrap", "--email", "ops@acme.test"]);
+    assert!(ok, "{out}{err}");
+    let line = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("{prefix} in {out}"))
+    };
+    let org = line("organisation:");
+    let org = org[org.rfind('(').unwrap() + 1..org.len() - 1].to_string();
+    let password = line("password:");
+
+    let (mut server, channel) = start_server(
+        &db.url,
+        &[
+            ("REDIS_URL", redis.as_str()),
+            ("TWIG__REDIS__KEY_PREFIX", prefix.as_str()),
+        ],
+    )
+    .await;
+    let token = spb::session_service_client::SessionServiceClient::new(channel.clone())
+        .login(spb::LoginRequest {
+            email: "ops@acme.test".into(),
+            password,
+            organization_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap()
+        .access_token;
+    let mut quota = QuotaServiceClient::new(channel);
+    let own_limit = |n: u64| {
+        twig_tests::bearer(
+            &token,
+            pb::SetLimitRequest {
+                limit: Some(pb::Limit {
+                    subject: format!("org:{org}"),
+                    limit: n,
+                    period: Some(prost_types::Duration {
+                        seconds: 60,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }),
+            },
+        )
+    };
+    // On `free`, the owner may not (and the server caches the plan).
+    let err = quota.set_limit(own_limit(1000)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+
+    // Mistakes: clear, nothing changed.
+    let (ok, _, err) = cli(&["org", "plan", "--org", &org, "--plan", "gold"]);
+    assert!(!ok && err.contains("\"gold\" is not a plan"), "{err}");
+    let stranger = uuid::Uuid::new_v4().to_string();
+    let (ok, _, err) = cli(&["org", "plan", "--org", &stranger, "--plan", "team"]);
+    assert!(!ok && err.contains("no organisation has the id"), "{err}");
+
+    let (ok, out, err) = cli(&["org", "plan", "--org", &org, "--plan", "enterprise"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("enterprise"), "{out}");
+    // The running server heard it: the owner may now set a limit.
+    let started = std::time::Instant::now();
+    loop {
+        match quota.set_limit(own_limit(1000)).await {
+            Ok(_) => break,
+            Err(e) if started.elapsed() < Duration::from_secs(5) => {
+                assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the server still has the old plan: {e:?}"),
+        }
+    }
+    let plan = quota
+        .get_organization_plan(twig_tests::bearer(
+            &token,
+            pb::GetOrganizationPlanRequest::default(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plan.plan.unwrap().name, "enterprise");
+    assert_eq!(plan.updated_by, "operator:cli");
+
+    // Beyond the plan's maximum (1,000,000 a minute): the operator's.
+    let (ok, out, err) = cli(&[
+        "org",
+        "limit",
+        "--org",
+        &org,
+        "--requests",
+        "5000000",
+        "--period-seconds",
+        "60",
+    ]);
+    assert!(ok, "{out}{err}");
+    let started = std::time::Instant::now();
+    loop {
+        let got = quota
+            .get_limit(twig_tests::bearer(
+                &token,
+                pb::GetLimitRequest {
+                    subject: format!("org:{org}"),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .limit
+            .unwrap();
+        if got.limit == 5_000_000 {
+            assert_eq!(got.updated_by, "operator:cli");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the server still has the old limit: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (ok, out, err) = cli(&["org", "show", "--org", &org]);
+    assert!(ok, "{out}{err}");
+    for needle in [
+        "plan:          enterprise (since",
+        "by operator:cli",
+        "custom limits: up to 1000000 requests per 60 s",
+        "features:      ip_allowlists, sso, custom_limits",
+        &format!("org:{org} 5000000 requests per 60 s"),
+    ] {
+        assert!(out.contains(needle), "{needle}: {out}");
+    }
+    sigterm(&server);
+    wait_exit(&mut server, Duration::from_secs(10)).await;
+    let _ = server.wait();
+}
+
 on_both_backends!(
     bootstrap_prints_credentials_once,
-    serve_answers_and_stops_on_sigterm
+    serve_answers_and_stops_on_sigterm,
+    the_operator_moves_an_organisation_from_the_command_line
 );
 
 /// Starts `serve` on a free port; returns the child and a connected channel.

@@ -200,7 +200,14 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
     let app = TestApp::builder(backend)
         .weak_hashing()
         .config(|c| {
-            c.edit::<twig_quota::QuotaConfig>(|s| s.default_limit = 1_000_000);
+            // Key traffic runs throughout, on whichever plan the operator
+            // calls below leave the organisation.
+            for plan in c.plans.plans.values_mut() {
+                plan.default_limit.requests = 1_000_000;
+                if let Some(max) = &mut plan.max_custom_limit {
+                    max.requests = max.requests.max(1_000_000);
+                }
+            }
             c.edit::<twig_secrets_vault::VaultConfig>(|vault| {
                 vault
                     .master_keys
@@ -479,12 +486,13 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
         all_ok(
             "SetUserDisabled",
             at_once(&clients, |i, ch| {
-                let owner = owner.clone();
+                // The platform operator's, never an organisation's.
+                let operator = app.operator_token.clone();
                 let user_id = members[i][2].user.as_ref().unwrap().id.clone();
                 async move {
                     sessions(ch)
-                        .set_user_disabled(bearer(
-                            &owner,
+                        .set_user_disabled(with_internal_token(
+                            &operator,
                             spb::SetUserDisabledRequest { user_id, disabled },
                         ))
                         .await
@@ -701,6 +709,64 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
             set_limit(format!("org:{org}"), 100_000 + i as u64)(ch)
         })
         .await,
+    );
+    assert_eq!(
+        quota_limit::Entity::find().count(db).await.unwrap(),
+        1 + CLIENTS as u64
+    );
+    // The operator's: plans and limits beyond them.
+    let operator = app.operator_token.clone();
+    let set_plan = |plan: &'static str| {
+        let (operator, org) = (operator.clone(), org.clone());
+        move |ch: Channel| async move {
+            quota(ch)
+                .set_organization_plan(with_internal_token(
+                    &operator,
+                    qpb::SetOrganizationPlanRequest {
+                        organization_id: org,
+                        plan: plan.into(),
+                    },
+                ))
+                .await
+        }
+    };
+    all_ok(
+        "SetOrganizationPlan of one organisation",
+        at_once(&clients, |i, ch| {
+            set_plan(if i % 2 == 0 { "team" } else { "enterprise" })(ch)
+        })
+        .await,
+    );
+    let plans = twig_quota::entity::quota_org_plan::Entity::find()
+        .all(db)
+        .await
+        .unwrap();
+    assert_eq!(plans.len(), 1, "one plan row: {plans:?}");
+    let set_org_limit = |limit: u64| {
+        let (operator, org) = (operator.clone(), org.clone());
+        move |ch: Channel| async move {
+            quota(ch)
+                .set_organization_limit(with_internal_token(
+                    &operator,
+                    qpb::SetOrganizationLimitRequest {
+                        organization_id: org.clone(),
+                        limit: Some(qpb::Limit {
+                            subject: format!("org:{org}"),
+                            limit,
+                            period: Some(prost_types::Duration {
+                                seconds: 60,
+                                nanos: 0,
+                            }),
+                            ..Default::default()
+                        }),
+                    },
+                ))
+                .await
+        }
+    };
+    all_ok(
+        "SetOrganizationLimit of one subject",
+        at_once(&clients, |i, ch| set_org_limit(50_000_000 + i as u64)(ch)).await,
     );
     assert_eq!(
         quota_limit::Entity::find().count(db).await.unwrap(),

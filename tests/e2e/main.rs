@@ -54,6 +54,7 @@ mod metrics_bounds;
 mod modules;
 mod node_grpc_web;
 mod openapi;
+mod plans;
 mod quota;
 mod quota_replicas;
 mod replicas;

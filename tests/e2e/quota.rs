@@ -391,7 +391,16 @@ async fn shadow_limits_count_but_never_refuse(backend: Backend) {
     let app = app(backend, Counts::Memory).await;
     let (token, key, _) = owner_with_key(&app, &[apb::Scope::Read]).await;
     let key_subject = format!("key:{}", key.id);
-    set_limit(&app, &token, limit(&key_subject, 2, 60, true))
+    // Never enforced, so the operator's to set, not an admin's.
+    let err = set_limit(&app, &token, limit(&key_subject, 2, 60, true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    app.quota()
+        .set_organization_limit(app.operator(pb::SetOrganizationLimitRequest {
+            organization_id: key.organization_id.clone(),
+            limit: Some(limit(&key_subject, 2, 60, true)),
+        }))
         .await
         .unwrap();
     for i in 0..4 {

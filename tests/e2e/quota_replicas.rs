@@ -31,6 +31,8 @@ fn server(db_url: &str, redis_url: &str, redis_prefix: &str) -> Command {
         .env("REDIS_URL", redis_url)
         .env("TWIG__REDIS__KEY_PREFIX", redis_prefix)
         .env("TWIG__QUOTA__STORE", "redis")
+        // Limits of their own are for plans with custom limits.
+        .env("TWIG__PLANS__DEFAULT_PLAN", "enterprise")
         .env("TWIG__AUTH__INTERNAL_TOKEN", INTERNAL)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -2,8 +2,10 @@
 //! (real binaries on one PostgreSQL database): the edge reaches them over
 //! gRPC at their configured addresses with the caller it decided, and
 //! every surface — native gRPC, gRPC-web (Connect's client), HTTP/JSON,
-//! `Authorize` — works as in one process, each request counted once, and
-//! an internal client's rights reach the vault through the edge.
+//! `Authorize` — works as in one process, each request counted once, an
+//! internal client's rights reach the vault and the operator's reach
+//! quota through the edge, and the api-keys process asks the quota process
+//! for an organisation's plan.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -34,6 +36,7 @@ use crate::node_grpc_web::{ORIGIN, run_grpc_web_flow};
 const INTERNAL: &str = "split-internal-token-0123456789abcdef";
 const EDGE: &str = "split-edge-token-0123456789abcdef01234";
 const RUNTIME: &str = "split-runtime-token-0123456789abcdef0123";
+const OPERATOR: &str = "split-operator-token-0123456789abcdef012";
 
 /// One service process per entry, started one after the other (each
 /// migrates its own tables).
@@ -137,7 +140,10 @@ fn process(db_url: &str, service: &str, env: &[(&str, &str)]) -> Command {
         .env("TWIG__AUTH__EDGE_TOKEN", EDGE)
         .env(
             "TWIG__AUTH__INTERNAL_CLIENTS",
-            format!(r#"[{{name="runtime",token="{RUNTIME}",scopes=["vault.reveal"]}}]"#),
+            format!(
+                r#"[{{name="runtime",token="{RUNTIME}",scopes=["vault.reveal"]}},
+                    {{name="operator",token="{OPERATOR}",scopes=["platform.operator"]}}]"#
+            ),
         )
         .env("TWIG__QUOTA__DEFAULT_LIMIT", "1000")
         .env("RUST_LOG", "warn")
@@ -224,9 +230,56 @@ async fn the_edge_reaches_services_in_other_processes() {
     let key = created.secret;
     let key_id = created.key.unwrap().id;
 
+    // The organisation is on the default plan, `free`: the api-keys
+    // process asks the quota process, and refuses an allowlist; quota
+    // refuses a limit of its own.
+    let quota = QuotaServiceClient::new(edge.clone());
+    let allowlist = |cidrs: &[&str]| {
+        bearer(
+            &session,
+            kpb::SetOrgAllowlistRequest {
+                allowlist: Some(kpb::CidrList {
+                    cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
+                }),
+            },
+        )
+    };
+    let refused = ApiKeyServiceClient::new(edge.clone())
+        .set_org_allowlist(allowlist(&["127.0.0.0/8"]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("`free`"), "{refused:?}");
+    // The operator moves it, through the edge (an internal client's scope
+    // travels with the forwarded call); a member may not.
+    let move_to = |plan: &str| qpb::SetOrganizationPlanRequest {
+        organization_id: org.id.clone(),
+        plan: plan.into(),
+    };
+    let by_owner = quota
+        .clone()
+        .set_organization_plan(bearer(&session, move_to("enterprise")))
+        .await
+        .unwrap_err();
+    assert_eq!(by_owner.code(), Code::PermissionDenied);
+    let moved = quota
+        .clone()
+        .set_organization_plan(with_internal_token(OPERATOR, move_to("enterprise")))
+        .await
+        .expect("the operator through the edge")
+        .into_inner();
+    assert_eq!(moved.plan.unwrap().plan.unwrap().name, "enterprise");
+    ApiKeyServiceClient::new(edge.clone())
+        .set_org_allowlist(allowlist(&["127.0.0.0/8"]))
+        .await
+        .expect("allowlists on enterprise, as the quota process says");
+    ApiKeyServiceClient::new(edge.clone())
+        .set_org_allowlist(allowlist(&[]))
+        .await
+        .unwrap();
+
     // Its own limit, set through the edge: the quota process asks the
     // api-keys process whether the key is the caller's.
-    let quota = QuotaServiceClient::new(edge.clone());
     let limit = |subject: String| qpb::Limit {
         subject,
         limit: 5,

@@ -60,6 +60,21 @@ VALUE_SETS = {
         "quota": {"defaultLimit": 600, "period": "1m", "onStoreError": "closed"},
         "services": {"quota": {"enabled": True, "replicas": 3}},
     },
+    "plans": {
+        **CREDS,
+        "plans": {
+            "defaultPlan": "gold",
+            "definitions": {
+                "gold": {
+                    "defaultLimit": {"requests": 1000, "period": "1m"},
+                    "maxCustomLimit": {"requests": 100000, "period": "1m"},
+                    "features": ["ip_allowlists", "custom_limits"],
+                },
+                "enterprise": {"maxCustomLimit": {"requests": 5000000}},
+                "free": {"features": []},
+            },
+        },
+    },
     "split, two services": {
         **SPLIT_CREDS,
         "mode": "split",
@@ -414,6 +429,35 @@ def _():
             "TWIG__REDIS__KEY_PREFIX": "prod:",
         },
         f"quota settings {values}",
+    )
+
+
+@check("plans: the default plan everywhere; each plan's values as TWIG__PLANS__<NAME>__… variables")
+def _():
+    for label in VALUE_SETS:
+        for d in of_kind(label, "Deployment"):
+            env = env_of(d["spec"]["template"]["spec"]["containers"][0])
+            plan = env["TWIG__PLANS__DEFAULT_PLAN"]["value"]
+            expected = "gold" if label == "plans" else "free"
+            expect(plan == expected, f"{label}: default plan {plan}")
+            if label != "plans":
+                extra = [k for k in env if k.startswith("TWIG__PLANS__") and k != "TWIG__PLANS__DEFAULT_PLAN"]
+                expect(not extra, f"{label}: {extra}")
+    env = env_of(of_kind("plans", "Deployment")[0]["spec"]["template"]["spec"]["containers"][0])
+    values = {k: env[k].get("value") for k in env if k.startswith("TWIG__PLANS__")}
+    expect(
+        values
+        == {
+            "TWIG__PLANS__DEFAULT_PLAN": "gold",
+            "TWIG__PLANS__GOLD__DEFAULT_LIMIT__REQUESTS": "1000",
+            "TWIG__PLANS__GOLD__DEFAULT_LIMIT__PERIOD": "1m",
+            "TWIG__PLANS__GOLD__MAX_CUSTOM_LIMIT__REQUESTS": "100000",
+            "TWIG__PLANS__GOLD__MAX_CUSTOM_LIMIT__PERIOD": "1m",
+            "TWIG__PLANS__GOLD__FEATURES": '["ip_allowlists","custom_limits"]',
+            "TWIG__PLANS__ENTERPRISE__MAX_CUSTOM_LIMIT__REQUESTS": "5000000",
+            "TWIG__PLANS__FREE__FEATURES": "[]",
+        },
+        f"plan settings {values}",
     )
 
 
@@ -790,6 +834,11 @@ def _():
         ({"quota": {"defaultLimit": 0}}, "/quota/defaultLimit"),
         ({"quota": {"period": "a minute"}}, "/quota/period"),
         ({"quota": {"onStoreError": "maybe"}}, "/quota/onStoreError"),
+        ({"plans": {"defaultPlan": "Gold"}}, "/plans/defaultPlan"),
+        ({"plans": {"definitions": {"gold_plan": {}}}}, "gold_plan"),
+        ({"plans": {"definitions": {"gold": {"features": ["allowlists"]}}}}, "/plans/definitions/gold/features/0"),
+        ({"plans": {"definitions": {"gold": {"defaultLimit": {"requests": 0}}}}}, "/plans/definitions/gold/defaultLimit/requests"),
+        ({"plans": {"definitions": {"gold": {"maxLimit": {"requests": 5}}}}}, "maxLimit"),
         ({"vault": {"masterKeys": {"1": "x"}}}, "masterKeys"),
         ({"server": {"corsOrigins": ["*"]}}, "/server/corsOrigins/0"),
         ({"server": {"corsOrigins": ["https://app.example.com/"]}}, "/server/corsOrigins/0"),

@@ -34,6 +34,10 @@ pub const TEST_OPERATOR_TOKEN: &str = "test-operator-token-0123456789abcdefghij"
 /// it (TOML inline table).
 const TEST_OPERATOR_CLIENT: &str = r#"{name="test-operator",token="test-operator-token-0123456789abcdefghij",scopes=["platform.operator"]}"#;
 
+/// The name of the platform operator's internal client in every
+/// [`TestApp`].
+pub const OPERATOR: &str = "test-operator";
+
 /// A strong-enough password for tests.
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -87,12 +91,13 @@ impl TestAppBuilder {
         config.database.max_connections = 8;
         let internal_token = format!("internal-{}", uuid::Uuid::new_v4().simple());
         config.auth.internal_token = Some(Secret::new(internal_token.clone()));
+        let operator_token = TEST_OPERATOR_TOKEN.to_string();
         config
             .auth
             .internal_clients
             .push(twig_config::InternalClient {
-                name: "test-operator".into(),
-                token: Secret::new(TEST_OPERATOR_TOKEN),
+                name: OPERATOR.into(),
+                token: Secret::new(operator_token.clone()),
                 scopes: vec![twig_auth::OPERATOR_SCOPE.into()],
             });
         // Without SMTP, mail goes to this app's own outbox folder, where
@@ -166,6 +171,7 @@ impl TestAppBuilder {
             db,
             clock,
             internal_token,
+            operator_token,
             config,
             sessions_service,
             session_issuer,
@@ -195,6 +201,9 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     /// The internal service credential.
     pub internal_token: String,
+    /// The credential of the internal client [`OPERATOR`], which holds
+    /// `platform.operator`.
+    pub operator_token: String,
     /// The configuration it runs with.
     pub config: Config,
     /// The sessions service inside the server, for flushing batched work.
@@ -221,11 +230,16 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// Default configuration on `backend`.
+    /// Default configuration on `backend`, with every organisation on the
+    /// `enterprise` plan (every feature; the same 100 a minute per key by
+    /// default as `free`), so that tests of features and limits need no
+    /// operator. Tests of plans set `plans.default_plan` themselves.
     pub fn builder(backend: Backend) -> TestAppBuilder {
+        let mut config = Config::default();
+        config.plans.default_plan = "enterprise".into();
         TestAppBuilder {
             backend,
-            config: Config::default(),
+            config,
             weak_hashing: false,
             maildev: None,
         }
@@ -427,14 +441,28 @@ impl TestApp {
         panic!("no mail to {address} about {subject:?} with a link");
     }
 
-    /// Wraps `message` with the platform operator's credential.
-    pub fn operator<T>(&self, message: T) -> Request<T> {
-        with_internal_token(TEST_OPERATOR_TOKEN, message)
-    }
-
     /// Wraps `message` with the internal credential.
     pub fn internal<T>(&self, message: T) -> Request<T> {
         with_internal_token(&self.internal_token, message)
+    }
+
+    /// Wraps `message` with the platform operator's credential (the
+    /// internal client [`OPERATOR`], scope `platform.operator`).
+    pub fn operator<T>(&self, message: T) -> Request<T> {
+        with_internal_token(&self.operator_token, message)
+    }
+
+    /// Puts organisation `org_id` on `plan`, as the platform operator.
+    pub async fn set_plan(&self, org_id: &str, plan: &str) {
+        self.quota()
+            .set_organization_plan(self.operator(
+                twig_proto::quota::v1::SetOrganizationPlanRequest {
+                    organization_id: org_id.into(),
+                    plan: plan.into(),
+                },
+            ))
+            .await
+            .expect("the operator sets the plan");
     }
 
     /// Stops the server and waits for it.

@@ -239,6 +239,35 @@ top context), "secret" (the Secret to read credentials from) and, optional,
   value: {{ $v.quota.period | quote }}
 - name: TWIG__QUOTA__ON_STORE_ERROR
   value: {{ $v.quota.onStoreError | quote }}
+- name: TWIG__PLANS__DEFAULT_PLAN
+  value: {{ $v.plans.defaultPlan | quote }}
+{{- range $name, $plan := $v.plans.definitions }}
+{{- $key := printf "TWIG__PLANS__%s" (upper $name) }}
+{{- with $plan.defaultLimit }}
+{{- with .requests }}
+- name: {{ $key }}__DEFAULT_LIMIT__REQUESTS
+  value: {{ . | int64 | toString | quote }}
+{{- end }}
+{{- with .period }}
+- name: {{ $key }}__DEFAULT_LIMIT__PERIOD
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- with $plan.maxCustomLimit }}
+{{- with .requests }}
+- name: {{ $key }}__MAX_CUSTOM_LIMIT__REQUESTS
+  value: {{ . | int64 | toString | quote }}
+{{- end }}
+{{- with .period }}
+- name: {{ $key }}__MAX_CUSTOM_LIMIT__PERIOD
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if hasKey $plan "features" }}
+- name: {{ $key }}__FEATURES
+  value: {{ $plan.features | toJson | quote }}
+{{- end }}
+{{- end }}
 {{- with $v.telemetry.otlpEndpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}

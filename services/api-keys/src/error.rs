@@ -33,6 +33,10 @@ pub enum KeyError {
     /// The key was revoked.
     #[error("the API key is revoked")]
     Revoked,
+    /// A refusal decided elsewhere (the organisation's plan, as the quota
+    /// service answers it), passed on as it is.
+    #[error(transparent)]
+    Refused(#[from] ApiError),
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] DbErr),
@@ -68,6 +72,7 @@ impl From<KeyError> for ApiError {
             KeyError::NotFound => ApiError::not_found(err.to_string()),
             KeyError::Revoked => ApiError::failed_precondition(err.to_string()),
             KeyError::Db(db) => twig_db::api_error(db),
+            KeyError::Refused(e) => e.clone(),
         }
     }
 }

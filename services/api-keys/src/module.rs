@@ -11,7 +11,7 @@ use twig_crypto::TokenKind;
 use twig_errors::ApiError;
 use twig_module::{
     Context, CredentialCheck, KeyDescription, KeyOwners, KeyOwnership, MemberKeyControl,
-    MemberKeys, MemberKeysChange, Module, ModuleError, Port, RemoteContext,
+    MemberKeys, MemberKeysChange, Module, ModuleError, Plans, Port, RemoteContext,
 };
 use twig_proto::apikeys::v1::api_key_service_server::ApiKeyServiceServer;
 use uuid::Uuid;
@@ -51,18 +51,21 @@ impl Module for ApiKeysModule {
         &[CredentialCheck::NAME, KeyOwners::NAME, MemberKeys::NAME]
     }
 
+    fn needs(&self) -> &'static [&'static str] {
+        &[Plans::NAME]
+    }
+
     fn build<'a>(&'a self, cx: &'a mut Context) -> BoxFuture<'a, Result<(), ModuleError>> {
         Box::pin(async move {
             let config = cx
                 .config()
                 .section::<ApiKeysConfig>()
                 .map_err(|e| ModuleError::setup(self.name(), "cannot read [api_keys]", e))?;
-            let keys = Arc::new(ApiKeys::new(
-                cx.db().clone(),
-                config,
-                cx.clock(),
-                cx.fanout().clone(),
-            ));
+            let plans = cx.need::<Plans>();
+            let keys = Arc::new(
+                ApiKeys::new(cx.db().clone(), config, cx.clock(), cx.fanout().clone())
+                    .with_plans(plans),
+            );
             cx.workers()
                 .listen("api-key changes", keys.clone().listen_for_changes());
             let usage = keys.clone();

@@ -14,10 +14,11 @@ use sea_orm::{
 use twig_audit::{AuditEvent, Outcome};
 use twig_auth::{Credential, Principal, Scope};
 use twig_clock::Clock;
+use twig_config::Feature;
 use twig_crypto::{Token, TokenFormatError, TokenHash, TokenKind};
 use twig_db::batch::{BatchedWriter, Max, Select, Sum, Upsert};
 use twig_fanout::{Fanout, Heard};
-use twig_module::MemberKeysChange;
+use twig_module::{MemberKeysChange, Needed, Plans};
 use uuid::Uuid;
 
 use crate::cache::{Cached, KeyCache, Verified};
@@ -59,6 +60,9 @@ pub struct ApiKeys {
     /// counted per key, address and period.
     denied: Refusals<KeyRefusal>,
     fanout: Fanout,
+    /// Organisations' plans (the quota service's): IP allowlists are a
+    /// feature of some plans only.
+    plans: Needed<Plans>,
 }
 
 /// The most (key, minute) pairs with pending usage, and the most keys
@@ -246,7 +250,50 @@ impl ApiKeys {
                 config.refusal_audit_period,
                 config.refusal_audit_max_sources,
             ),
+            plans: Needed::ready(None),
         }
+    }
+
+    /// Asks `plans` whether an organisation may set IP allowlists; without
+    /// it, setting one is UNAVAILABLE (clearing one always works).
+    pub fn with_plans(mut self, plans: Needed<Plans>) -> Self {
+        self.plans = plans;
+        self
+    }
+
+    /// Refuses a non-empty allowlist (for `target`: `org:<id>` or
+    /// `key:<id>`) when the organisation's plan lacks IP allowlists, with an
+    /// audit event. Clearing a list is allowed on any plan, and lists set
+    /// before a move to a smaller plan stay enforced: a downgrade never
+    /// silently opens a fence.
+    async fn require_allowlists(
+        &self,
+        principal: &Principal,
+        target: String,
+        stored: &str,
+    ) -> Result<()> {
+        if stored.is_empty() {
+            return Ok(());
+        }
+        let plan = Plans::of(&self.plans, principal.org_id).await?;
+        if plan.has(Feature::IpAllowlists) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let txn = twig_db::begin_write(&self.db).await?;
+        AuditEvent::new("plan.feature_refused", Outcome::Failure)
+            .org(principal.org_id)
+            .actor(principal.actor())
+            .target(target)
+            .details(serde_json::json!({
+                "feature": Feature::IpAllowlists.as_str(),
+                "plan": plan.name,
+                "cidrs": stored,
+            }))
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        Err(KeyError::Refused(plan.refusal(Feature::IpAllowlists)))
     }
 
     /// Drops cached answers about keys changed on any replica. Runs for
@@ -433,7 +480,10 @@ impl ApiKeys {
         }
         if let Some(list) = allowed_cidrs {
             let nets = cidrs::parse(list).map_err(|e| KeyError::field("allowed_cidrs", e))?;
-            model.allowed_cidrs = Set(cidrs::to_stored(&nets));
+            let stored = cidrs::to_stored(&nets);
+            self.require_allowlists(principal, format!("key:{key_id}"), &stored)
+                .await?;
+            model.allowed_cidrs = Set(stored);
         }
         let now = self.clock.now();
         let txn = twig_db::begin_write(&self.db).await?;
@@ -876,6 +926,8 @@ impl ApiKeys {
         }
         let nets = cidrs::parse(entries).map_err(|e| KeyError::field("cidrs", e))?;
         let stored = cidrs::to_stored(&nets);
+        self.require_allowlists(principal, format!("org:{}", principal.org_id), &stored)
+            .await?;
         let now = self.clock.now();
         let txn = twig_db::begin_write(&self.db).await?;
         // One statement whether or not a list exists, so concurrent

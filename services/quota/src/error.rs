@@ -28,9 +28,13 @@ pub enum QuotaError {
     /// The subject (organisation, key, limit) is absent or another's.
     #[error("{0}")]
     NotFound(String),
-    /// The request cannot be carried out in the present state.
+    /// The request cannot be carried out in the present state (e.g. a
+    /// limit above the organisation's plan).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller may not do this (e.g. an admin setting a shadow limit).
+    #[error("{0}")]
+    Forbidden(String),
     /// The store is down and `quota.on_store_error = closed`.
     #[error(
         "the quota store cannot be reached and quota.on_store_error = closed refuses \
@@ -87,6 +91,7 @@ impl From<QuotaError> for ApiError {
             }
             QuotaError::NotFound(m) => ApiError::not_found(m),
             QuotaError::FailedPrecondition(m) => ApiError::failed_precondition(m),
+            QuotaError::Forbidden(m) => ApiError::permission_denied(m),
             e @ QuotaError::StoreClosed => ApiError::unavailable(e.to_string()),
             QuotaError::Refused(e) => e,
             QuotaError::Db(e) => twig_db::api_error(&e),

@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
-use twig_auth::{principal, require_internal};
+use twig_auth::{OPERATOR_SCOPE, principal, require_internal, require_internal_scope};
 use twig_proto::quota::v1 as pb;
 
 use crate::entity::quota_limit;
 use crate::error::QuotaError;
 use crate::limits::{Rule, Source, rule_of};
-use crate::service::Quota;
+use crate::plans::Assignment;
+use crate::service::{Quota, parse_org};
 use crate::window::Limit;
 
 /// The gRPC face of the quota service.
@@ -76,6 +77,41 @@ fn wire_stored(m: &quota_limit::Model) -> Result<pb::Limit, QuotaError> {
     Ok(wire_limit(&m.subject, &rule_of(m)?, Some(m)))
 }
 
+fn wire_plan_limit(limit: &twig_config::PlanLimit) -> pb::PlanLimit {
+    pb::PlanLimit {
+        requests: limit.requests,
+        period: Some(twig_proto::duration(limit.period)),
+    }
+}
+
+fn wire_assignment(a: &Assignment) -> pb::GetOrganizationPlanResponse {
+    let plan = &a.plan;
+    pb::GetOrganizationPlanResponse {
+        organization_id: a.org_id.to_string(),
+        plan: Some(pb::Plan {
+            name: plan.name.clone(),
+            default_limit: Some(wire_plan_limit(&plan.config.default_limit)),
+            max_custom_limit: plan.custom_limit_max().as_ref().map(wire_plan_limit),
+            features: plan
+                .config
+                .features
+                .iter()
+                .map(|f| f.as_str().to_string())
+                .collect(),
+        }),
+        assigned: a.stored.is_some(),
+        updated_at: a
+            .stored
+            .as_ref()
+            .map(|m| twig_proto::timestamp(m.updated_at)),
+        updated_by: a
+            .stored
+            .as_ref()
+            .map(|m| m.updated_by.clone())
+            .unwrap_or_default(),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::quota_service_server::QuotaService for QuotaGrpc {
     async fn check(
@@ -125,6 +161,7 @@ impl pb::quota_service_server::QuotaService for QuotaGrpc {
                 Source::Default => pb::LimitSource::Default,
                 Source::Own => pb::LimitSource::Own,
                 Source::Org => pb::LimitSource::Organisation,
+                Source::Plan => pb::LimitSource::Plan,
             }
             .into(),
         }))
@@ -185,6 +222,59 @@ impl pb::quota_service_server::QuotaService for QuotaGrpc {
                     shadow_denied: c.shadow_denied,
                 })
                 .collect(),
+        }))
+    }
+
+    async fn get_organization_plan(
+        &self,
+        request: Request<pb::GetOrganizationPlanRequest>,
+    ) -> Result<Response<pb::GetOrganizationPlanResponse>, Status> {
+        let caller = if require_internal(&request).is_ok() {
+            None
+        } else {
+            Some(principal(&request)?)
+        };
+        let assignment = self
+            .inner
+            .organization_plan(caller, &request.get_ref().organization_id)
+            .await?;
+        Ok(Response::new(wire_assignment(&assignment)))
+    }
+
+    async fn set_organization_plan(
+        &self,
+        request: Request<pb::SetOrganizationPlanRequest>,
+    ) -> Result<Response<pb::SetOrganizationPlanResponse>, Status> {
+        let operator = require_internal_scope(&request, OPERATOR_SCOPE)?
+            .name
+            .clone();
+        let r = request.get_ref();
+        let org = parse_org(&r.organization_id)?;
+        let assignment = self
+            .inner
+            .set_organization_plan(&operator, org, &r.plan)
+            .await?;
+        Ok(Response::new(pb::SetOrganizationPlanResponse {
+            plan: Some(wire_assignment(&assignment)),
+        }))
+    }
+
+    async fn set_organization_limit(
+        &self,
+        request: Request<pb::SetOrganizationLimitRequest>,
+    ) -> Result<Response<pb::SetOrganizationLimitResponse>, Status> {
+        let operator = require_internal_scope(&request, OPERATOR_SCOPE)?
+            .name
+            .clone();
+        let r = request.get_ref();
+        let org = parse_org(&r.organization_id)?;
+        let (subject, rule) = requested_rule(r.limit.as_ref())?;
+        let stored = self
+            .inner
+            .set_limit_as_operator(&operator, org, &subject, rule)
+            .await?;
+        Ok(Response::new(pb::SetOrganizationLimitResponse {
+            limit: Some(wire_stored(&stored)?),
         }))
     }
 }

@@ -6,11 +6,15 @@
 //!   `custom:…`);
 //! - [`store`]: where counts live — in memory (one replica) or in Redis
 //!   (shared, one atomic script per batch of checks);
-//! - [`limits`]: which limit applies — the configured default or an
-//!   organisation's or key's own, cached and fanned out on change;
+//! - [`limits`]: which limit applies — an organisation's or key's own,
+//!   the default of the organisation's plan, or the configured default;
+//!   cached and fanned out on change;
+//! - [`plans`]: which plan each organisation is on (the operator's
+//!   assignments, else `plans.default_plan`), cached and fanned out on
+//!   change; the `Plans` port;
 //! - [`usage`]: admitted and refused checks per subject per minute;
 //! - [`service::Quota`]: the decision, the store-down policy, who may
-//!   change limits;
+//!   change limits (admins within their plan, the operator beyond it);
 //! - [`requests`]: what an authenticated request counts under, and
 //!   [`RequestCounter`] (this process's [`Quota`] or
 //!   [`remote::RemoteQuota`] over gRPC) for the front doors;
@@ -23,6 +27,7 @@ mod grpc;
 mod limits;
 mod migration;
 mod module;
+mod plans;
 mod remote;
 mod requests;
 mod service;
@@ -36,6 +41,7 @@ pub use error::QuotaError;
 pub use limits::{Limits, Rule};
 pub use migration::Migrator;
 pub use module::{MODULE, QuotaModule};
+pub use plans::{Assignment, OrgPlans, Plan, PlanChanged};
 pub use requests::{PerRequest, RequestCounter, RequestCounting};
 pub use service::{Outcome, Quota, StorePolicy};
 pub use store::{MemoryStore, RedisStore, Store, Unreachable};

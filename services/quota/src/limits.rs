@@ -1,5 +1,6 @@
-//! Which limit applies to a subject: the configured default, or a limit of
-//! its own set for an organisation or a key.
+//! Which limit applies to a subject: a limit of its own set for a key or
+//! an organisation, else the default limit of the organisation's plan,
+//! else (for subjects of no organisation) the configured default.
 //!
 //! Limits of their own live in `quota_limits`; every replica caches what
 //! it has looked up (including "none") and forgets a subject when the
@@ -16,6 +17,7 @@ use uuid::Uuid;
 
 use crate::entity::quota_limit;
 use crate::error::QuotaError;
+use crate::plans::OrgPlans;
 use crate::subject::Subject;
 use crate::window::Limit;
 
@@ -48,10 +50,6 @@ impl Announcement for LimitChanged {
 /// of subjects seen once does not push out those in use).
 const MAX_CACHED: u64 = 100_000;
 
-/// How long a cached lookup is believed without an announcement (changes
-/// are announced at once; this bounds a replica that missed one).
-const CACHED_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
-
 /// A limit and whether it is enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
@@ -59,6 +57,19 @@ pub struct Rule {
     pub limit: Limit,
     /// Computed, counted and logged, never enforced.
     pub shadow: bool,
+}
+
+/// Who changes a limit, when, and how it stands to the plan.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The actor of the audit event (`user:…`, `key:…`, `operator:…`).
+    pub actor: String,
+    /// When.
+    pub now: DateTime<Utc>,
+    /// The organisation's plan.
+    pub plan: String,
+    /// The operator set it above what the plan lets admins set.
+    pub beyond_plan: bool,
 }
 
 /// Where a rule comes from.
@@ -70,23 +81,37 @@ pub enum Source {
     Own,
     /// The organisation's own limit, shared by its keys.
     Org,
+    /// The default limit of the organisation's plan.
+    Plan,
 }
 
 /// The limits of every subject.
 pub struct Limits {
     default: Rule,
+    plans: std::sync::Arc<OrgPlans>,
     db: DatabaseConnection,
     fanout: Fanout,
     /// Every subject's own rule (or none) as last read; a lookup racing a
     /// change does not keep what it read before the change.
     cache: BoundedCache<String, Option<Rule>>,
+    /// How long a lookup is believed without an announcement
+    /// ([`crate::plans::cache_lifetime`]).
+    cached_for: std::time::Duration,
 }
 
 impl Limits {
-    /// Limits with `default` for subjects without their own.
-    pub fn new(default: Rule, db: DatabaseConnection, fanout: Fanout) -> Self {
+    /// Limits with the default of each organisation's plan in `plans`,
+    /// and `default` for subjects of no organisation.
+    pub fn new(
+        default: Rule,
+        plans: std::sync::Arc<OrgPlans>,
+        db: DatabaseConnection,
+        fanout: Fanout,
+    ) -> Self {
         Self {
             default,
+            plans,
+            cached_for: crate::plans::cache_lifetime(&fanout),
             db,
             fanout,
             cache: BoundedCache::new(MAX_CACHED),
@@ -98,10 +123,18 @@ impl Limits {
         self.default
     }
 
+    /// The plans and who is on which.
+    pub fn plans(&self) -> &std::sync::Arc<OrgPlans> {
+        &self.plans
+    }
+
     /// The rule a check of `subject` counts under, and the subject it
     /// counts: a key's own limit; else, when `org` is given, the
     /// organisation's own limit (counted for the organisation, shared by
-    /// its keys); else the subject's own limit; else the default.
+    /// its keys); else the subject's own limit; else, for a subject of an
+    /// organisation (`org` given, or the subject `org:<id>` itself), the
+    /// default limit of its plan, counted for the subject; else the
+    /// configured default.
     pub async fn resolve(
         &self,
         subject: Subject,
@@ -117,6 +150,15 @@ impl Limits {
             {
                 return Ok((org_subject, rule, Source::Org));
             }
+        }
+        let org = org.or_else(|| {
+            (subject.kind() == "org")
+                .then(|| Uuid::parse_str(subject.value()).ok())
+                .flatten()
+        });
+        if let Some(org) = org {
+            let plan = self.plans.plan_of(org).await?;
+            return Ok((subject, plan.default_rule, Source::Plan));
         }
         Ok((subject, self.default, Source::Default))
     }
@@ -138,20 +180,27 @@ impl Limits {
             .map_err(QuotaError::from)?;
         let rule = row.as_ref().map(rule_of).transpose()?;
         self.cache
-            .insert_if_current(generation, key, rule, CACHED_FOR);
+            .insert_if_current(generation, key, rule, self.cached_for);
         Ok(rule)
     }
 
-    /// Stores `rule` as the subject's own limit (in `org`), with an audit
-    /// event in the same transaction, and tells every replica.
+    /// Stores `rule` as the subject's own limit (in `org`, on `plan`),
+    /// with an audit event in the same transaction, and tells every
+    /// replica. `beyond_plan`: the operator set it above what the plan
+    /// lets admins set.
     pub async fn set(
         &self,
         org: Uuid,
         subject: &Subject,
         rule: Rule,
-        actor: String,
-        now: DateTime<Utc>,
+        change: Change,
     ) -> Result<quota_limit::Model, QuotaError> {
+        let Change {
+            actor,
+            now,
+            plan,
+            beyond_plan,
+        } = change;
         let model = quota_limit::ActiveModel {
             subject: Set(subject.as_str().to_string()),
             org_id: Set(org),
@@ -190,6 +239,8 @@ impl Limits {
                 "period_ms": rule.limit.period_ms(),
                 "buckets": rule.limit.buckets(),
                 "shadow": rule.shadow,
+                "plan": plan,
+                "beyond_plan": beyond_plan,
             }))
             .record_at(&txn, now)
             .await
@@ -202,6 +253,36 @@ impl Limits {
         txn.commit().await.map_err(QuotaError::from)?;
         self.announce(subject).await;
         Ok(stored)
+    }
+
+    /// Records a refused attempt to set the subject's own limit beyond
+    /// the plan (its own transaction: nothing else is written).
+    pub async fn record_refusal(
+        &self,
+        org: Uuid,
+        subject: &Subject,
+        rule: Rule,
+        change: Change,
+        reason: &str,
+    ) -> Result<(), QuotaError> {
+        let txn = twig_db::begin_write(&self.db)
+            .await
+            .map_err(QuotaError::from)?;
+        AuditEvent::new("quota.limit_refused", Outcome::Failure)
+            .org(org)
+            .actor(change.actor)
+            .target(subject.as_str())
+            .details(serde_json::json!({
+                "limit": rule.limit.limit(),
+                "period_ms": rule.limit.period_ms(),
+                "shadow": rule.shadow,
+                "plan": change.plan,
+                "reason": reason,
+            }))
+            .record_at(&txn, change.now)
+            .await
+            .map_err(QuotaError::from)?;
+        txn.commit().await.map_err(QuotaError::from)
     }
 
     /// Removes the subject's own limit (the default applies again).
@@ -261,7 +342,8 @@ impl Limits {
             .map_err(QuotaError::from)
     }
 
-    async fn announce(&self, subject: &Subject) {
+    /// Forgets `subject` here and tells every replica it changed.
+    pub(crate) async fn announce(&self, subject: &Subject) {
         self.forget(subject.as_str());
         self.fanout.announce(&LimitChanged(subject.clone())).await;
     }

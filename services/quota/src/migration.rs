@@ -13,7 +13,7 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateQuotaTables)]
+        vec![Box::new(CreateQuotaTables), Box::new(CreateOrgPlans)]
     }
 }
 
@@ -89,6 +89,41 @@ impl MigrationTrait for CreateQuotaTables {
                             .col(QuotaUsage::Subject)
                             .col(QuotaUsage::Minute),
                     )
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum QuotaOrgPlans {
+    Table,
+    OrgId,
+    Plan,
+    UpdatedAt,
+    UpdatedBy,
+}
+
+/// `quota_org_plans`: the operator's plan assignments.
+struct CreateOrgPlans;
+
+impl MigrationName for CreateOrgPlans {
+    fn name(&self) -> &str {
+        "m0002_create_quota_org_plans"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateOrgPlans {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(QuotaOrgPlans::Table)
+                    .col(uuid(QuotaOrgPlans::OrgId).primary_key())
+                    .col(string_len(QuotaOrgPlans::Plan, 32))
+                    .col(timestamp_with_time_zone(QuotaOrgPlans::UpdatedAt))
+                    .col(string(QuotaOrgPlans::UpdatedBy))
                     .to_owned(),
             )
             .await

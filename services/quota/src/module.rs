@@ -6,11 +6,14 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sea_orm::{DatabaseConnection, DbErr};
 use twig_config::Owners;
-use twig_module::{Context, KeyOwners, Module, ModuleError, Port, RemoteContext};
+use twig_module::{
+    Context, KeyOwners, MemberKeys, Module, ModuleError, Plans, Port, RemoteContext,
+};
 use twig_proto::quota::v1::quota_service_server::QuotaServiceServer;
 
 use crate::config::{OnStoreError, QuotaConfig, QuotaStore};
-use crate::remote::RemoteQuota;
+use crate::plans::{LocalPlans, OrgPlans};
+use crate::remote::{RemotePlans, RemoteQuota};
 use crate::{
     Limit, Limits, MemoryStore, Migrator, Quota, RedisStore, RequestCounting, Rule, SERVICE_NAME,
     Store, StorePolicy, Usage,
@@ -35,7 +38,11 @@ impl Module for QuotaModule {
     }
 
     fn owns(&self, owners: &mut Owners) {
-        owners.section::<QuotaConfig>();
+        // `[plans]` is a shared section (twig-config): every service that
+        // gates a feature reads it; the assignments are kept here.
+        owners
+            .section::<QuotaConfig>()
+            .internal_scopes(&[twig_auth::OPERATOR_SCOPE]);
     }
 
     fn migrate<'a>(&'a self, db: &'a DatabaseConnection) -> BoxFuture<'a, Result<(), DbErr>> {
@@ -43,11 +50,11 @@ impl Module for QuotaModule {
     }
 
     fn provides(&self) -> &'static [&'static str] {
-        &[RequestCounting::NAME]
+        &[RequestCounting::NAME, Plans::NAME]
     }
 
     fn needs(&self) -> &'static [&'static str] {
-        &[KeyOwners::NAME]
+        &[KeyOwners::NAME, MemberKeys::NAME]
     }
 
     fn build<'a>(&'a self, cx: &'a mut Context) -> BoxFuture<'a, Result<(), ModuleError>> {
@@ -69,11 +76,35 @@ impl Module for QuotaModule {
                     Store::Redis(RedisStore::on(redis.with_timeout(q.redis_timeout)))
                 }
             };
+            let plans = Arc::new(
+                OrgPlans::new(
+                    &cx.config().plans,
+                    q.shadow,
+                    cx.db().clone(),
+                    cx.fanout().clone(),
+                )
+                .map_err(|e| ModuleError::invalid(name, e))?,
+            );
+            match plans.unknown_assignments().await {
+                Ok(unknown) => {
+                    for (plan, organisations) in unknown {
+                        tracing::warn!(
+                            plan,
+                            organisations,
+                            default_plan = %plans.default_plan().name,
+                            "organisations are on a plan [plans] no longer names; they get the \
+                             default plan until it is named again or the operator moves them"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not check the stored plans"),
+            }
             let limits = Arc::new(Limits::new(
                 Rule {
                     limit,
                     shadow: q.shadow,
                 },
+                plans.clone(),
                 cx.db().clone(),
                 cx.fanout().clone(),
             ));
@@ -82,6 +113,7 @@ impl Module for QuotaModule {
                 OnStoreError::Closed => StorePolicy::Closed,
             };
             let key_owners = cx.need::<KeyOwners>();
+            let member_keys = cx.need::<MemberKeys>();
             let quota = Arc::new(
                 Quota::new(
                     store,
@@ -90,10 +122,13 @@ impl Module for QuotaModule {
                     policy,
                     cx.clock(),
                 )
-                .with_key_ownership(key_owners),
+                .with_key_ownership(key_owners)
+                .with_member_keys(member_keys),
             );
             cx.workers()
                 .listen("quota limit changes", quota.limits().listen_for_changes());
+            cx.workers()
+                .listen("quota plan changes", plans.clone().listen_for_changes());
             let usage = quota.clone();
             cx.workers()
                 .periodic("quota usage", USAGE_PERIOD, move |run| {
@@ -113,6 +148,7 @@ impl Module for QuotaModule {
                     .max_decoding_message_size(max_message),
             );
             cx.provide(RequestCounting(quota.clone()));
+            cx.provide(Plans(Arc::new(LocalPlans(plans))));
             cx.expose(quota);
             Ok(())
         })
@@ -121,6 +157,10 @@ impl Module for QuotaModule {
     fn remote(&self, cx: &mut RemoteContext<'_>) -> Result<(), ModuleError> {
         let remote = RemoteQuota::new(cx.channel(), cx.credential());
         cx.provide(RequestCounting(Arc::new(remote)));
+        cx.provide(Plans(Arc::new(RemotePlans::new(
+            cx.channel(),
+            cx.credential(),
+        ))));
         Ok(())
     }
 }

@@ -1,10 +1,13 @@
 //! The quota service in another process (`remote.quota`): requests are
-//! counted there with `Check`, under the same subjects as here.
+//! counted there with `Check`, under the same subjects as here, and
+//! organisations' plans are asked for with `GetOrganizationPlan`.
 
 use futures::future::BoxFuture;
 use tonic::transport::Channel;
 use twig_auth::{Principal, ServiceCredential};
+use twig_config::Feature;
 use twig_errors::ApiError;
+use twig_module::{OrgPlan, PlanLookup};
 use twig_proto::quota::v1 as pb;
 use twig_proto::quota::v1::quota_service_client::QuotaServiceClient;
 
@@ -81,4 +84,54 @@ fn outcome_of(answer: pb::CheckResponse) -> Option<Outcome> {
         shadow: answer.shadow,
         fail_open: answer.fail_open,
     })
+}
+
+/// Organisations' plans from the quota service at a gRPC address
+/// (`GetOrganizationPlan`, as an internal caller).
+#[derive(Clone)]
+pub struct RemotePlans {
+    client: QuotaServiceClient<Channel>,
+    credential: ServiceCredential,
+}
+
+impl RemotePlans {
+    /// Asks the quota service on `channel`, presenting `credential`.
+    pub fn new(channel: Channel, credential: ServiceCredential) -> Self {
+        Self {
+            client: QuotaServiceClient::new(channel),
+            credential,
+        }
+    }
+}
+
+impl PlanLookup for RemotePlans {
+    fn plan_of(&self, org_id: uuid::Uuid) -> BoxFuture<'_, Result<OrgPlan, ApiError>> {
+        Box::pin(async move {
+            let request = self.credential.request(pb::GetOrganizationPlanRequest {
+                organization_id: org_id.to_string(),
+            });
+            let answer = self
+                .client
+                .clone()
+                .get_organization_plan(request)
+                .await
+                .map_err(|status| ApiError::from_remote("quota", &status))?
+                .into_inner();
+            let plan = answer.plan.ok_or_else(|| {
+                ApiError::unavailable(
+                    "the quota service answered without a plan; run the services at the same \
+                     version",
+                )
+            })?;
+            Ok(OrgPlan {
+                name: plan.name,
+                // A feature this process does not know is not one it gates.
+                features: plan
+                    .features
+                    .iter()
+                    .filter_map(|f| Feature::parse(f))
+                    .collect(),
+            })
+        })
+    }
 }

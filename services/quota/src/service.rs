@@ -8,13 +8,14 @@ use std::time::Duration;
 use twig_auth::{Principal, Scope};
 use twig_clock::Clock;
 use twig_errors::ApiError;
-use twig_module::{KeyOwners, Needed};
+use twig_module::{KeyOwners, MemberKeys, Needed};
 
 use crate::error::QuotaError;
 use uuid::Uuid;
 
 use crate::entity::quota_limit;
-use crate::limits::{Limits, Rule, Source};
+use crate::limits::{Change, Limits, Rule, Source};
+use crate::plans::{Assignment, Plan};
 use crate::store::Store;
 use crate::subject::Subject;
 use crate::usage::{Counts, MAX_MINUTES, Tally, Usage};
@@ -118,6 +119,7 @@ pub struct Quota {
     policy: StorePolicy,
     clock: Arc<dyn Clock>,
     keys: Needed<KeyOwners>,
+    member_keys: Needed<MemberKeys>,
     store_down_log: OncePerSecond,
     shadow_log: OncePerSecond,
 }
@@ -139,6 +141,7 @@ impl Quota {
             policy,
             clock,
             keys: Needed::ready(None),
+            member_keys: Needed::ready(None),
             store_down_log: OncePerSecond::default(),
             shadow_log: OncePerSecond::default(),
         }
@@ -149,6 +152,13 @@ impl Quota {
     /// managed here.
     pub fn with_key_ownership(mut self, keys: Needed<KeyOwners>) -> Self {
         self.keys = keys;
+        self
+    }
+
+    /// Lets the operator set limits of keys (the api-keys service says
+    /// which organisation a key is of).
+    pub fn with_member_keys(mut self, keys: Needed<MemberKeys>) -> Self {
+        self.member_keys = keys;
         self
     }
 
@@ -288,7 +298,10 @@ impl Quota {
     }
 
     /// Sets the own limit of `subject` (`org:<id>` of the caller's
-    /// organisation or `key:<id>` of one of its keys). Needs admin.
+    /// organisation or `key:<id>` of one of its keys). Needs admin, and
+    /// stays within the organisation's plan: a plan without custom limits,
+    /// or a limit above its maximum, is FAILED_PRECONDITION; a shadow limit
+    /// (never enforced) PERMISSION_DENIED. Refusals are audited.
     pub async fn set_limit(
         &self,
         principal: &Principal,
@@ -296,15 +309,195 @@ impl Quota {
         rule: Rule,
     ) -> Result<quota_limit::Model, QuotaError> {
         let subject = self.own_subject(principal, subject, Scope::Admin).await?;
-        self.limits
-            .set(
-                principal.org_id,
-                &subject,
-                rule,
-                principal.actor(),
-                self.clock.now(),
+        let org = principal.org_id;
+        let plan = self.limits.plans().plan_of(org).await?;
+        let change = Change {
+            actor: principal.actor(),
+            now: self.clock.now(),
+            plan: plan.name.clone(),
+            beyond_plan: false,
+        };
+        if let Some((refusal, reason)) = self.beyond_plan(&plan, &rule) {
+            self.limits
+                .record_refusal(org, &subject, rule, change, reason)
+                .await?;
+            tracing::info!(
+                org_id = %org,
+                subject = subject.as_str(),
+                plan = %plan.name,
+                reason,
+                "a limit beyond the organisation's plan was refused"
+            );
+            return Err(refusal);
+        }
+        self.limits.set(org, &subject, rule, change).await
+    }
+
+    /// Why an organisation's admin may not set `rule` on `plan`, if they
+    /// may not: the refusal and its short reason for the audit log.
+    fn beyond_plan(&self, plan: &Plan, rule: &Rule) -> Option<(QuotaError, &'static str)> {
+        let ask = "ask the platform operator";
+        if rule.shadow {
+            return Some((
+                QuotaError::Forbidden(
+                    "a shadow limit is never enforced, so only the platform operator sets one; \
+                     set an enforced limit (shadow = false)"
+                        .into(),
+                ),
+                "shadow",
+            ));
+        }
+        let Some(max) = plan.custom_limit_max() else {
+            let offering = self.limits.plans().names_with_custom_limits();
+            let offering = if offering.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", offering.join(", "))
+            };
+            return Some((
+                QuotaError::failed_precondition(format!(
+                    "the organisation's plan `{}` has no custom limits: each key gets the plan's \
+                     default of {}; {ask} to move the organisation to a plan with custom \
+                     limits{offering}",
+                    plan.name, plan.config.default_limit
+                )),
+                "no_custom_limits",
+            ));
+        };
+        if plan.admits(&rule.limit) {
+            return None;
+        }
+        Some((
+            QuotaError::failed_precondition(format!(
+                "{} requests per {} s is above the organisation's plan `{}`, whose admins may set \
+                 limits up to {max} (no higher rate, and no more in one period); set a lower \
+                 limit, or {ask} for a higher plan or a limit beyond it",
+                rule.limit.limit(),
+                rule.limit.period().as_secs_f64(),
+                plan.name,
+            )),
+            "above_plan_maximum",
+        ))
+    }
+
+    /// The platform operator sets the own limit of `subject` in `org`
+    /// (`org:<org>` or `key:<id>` of one of its keys) — above the plan
+    /// too, and in shadow mode if asked.
+    pub async fn set_limit_as_operator(
+        &self,
+        operator: &str,
+        org: Uuid,
+        subject: &str,
+        rule: Rule,
+    ) -> Result<quota_limit::Model, QuotaError> {
+        let subject = self.subject_of_org(org, subject).await?;
+        let plan = self.limits.plans().plan_of(org).await?;
+        let change = Change {
+            actor: format!("operator:{operator}"),
+            now: self.clock.now(),
+            beyond_plan: rule.shadow || !plan.admits(&rule.limit),
+            plan: plan.name.clone(),
+        };
+        tracing::info!(
+            org_id = %org,
+            subject = subject.as_str(),
+            limit = rule.limit.limit(),
+            period_s = rule.limit.period().as_secs(),
+            beyond_plan = change.beyond_plan,
+            operator,
+            "the operator set a limit"
+        );
+        self.limits.set(org, &subject, rule, change).await
+    }
+
+    /// `subject` checked as `org:<org>` or one of the organisation's keys,
+    /// for the operator.
+    async fn subject_of_org(&self, org: Uuid, subject: &str) -> Result<Subject, QuotaError> {
+        let parsed = Subject::parse(subject)
+            .map_err(|reason| QuotaError::invalid_field("limit.subject", reason))?;
+        let wrong = || {
+            QuotaError::invalid_field(
+                "limit.subject",
+                "must be org:<organization_id> or key:<id> of one of its keys",
             )
-            .await
+        };
+        let id = Uuid::parse_str(parsed.value()).map_err(|_| wrong())?;
+        match parsed.kind() {
+            "org" if id == org => Ok(Subject::org(org)),
+            "key" => {
+                let Some(MemberKeys(keys)) = self.member_keys.get() else {
+                    return Err(QuotaError::failed_precondition(
+                        "key limits are managed where the api-keys service runs or is reachable \
+                         (remote.api_keys)",
+                    ));
+                };
+                match keys.describe_key(id).await? {
+                    Some(key) if key.org_id == org => Ok(Subject::key(id)),
+                    _ => Err(QuotaError::not_found(format!(
+                        "the organisation {org} has no API key {id}"
+                    ))),
+                }
+            }
+            _ => Err(wrong()),
+        }
+    }
+
+    /// The plan of an organisation: members (read) ask about their own
+    /// (`org` empty or theirs), internal callers (`principal` = None) about
+    /// any.
+    pub async fn organization_plan(
+        &self,
+        principal: Option<&Principal>,
+        org: &str,
+    ) -> Result<Assignment, QuotaError> {
+        let org = match principal {
+            Some(p) => {
+                p.require_scope(Scope::Read)?;
+                if org.is_empty() {
+                    p.org_id
+                } else {
+                    let asked = parse_org(org)?;
+                    if asked != p.org_id {
+                        return Err(QuotaError::not_found("no such organisation"));
+                    }
+                    asked
+                }
+            }
+            None if org.is_empty() => {
+                return Err(QuotaError::invalid_field(
+                    "organization_id",
+                    "is required for internal callers",
+                ));
+            }
+            None => parse_org(org)?,
+        };
+        self.limits.plans().assignment(org).await
+    }
+
+    /// The platform operator puts `org` on the plan named `plan`; limits
+    /// its admins set that the new plan does not admit are removed.
+    pub async fn set_organization_plan(
+        &self,
+        operator: &str,
+        org: Uuid,
+        plan: &str,
+    ) -> Result<Assignment, QuotaError> {
+        let (assignment, removed) = self
+            .limits
+            .plans()
+            .set(org, plan, format!("operator:{operator}"), self.clock.now())
+            .await?;
+        for subject in &removed {
+            self.limits.announce(subject).await;
+        }
+        tracing::info!(
+            org_id = %org,
+            plan,
+            operator,
+            limits_removed = removed.len(),
+            "the operator set an organisation's plan"
+        );
+        Ok(assignment)
     }
 
     /// Removes the own limit of `subject`; the default (or the
@@ -339,7 +532,7 @@ impl Quota {
         let stored = match source {
             Source::Own => self.limits.stored(&subject).await?,
             Source::Org => self.limits.stored(&Subject::org(principal.org_id)).await?,
-            Source::Default => None,
+            Source::Plan | Source::Default => None,
         };
         Ok(Effective {
             subject,
@@ -448,6 +641,11 @@ impl Quota {
             _ => Err(not_uuid()),
         }
     }
+}
+
+/// An organisation id from the wire.
+pub(crate) fn parse_org(raw: &str) -> Result<Uuid, QuotaError> {
+    Uuid::parse_str(raw).map_err(|_| QuotaError::invalid_field("organization_id", "must be a UUID"))
 }
 
 /// A decision when nothing is known (fail open).

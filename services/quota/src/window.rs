@@ -168,12 +168,15 @@ impl Window {
         } else if cost > limit.limit {
             None
         } else {
-            // Forget slices oldest first until the cost fits.
-            let mut freed = limit.limit - used;
+            // Forget slices oldest first until the cost fits. `used` may be
+            // above the limit when the subject's limit was lowered while
+            // its window held more.
+            let needed = used.saturating_add(cost).saturating_sub(limit.limit);
+            let mut freed = 0u64;
             let mut wait = None;
             for (i, c) in &self.slices {
-                freed += c;
-                if freed >= cost {
+                freed = freed.saturating_add(*c);
+                if freed >= needed {
                     let free_at = (i + 1) * slice_ms + limit.period_ms;
                     wait = Some(Duration::from_millis(free_at.saturating_sub(now_ms)));
                     break;
@@ -221,6 +224,23 @@ mod tests {
         );
         // After the wait, it is admitted.
         assert!(w.check(&limit, 1_500 + wait.as_millis() as u64, 1).allowed);
+    }
+
+    #[test]
+    fn a_limit_lowered_below_what_the_window_holds_refuses_until_enough_has_left() {
+        let mut w = Window::new();
+        for t in 0..50 {
+            assert!(w.check(&per_minute(1_000), t * 1_000, 10).allowed);
+        }
+        // 500 counted in the last 50 s; the limit drops to 100.
+        let lowered = per_minute(100);
+        let refused = w.check(&lowered, 50_000, 1);
+        assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 0);
+        // 401 units must leave the window: the slices of seconds 0..=40.
+        assert_eq!(refused.retry_after, Some(Duration::from_secs(101 - 50)));
+        assert!(!w.check(&lowered, 100_999, 1).allowed);
+        assert!(w.check(&lowered, 101_000, 1).allowed);
     }
 
     #[test]

@@ -17,9 +17,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 mod mail;
+pub mod plans;
 mod secret;
 
 pub use mail::{MailConfig, SmtpConfig, SmtpTls};
+pub use plans::{Feature, PlanConfig, PlanLimit, PlansConfig};
 pub use secret::Secret;
 
 /// The whole configuration: the shared sections, typed here, and each
@@ -40,6 +42,9 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Where the services that do not run in this process are.
     pub remote: RemoteConfig,
+    /// What each plan gives an organisation (read by every service that
+    /// gates on one; the quota service keeps who is on which).
+    pub plans: PlansConfig,
     /// HTTP requests that leave the process (identity providers).
     pub outbound: twig_outbound::OutboundConfig,
     /// Outbound email (`twig-mail`): SMTP or an outbox folder.
@@ -52,13 +57,14 @@ pub struct Config {
 }
 
 /// The top-level keys of the shared sections.
-const SHARED_SECTIONS: [&str; 8] = [
+const SHARED_SECTIONS: &[&str] = &[
     "server",
     "database",
     "telemetry",
     "auth",
     "redis",
     "remote",
+    "plans",
     "outbound",
     "mail",
 ];
@@ -115,7 +121,12 @@ impl Owners {
 
     /// Scopes only internal clients may hold, checked by this service.
     pub fn internal_scopes(&mut self, scopes: &[&'static str]) -> &mut Self {
-        self.internal_scopes.extend_from_slice(scopes);
+        for scope in scopes {
+            // Several services may check one scope (`platform.operator`).
+            if !self.internal_scopes.contains(scope) {
+                self.internal_scopes.push(scope);
+            }
+        }
         self
     }
 
@@ -632,6 +643,7 @@ impl Config {
             problems.push("server.max_concurrent_streams must be at least 1".into());
         }
         self.server.connection_problems(&mut problems);
+        problems.extend(self.plans.problems());
         if let Err(twig_outbound::OutboundConfigError::Invalid(outbound)) = self.outbound.validate()
         {
             problems.extend(outbound.into_iter().map(|p| format!("outbound.{p}")));

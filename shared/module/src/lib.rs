@@ -28,8 +28,8 @@ pub mod ports;
 
 pub use ports::{
     CredentialCheck, KeyDescription, KeyOwner, KeyOwners, KeyOwnership, MemberKeyControl,
-    MemberKeys, MemberKeysChange, Needed, NeededAll, Origin, Port, Ports, SealContext, Sealer,
-    Sealing,
+    MemberKeys, MemberKeysChange, Needed, NeededAll, OrgPlan, Origin, PlanLookup, Plans, Port,
+    Ports, SealContext, Sealer, Sealing,
 };
 pub use ports::{
     DirectoryUser, InvalidSessionMethod, IssuedSession, OAuthProvider, ProvisionedUser,

@@ -540,6 +540,70 @@ impl Port for Users {
     const NAME: &'static str = "user directory";
 }
 
+// ----- plans (the quota service) -------------------------------------
+
+/// An organisation's plan, as the services that gate a feature on it need
+/// it. What a plan includes is the configuration's
+/// ([`twig_config::PlansConfig`]); who is on which plan, the quota
+/// service's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgPlan {
+    /// The plan's name in `[plans]`.
+    pub name: String,
+    /// What it includes.
+    pub features: Vec<twig_config::Feature>,
+}
+
+impl OrgPlan {
+    /// Whether the plan includes `feature`.
+    pub fn has(&self, feature: twig_config::Feature) -> bool {
+        self.features.contains(&feature)
+    }
+
+    /// The refusal of `feature` on this plan: FAILED_PRECONDITION naming
+    /// the plan, the feature and what to do. Every service that gates a
+    /// feature refuses with it.
+    pub fn refusal(&self, feature: twig_config::Feature) -> ApiError {
+        ApiError::failed_precondition(format!(
+            "the organisation's plan `{}` does not include {} (`{}`); the platform operator \
+             can move the organisation to a plan that does",
+            self.name,
+            feature.describe(),
+            feature.as_str()
+        ))
+    }
+}
+
+/// Which plan an organisation is on.
+pub trait PlanLookup: Send + Sync {
+    /// The plan of `org_id` (the configured default plan when the
+    /// operator never moved it).
+    fn plan_of(&self, org_id: uuid::Uuid) -> BoxFuture<'_, Result<OrgPlan, ApiError>>;
+}
+
+/// The [`PlanLookup`] port (quota).
+#[derive(Clone)]
+pub struct Plans(pub Arc<dyn PlanLookup>);
+
+impl Port for Plans {
+    const NAME: &'static str = "organisation plans";
+}
+
+impl Plans {
+    /// The plan of `org_id` from the needed port; UNAVAILABLE when no
+    /// quota service runs here or at a `remote.quota` address (a gated
+    /// feature is never allowed on a guess).
+    pub async fn of(needed: &Needed<Plans>, org_id: uuid::Uuid) -> Result<OrgPlan, ApiError> {
+        let Some(Plans(plans)) = needed.get() else {
+            return Err(ApiError::unavailable(
+                "organisations' plans are kept by the quota service, which neither runs in this \
+                 process nor has a remote.quota address",
+            ));
+        };
+        plans.plan_of(org_id).await
+    }
+}
+
 #[cfg(test)]
 mod session_method_tests {
     use super::*;
