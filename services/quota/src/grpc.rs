@@ -1,7 +1,7 @@
 //! `twig.quota.v1.QuotaService` on the wire.
 
 use std::sync::Arc;
-use std::time::Duration;
+use twig_errors::ApiError;
 
 use tonic::{Request, Response, Status};
 use twig_auth::{OPERATOR_SCOPE, principal, require_internal, require_internal_scope};
@@ -33,11 +33,7 @@ fn requested_rule(limit: Option<&pb::Limit>) -> Result<(String, Rule), QuotaErro
     let period = l
         .period
         .as_ref()
-        .and_then(|p| {
-            let secs = u64::try_from(p.seconds).ok()?;
-            let nanos = u32::try_from(p.nanos).ok()?;
-            Some(Duration::new(secs, nanos))
-        })
+        .and_then(twig_proto::std_duration)
         .ok_or_else(|| QuotaError::invalid_field("limit.period", "is required and positive"))?;
     let buckets = if l.buckets == 0 {
         u32::try_from(period.as_secs().clamp(1, 600)).unwrap_or(600)
@@ -135,6 +131,22 @@ impl pb::quota_service_server::QuotaService for QuotaGrpc {
             fail_open: outcome.fail_open,
             counted_subject: outcome.subject.into_string(),
         }))
+    }
+
+    async fn throttle(
+        &self,
+        request: Request<pb::ThrottleRequest>,
+    ) -> Result<Response<pb::ThrottleResponse>, Status> {
+        require_internal(&request)?;
+        let r = request.into_inner();
+        let period = r
+            .period
+            .as_ref()
+            .and_then(twig_proto::std_duration)
+            .ok_or_else(|| ApiError::invalid_field("period", "is required, 1 s to 1 day"))?;
+        let checked = crate::brakes::checked_parts(&r.name, r.limit, period, &r.key)?;
+        self.inner.count_brake(checked).await?;
+        Ok(Response::new(pb::ThrottleResponse {}))
     }
 
     async fn set_limit(

@@ -20,6 +20,7 @@
 //!   [`remote::RemoteQuota`] over gRPC) for the front doors;
 //! - [`grpc::QuotaGrpc`]: `twig.quota.v1.QuotaService` on the wire.
 
+mod brakes;
 mod config;
 pub mod entity;
 mod error;

@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use sea_orm::{DatabaseConnection, DbErr};
 use twig_config::Owners;
 use twig_module::{
-    Context, KeyOwners, MemberKeys, Module, ModuleError, Plans, Port, RemoteContext,
+    Context, KeyOwners, MemberKeys, Module, ModuleError, Plans, Port, RemoteContext, Throttles,
 };
 use twig_proto::quota::v1::quota_service_server::QuotaServiceServer;
 
@@ -50,7 +50,7 @@ impl Module for QuotaModule {
     }
 
     fn provides(&self) -> &'static [&'static str] {
-        &[RequestCounting::NAME, Plans::NAME]
+        &[RequestCounting::NAME, Plans::NAME, Throttles::NAME]
     }
 
     fn needs(&self) -> &'static [&'static str] {
@@ -148,6 +148,7 @@ impl Module for QuotaModule {
                     .max_decoding_message_size(max_message),
             );
             cx.provide(RequestCounting(quota.clone()));
+            cx.provide(Throttles(quota.clone()));
             cx.provide(Plans(Arc::new(LocalPlans(plans))));
             cx.expose(quota);
             Ok(())
@@ -156,7 +157,8 @@ impl Module for QuotaModule {
 
     fn remote(&self, cx: &mut RemoteContext<'_>) -> Result<(), ModuleError> {
         let remote = RemoteQuota::new(cx.channel(), cx.credential());
-        cx.provide(RequestCounting(Arc::new(remote)));
+        cx.provide(RequestCounting(Arc::new(remote.clone())));
+        cx.provide(Throttles(Arc::new(remote)));
         cx.provide(Plans(Arc::new(RemotePlans::new(
             cx.channel(),
             cx.credential(),

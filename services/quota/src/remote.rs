@@ -135,3 +135,26 @@ impl PlanLookup for RemotePlans {
         })
     }
 }
+
+impl twig_module::Throttling for RemoteQuota {
+    fn throttle<'a>(
+        &'a self,
+        brake: &'a twig_module::Brake,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            let request = self.credential.request(pb::ThrottleRequest {
+                name: brake.name.to_string(),
+                key: key.to_string(),
+                limit: brake.limit,
+                period: Some(twig_proto::duration(brake.period)),
+            });
+            self.client
+                .clone()
+                .throttle(request)
+                .await
+                .map(|_| ())
+                .map_err(|status| ApiError::from_remote("quota", &status))
+        })
+    }
+}

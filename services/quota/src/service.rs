@@ -282,6 +282,33 @@ impl Quota {
         Ok(outcome)
     }
 
+    /// Counts one request of `brake` for `key` (`crate::brakes`); over the
+    /// brake, RESOURCE_EXHAUSTED with the retry delay. A store that cannot
+    /// be reached follows the store policy, as every check does.
+    pub async fn count_brake(&self, (subject, limit): (Subject, Limit)) -> Result<(), ApiError> {
+        match self.store.check(&subject, &limit, self.now_ms(), 1).await {
+            Ok(d) if d.allowed => Ok(()),
+            Ok(d) => {
+                metrics::counter!("twig_brake_refusals_total").increment(1);
+                Err(ApiError::resource_exhausted(
+                    format!(
+                        "too many requests of this kind ({} per {} s); retry later",
+                        d.limit,
+                        d.period.as_secs()
+                    ),
+                    d.retry_after.unwrap_or(d.period),
+                ))
+            }
+            Err(e) => {
+                self.warn_store_down(&e);
+                match self.policy {
+                    StorePolicy::Closed => Err(QuotaError::StoreClosed.into()),
+                    StorePolicy::Open => Ok(()),
+                }
+            }
+        }
+    }
+
     /// One warning per second at most while the store is down.
     fn warn_store_down(&self, e: &crate::store::Unreachable) {
         if self.store_down_log.ready(self.now_ms()) {

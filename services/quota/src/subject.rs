@@ -67,6 +67,13 @@ impl Subject {
     pub fn key(key_id: uuid::Uuid) -> Self {
         Self(format!("key:{key_id}"))
     }
+
+    /// The subject of a brake on public requests (`crate::brakes`): a
+    /// kind of its own, which [`Subject::parse`] refuses, so no `Check`
+    /// reaches it.
+    pub fn brake(name: &str, key_hash: &str) -> Self {
+        Self(format!("brake:{name}:{key_hash}"))
+    }
 }
 
 #[cfg(test)]

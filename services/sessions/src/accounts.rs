@@ -85,6 +85,11 @@ impl Sessions {
             org_name,
             format!("{display_name}'s organisation"),
         )?;
+        let brakes = &self.config().brakes;
+        self.brake_address("sign_ups_per_address", brakes.sign_ups_per_address, client)
+            .await?;
+        self.brake_email("sign_ups_per_email", brakes.sign_ups_per_email, &email)
+            .await?;
         let password = twig_config::Secret::new(password);
         let this = self.clone();
         let client = client.clone();
@@ -205,6 +210,7 @@ impl Sessions {
     /// organisation it owns and its first session; an account's marks its
     /// email verified.
     pub async fn verify_email(&self, token: &str, client: &ClientContext) -> Result<Verified> {
+        self.brake_link_attempt(client).await?;
         let now = self.now();
         let txn = twig_db::begin_write(self.db()).await?;
         let link = match links::consume(
@@ -335,6 +341,11 @@ impl Sessions {
         client: &ClientContext,
     ) -> Result<()> {
         let email = parse_email(email)?;
+        let brakes = &self.config().brakes;
+        self.brake_address("resets_per_address", brakes.resets_per_address, client)
+            .await?;
+        self.brake_email("resets_per_email", brakes.resets_per_email, &email)
+            .await?;
         let this = self.clone();
         let client = client.clone();
         self.in_background("password_reset", async move {
@@ -392,6 +403,7 @@ impl Sessions {
         new_password: &str,
         client: &ClientContext,
     ) -> Result<u64> {
+        self.brake_link_attempt(client).await?;
         self.policy()
             .check_new(new_password)
             .map_err(|e| SessionError::password("new_password", e))?;
@@ -455,6 +467,14 @@ impl Sessions {
             },
         ));
         Ok(ended)
+    }
+
+    /// Counts one followed link against the client address's brake (token
+    /// guessing).
+    pub(crate) async fn brake_link_attempt(&self, client: &ClientContext) -> Result<()> {
+        let rule = self.config().brakes.link_attempts_per_address;
+        self.brake_address("link_attempts_per_address", rule, client)
+            .await
     }
 
     /// A refused link: counted, audited in the account's organisations

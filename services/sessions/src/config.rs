@@ -54,6 +54,9 @@ pub struct SessionsConfig {
     pub invitation_ttl: Duration,
     /// Pending invitations one organisation may have at once.
     pub max_pending_invitations: u64,
+    /// Brakes on public requests, per client address and per email,
+    /// counted by the quota service (shared by replicas through Redis).
+    pub brakes: BrakesConfig,
     /// Sign-ups and reset requests handled at once in the background;
     /// beyond it they are refused with RESOURCE_EXHAUSTED (the same for
     /// every email).
@@ -80,7 +83,86 @@ impl Default for SessionsConfig {
             invitation_ttl: Duration::from_secs(7 * 24 * 3600),
             max_pending_invitations: 500,
             background_jobs: 64,
+            brakes: BrakesConfig::default(),
         }
+    }
+}
+
+/// So many requests per period.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PerPeriod {
+    /// Requests admitted per period.
+    pub count: u64,
+    /// The period (1 s to 1 day).
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+}
+
+impl PerPeriod {
+    const fn per(count: u64, secs: u64) -> Self {
+        Self {
+            count,
+            period: Duration::from_secs(secs),
+        }
+    }
+}
+
+/// `[sessions.brakes]`: how many public requests of each kind one client
+/// address (IPv6: its /64) or one email may make. Over a brake the
+/// request is RESOURCE_EXHAUSTED with the retry delay — the same answer
+/// whether or not the email has an account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrakesConfig {
+    /// `SignUp` per client address.
+    pub sign_ups_per_address: PerPeriod,
+    /// `SignUp` per email.
+    pub sign_ups_per_email: PerPeriod,
+    /// `RequestPasswordReset` per client address.
+    pub resets_per_address: PerPeriod,
+    /// `RequestPasswordReset` per email.
+    pub resets_per_email: PerPeriod,
+    /// `CreateInvitation` and `ResendInvitation` per client address.
+    pub invitations_per_address: PerPeriod,
+    /// Invitations mailed to one email, from any organisation.
+    pub invitations_per_email: PerPeriod,
+    /// `Refresh` per client address.
+    pub refreshes_per_address: PerPeriod,
+    /// Links followed (`VerifyEmail`, `ResetPassword`, accepting or
+    /// signing up through an invitation) per client address: bounds token
+    /// guessing.
+    pub link_attempts_per_address: PerPeriod,
+}
+
+impl Default for BrakesConfig {
+    fn default() -> Self {
+        Self {
+            sign_ups_per_address: PerPeriod::per(20, 3600),
+            sign_ups_per_email: PerPeriod::per(5, 3600),
+            resets_per_address: PerPeriod::per(20, 3600),
+            resets_per_email: PerPeriod::per(5, 3600),
+            invitations_per_address: PerPeriod::per(200, 3600),
+            invitations_per_email: PerPeriod::per(10, 86_400),
+            refreshes_per_address: PerPeriod::per(600, 60),
+            link_attempts_per_address: PerPeriod::per(60, 3600),
+        }
+    }
+}
+
+impl BrakesConfig {
+    /// Every brake with its name.
+    pub fn all(&self) -> [(&'static str, PerPeriod); 8] {
+        [
+            ("sign_ups_per_address", self.sign_ups_per_address),
+            ("sign_ups_per_email", self.sign_ups_per_email),
+            ("resets_per_address", self.resets_per_address),
+            ("resets_per_email", self.resets_per_email),
+            ("invitations_per_address", self.invitations_per_address),
+            ("invitations_per_email", self.invitations_per_email),
+            ("refreshes_per_address", self.refreshes_per_address),
+            ("link_attempts_per_address", self.link_attempts_per_address),
+        ]
     }
 }
 
@@ -141,6 +223,14 @@ impl Section for SessionsConfig {
         if self.background_jobs == 0 {
             problems.push("background_jobs must be at least 1".into());
         }
+        for (name, rule) in self.brakes.all() {
+            if rule.count == 0 || rule.count > 1_000_000_000 {
+                problems.push(format!("brakes.{name}.count must be 1 to 1000000000"));
+            }
+            if rule.period < Duration::from_secs(1) || rule.period > Duration::from_secs(86_400) {
+                problems.push(format!("brakes.{name}.period must be between 1s and 1d"));
+            }
+        }
         problems
     }
 }
@@ -198,6 +288,14 @@ mod tests {
             ),
             (|s| s.max_pending_invitations = 0, "max_pending_invitations"),
             (|s| s.background_jobs = 0, "background_jobs"),
+            (
+                |s| s.brakes.resets_per_email.count = 0,
+                "brakes.resets_per_email.count",
+            ),
+            (
+                |s| s.brakes.refreshes_per_address.period = Duration::from_secs(2 * 86_400),
+                "brakes.refreshes_per_address.period",
+            ),
         ] {
             let problems = problems_of(change);
             assert!(

@@ -94,6 +94,19 @@ impl Sessions {
             return Err(SessionError::Forbidden("only an owner may invite an owner"));
         }
         let email = Email::parse(email).map_err(|r| SessionError::field("email", r))?;
+        let brakes = &self.config().brakes;
+        self.brake_address(
+            "invitations_per_address",
+            brakes.invitations_per_address,
+            client,
+        )
+        .await?;
+        self.brake_email(
+            "invitations_per_email",
+            brakes.invitations_per_email,
+            &email,
+        )
+        .await?;
         let now = self.now();
         let txn = twig_db::begin_write(self.db()).await?;
         let org = self
@@ -260,9 +273,23 @@ impl Sessions {
         id: Uuid,
         client: &ClientContext,
     ) -> Result<invitation::Model> {
+        let brakes = &self.config().brakes;
+        self.brake_address(
+            "invitations_per_address",
+            brakes.invitations_per_address,
+            client,
+        )
+        .await?;
         let now = self.now();
         let txn = twig_db::begin_write(self.db()).await?;
         let row = self.own_invitation(&txn, principal, org_id, id).await?;
+        let email = Email::parse(&row.email).map_err(|r| SessionError::field("email", r))?;
+        self.brake_email(
+            "invitations_per_email",
+            brakes.invitations_per_email,
+            &email,
+        )
+        .await?;
         match state_of(&row, now) {
             InvitationState::Pending | InvitationState::Expired => {}
             InvitationState::Accepted | InvitationState::Revoked => {
@@ -391,6 +418,7 @@ impl Sessions {
         token: &str,
         client: &ClientContext,
     ) -> Result<(organization::Model, Role)> {
+        self.brake_link_attempt(client).await?;
         let now = self.now();
         let txn = twig_db::begin_write(self.db()).await?;
         let row = match self.take_invitation(&txn, token, now).await? {
@@ -474,6 +502,7 @@ impl Sessions {
         display_name: &str,
         client: &ClientContext,
     ) -> Result<InvitedSignUp> {
+        self.brake_link_attempt(client).await?;
         self.policy()
             .check_new(password)
             .map_err(|e| SessionError::password("password", e))?;

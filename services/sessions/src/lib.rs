@@ -17,6 +17,7 @@
 //! operators' tools that read them.
 
 mod accounts;
+mod brakes;
 mod cache;
 mod config;
 mod email;

@@ -9,7 +9,7 @@ use twig_config::Owners;
 use twig_crypto::TokenKind;
 use twig_module::{
     Context, CredentialCheck, MemberKeys, Module, ModuleError, Port, RemoteContext, SessionIssuer,
-    Users,
+    Throttles, Users,
 };
 use twig_proto::sessions::v1::session_service_server::SessionServiceServer;
 
@@ -48,7 +48,7 @@ impl Module for SessionsModule {
     }
 
     fn needs(&self) -> &'static [&'static str] {
-        &[MemberKeys::NAME]
+        &[MemberKeys::NAME, Throttles::NAME]
     }
 
     fn provides(&self) -> &'static [&'static str] {
@@ -62,6 +62,7 @@ impl Module for SessionsModule {
                 .section::<SessionsConfig>()
                 .map_err(|e| ModuleError::setup(self.name(), "cannot read [sessions]", e))?;
             let member_keys = cx.need::<MemberKeys>();
+            let throttles = cx.need::<Throttles>();
             let sessions = Arc::new(
                 Sessions::new(
                     cx.db().clone(),
@@ -71,7 +72,8 @@ impl Module for SessionsModule {
                     cx.fanout().clone(),
                     cx.mailer().clone(),
                 )
-                .with_member_keys(member_keys),
+                .with_member_keys(member_keys)
+                .with_throttles(throttles),
             );
             cx.workers().listen(
                 "ended sessions",

@@ -35,7 +35,8 @@ use twig_errors::ApiError;
 use twig_fanout::{Fanout, Heard};
 use twig_mail::{Mail, Mailer, Template};
 use twig_module::{
-    IssuedSession, KeyDescription, MemberKeys, Needed, SessionClient, SessionIssuing, SessionMethod,
+    IssuedSession, KeyDescription, MemberKeys, Needed, SessionClient, SessionIssuing,
+    SessionMethod, Throttles,
 };
 
 type Result<T> = std::result::Result<T, SessionError>;
@@ -93,6 +94,7 @@ pub struct Sessions {
     fanout: Fanout,
     identity: Arc<IdentityStore>,
     keys: Needed<MemberKeys>,
+    throttles: Needed<Throttles>,
     mailer: Mailer,
     background: Arc<tokio::sync::Semaphore>,
 }
@@ -136,7 +138,20 @@ impl Sessions {
             hasher,
             clock,
             keys: Needed::ready(None),
+            throttles: Needed::ready(None),
         }
+    }
+
+    /// Counts public requests against the brakes with `throttles` (the
+    /// quota service, in this process or another; absent: no brakes).
+    pub fn with_throttles(mut self, throttles: Needed<Throttles>) -> Self {
+        self.throttles = throttles;
+        self
+    }
+
+    /// The quota service's brakes, when there is one.
+    pub(crate) fn throttles(&self) -> &Needed<Throttles> {
+        &self.throttles
     }
 
     /// Uses `keys` to stop, resume and revoke members' API keys and to
@@ -571,6 +586,13 @@ impl Sessions {
         refresh_token: &str,
         client: &ClientContext,
     ) -> Result<IssuedTokens> {
+        let brakes = &self.config.brakes;
+        self.brake_address(
+            "refreshes_per_address",
+            brakes.refreshes_per_address,
+            client,
+        )
+        .await?;
         Token::check_format(TokenKind::SessionRefresh, refresh_token)
             .map_err(|_| SessionError::InvalidToken)?;
         let hash = TokenHash::of(refresh_token).as_bytes().to_vec();

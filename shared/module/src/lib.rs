@@ -26,6 +26,7 @@ use twig_server::Workers;
 
 pub mod ports;
 
+pub use ports::{Brake, Throttles, Throttling};
 pub use ports::{
     CredentialCheck, KeyDescription, KeyOwner, KeyOwners, KeyOwnership, MemberKeyControl,
     MemberKeys, MemberKeysChange, Needed, NeededAll, OrgPlan, Origin, PlanLookup, Plans, Port,

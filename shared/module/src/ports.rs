@@ -282,6 +282,40 @@ impl Port for MemberKeys {
     const NAME: &'static str = "member keys";
 }
 
+/// A brake on public requests: at most `limit` requests of kind `name`
+/// per `period` for one key (a client address, an email, an
+/// organisation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Brake {
+    /// What is braked (`sign_up_per_address`…): a bounded label.
+    pub name: &'static str,
+    /// Requests admitted per period.
+    pub limit: u64,
+    /// The period (1 s to 1 day).
+    pub period: std::time::Duration,
+}
+
+/// Brakes on public requests — sign-ups, reset requests, invitations,
+/// refreshes, link attempts — counted by the quota service, shared by
+/// every replica when it counts in Redis.
+pub trait Throttling: Send + Sync {
+    /// Counts one request of `brake` for `key`; RESOURCE_EXHAUSTED (with
+    /// the retry delay) when over. The key is stored only as a hash.
+    fn throttle<'a>(
+        &'a self,
+        brake: &'a Brake,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ApiError>>;
+}
+
+/// The [`Throttling`] port (quota).
+#[derive(Clone)]
+pub struct Throttles(pub Arc<dyn Throttling>);
+
+impl Port for Throttles {
+    const NAME: &'static str = "throttles";
+}
+
 /// Where a sealed value belongs: bound into its ciphertext, so it opens
 /// only for the same organisation, purpose and record.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,6 +24,14 @@ pub fn duration(d: std::time::Duration) -> prost_types::Duration {
     }
 }
 
+/// A duration from a `google.protobuf.Duration`; `None` when it is
+/// negative or its nanos are out of range.
+pub fn std_duration(d: &prost_types::Duration) -> Option<std::time::Duration> {
+    let secs = u64::try_from(d.seconds).ok()?;
+    let nanos = u32::try_from(d.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    Some(std::time::Duration::new(secs, nanos))
+}
+
 /// A UTC time from a `google.protobuf.Timestamp`; `None` when it is out of
 /// range or its nanos are negative.
 pub fn datetime(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
