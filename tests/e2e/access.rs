@@ -20,6 +20,7 @@ async fn declared_callers_are_enforced(backend: Backend) {
         .create_api_key(bearer(
             &owner,
             pb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "reader".into(),
                 scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,
@@ -31,6 +32,7 @@ async fn declared_callers_are_enforced(backend: Backend) {
         .secret;
     let create = |token: Option<&str>| {
         let message = pb::CreateApiKeyRequest {
+            service_account_id: String::new(),
             name: "more".into(),
             scopes: vec![apb::Scope::Read as i32],
             expires_at: None,

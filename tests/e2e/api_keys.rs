@@ -27,6 +27,7 @@ async fn create(
         .create_api_key(bearer(
             token,
             pb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "ci".into(),
                 scopes: scopes.iter().map(|s| *s as i32).collect(),
                 expires_at: None,
@@ -481,6 +482,7 @@ async fn expired_keys_stop_working(backend: Backend) {
         .create_api_key(bearer(
             &token,
             pb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "short".into(),
                 scopes: vec![apb::Scope::Read as i32],
                 expires_at: Some(prost_types::Timestamp {
@@ -508,6 +510,7 @@ async fn expired_keys_stop_working(backend: Backend) {
         .create_api_key(bearer(
             &token,
             pb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "past".into(),
                 scopes: vec![apb::Scope::Read as i32],
                 expires_at: Some(prost_types::Timestamp {

@@ -42,6 +42,7 @@ async fn one_call_gives_the_whole_decision(backend: Backend) {
         .create_api_key(bearer(
             &session,
             kpb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "agent".into(),
                 scopes: vec![Scope::Read as i32],
                 expires_at: None,
@@ -205,6 +206,7 @@ async fn an_organisations_limit_is_shared_by_its_keys(backend: Backend) {
             .create_api_key(bearer(
                 &session,
                 kpb::CreateApiKeyRequest {
+                    service_account_id: String::new(),
                     name: name.into(),
                     scopes: vec![Scope::Read as i32],
                     expires_at: None,

@@ -107,6 +107,7 @@ async fn api_key_usage_is_written_once_across_a_stop_mid_flush(backend: Backend,
             .create_api_key(bearer(
                 &token,
                 kpb::CreateApiKeyRequest {
+                    service_account_id: String::new(),
                     name: format!("k{i}"),
                     scopes: vec![apb::Scope::Read as i32],
                     expires_at: None,

@@ -238,6 +238,7 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
         .create_api_key(bearer(
             &owner,
             kpb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "traffic".into(),
                 scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,
@@ -523,6 +524,7 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
                             .create_api_key(bearer(
                                 &owner,
                                 kpb::CreateApiKeyRequest {
+                                    service_account_id: String::new(),
                                     name: format!("key-{i}-{r}"),
                                     scopes: vec![apb::Scope::Read as i32],
                                     expires_at: None,

@@ -55,6 +55,7 @@ async fn a_crash_during_rotation_leaves_the_old_key_working(backend: Backend) {
             .create_api_key(bearer(
                 &token,
                 pb::CreateApiKeyRequest {
+                    service_account_id: String::new(),
                     name: "k".into(),
                     scopes: vec![apb::Scope::Read as i32],
                     expires_at: None,

@@ -76,6 +76,7 @@ async fn decorated_credentials_are_refused_everywhere() {
         .create_api_key(bearer(
             &session,
             kpb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "agent".into(),
                 scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,

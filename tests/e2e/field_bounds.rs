@@ -88,6 +88,7 @@ fn create_key(
     expires_in_days: Option<i64>,
 ) -> kpb::CreateApiKeyRequest {
     kpb::CreateApiKeyRequest {
+        service_account_id: String::new(),
         name: name.into(),
         scopes,
         expires_at: expires_in_days.map(|days| prost_types::Timestamp {

@@ -192,6 +192,7 @@ async fn refusals_of_a_real_key_stay_with_its_organisation(backend: Backend) {
         .create_api_key(bearer(
             &token,
             pb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "leaked".into(),
                 scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,

@@ -19,6 +19,7 @@ async fn setup(app: &TestApp) -> (String, String, String) {
         .create_api_key(bearer(
             &token,
             pb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "fenced".into(),
                 scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,
@@ -140,6 +141,7 @@ async fn org_and_key_lists_must_both_pass(backend: Backend) {
         .create_api_key(bearer(
             &token,
             pb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "r".into(),
                 scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,

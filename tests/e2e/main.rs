@@ -59,6 +59,7 @@ mod quota;
 mod quota_replicas;
 mod replicas;
 mod server;
+mod service_accounts;
 mod sessions_abuse;
 mod sessions_flow;
 mod sessions_issuing;

@@ -49,6 +49,7 @@ async fn owner(app: &TestApp) -> Owner {
         .create_api_key(bearer(
             &token,
             kpb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "owner's".into(),
                 scopes: vec![apb::Scope::Admin as i32],
                 expires_at: None,
@@ -71,6 +72,7 @@ async fn new_key(app: &TestApp, token: &str) -> String {
         .create_api_key(bearer(
             token,
             kpb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "another".into(),
                 scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,

@@ -69,6 +69,7 @@ async fn owner_with_key(app: &TestApp, scopes: &[apb::Scope]) -> (String, kpb::A
         .create_api_key(bearer(
             &token,
             kpb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "quota".into(),
                 scopes: scopes.iter().map(|s| *s as i32).collect(),
                 expires_at: None,

@@ -72,6 +72,7 @@ async fn limit_changes_reach_every_replica_within_a_second() {
         .create_api_key(bearer(
             &token,
             kpb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "limited".into(),
                 scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,

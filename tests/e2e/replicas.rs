@@ -72,6 +72,7 @@ async fn revocation_and_rotation_reach_the_other_replica_within_a_second() {
             .create_api_key(bearer(
                 &token,
                 pb::CreateApiKeyRequest {
+                    service_account_id: String::new(),
                     name: "replicated".into(),
                     scopes: vec![apb::Scope::Read as i32],
                     expires_at: None,
@@ -217,6 +218,7 @@ async fn a_redis_outage_bounds_cached_answers_to_a_second() {
             .create_api_key(bearer(
                 &token,
                 pb::CreateApiKeyRequest {
+                    service_account_id: String::new(),
                     name: "outage".into(),
                     scopes: vec![apb::Scope::Read as i32],
                     expires_at: None,

@@ -219,6 +219,7 @@ async fn the_edge_reaches_services_in_other_processes() {
         .create_api_key(bearer(
             &session,
             kpb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "split".into(),
                 scopes: vec![apb::Scope::Read as i32],
                 ..Default::default()
@@ -479,6 +480,7 @@ async fn the_edge_reaches_services_in_other_processes() {
     };
     for token in [None, Some(INTERNAL)] {
         let mut request = tonic::Request::new(kpb::CreateApiKeyRequest {
+            service_account_id: String::new(),
             name: "forged".into(),
             scopes: vec![apb::Scope::Admin as i32],
             ..Default::default()

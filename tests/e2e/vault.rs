@@ -249,6 +249,7 @@ async fn bad_provider_keys_are_refused_clearly(backend: Backend) {
         .create_api_key(bearer(
             &token,
             kpb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "reader".into(),
                 scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,

@@ -284,6 +284,7 @@ async fn grpc_web_over_http2() {
         .create_api_key(twig_tests::bearer(
             &token,
             kpb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "h2".into(),
                 scopes: vec![twig_proto::auth::v1::Scope::Read as i32],
                 ..Default::default()

@@ -578,6 +578,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .create_api_key({
         let mut r = tonic::Request::new(twig_proto::apikeys::v1::CreateApiKeyRequest {
+            service_account_id: String::new(),
             name: "load".into(),
             scopes: vec![twig_proto::auth::v1::Scope::Read as i32],
             expires_at: None,
@@ -797,6 +798,7 @@ async fn seed_keys(url: &str, count: u64) -> anyhow::Result<()> {
                 revoked_at: Set(None),
                 last_used_at: Set(None),
                 stopped_at: Set(None),
+                service_account_id: Set(None),
                 allowed_cidrs: Set(String::new()),
             });
             secrets.push(api_key_secret::ActiveModel {

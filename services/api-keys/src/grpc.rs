@@ -12,7 +12,7 @@ use twig_module::{KeyDescription, KeyOwner, MemberKeysChange};
 use twig_proto::apikeys::v1 as pb;
 use uuid::Uuid;
 
-use crate::entity::api_key;
+use crate::entity::{api_key, service_account};
 use crate::scopes;
 use crate::service::ApiKeys;
 
@@ -77,7 +77,24 @@ fn key_to_pb(k: &api_key::Model) -> pb::ApiKey {
             .map(String::from)
             .collect(),
         stopped_at: k.stopped_at.map(ts),
-        owner_kind: pb::OwnerKind::Member as i32,
+        owner_kind: match k.service_account_id {
+            Some(_) => pb::OwnerKind::ServiceAccount,
+            None => pb::OwnerKind::Member,
+        } as i32,
+        service_account_id: k
+            .service_account_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+fn service_account_to_pb(a: &service_account::Model) -> pb::ServiceAccount {
+    pb::ServiceAccount {
+        id: a.id.to_string(),
+        organization_id: a.org_id.to_string(),
+        name: a.name.clone(),
+        created_by: a.created_by.to_string(),
+        created_at: Some(ts(a.created_at)),
     }
 }
 
@@ -101,7 +118,15 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeysGrpc {
             .as_ref()
             .map(|t| from_ts("expires_at", t))
             .transpose()?;
-        let minted = self.inner.create(&me, &r.name, &wanted, expires).await?;
+        let service_account = if r.service_account_id.is_empty() {
+            None
+        } else {
+            Some(parse_id("service_account_id", &r.service_account_id)?)
+        };
+        let minted = self
+            .inner
+            .create(&me, &r.name, &wanted, expires, service_account)
+            .await?;
         Ok(Response::new(pb::CreateApiKeyResponse {
             key: Some(key_to_pb(&minted.key)),
             secret: minted.secret.expose().to_string(),
@@ -289,6 +314,43 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeysGrpc {
         }))
     }
 
+    async fn create_service_account(
+        &self,
+        request: Request<pb::CreateServiceAccountRequest>,
+    ) -> Result<Response<pb::CreateServiceAccountResponse>, Status> {
+        let me = me(&request)?;
+        let row = self
+            .inner
+            .create_service_account(&me, &request.get_ref().name)
+            .await?;
+        Ok(Response::new(pb::CreateServiceAccountResponse {
+            service_account: Some(service_account_to_pb(&row)),
+        }))
+    }
+
+    async fn list_service_accounts(
+        &self,
+        request: Request<pb::ListServiceAccountsRequest>,
+    ) -> Result<Response<pb::ListServiceAccountsResponse>, Status> {
+        let me = me(&request)?;
+        let rows = self.inner.list_service_accounts(&me).await?;
+        Ok(Response::new(pb::ListServiceAccountsResponse {
+            service_accounts: rows.iter().map(service_account_to_pb).collect(),
+        }))
+    }
+
+    async fn delete_service_account(
+        &self,
+        request: Request<pb::DeleteServiceAccountRequest>,
+    ) -> Result<Response<pb::DeleteServiceAccountResponse>, Status> {
+        let me = me(&request)?;
+        let id = parse_id("service_account_id", &request.get_ref().service_account_id)?;
+        let revoked = self.inner.delete_service_account(&me, id).await?;
+        Ok(Response::new(pb::DeleteServiceAccountResponse {
+            keys_revoked: u32::try_from(revoked).unwrap_or(u32::MAX),
+        }))
+    }
+
     async fn set_member_keys(
         &self,
         request: Request<pb::SetMemberKeysRequest>,
@@ -350,6 +412,9 @@ pub fn key_description(key: &api_key::Model) -> KeyDescription {
         name: key.name.clone(),
         org_id: key.org_id,
         scopes: scopes::from_stored(&key.scopes),
-        owner: KeyOwner::Member(key.created_by),
+        owner: match key.service_account_id {
+            Some(id) => KeyOwner::ServiceAccount(id),
+            None => KeyOwner::Member(key.created_by),
+        },
     }
 }

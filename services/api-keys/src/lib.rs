@@ -18,6 +18,7 @@ mod refusals;
 mod remote;
 mod scopes;
 mod service;
+mod service_accounts;
 
 use std::sync::Arc;
 

@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddIpAllowlists),
             Box::new(AddUsage),
             Box::new(AddStoppedAt),
+            Box::new(AddServiceAccounts),
         ]
     }
 }
@@ -226,6 +227,70 @@ impl MigrationTrait for AddStoppedAt {
                 Table::alter()
                     .table(ApiKeysStopped::Table)
                     .add_column(timestamp_with_time_zone_null(ApiKeysStopped::StoppedAt))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum ServiceAccounts {
+    Table,
+    Id,
+    OrgId,
+    Name,
+    CreatedBy,
+    CreatedAt,
+    DeletedAt,
+}
+
+#[derive(DeriveIden)]
+enum ApiKeysOwner {
+    #[sea_orm(iden = "api_keys")]
+    Table,
+    ServiceAccountId,
+}
+
+/// `service_accounts`, and `api_keys.service_account_id` (keys made before
+/// belong to their creator's membership).
+struct AddServiceAccounts;
+
+impl MigrationName for AddServiceAccounts {
+    fn name(&self) -> &str {
+        "m0005_add_service_accounts"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddServiceAccounts {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(ServiceAccounts::Table)
+                    .col(uuid(ServiceAccounts::Id).primary_key())
+                    .col(uuid(ServiceAccounts::OrgId))
+                    .col(string(ServiceAccounts::Name))
+                    .col(uuid(ServiceAccounts::CreatedBy))
+                    .col(timestamp_with_time_zone(ServiceAccounts::CreatedAt))
+                    .col(timestamp_with_time_zone_null(ServiceAccounts::DeletedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("service_accounts_org")
+                    .table(ServiceAccounts::Table)
+                    .col(ServiceAccounts::OrgId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ApiKeysOwner::Table)
+                    .add_column(uuid_null(ApiKeysOwner::ServiceAccountId))
                     .to_owned(),
             )
             .await

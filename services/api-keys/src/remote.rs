@@ -122,6 +122,9 @@ fn description_of(key: &pb::ApiKey) -> Option<KeyDescription> {
         scopes,
         owner: match pb::OwnerKind::try_from(key.owner_kind).ok()? {
             pb::OwnerKind::Member => KeyOwner::Member(Uuid::parse_str(&key.created_by).ok()?),
+            pb::OwnerKind::ServiceAccount => {
+                KeyOwner::ServiceAccount(Uuid::parse_str(&key.service_account_id).ok()?)
+            }
             pb::OwnerKind::Unspecified => return None,
         },
     })

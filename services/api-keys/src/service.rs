@@ -309,6 +309,18 @@ impl ApiKeys {
         }
     }
 
+    /// The database.
+    pub(crate) fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Forgets every cached answer about `org_id`'s keys here and on every
+    /// other replica.
+    pub(crate) async fn forget_org(&self, org_id: Uuid) {
+        self.cache.forget_org(org_id);
+        self.fanout.announce(&KeysChanged::Org(org_id)).await;
+    }
+
     /// Forgets `key_id` here at once, and on every other replica through
     /// the fan-out.
     async fn announce_change(&self, key_id: Uuid) {
@@ -337,9 +349,12 @@ impl ApiKeys {
     }
 
     /// Members change their own keys; admins (role or scope) any key.
+    /// A service account's keys: admins only.
     fn require_may_change(principal: &Principal, key: &api_key::Model) -> Result<()> {
         Self::require_key_manager(principal)?;
-        if principal.has_scope(Scope::Admin) || key.created_by == principal.user_id {
+        if principal.has_scope(Scope::Admin)
+            || (key.service_account_id.is_none() && key.created_by == principal.user_id)
+        {
             Ok(())
         } else {
             Err(KeyError::Forbidden(
@@ -355,9 +370,13 @@ impl ApiKeys {
         name: &str,
         wanted: &[Scope],
         expires_at: Option<DateTime<Utc>>,
+        service_account: Option<Uuid>,
     ) -> Result<MintedKey> {
         Self::require_key_manager(principal)?;
         let name = clean_name(name)?;
+        if let Some(id) = service_account {
+            self.live_service_account(principal, id).await?;
+        }
         if wanted.is_empty() {
             return Err(KeyError::field("scopes", "at least one scope is required"));
         }
@@ -387,6 +406,7 @@ impl ApiKeys {
             last_used_at: Set(None),
             allowed_cidrs: Set(String::new()),
             stopped_at: Set(None),
+            service_account_id: Set(service_account),
         }
         .insert(&txn)
         .await?;
@@ -403,7 +423,11 @@ impl ApiKeys {
             .org(principal.org_id)
             .actor(principal.actor())
             .target(format!("key:{id}"))
-            .details(serde_json::json!({ "prefix": prefix, "scopes": key.scopes }))
+            .details(serde_json::json!({
+                "prefix": prefix,
+                "scopes": key.scopes,
+                "service_account": service_account.map(|id| id.to_string()),
+            }))
             .record_at(&txn, now)
             .await?;
         txn.commit().await?;
@@ -543,6 +567,7 @@ impl ApiKeys {
         let mine = Condition::all()
             .add(api_key::Column::OrgId.eq(org_id))
             .add(api_key::Column::CreatedBy.eq(user_id))
+            .add(api_key::Column::ServiceAccountId.is_null())
             .add(api_key::Column::RevokedAt.is_null());
         let (update, action) = match change {
             MemberKeysChange::Stop => (
@@ -587,8 +612,7 @@ impl ApiKeys {
         }
         txn.commit().await?;
         if changed > 0 {
-            self.cache.forget_org(org_id);
-            self.fanout.announce(&KeysChanged::Org(org_id)).await;
+            self.forget_org(org_id).await;
         }
         Ok(changed)
     }
@@ -642,8 +666,7 @@ impl ApiKeys {
         }
         txn.commit().await?;
         if !changed.is_empty() {
-            self.cache.forget_org(org_id);
-            self.fanout.announce(&KeysChanged::Org(org_id)).await;
+            self.forget_org(org_id).await;
         }
         Ok(changed.len() as u64)
     }
@@ -838,7 +861,8 @@ impl ApiKeys {
         };
         let verified = Arc::new(Verified {
             principal: Principal {
-                user_id: key.created_by,
+                // A service account's key acts as the service account.
+                user_id: key.service_account_id.unwrap_or(key.created_by),
                 org_id: key.org_id,
                 roles: Vec::new(),
                 scopes: scopes::from_stored(&key.scopes),

@@ -451,8 +451,11 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
                         .map(|s| twig_auth::wire::scope_to_pb(*s) as i32)
                         .collect(),
                     owner_kind: match key.owner {
-                        KeyOwner::Member(_) => twig_proto::apikeys::v1::OwnerKind::Member as i32,
-                    },
+                        KeyOwner::Member(_) => twig_proto::apikeys::v1::OwnerKind::Member,
+                        KeyOwner::ServiceAccount(_) => {
+                            twig_proto::apikeys::v1::OwnerKind::ServiceAccount
+                        }
+                    } as i32,
                 }),
                 ..Default::default()
             }));

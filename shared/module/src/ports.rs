@@ -238,6 +238,8 @@ pub enum KeyOwner {
     /// A member of the key's organisation: the key lives and dies with
     /// that membership.
     Member(uuid::Uuid),
+    /// A service account of the organisation.
+    ServiceAccount(uuid::Uuid),
 }
 
 /// A key as its holder may see it (no secret, no creator's account).

@@ -33,6 +33,9 @@ pub struct Model {
     /// Set while the creator's membership is suspended: refused until
     /// cleared.
     pub stopped_at: Option<DateTimeUtc>,
+    /// The service account that owns the key; unset: the membership of
+    /// `created_by` owns it.
+    pub service_account_id: Option<Uuid>,
 }
 
 /// The organisation's allowlist, joined on a cache miss (no foreign key:

@@ -51,7 +51,7 @@ async fn a_flood_of_unknown_keys_keeps_a_valid_one_cached() {
         expires_at: None,
     };
     let minted = keys
-        .create(&owner, "in use", &[Scope::Read], None)
+        .create(&owner, "in use", &[Scope::Read], None, None)
         .await
         .unwrap();
     let valid = minted.secret.expose().to_string();
