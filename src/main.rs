@@ -93,6 +93,12 @@ enum OrgCommand {
         #[arg(long)]
         org: uuid::Uuid,
     },
+    /// Lists organisations, oldest first: id, members, plan, name.
+    List {
+        /// At most this many (1 to 10000).
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -250,11 +256,6 @@ async fn user_command(config: &Config, action: UserCommand) -> anyhow::Result<()
 /// configured, tells running replicas to forget the organisation's cached
 /// plan or limit).
 async fn org_command(config: &Config, action: OrgCommand) -> anyhow::Result<()> {
-    let org = match &action {
-        OrgCommand::Plan { org, .. } | OrgCommand::Limit { org, .. } | OrgCommand::Show { org } => {
-            *org
-        }
-    };
     let db = open_database(config).await?;
     migrate(&db, twig_identity::MODULES).await?;
     // Sessions knows the organisations; quota keeps plans and limits.
@@ -266,6 +267,33 @@ async fn org_command(config: &Config, action: OrgCommand) -> anyhow::Result<()> 
     let quota = suite
         .handle::<std::sync::Arc<twig_quota::Quota>>()
         .context("the quota service did not build")?;
+    let org = match &action {
+        OrgCommand::Plan { org, .. } | OrgCommand::Limit { org, .. } | OrgCommand::Show { org } => {
+            *org
+        }
+        OrgCommand::List { limit } => {
+            if !(1..=10_000).contains(limit) {
+                anyhow::bail!("--limit must be 1 to 10000");
+            }
+            let orgs = sessions
+                .identity()
+                .organizations(*limit)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{:<36}  {:>7}  {:<12}  name", "id", "members", "plan");
+            for (org, members) in orgs {
+                let plan = quota
+                    .organization_plan(None, &org.id.to_string())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!(
+                    "{:<36}  {members:>7}  {:<12}  {}",
+                    org.id, plan.plan.name, org.name
+                );
+            }
+            return Ok(());
+        }
+    };
     sessions
         .identity()
         .organization_in(&db, org)
@@ -338,6 +366,7 @@ async fn org_command(config: &Config, action: OrgCommand) -> anyhow::Result<()> 
                 );
             }
         }
+        OrgCommand::List { .. } => unreachable!("listed above"),
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, Set,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use twig_audit::{AuditEvent, Outcome};
 use twig_auth::{Principal, Role};
@@ -382,6 +382,26 @@ impl IdentityStore {
             ));
         }
         Ok(())
+    }
+
+    /// Up to `limit` organisations, oldest first, each with its number of
+    /// active members (the operator's `org list`).
+    pub async fn organizations(&self, limit: u64) -> Result<Vec<(organization::Model, u64)>> {
+        let orgs = organization::Entity::find()
+            .order_by_asc(organization::Column::CreatedAt)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        let mut out = Vec::with_capacity(orgs.len());
+        for org in orgs {
+            let members = membership::Entity::find()
+                .filter(membership::Column::OrgId.eq(org.id))
+                .filter(membership::Column::Status.eq(MembershipStatus::Active.as_str()))
+                .count(&self.db)
+                .await?;
+            out.push((org, members));
+        }
+        Ok(out)
     }
 
     /// Members of the caller's organisation, active and suspended.
