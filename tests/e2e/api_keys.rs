@@ -273,17 +273,8 @@ async fn nobody_mints_beyond_their_own_scopes(backend: Backend) {
     let owner_token = app.login(&owner_email).await.access_token;
     let member_email = email("member");
     app.sign_up(&member_email).await;
-    app.sessions()
-        .add_member(bearer(
-            &owner_token,
-            spb::AddMemberRequest {
-                organization_id: org.id.clone(),
-                email: member_email.clone(),
-                role: spb::Role::Member as i32,
-            },
-        ))
-        .await
-        .unwrap();
+    app.add_member(&owner_token, &org.id, &member_email, spb::Role::Member)
+        .await;
     let member_token = app
         .sessions()
         .login(spb::LoginRequest {

@@ -121,6 +121,28 @@ async fn sign_up(channel: Channel, who: String) -> Result<spb::SignUpResponse, S
         .map(|r| r.into_inner())
 }
 
+/// Follows a sign-up link: the new account, its organisation, a session.
+async fn verify_email(channel: Channel, token: String) -> Result<spb::VerifyEmailResponse, Status> {
+    sessions(channel)
+        .verify_email(spb::VerifyEmailRequest { token })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The token of every sign-up link mailed to `who` (waiting for `count`).
+async fn sign_up_links(app: &TestApp, who: &str, count: usize) -> Vec<String> {
+    app.mail_count_to(who, count)
+        .await
+        .iter()
+        .filter(|m| m.subject.contains("Verify your email"))
+        .flat_map(|m| {
+            m.links
+                .iter()
+                .filter_map(|l| twig_tests::token_from_link(l))
+        })
+        .collect()
+}
+
 async fn login(
     channel: Channel,
     who: String,
@@ -153,6 +175,25 @@ async fn add_provider_key(
         ))
         .await
         .map(|r| r.into_inner().key.expect("key").id)
+}
+
+async fn invite(
+    channel: Channel,
+    owner: &str,
+    org: &str,
+    who: String,
+) -> Result<spb::CreateInvitationResponse, Status> {
+    sessions(channel)
+        .create_invitation(bearer(
+            owner,
+            spb::CreateInvitationRequest {
+                organization_id: org.into(),
+                email: who,
+                role: spb::Role::Member as i32,
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
 }
 
 fn member(i: usize, r: usize) -> String {
@@ -254,14 +295,39 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
     // ----- sessions ----------------------------------------------------
     use twig_sessions::entity::{login_failure, membership, session, user};
 
-    let members = all_ok(
+    // SignUp answers at once and writes its link in the background;
+    // following the link (VerifyEmail) makes the account.
+    all_ok(
         "SignUp",
         at_once(&clients, |i, ch| async move {
-            let mut out = Vec::new();
             for r in 0..ROUNDS {
-                out.push(sign_up(ch.clone(), member(i, r)).await?);
+                sign_up(ch.clone(), member(i, r)).await?;
             }
-            Ok(out)
+            Ok(())
+        })
+        .await,
+    );
+    let mut links = Vec::new();
+    for i in 0..CLIENTS {
+        let mut of_client = Vec::new();
+        for r in 0..ROUNDS {
+            let mut sent = sign_up_links(&app, &member(i, r), 1).await;
+            assert_eq!(sent.len(), 1, "one sign-up link to {}", member(i, r));
+            of_client.push(sent.remove(0));
+        }
+        links.push(of_client);
+    }
+    let members = all_ok(
+        "VerifyEmail",
+        at_once(&clients, |i, ch| {
+            let links = links[i].clone();
+            async move {
+                let mut out = Vec::new();
+                for token in links {
+                    out.push(verify_email(ch.clone(), token).await?);
+                }
+                Ok(out)
+            }
         })
         .await,
     );
@@ -269,10 +335,28 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
         user::Entity::find().count(db).await.unwrap(),
         1 + (CLIENTS * ROUNDS) as u64
     );
-    one_winner(
+    // One email signed up from every client at once: every SignUp is
+    // answered alike, and of the links mailed exactly one makes the
+    // account; the others are voided by a newer link (INVALID_ARGUMENT on
+    // the token) or lose to the account that link made (ALREADY_EXISTS:
+    // whoever holds the link holds the mailbox).
+    all_ok(
         "SignUp of one email",
         at_once(&clients, |_, ch| sign_up(ch, "same@example.com".into())).await,
-        Code::AlreadyExists,
+    );
+    let same = sign_up_links(&app, "same@example.com", CLIENTS).await;
+    assert_eq!(same.len(), CLIENTS, "a link for each sign-up");
+    let followed = at_once(&clients, |i, ch| verify_email(ch, same[i].clone())).await;
+    let won = followed.iter().filter(|a| a.is_ok()).count();
+    assert!(
+        won == 1
+            && followed.iter().all(|a| a.as_ref().is_ok()
+                || a.as_ref().is_err_and(|s| matches!(
+                    s.code(),
+                    Code::InvalidArgument | Code::AlreadyExists
+                ))),
+        "VerifyEmail of one email's links: {won} succeeded: {}",
+        describe(&followed)
     );
     assert_eq!(
         user::Entity::find()
@@ -281,6 +365,28 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
             .await
             .unwrap(),
         1
+    );
+    // The operator's CreateAccount of one email: one account.
+    one_winner(
+        "CreateAccount of one email",
+        at_once(&clients, |_, ch| {
+            let operator = app.operator_token.clone();
+            async move {
+                sessions(ch)
+                    .create_account(with_internal_token(
+                        &operator,
+                        spb::CreateAccountRequest {
+                            email: "made@example.com".into(),
+                            password: PASSWORD.into(),
+                            display_name: String::new(),
+                            organization_name: String::new(),
+                        },
+                    ))
+                    .await
+            }
+        })
+        .await,
+        Code::AlreadyExists,
     );
 
     // Logins of member-i-1, three each: sessions to refresh and revoke.
@@ -432,20 +538,43 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
         at_once(&clients, |i, ch| login(ch, member(i, 0), NEW_PASSWORD)).await,
     );
 
+    // Joining: the owner invites every member, then each accepts its
+    // invitation, signed in with its own (verified) email.
     all_ok(
-        "AddMember",
+        "CreateInvitation",
         at_once(&clients, |i, ch| {
             let (owner, org) = (owner.clone(), org.clone());
             async move {
                 for r in 0..ROUNDS {
+                    invite(ch.clone(), &owner, &org, member(i, r)).await?;
+                }
+                Ok(())
+            }
+        })
+        .await,
+    );
+    let mut invitations = Vec::new();
+    for i in 0..CLIENTS {
+        let mut of_client = Vec::new();
+        for r in 0..ROUNDS {
+            of_client.push(app.link_token(&member(i, r), "You are invited").await);
+        }
+        invitations.push(of_client);
+    }
+    all_ok(
+        "AcceptInvitation",
+        at_once(&clients, |i, ch| {
+            let tokens = invitations[i].clone();
+            async move {
+                for (r, token) in tokens.into_iter().enumerate() {
+                    // member-i-0 changed its password; member-i-2 logged
+                    // out everywhere: each signs in afresh.
+                    let password = if r == 0 { NEW_PASSWORD } else { PASSWORD };
+                    let session = login(ch.clone(), member(i, r), password).await?;
                     sessions(ch.clone())
-                        .add_member(bearer(
-                            &owner,
-                            spb::AddMemberRequest {
-                                organization_id: org.clone(),
-                                email: member(i, r),
-                                role: spb::Role::Member as i32,
-                            },
+                        .accept_invitation(bearer(
+                            &session.access_token,
+                            spb::AcceptInvitationRequest { token },
                         ))
                         .await?;
                 }
@@ -464,24 +593,22 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
         1 + (CLIENTS * ROUNDS) as u64
     );
     one_winner(
-        "AddMember of one user",
+        "CreateInvitation of one email",
         at_once(&clients, |_, ch| {
             let (owner, org) = (owner.clone(), org.clone());
-            async move {
-                sessions(ch)
-                    .add_member(bearer(
-                        &owner,
-                        spb::AddMemberRequest {
-                            organization_id: org,
-                            email: "same@example.com".into(),
-                            role: spb::Role::Member as i32,
-                        },
-                    ))
-                    .await
-            }
+            async move { invite(ch, &owner, &org, "same@example.com".into()).await }
         })
         .await,
         Code::AlreadyExists,
+    );
+    assert_eq!(
+        twig_sessions::entity::invitation::Entity::find()
+            .filter(twig_sessions::entity::invitation::Column::Email.eq("same@example.com"))
+            .count(db)
+            .await
+            .unwrap(),
+        1,
+        "one pending invitation"
     );
     for disabled in [true, false] {
         all_ok(

@@ -41,10 +41,12 @@ fn case<T: Send + 'static>(
     }
 }
 
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 12] = [
     "users",
     "organizations",
     "memberships",
+    "email_links",
+    "invitations",
     "sessions",
     "api_keys",
     "api_key_secrets",
@@ -181,12 +183,12 @@ async fn each_bad_field_is_refused_by_name_and_nothing_is_written(backend: Backe
                 c.sign_up(r).await
             }
         }),
-        case("bidi override in a member's email", "email", {
+        case("bidi override in an invited email", "email", {
             let (mut c, owner, org) = (sessions.clone(), owner.clone(), org.clone());
             async move {
-                c.add_member(bearer(
+                c.create_invitation(bearer(
                     &owner,
-                    spb::AddMemberRequest {
+                    spb::CreateInvitationRequest {
                         organization_id: org,
                         email: "ada\u{202E}moc@example.com".into(),
                         role: spb::Role::Member as i32,
@@ -195,6 +197,25 @@ async fn each_bad_field_is_refused_by_name_and_nothing_is_written(backend: Backe
                 .await
             }
         }),
+        case(
+            "bidi override in an operator-made account's display name",
+            "display_name",
+            {
+                let mut c = sessions.clone();
+                async move {
+                    c.create_account(twig_tests::with_internal_token(
+                        twig_tests::TEST_OPERATOR_TOKEN,
+                        spb::CreateAccountRequest {
+                            email: email("bounds"),
+                            password: PASSWORD.into(),
+                            display_name: "evil\u{202E}gpj.exe".into(),
+                            organization_name: String::new(),
+                        },
+                    ))
+                    .await
+                }
+            },
+        ),
         // api-keys
         case("a scope repeated 1,000 times", "scopes", {
             let (mut c, owner) = (keys.clone(), owner.clone());
@@ -450,25 +471,32 @@ async fn each_bad_field_is_refused_by_name_and_nothing_is_written(backend: Backe
     assert_eq!(rows(&app).await, before, "nothing was written");
 }
 
+/// `SignUp` with `request`, then its mailed link: the account it made.
+async fn sign_up_through_link(
+    app: &TestApp,
+    request: spb::SignUpRequest,
+) -> spb::VerifyEmailResponse {
+    let address = request.email.clone();
+    let started = app.sessions().sign_up(request).await.unwrap().into_inner();
+    assert_eq!(started, spb::SignUpResponse {});
+    let token = app.link_token(&address, "Verify your email").await;
+    app.sessions()
+        .verify_email(spb::VerifyEmailRequest { token })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn good_values_next_to_the_bounds_are_stored_normalised(backend: Backend) {
     let app = TestApp::builder(backend).weak_hashing().spawn().await;
     // Trimmed and NFC-normalised: "e" + combining acute is stored as "é".
-    let signed = app
-        .sessions()
-        .sign_up(sign_up("  Cafe\u{301} 🌱  ", "株式会社 Twig"))
-        .await
-        .unwrap()
-        .into_inner();
+    let signed = sign_up_through_link(&app, sign_up("  Cafe\u{301} 🌱  ", "株式会社 Twig")).await;
     assert_eq!(signed.user.unwrap().display_name, "Caf\u{e9} 🌱");
     assert_eq!(signed.organization.unwrap().name, "株式会社 Twig");
     let owner = signed.tokens.unwrap().access_token;
-    let longest = app
-        .sessions()
-        .sign_up(sign_up(&"é".repeat(200), &"ß".repeat(200)))
-        .await
-        .unwrap()
-        .into_inner();
+    let longest = sign_up_through_link(&app, sign_up(&"é".repeat(200), &"ß".repeat(200))).await;
     assert_eq!(longest.user.unwrap().display_name.chars().count(), 200);
+    assert_eq!(longest.organization.unwrap().name.chars().count(), 200);
 
     // Every scope once, an expiry nine years ahead, a name of 100.
     let all = [

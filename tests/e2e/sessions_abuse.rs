@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::{ConnectionTrait, EntityTrait, Statement};
 use tonic::Code;
 use tonic_types::StatusExt;
 use twig_proto::sessions::v1 as pb;
@@ -167,16 +167,9 @@ async fn one_ip_trying_many_accounts_is_throttled(backend: Backend) {
     assert!(retry.retry_delay.unwrap() > Duration::ZERO);
     // Even the right password is refused from that address for now...
     let ada = email("ada");
+    let from_9 = app.channel_from("127.0.0.9").await;
+    twig_tests::sign_up_with(&from_9, &ada).await;
     let mut elsewhere = app.sessions_from("127.0.0.9").await;
-    elsewhere
-        .sign_up(pb::SignUpRequest {
-            email: ada.clone(),
-            password: PASSWORD.into(),
-            display_name: String::new(),
-            organization_name: String::new(),
-        })
-        .await
-        .unwrap();
     let refused = client.login(login_req(&ada, PASSWORD)).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted);
     // ...while another address is not affected.
@@ -188,6 +181,7 @@ async fn long_unicode_passwords_work_and_huge_ones_are_refused_unhashed(backend:
     let mut client = app.sessions();
     let ada = email("ada");
     let long: String = "pässwörd-🦀-密码-".repeat(20); // 260 chars, ~520 bytes
+    // Kept with the sign-up's link until it is followed.
     client
         .sign_up(pb::SignUpRequest {
             email: ada.clone(),
@@ -195,6 +189,11 @@ async fn long_unicode_passwords_work_and_huge_ones_are_refused_unhashed(backend:
             display_name: String::new(),
             organization_name: String::new(),
         })
+        .await
+        .unwrap();
+    let token = app.link_token(&ada, "Verify your email").await;
+    client
+        .verify_email(pb::VerifyEmailRequest { token })
         .await
         .unwrap();
     client.login(login_req(&ada, &long)).await.unwrap();
@@ -354,6 +353,9 @@ async fn look_alike_emails_are_one_account_or_none(backend: Backend) {
         verified.user_id, user.id,
         "the decomposed form signs in to the same account"
     );
+    // Signing up with the other form is signing up with the same address:
+    // answered like any sign-up, and what reaches the mailbox is the note
+    // that it has an account, not a link that would make a second one.
     let twin = app
         .sessions()
         .sign_up(pb::SignUpRequest {
@@ -362,12 +364,25 @@ async fn look_alike_emails_are_one_account_or_none(backend: Backend) {
             display_name: String::new(),
             organization_name: String::new(),
         })
-        .await;
-    let twin_user = twin.ok().and_then(|r| r.into_inner().user);
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(twin, pb::SignUpResponse {});
+    let mail = app.mail_to(&composed).await;
+    assert_eq!(mail.len(), 1, "{mail:?}");
     assert!(
-        twin_user.is_none_or(|u| u.id == user.id),
-        "no second account for the same address"
+        mail[0].subject.contains("You already have"),
+        "{}",
+        mail[0].subject
     );
+    let accounts = twig_sessions::entity::user::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.email.contains(&suffix))
+        .count();
+    assert_eq!(accounts, 1, "no second account for the same address");
     for look_alike in [
         format!("\u{ff4a}os\u{e9}-{suffix}@example.com"),
         format!("\u{458}os\u{e9}-{suffix}@example.com"),
@@ -398,6 +413,140 @@ async fn look_alike_emails_are_one_account_or_none(backend: Backend) {
     app.stop().await;
 }
 
+/// The sign-up probe: `SignUp` used to answer ALREADY_EXISTS for an email
+/// with an account, so anyone could test addresses. Now an existing and an
+/// unknown address get the same answer — code, body and metadata, over
+/// gRPC and HTTP/JSON — as fast (the answer waits for no lookup and no
+/// hash); only the mailbox learns which it was, and the account is
+/// untouched.
+async fn sign_up_tells_nobody_whether_an_email_has_an_account(backend: Backend) {
+    // Real OWASP hashing: a sign-up of an unknown address hashes its
+    // password, which the answer must not wait for.
+    let app = TestApp::spawn(backend).await;
+    let ada = email("ada");
+    let ada_user = app.sign_up(&ada).await.user.unwrap();
+    let ada_session = app.login(&ada).await;
+    let probe = |who: &str| pb::SignUpRequest {
+        email: who.into(),
+        password: "the prober's own password".into(),
+        display_name: "Prober".into(),
+        organization_name: String::new(),
+    };
+    let comparable = |metadata: &tonic::metadata::MetadataMap| {
+        let mut headers: Vec<(String, String)> = metadata
+            .clone()
+            .into_headers()
+            .iter()
+            .filter(|(name, _)| *name != "date")
+            .map(|(name, value)| {
+                (
+                    name.to_string(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        headers.sort();
+        headers
+    };
+
+    let unknown = email("nobody");
+    for (existing, unknown) in [
+        (ada.clone(), unknown.clone()),
+        (ada.to_uppercase(), email("nobody")),
+    ] {
+        let known = app.sessions().sign_up(probe(&existing)).await;
+        let fresh = app.sessions().sign_up(probe(&unknown)).await;
+        let (known, fresh) = (
+            known.expect("an existing email is answered like any other"),
+            fresh.expect("an unknown email is accepted"),
+        );
+        assert_eq!(known.get_ref(), fresh.get_ref());
+        assert_eq!(known.get_ref(), &pb::SignUpResponse {});
+        assert_eq!(comparable(known.metadata()), comparable(fresh.metadata()));
+    }
+
+    // The same over HTTP/JSON: status, headers (but the date) and body.
+    let post = |who: String| {
+        let addr = app.addr;
+        async move {
+            let body = serde_json::json!({
+                "email": who,
+                "password": "the prober's own password",
+            })
+            .to_string();
+            let (status, mut headers, body) = twig_tests::http1(
+                addr,
+                "POST /v1/sign-up HTTP/1.1\r\nContent-Type: application/json",
+                body.as_bytes(),
+            )
+            .await;
+            headers.retain(|(name, _)| name != "date");
+            headers.sort();
+            (status, headers, body)
+        }
+    };
+    let known = post(ada.clone()).await;
+    let fresh = post(email("nobody")).await;
+    assert!(known.0.contains(" 200 "), "{known:?}");
+    assert_eq!(known, fresh);
+    assert_eq!(String::from_utf8_lossy(&known.2), "{}");
+
+    // Only the mailbox tells them apart: the account's gets a note, the
+    // unknown address a link that would make an account.
+    let notes = app.mail_count_to(&ada, 3).await;
+    assert!(
+        notes.iter().all(|m| m.subject.contains("You already have")
+            && m.links.iter().all(|l| !l.contains("token="))),
+        "{notes:?}"
+    );
+    app.link_token(&unknown, "Verify your email").await;
+
+    // The account is untouched: its password, its session, one account.
+    app.login(&ada).await;
+    let wrong = app
+        .sessions()
+        .login(login_req(&ada, "the prober's own password"))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    app.verify(&ada_session.access_token).await.unwrap();
+    let same_email = twig_sessions::entity::user::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.email == ada)
+        .collect::<Vec<_>>();
+    assert_eq!(same_email.len(), 1);
+    assert_eq!(same_email[0].id.to_string(), ada_user.id);
+
+    // Timing: medians of 9, the two kinds taking turns to go first. The
+    // answer does no lookup and no hash, so neither path is slower by the
+    // cost of one (tens of milliseconds at these parameters); a small
+    // absolute slack keeps sub-millisecond noise from deciding.
+    let mut known_times = Vec::new();
+    let mut unknown_times = Vec::new();
+    for i in 0..9 {
+        let stranger = email(&format!("u{i}"));
+        let mut order = [(&ada, &mut known_times), (&stranger, &mut unknown_times)];
+        if i % 2 == 1 {
+            order.reverse();
+        }
+        for (who, times) in order {
+            let start = Instant::now();
+            app.sessions().sign_up(probe(who)).await.unwrap();
+            times.push(start.elapsed());
+        }
+    }
+    let (k, u) = (median(known_times), median(unknown_times));
+    let slack = Duration::from_millis(10);
+    assert!(
+        u < k * 2 + slack && k < u * 2 + slack,
+        "known {k:?} vs unknown {u:?}"
+    );
+    app.stop().await;
+}
+
 /// A failed login is in the log of each organisation the account belongs
 /// to, and of no other; one for an unknown address is in none.
 async fn failed_logins_are_in_each_organisation_of_the_account(backend: Backend) {
@@ -407,17 +556,13 @@ async fn failed_logins_are_in_each_organisation_of_the_account(backend: Backend)
     let bob_signed = app.sign_up(&bob).await;
     let bob_org = bob_signed.organization.unwrap().id;
     let carol_org = app.sign_up(&carol).await.organization.unwrap().id;
-    app.sessions()
-        .add_member(twig_tests::bearer(
-            &bob_signed.tokens.unwrap().access_token,
-            pb::AddMemberRequest {
-                organization_id: bob_org.clone(),
-                email: ada.clone(),
-                role: pb::Role::Member as i32,
-            },
-        ))
-        .await
-        .unwrap();
+    app.add_member(
+        &bob_signed.tokens.unwrap().access_token,
+        &bob_org,
+        &ada,
+        pb::Role::Member,
+    )
+    .await;
     for who in [&ada, &email("nobody")] {
         let err = app
             .sessions()
@@ -445,6 +590,7 @@ async fn failed_logins_are_in_each_organisation_of_the_account(backend: Backend)
 }
 
 on_both_backends!(
+    sign_up_tells_nobody_whether_an_email_has_an_account,
     failed_logins_are_in_each_organisation_of_the_account,
     look_alike_emails_are_one_account_or_none,
     unknown_email_and_wrong_password_look_the_same,

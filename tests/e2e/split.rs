@@ -159,6 +159,7 @@ fn process(db_url: &str, service: &str, env: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// Starts a sign-up through the edge: a public call, answered at once.
 async fn sign_up(from: &Channel, email: &str) -> spb::SignUpResponse {
     SessionServiceClient::new(from.clone())
         .sign_up(spb::SignUpRequest {
@@ -192,7 +193,14 @@ async fn the_edge_reaches_services_in_other_processes() {
         .connect()
         .await
         .unwrap();
-    let signed_up = sign_up(&from_7, &email("split")).await;
+    assert_eq!(
+        sign_up(&from_7, &email("split-public")).await,
+        spb::SignUpResponse {},
+        "a public call, forwarded and answered at once"
+    );
+    // The account made by the operator's internal client through the
+    // edge, then a login from 127.0.0.7.
+    let signed_up = twig_tests::sign_up_with(&from_7, &email("split")).await;
     let session = signed_up.tokens.unwrap().access_token;
     let user = signed_up.user.unwrap();
     let org = signed_up.organization.unwrap();

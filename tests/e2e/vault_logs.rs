@@ -4,7 +4,6 @@
 use std::process::{Command, Stdio};
 
 use crate::twig_binary;
-use twig_proto::sessions::v1 as spb;
 use twig_proto::vault::v1 as pb;
 use twig_tests::{Backend, TestDatabase, bearer, with_internal_token};
 
@@ -31,16 +30,7 @@ async fn vault_values_and_keys_never_reach_the_logs() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let (child, channel) = twig_tests::spawn_serve(command).await;
-    let signed = spb::session_service_client::SessionServiceClient::new(channel.clone())
-        .sign_up(spb::SignUpRequest {
-            email: "vault-logs@example.com".into(),
-            password: twig_tests::PASSWORD.into(),
-            display_name: String::new(),
-            organization_name: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let signed = twig_tests::sign_up_with(&channel, "vault-logs@example.com").await;
     let token = signed.tokens.unwrap().access_token;
     let org = signed.organization.unwrap().id;
     let mut vault = pb::vault_service_client::VaultServiceClient::new(channel);

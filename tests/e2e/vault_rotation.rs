@@ -139,18 +139,7 @@ async fn transit(channel: &Channel, org: &str, ciphertext: &str) -> Result<Vec<u
 /// Signs an owner up and stores `n` provider keys through `channel`;
 /// returns the organisation and (id, value) of each.
 async fn store_secrets(channel: &Channel, n: usize) -> (String, Vec<(String, String)>) {
-    let signed = twig_proto::sessions::v1::session_service_client::SessionServiceClient::new(
-        channel.clone(),
-    )
-    .sign_up(twig_proto::sessions::v1::SignUpRequest {
-        email: twig_tests::email("rotation"),
-        password: twig_tests::PASSWORD.into(),
-        display_name: String::new(),
-        organization_name: String::new(),
-    })
-    .await
-    .unwrap()
-    .into_inner();
+    let signed = twig_tests::sign_up_with(channel, &twig_tests::email("rotation")).await;
     let token = signed.tokens.unwrap().access_token;
     let org = signed.organization.unwrap().id;
     let mut ids = Vec::new();

@@ -267,15 +267,25 @@ async fn grpc_web_over_http2() {
     let raw = http2_client().build_http::<tonic::body::Body>();
     let origin: http::Uri = format!("http://{}", app.addr).parse().unwrap();
 
-    let signed_up = SessionServiceClient::with_origin(web.clone(), origin.clone())
+    // Sign-up over gRPC-web, finished through the mailed link, also over
+    // gRPC-web.
+    let ada = twig_tests::email("h2-web");
+    let started = SessionServiceClient::with_origin(web.clone(), origin.clone())
         .sign_up(pb::SignUpRequest {
-            email: twig_tests::email("h2-web"),
+            email: ada.clone(),
             password: twig_tests::PASSWORD.into(),
             display_name: String::new(),
             organization_name: String::new(),
         })
         .await
         .expect("sign up over gRPC-web on HTTP/2")
+        .into_inner();
+    assert_eq!(started, pb::SignUpResponse {});
+    let link = app.link_token(&ada, "Verify your email").await;
+    let signed_up = SessionServiceClient::with_origin(web.clone(), origin.clone())
+        .verify_email(pb::VerifyEmailRequest { token: link })
+        .await
+        .expect("follow the sign-up link over gRPC-web on HTTP/2")
         .into_inner();
     let token = signed_up.tokens.unwrap().access_token;
     let keys = ApiKeyServiceClient::with_origin(web.clone(), origin.clone());
