@@ -36,6 +36,7 @@ mod api_keys;
 mod authorize;
 mod batched_writes;
 mod binary;
+mod brakes;
 mod browser;
 mod browser_routes;
 mod buf_curl;

@@ -290,12 +290,10 @@ impl Quota {
             Ok(d) if d.allowed => Ok(()),
             Ok(d) => {
                 metrics::counter!("twig_brake_refusals_total").increment(1);
+                // One message for every brake: which one held (the
+                // address's or the email's) is not the caller's to learn.
                 Err(ApiError::resource_exhausted(
-                    format!(
-                        "too many requests of this kind ({} per {} s); retry later",
-                        d.limit,
-                        d.period.as_secs()
-                    ),
+                    "too many requests of this kind; retry after the delay given",
                     d.retry_after.unwrap_or(d.period),
                 ))
             }

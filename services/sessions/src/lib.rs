@@ -40,7 +40,7 @@ use std::sync::Arc;
 use twig_auth::{Authenticator, principal::AuthFuture};
 use twig_errors::ApiError;
 
-pub use config::SessionsConfig;
+pub use config::{BrakesConfig, PerPeriod, SessionsConfig};
 pub use email::Email;
 pub use error::SessionError;
 pub use grpc::SessionsGrpc;
