@@ -54,6 +54,7 @@ mod mail;
 mod metrics_bounds;
 mod modules;
 mod node_grpc_web;
+mod notifications;
 mod openapi;
 mod plans;
 mod quota;

@@ -111,6 +111,7 @@ pub(crate) fn user_to_pb(u: &user::Model) -> pb::User {
         created_at: ts(u.created_at),
         disabled: u.disabled_at.is_some(),
         email_verified: u.email_verified_at.is_some(),
+        notify_new_sign_in: u.notify_sign_in,
     }
 }
 
@@ -226,6 +227,21 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
             .await?;
         Ok(Response::new(pb::ResetPasswordResponse {
             sessions_ended: count(ended),
+        }))
+    }
+
+    async fn update_current_user(
+        &self,
+        request: Request<pb::UpdateCurrentUserRequest>,
+    ) -> Result<Response<pb::UpdateCurrentUserResponse>, Status> {
+        let (me, _) = me_session(&request)?;
+        let r = request.into_inner();
+        let user = self
+            .identity
+            .update_user(me.user_id, r.display_name.as_deref(), r.notify_new_sign_in)
+            .await?;
+        Ok(Response::new(pb::UpdateCurrentUserResponse {
+            user: Some(user_to_pb(&user)),
         }))
     }
 

@@ -229,6 +229,28 @@ impl IdentityStore {
         Ok(())
     }
 
+    /// Changes what the account says about itself: its display name, and
+    /// whether new sign-ins are mailed to it.
+    pub async fn update_user(
+        &self,
+        user_id: Uuid,
+        display_name: Option<&str>,
+        notify_sign_in: Option<bool>,
+    ) -> Result<user::Model> {
+        let mut update = user::Entity::update_many().filter(user::Column::Id.eq(user_id));
+        if let Some(raw) = display_name {
+            let name = twig_errors::fields::name("display_name", raw, MAX_NAME_CHARS)?;
+            update = update.col_expr(user::Column::DisplayName, Expr::value(name));
+        }
+        if let Some(notify) = notify_sign_in {
+            update = update.col_expr(user::Column::NotifySignIn, Expr::value(notify));
+        }
+        if display_name.is_some() || notify_sign_in.is_some() {
+            update.exec(&self.db).await?;
+        }
+        self.user(user_id).await?.ok_or(SessionError::InvalidToken)
+    }
+
     /// Marks the account's email verified from `at`.
     pub async fn set_email_verified(
         &self,
@@ -483,6 +505,7 @@ pub(crate) async fn insert_user(
         created_at: Set(now),
         disabled_at: Set(None),
         email_verified_at: Set(verified_at),
+        notify_sign_in: Set(false),
     }
     .insert(txn)
     .await

@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(NormaliseEmails),
             Box::new(AddMembershipStatus),
             Box::new(AddEmailLinksAndInvitations),
+            Box::new(AddNotifySignIn),
         ]
     }
 }
@@ -33,6 +34,7 @@ enum Users {
     CreatedAt,
     DisabledAt,
     EmailVerifiedAt,
+    NotifySignIn,
 }
 
 #[derive(DeriveIden)]
@@ -402,6 +404,30 @@ impl MigrationTrait for AddEmailLinksAndInvitations {
                     .table(Invitations::Table)
                     .col(Invitations::OrgId)
                     .col(Invitations::CreatedAt)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// `users.notify_sign_in`: whether new sign-ins are mailed (off for every
+/// earlier account).
+struct AddNotifySignIn;
+
+impl MigrationName for AddNotifySignIn {
+    fn name(&self) -> &str {
+        "m0006_add_notify_sign_in"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddNotifySignIn {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Users::Table)
+                    .add_column(boolean(Users::NotifySignIn).default(false))
                     .to_owned(),
             )
             .await

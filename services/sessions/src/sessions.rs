@@ -363,6 +363,16 @@ impl Sessions {
             .await?;
         txn.commit().await?;
         metrics::counter!("twig_logins_total", "outcome" => "success").increment(1);
+        if user.notify_sign_in {
+            self.mailer.send(Mail::new(
+                &user.email,
+                Template::NewSignIn {
+                    at: now,
+                    ip: client.ip,
+                    user_agent: client.user_agent.clone(),
+                },
+            ));
+        }
         Ok((user, org, tokens))
     }
 

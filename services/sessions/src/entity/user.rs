@@ -22,6 +22,8 @@ pub struct Model {
     pub disabled_at: Option<DateTimeUtc>,
     /// When the account proved its email; unset: not yet.
     pub email_verified_at: Option<DateTimeUtc>,
+    /// Whether each new password sign-in is mailed to the account.
+    pub notify_sign_in: bool,
 }
 
 /// No navigable relations are needed.
