@@ -49,6 +49,7 @@ mod forged_keys;
 mod h2_frames;
 mod http_json;
 mod ip_allowlists;
+mod memberships;
 mod metrics_bounds;
 mod modules;
 mod node_grpc_web;

@@ -129,8 +129,21 @@ async fn issuing_over_grpc_is_refused_for_disabled_users_non_members_and_unknown
     refusals_of_issuing(backend, Ports::OverGrpc).await
 }
 
+/// The platform operators' internal client (`platform.operator`), the one
+/// caller that may disable an account.
+const OPERATOR_TOKEN: &str = "platform-operator-token-0123456789abcdef";
+
 async fn refusals_of_issuing(backend: Backend, from: Ports) {
-    let app = TestApp::spawn(backend).await;
+    let app = TestApp::builder(backend)
+        .config(|c| {
+            c.auth.internal_clients = vec![twig_config::InternalClient {
+                name: "operator-cli".into(),
+                token: twig_config::Secret::new(OPERATOR_TOKEN),
+                scopes: vec!["platform.operator".into()],
+            }];
+        })
+        .spawn()
+        .await;
     let (issuer, users) = ports(&app, from);
     let ada = app.sign_up(&email("ada")).await;
     let ada_token = ada.tokens.unwrap().access_token;
@@ -166,9 +179,45 @@ async fn refusals_of_issuing(backend: Backend, from: Ports) {
         .issue_session(bob.user.id, org, &method, &client)
         .await
         .expect("a member may have a session");
+    // Suspended in the organisation: no session there.
     app.sessions()
-        .set_user_disabled(bearer(
+        .suspend_member(bearer(
             &ada_token,
+            pb::SuspendMemberRequest {
+                organization_id: org.to_string(),
+                user_id: bob.user.id.to_string(),
+            },
+        ))
+        .await
+        .unwrap();
+    let err = issuer
+        .issue_session(bob.user.id, org, &method, &client)
+        .await
+        .unwrap_err();
+    let suspended = code(err);
+    assert_eq!(
+        suspended,
+        Code::PermissionDenied,
+        "a suspended member is no member there"
+    );
+    app.sessions()
+        .reinstate_member(bearer(
+            &ada_token,
+            pb::ReinstateMemberRequest {
+                organization_id: org.to_string(),
+                user_id: bob.user.id.to_string(),
+            },
+        ))
+        .await
+        .unwrap();
+    issuer
+        .issue_session(bob.user.id, org, &method, &client)
+        .await
+        .expect("a reinstated member may have a session");
+    // Disabled by a platform operator (not by the organisation).
+    app.sessions()
+        .set_user_disabled(twig_tests::with_internal_token(
+            OPERATOR_TOKEN,
             pb::SetUserDisabledRequest {
                 user_id: bob.user.id.to_string(),
                 disabled: true,
