@@ -7,10 +7,15 @@ use twig_tests::{Backend, PASSWORD, TestApp, bearer, email};
 async fn sign_up_login_verify_refresh_logout(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let ada = email("ada");
-    let signed_up = app.sign_up(&ada).await;
+    // The way a person signs up: SignUp, then the mailed link.
+    let signed_up = app.sign_up_by_mail(&ada).await;
     let user = signed_up.user.unwrap();
     let org = signed_up.organization.unwrap();
     assert_eq!(user.email, ada);
+    assert!(user.email_verified, "the link proved the address");
+    app.verify(&signed_up.tokens.unwrap().access_token)
+        .await
+        .expect("the sign-up's first session");
 
     let tokens = app.login(&ada).await;
     assert!(tokens.access_token.starts_with("twig_st_"));
@@ -81,7 +86,12 @@ async fn sign_up_login_verify_refresh_logout(backend: Backend) {
         .into_iter()
         .map(|e| (e.action, e.outcome))
         .collect();
-    for wanted in ["user.signed_up", "session.login", "session.logout"] {
+    for wanted in [
+        "user.sign_up_started",
+        "user.signed_up",
+        "session.login",
+        "session.logout",
+    ] {
         assert!(
             audit.iter().any(|(a, o)| a == wanted && o == "success"),
             "{wanted}: {audit:?}"

@@ -55,7 +55,9 @@ fn ports(app: &TestApp, ports: Ports) -> (Arc<dyn SessionIssuing>, Arc<dyn UserD
 
 async fn an_sso_session_verifies_and_shows_its_method(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ada = app.sign_up(&email("ada")).await;
+    // Signed up through the mailed link: its first session is a password
+    // session, audited as `user.signed_up`.
+    let ada = app.sign_up_by_mail(&email("ada")).await;
     let (user, org) = (id(&ada.user.unwrap().id), id(&ada.organization.unwrap().id));
     let connection = Uuid::new_v4();
     let client = SessionClient {

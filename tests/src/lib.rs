@@ -47,6 +47,7 @@ pub struct TestAppBuilder {
     config: Config,
     weak_hashing: bool,
     maildev: Option<Maildev>,
+    default_outbox: bool,
 }
 
 impl TestAppBuilder {
@@ -82,6 +83,15 @@ impl TestAppBuilder {
         self
     }
 
+    /// Without SMTP, mail goes where the configuration's defaults put it
+    /// (`outbox/` beside the SQLite database; nowhere on PostgreSQL)
+    /// rather than into the app's own folder; [`TestApp::mail_to`] reads
+    /// it there.
+    pub fn default_outbox(mut self) -> Self {
+        self.default_outbox = true;
+        self
+    }
+
     /// Starts the server.
     pub async fn spawn(self) -> TestApp {
         twig_testkit::init_logs();
@@ -103,12 +113,24 @@ impl TestAppBuilder {
         // Without SMTP, mail goes to this app's own outbox folder, where
         // `mail_to` reads it.
         let outbox = tempfile::tempdir().expect("outbox folder");
+        let mut outbox_dir = outbox.path().to_path_buf();
         if config.mail.smtp.is_none() {
-            config.mail.outbox_dir = Some(outbox.path().to_path_buf());
-            config
-                .mail
-                .link_base
-                .get_or_insert_with(|| TEST_LINK_BASE.into());
+            if self.default_outbox {
+                if let Some(dir) = config
+                    .mail
+                    .outbox_dir
+                    .clone()
+                    .or_else(|| config.database.sqlite_folder().map(|d| d.join("outbox")))
+                {
+                    outbox_dir = dir;
+                }
+            } else {
+                config.mail.outbox_dir = Some(outbox_dir.clone());
+                config
+                    .mail
+                    .link_base
+                    .get_or_insert_with(|| TEST_LINK_BASE.into());
+            }
         }
         config.edit::<twig_secrets_vault::VaultConfig>(|vault| {
             if vault.master_keys.is_empty() && vault.master_keys_dir.is_none() {
@@ -181,7 +203,8 @@ impl TestAppBuilder {
             vault_service,
             mailer,
             maildev: self.maildev,
-            outbox,
+            _outbox: outbox,
+            outbox_dir,
             shutdown: Some(tx),
             server: Some(server),
             database: Some(database),
@@ -221,8 +244,10 @@ pub struct TestApp {
     /// The suite's one mailer, as every service gets it.
     pub mailer: twig_mail::Mailer,
     maildev: Option<Maildev>,
-    /// Where mail goes without SMTP.
-    outbox: tempfile::TempDir,
+    /// The app's own outbox folder, kept for its life.
+    _outbox: tempfile::TempDir,
+    /// Where mail goes without SMTP: `outbox`, or the configured default.
+    outbox_dir: std::path::PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     /// Dropped with the app (a PostgreSQL database is dropped then).
@@ -242,6 +267,7 @@ impl TestApp {
             config,
             weak_hashing: false,
             maildev: None,
+            default_outbox: false,
         }
     }
 
@@ -419,7 +445,7 @@ impl TestApp {
         self.mailer.flush().await;
         match &self.maildev {
             Some(maildev) => maildev.wait_for(address, count).await,
-            None => wait_for_outbox(self.outbox.path(), address, count).await,
+            None => wait_for_outbox(&self.outbox_dir, address, count).await,
         }
     }
 
