@@ -1,8 +1,9 @@
 //! A real browser: headless Chromium (playwright-core) loads a small page
 //! built with Connect's gRPC-web transport from another origin; the page
-//! signs up, logs in, creates an API key, lists it, renames and revokes
-//! it through the HTTP/JSON routes (PATCH and DELETE, preflighted), and
-//! shows a bad token's clean failure.
+//! starts a sign-up, and — opened again with the link mailed to the
+//! address, as a person would — finishes it, logs in, creates an API key,
+//! lists it, renames and revokes it through the HTTP/JSON routes (PATCH
+//! and DELETE, preflighted), and shows a bad token's clean failure.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -83,6 +84,20 @@ async fn serve_page(root: PathBuf) -> String {
     origin
 }
 
+/// `value` percent-encoded for a URL's query.
+fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Opens `page` in Chromium, clicks Run and returns what the page showed.
 async fn open_in_chromium(dir: PathBuf, page: String) -> serde_json::Value {
     let out = tokio::task::spawn_blocking(move || {
@@ -109,9 +124,21 @@ async fn a_page_in_chromium_signs_up_and_manages_keys() {
         .spawn()
         .await;
     let page = format!("{page_origin}/index.html?api=http://{}", app.addr);
-    let seen = open_in_chromium(dir, page).await;
+    let signed_up = open_in_chromium(dir.clone(), page.clone()).await;
+    assert_eq!(signed_up["status"], "done", "{signed_up}");
+    assert_eq!(signed_up["result"]["step"], "signed-up", "{signed_up}");
+    let address = signed_up["result"]["email"].as_str().unwrap();
 
+    // The link in the mail, opened in the browser.
+    let token = app.link_token(address, "Verify your email").await;
+    let seen = open_in_chromium(dir, format!("{page}&token={}", query_value(&token))).await;
     assert_eq!(seen["status"], "done", "{seen}");
+    assert_eq!(seen["result"]["step"], "verified", "{seen}");
+    assert_eq!(seen["result"]["email"], address, "{seen}");
+    assert_eq!(
+        seen["result"]["loginOrganizationId"], seen["result"]["organizationId"],
+        "the account signs in to the organisation the link made: {seen}"
+    );
     let key_id = seen["result"]["keyId"].as_str().unwrap();
     assert_eq!(seen["result"]["listedIds"], serde_json::json!([key_id]));
     assert_eq!(seen["listedText"].as_array().unwrap().len(), 1);

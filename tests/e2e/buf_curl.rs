@@ -1,6 +1,7 @@
 //! The README's walkthrough, as an operator types it: the binary started
 //! with the embedded defaults, driven by `buf curl` through reflection
-//! (sign-up → login → verify → refresh → logout).
+//! (sign-up → the mailed link from the outbox folder → login → verify →
+//! refresh → logout).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -9,6 +10,11 @@ use std::time::Duration;
 use crate::twig_binary;
 
 const INTERNAL: &str = "walkthrough-internal-token-0123456789abcdef";
+
+/// The README's command that takes the sign-up link's token out of the
+/// outbox folder (quoted-printable: soft line breaks joined first).
+const TOKEN_FROM_OUTBOX: &str = r#"cat twig-data/outbox/*.eml | tr -d '\r' | sed -e ':a' -e '/=$/{N;s/=\n//;ba' -e '}' |
+  grep -om1 'twig_ev_[A-Za-z0-9]*'"#;
 
 fn buf() -> PathBuf {
     let buf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node/node_modules/.bin/buf");
@@ -112,6 +118,32 @@ fn buf_curl_walkthrough_on_the_embedded_defaults() {
         let creds = r#"{"email":"ada@example.com","password":"correct horse battery staple"}"#;
         let (ok, out) = curl(&url, "SignUp", creds, &[]);
         assert!(ok, "{out}");
+        assert_eq!(out.trim(), "{}", "answered at once, with nothing in it");
+        // The link is written in the background: a moment later it is there.
+        let mut token = String::new();
+        for _ in 0..100 {
+            let found = Command::new("sh")
+                .current_dir(&dir)
+                .args(["-c", TOKEN_FROM_OUTBOX])
+                .output()
+                .unwrap();
+            token = String::from_utf8_lossy(&found.stdout).trim().to_string();
+            if !token.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            token.starts_with("twig_ev_"),
+            "the link in twig-data/outbox/: {token:?}"
+        );
+        let (ok, out) = curl(
+            &url,
+            "VerifyEmail",
+            &format!(r#"{{"token":"{token}"}}"#),
+            &[],
+        );
+        assert!(ok && out.contains("accessToken"), "{out}");
         let (ok, out) = curl(&url, "Login", creds, &[]);
         assert!(ok, "{out}");
         let access = field(&out, "accessToken");

@@ -257,6 +257,8 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
                     .master_keys
                     .insert("2".into(), Secret::new(SECOND_MASTER_KEY));
             });
+            // The platform operator's client is the app's own
+            // (`app.operator_token`).
             c.auth.internal_clients = vec![InternalClient {
                 name: "agent-runtime".into(),
                 token: Secret::new(RUNTIME_TOKEN),
@@ -610,6 +612,20 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
         1,
         "one pending invitation"
     );
+    // same@example.com accepts it: a member too.
+    let same_invitation = app.link_token("same@example.com", "You are invited").await;
+    let same_session = login(app.channel.clone(), "same@example.com".into(), PASSWORD)
+        .await
+        .unwrap();
+    sessions(app.channel.clone())
+        .accept_invitation(bearer(
+            &same_session.access_token,
+            spb::AcceptInvitationRequest {
+                token: same_invitation,
+            },
+        ))
+        .await
+        .unwrap();
     for disabled in [true, false] {
         all_ok(
             "SetUserDisabled",
@@ -635,6 +651,133 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
             .unwrap();
         assert_eq!(now_disabled, if disabled { CLIENTS as u64 } else { 0 });
     }
+
+    // Memberships: member-i-0 leaves, member-i-1 is suspended, reinstated
+    // and made admin, member-i-2 is removed; all at once.
+    let user_of = |i: usize, r: usize| members[i][r].user.as_ref().unwrap().id.clone();
+    let in_org = all_ok(
+        "Login into the owner's organisation",
+        at_once(&clients, |i, ch| {
+            let org = org.clone();
+            async move {
+                sessions(ch)
+                    .login(spb::LoginRequest {
+                        email: member(i, 0),
+                        password: NEW_PASSWORD.into(),
+                        organization_id: org,
+                    })
+                    .await
+                    .map(|r| r.into_inner().tokens.expect("tokens").access_token)
+            }
+        })
+        .await,
+    );
+    all_ok(
+        "LeaveOrganization",
+        at_once(&clients, |i, ch| {
+            let (token, org) = (in_org[i].clone(), org.clone());
+            async move {
+                sessions(ch)
+                    .leave_organization(bearer(
+                        &token,
+                        spb::LeaveOrganizationRequest {
+                            organization_id: org,
+                        },
+                    ))
+                    .await
+            }
+        })
+        .await,
+    );
+    let manage = |what: &'static str, user_id: String| {
+        let (owner, org) = (owner.clone(), org.clone());
+        move |ch: Channel| async move {
+            let mut client = sessions(ch);
+            match what {
+                "suspend" => client
+                    .suspend_member(bearer(
+                        &owner,
+                        spb::SuspendMemberRequest {
+                            organization_id: org,
+                            user_id,
+                        },
+                    ))
+                    .await
+                    .map(|_| ()),
+                "reinstate" => client
+                    .reinstate_member(bearer(
+                        &owner,
+                        spb::ReinstateMemberRequest {
+                            organization_id: org,
+                            user_id,
+                        },
+                    ))
+                    .await
+                    .map(|_| ()),
+                "admin" => client
+                    .set_member_role(bearer(
+                        &owner,
+                        spb::SetMemberRoleRequest {
+                            organization_id: org,
+                            user_id,
+                            role: spb::Role::Admin as i32,
+                        },
+                    ))
+                    .await
+                    .map(|_| ()),
+                _ => client
+                    .remove_member(bearer(
+                        &owner,
+                        spb::RemoveMemberRequest {
+                            organization_id: org,
+                            user_id,
+                        },
+                    ))
+                    .await
+                    .map(|_| ()),
+            }
+        }
+    };
+    for what in ["suspend", "reinstate", "admin"] {
+        all_ok(
+            what,
+            at_once(&clients, |i, ch| manage(what, user_of(i, 1))(ch)).await,
+        );
+    }
+    all_ok(
+        "RemoveMember",
+        at_once(&clients, |i, ch| manage("remove", user_of(i, 2))(ch)).await,
+    );
+    let contested = user_of(0, 1);
+    let removed_once = at_once(&clients, |_, ch| manage("remove", contested.clone())(ch)).await;
+    assert!(
+        removed_once.iter().filter(|a| a.is_ok()).count() == 1
+            && removed_once.iter().all(
+                |a| a.as_ref().is_ok() || a.as_ref().is_err_and(|s| s.code() == Code::NotFound)
+            ),
+        "RemoveMember of one member: {}",
+        describe(&removed_once)
+    );
+    let listed = sessions(app.channel.clone())
+        .list_members(bearer(
+            &owner,
+            spb::ListMembersRequest {
+                organization_id: org.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    // The owner, same@example.com, and member-i-1 but member-0-1.
+    assert_eq!(listed.len(), 2 + CLIENTS - 1, "{listed:?}");
+    let admins = listed
+        .iter()
+        .filter(|m| {
+            m.role == spb::Role::Admin as i32 && m.status == spb::MembershipStatus::Active as i32
+        })
+        .count();
+    assert_eq!(admins, CLIENTS - 1, "{listed:?}");
 
     // ----- api-keys ----------------------------------------------------
     use twig_api_keys::entity::{api_key, api_key_secret, org_ip_allowlist};

@@ -85,6 +85,35 @@ async fn a_developer_with_curl(backend: Backend) {
     .await;
     assert_eq!(signed_up.status, 200, "{}", signed_up.json);
     assert_eq!(signed_up.header("content-type"), Some("application/json"));
+    assert_eq!(signed_up.json, serde_json::json!({}), "answered at once");
+    // The mailed link finishes it: the account, its organisation, a session.
+    let token = app.link_token(&ada, "Verify your email").await;
+    let verified = curl(
+        "POST",
+        format!("{base}/v1/sign-up:verify"),
+        None,
+        Some(&format!(r#"{{"token":"{token}"}}"#)),
+    )
+    .await;
+    assert_eq!(verified.status, 200, "{}", verified.json);
+    assert_eq!(verified.json["user"]["email"], ada.as_str());
+    assert_eq!(verified.json["user"]["emailVerified"], true);
+    assert!(
+        verified.json["tokens"]["accessToken"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("twig_st_")),
+        "{}",
+        verified.json
+    );
+    let again = curl(
+        "POST",
+        format!("{base}/v1/sign-up:verify"),
+        None,
+        Some(&format!(r#"{{"token":"{token}"}}"#)),
+    )
+    .await;
+    assert_eq!(again.status, 400, "a link works once: {}", again.json);
+    assert_eq!(again.json["fieldViolations"][0]["field"], "token");
     let login = curl(
         "POST",
         format!("{base}/v1/sessions:login"),

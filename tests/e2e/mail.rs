@@ -163,7 +163,11 @@ async fn mail_queued_at_a_stop_is_delivered_before_the_process_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_without_a_relay_is_an_eml_file_in_the_outbox_beside_the_database() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    // The embedded default, not the folder test apps get of their own.
+    let app = TestApp::builder(Backend::Sqlite)
+        .default_outbox()
+        .spawn()
+        .await;
     let outbox = app
         .config
         .database

@@ -51,6 +51,7 @@ mod h2_frames;
 mod http_json;
 mod ip_allowlists;
 mod mail;
+mod memberships;
 mod metrics_bounds;
 mod modules;
 mod node_grpc_web;

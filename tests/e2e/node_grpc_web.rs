@@ -1,12 +1,13 @@
 //! A real gRPC-web client: Connect's web transport (the one the browser
-//! front end uses), run by Node against the server on port 0. The API key
-//! it creates then works over native gRPC.
+//! front end uses), run by Node against the server on port 0: it starts a
+//! sign-up, logs in to an account the operator made, creates and lists an
+//! API key. The key then works over native gRPC.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use twig_proto::apikeys::v1 as pb;
-use twig_tests::{Backend, TestApp, bearer};
+use twig_tests::{Backend, PASSWORD, TestApp, bearer, email};
 
 pub(crate) const ORIGIN: &str = "https://app.example.com";
 
@@ -27,13 +28,18 @@ fn node_dir() -> PathBuf {
 }
 
 /// Runs `grpc_web_flow.mjs` against the edge at `base` (which must allow
-/// [`ORIGIN`]); returns what the client saw.
-pub(crate) async fn run_grpc_web_flow(base: String) -> serde_json::Value {
+/// [`ORIGIN`]), signing in as `email` with `password` (an account made
+/// beforehand); returns what the client saw.
+pub(crate) async fn run_grpc_web_flow(
+    base: String,
+    email: String,
+    password: String,
+) -> serde_json::Value {
     let dir = node_dir();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .current_dir(&dir)
-            .args(["grpc_web_flow.mjs", &base, ORIGIN])
+            .args(["grpc_web_flow.mjs", &base, ORIGIN, &email, &password])
             .output()
             .expect("run node")
     })
@@ -51,7 +57,17 @@ async fn grpc_web_client_signs_up_creates_and_lists_a_key(backend: Backend) {
         .config(|c| c.server.cors_origins = vec![ORIGIN.into()])
         .spawn()
         .await;
-    let seen = run_grpc_web_flow(format!("http://{}", app.addr)).await;
+    let ada = email("node");
+    let account = app.sign_up(&ada).await;
+    let seen = run_grpc_web_flow(format!("http://{}", app.addr), ada, PASSWORD.into()).await;
+
+    // A sign-up started over gRPC-web: answered with nothing in it, and
+    // its link mailed to the address.
+    assert_eq!(seen["signUpAnswer"], serde_json::json!({}), "{seen}");
+    app.link_token(seen["newcomer"].as_str().unwrap(), "Verify your email")
+        .await;
+    // Signed in to the operator-made account.
+    assert_eq!(seen["userId"], account.user.unwrap().id.as_str(), "{seen}");
 
     // Created and listed through gRPC-web.
     let key_id = seen["keyId"].as_str().unwrap();

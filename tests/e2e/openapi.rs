@@ -143,6 +143,19 @@ async fn newly_routed_rpcs_over_http(backend: Backend) {
     )
     .await;
     assert_eq!(status, 200, "{signed_up}");
+    assert_eq!(signed_up, serde_json::json!({}), "answered at once");
+    // The mailed link, followed over HTTP: the account and its first
+    // session.
+    let token = app.link_token(&ada, "Verify your email").await;
+    let (status, _, signed_up) = call(
+        &app,
+        "POST",
+        "/v1/sign-up:verify",
+        None,
+        &format!(r#"{{"token":"{token}"}}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{signed_up}");
     let first = signed_up["tokens"]["accessToken"]
         .as_str()
         .unwrap()

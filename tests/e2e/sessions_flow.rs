@@ -7,10 +7,15 @@ use twig_tests::{Backend, PASSWORD, TestApp, bearer, email};
 async fn sign_up_login_verify_refresh_logout(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let ada = email("ada");
-    let signed_up = app.sign_up(&ada).await;
+    // The way a person signs up: SignUp, then the mailed link.
+    let signed_up = app.sign_up_by_mail(&ada).await;
     let user = signed_up.user.unwrap();
     let org = signed_up.organization.unwrap();
     assert_eq!(user.email, ada);
+    assert!(user.email_verified, "the link proved the address");
+    app.verify(&signed_up.tokens.unwrap().access_token)
+        .await
+        .expect("the sign-up's first session");
 
     let tokens = app.login(&ada).await;
     assert!(tokens.access_token.starts_with("twig_st_"));
@@ -81,7 +86,12 @@ async fn sign_up_login_verify_refresh_logout(backend: Backend) {
         .into_iter()
         .map(|e| (e.action, e.outcome))
         .collect();
-    for wanted in ["user.signed_up", "session.login", "session.logout"] {
+    for wanted in [
+        "user.sign_up_started",
+        "user.signed_up",
+        "session.login",
+        "session.logout",
+    ] {
         assert!(
             audit.iter().any(|(a, o)| a == wanted && o == "success"),
             "{wanted}: {audit:?}"
@@ -315,7 +325,9 @@ async fn members_roles_and_org_scoping(backend: Backend) {
     let org = app.sign_up(&owner_email).await.organization.unwrap();
     let owner = app.login(&owner_email).await;
     let bob_email = email("bob");
-    let bob_org = app.sign_up(&bob_email).await.organization.unwrap();
+    let bob_signed_up = app.sign_up(&bob_email).await;
+    let bob_org = bob_signed_up.organization.unwrap();
+    let bob_home = bob_signed_up.tokens.unwrap().access_token;
 
     let add = |token: String, org_id: String, mail: String, role: pb::Role| {
         let app = &app;
@@ -391,7 +403,8 @@ async fn members_roles_and_org_scoping(backend: Backend) {
         .members;
     assert_eq!(members.len(), 2);
 
-    // Disabling bob ends his sessions; he cannot log in until re-enabled.
+    // An owner cannot disable bob's account: that is for platform
+    // operators (an internal RPC); bob's sessions live on.
     let bob_id = members
         .iter()
         .find(|m| m.role == pb::Role::Member as i32)
@@ -400,7 +413,11 @@ async fn members_roles_and_org_scoping(backend: Backend) {
         .clone()
         .unwrap()
         .id;
-    let ended = app
+    assert_eq!(
+        members.iter().map(|m| m.status).collect::<Vec<_>>(),
+        vec![pb::MembershipStatus::Active as i32; 2]
+    );
+    let refused = app
         .sessions()
         .set_user_disabled(bearer(
             &owner.access_token,
@@ -410,38 +427,64 @@ async fn members_roles_and_org_scoping(backend: Backend) {
             },
         ))
         .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    app.verify(&bob.access_token).await.unwrap();
+    app.verify(&bob_home).await.unwrap();
+
+    // Suspending bob here ends his session here only; he cannot sign in
+    // here until reinstated, and signs in at home all along.
+    let suspended = app
+        .sessions()
+        .suspend_member(bearer(
+            &owner.access_token,
+            pb::SuspendMemberRequest {
+                organization_id: org.id.clone(),
+                user_id: bob_id.clone(),
+            },
+        ))
+        .await
         .unwrap()
-        .into_inner()
-        .sessions_ended;
+        .into_inner();
     assert_eq!(
-        ended, 2,
-        "bob's sign-up session and his session in this org"
+        suspended.sessions_ended, 1,
+        "bob's session in this org, not his sign-up session at home"
     );
     assert_eq!(
         app.verify(&bob.access_token).await.unwrap_err().code(),
         Code::Unauthenticated
     );
-    let refused = app
-        .sessions()
-        .login(pb::LoginRequest {
-            email: bob_email.clone(),
-            password: PASSWORD.into(),
-            organization_id: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), Code::Unauthenticated);
+    app.verify(&bob_home).await.unwrap();
+    let login_here = |org_id: String| {
+        let mut client = app.sessions();
+        let bob_email = bob_email.clone();
+        async move {
+            client
+                .login(pb::LoginRequest {
+                    email: bob_email,
+                    password: PASSWORD.into(),
+                    organization_id: org_id,
+                })
+                .await
+        }
+    };
+    assert_eq!(
+        login_here(org.id.clone()).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    login_here(bob_org.id.clone()).await.unwrap();
     app.sessions()
-        .set_user_disabled(bearer(
+        .reinstate_member(bearer(
             &owner.access_token,
-            pb::SetUserDisabledRequest {
+            pb::ReinstateMemberRequest {
+                organization_id: org.id.clone(),
                 user_id: bob_id,
-                disabled: false,
             },
         ))
         .await
         .unwrap();
-    app.login(&bob_email).await;
+    let back = login_here(org.id.clone()).await.unwrap().into_inner();
+    assert_eq!(back.organization_id, org.id);
 }
 
 async fn protected_calls_need_a_valid_bearer(backend: Backend) {

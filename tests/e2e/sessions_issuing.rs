@@ -55,7 +55,9 @@ fn ports(app: &TestApp, ports: Ports) -> (Arc<dyn SessionIssuing>, Arc<dyn UserD
 
 async fn an_sso_session_verifies_and_shows_its_method(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ada = app.sign_up(&email("ada")).await;
+    // Signed up through the mailed link: its first session is a password
+    // session, audited as `user.signed_up`.
+    let ada = app.sign_up_by_mail(&email("ada")).await;
     let (user, org) = (id(&ada.user.unwrap().id), id(&ada.organization.unwrap().id));
     let connection = Uuid::new_v4();
     let client = SessionClient {
@@ -166,14 +168,47 @@ async fn refusals_of_issuing(backend: Backend, from: Ports) {
         .issue_session(bob.user.id, org, &method, &client)
         .await
         .expect("a member may have a session");
+    // Suspended in the organisation: no session there.
     app.sessions()
-        .set_user_disabled(bearer(
+        .suspend_member(bearer(
             &ada_token,
-            pb::SetUserDisabledRequest {
+            pb::SuspendMemberRequest {
+                organization_id: org.to_string(),
                 user_id: bob.user.id.to_string(),
-                disabled: true,
             },
         ))
+        .await
+        .unwrap();
+    let err = issuer
+        .issue_session(bob.user.id, org, &method, &client)
+        .await
+        .unwrap_err();
+    let suspended = code(err);
+    assert_eq!(
+        suspended,
+        Code::PermissionDenied,
+        "a suspended member is no member there"
+    );
+    app.sessions()
+        .reinstate_member(bearer(
+            &ada_token,
+            pb::ReinstateMemberRequest {
+                organization_id: org.to_string(),
+                user_id: bob.user.id.to_string(),
+            },
+        ))
+        .await
+        .unwrap();
+    issuer
+        .issue_session(bob.user.id, org, &method, &client)
+        .await
+        .expect("a reinstated member may have a session");
+    // Disabled by the platform operator (not by the organisation).
+    app.sessions()
+        .set_user_disabled(app.operator(pb::SetUserDisabledRequest {
+            user_id: bob.user.id.to_string(),
+            disabled: true,
+        }))
         .await
         .unwrap();
     let err = issuer

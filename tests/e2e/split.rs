@@ -68,7 +68,15 @@ impl Split {
             processes.push((name, child));
             channel
         };
-        start("sessions", sessions, &[]).await;
+        // Membership changes stop, resume and revoke keys in the api-keys
+        // process (`MemberKeys` over gRPC): without its address they
+        // would reach no key.
+        start(
+            "sessions",
+            sessions,
+            &[("TWIG__REMOTE__API_KEYS", &url(api_keys))],
+        )
+        .await;
         // api-keys counts its own direct callers at the quota service; a
         // call the edge forwards must not be counted there again.
         let api_keys_channel = start(
@@ -415,7 +423,15 @@ async fn the_edge_reaches_services_in_other_processes() {
     }
 
     // gRPC-web: Connect's web transport through the edge, end to end.
-    let seen = run_grpc_web_flow(format!("http://{}", split.edge_addr)).await;
+    let web_user = email("split-web");
+    twig_tests::sign_up_with(&edge, &web_user).await;
+    let seen = run_grpc_web_flow(
+        format!("http://{}", split.edge_addr),
+        web_user,
+        PASSWORD.into(),
+    )
+    .await;
+    assert_eq!(seen["signUpAnswer"], serde_json::json!({}), "{seen}");
     assert_eq!(seen["badToken"]["code"], "Unauthenticated", "{seen}");
     assert_eq!(seen["corsAllowOrigin"], ORIGIN);
     let web_key = seen["secret"].as_str().unwrap();

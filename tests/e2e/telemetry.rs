@@ -134,11 +134,14 @@ async fn logs_never_contain_tokens_or_passwords() {
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let outbox = twig_tests::Outbox::new();
+    outbox.configure(&mut command);
     let (child, channel) = twig_tests::spawn_serve(command).await;
     let mut client = pb::session_service_client::SessionServiceClient::new(channel);
     let password = "log-canary password 1234";
     let wrong = "log-canary wrong guess";
     let email = "logs@example.com";
+    // Signed up through the mailed link: the link's token is a secret too.
     client
         .sign_up(pb::SignUpRequest {
             email: email.into(),
@@ -147,6 +150,16 @@ async fn logs_never_contain_tokens_or_passwords() {
             organization_name: String::new(),
         })
         .await
+        .unwrap();
+    let link = outbox.link_token(email, "Verify your email").await;
+    let first = client
+        .verify_email(pb::VerifyEmailRequest {
+            token: link.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
         .unwrap();
     let _ = client
         .login(pb::LoginRequest {
@@ -207,6 +220,9 @@ async fn logs_never_contain_tokens_or_passwords() {
         password,
         wrong,
         internal,
+        link.as_str(),
+        first.access_token.as_str(),
+        first.refresh_token.as_str(),
         tokens.access_token.as_str(),
         tokens.refresh_token.as_str(),
         refreshed.access_token.as_str(),

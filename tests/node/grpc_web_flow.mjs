@@ -1,19 +1,24 @@
 // A front end's first minutes, over gRPC-web with Connect's web transport
-// (the one browsers use; here on Node's fetch): sign up, log in, create an
-// API key, list it, and fail cleanly with a bad token.
+// (the one browsers use; here on Node's fetch): a sign-up started for a new
+// address (answered at once, with nothing in it: the rest goes by mail),
+// then a login to an existing account, an API key created and listed, and
+// a bad token's clean failure.
 //
-// Usage: node grpc_web_flow.mjs <base URL> <origin>
-// Prints one JSON line: what the calls returned, for the Rust test to check.
+// Usage: node grpc_web_flow.mjs <base URL> <origin> <email> <password>
+// (the account of <email>, made beforehand by the Rust test through the
+// operator's CreateAccount). Prints one JSON line: what the calls
+// returned, for the Rust test to check.
 
+import { toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
-import { SessionService } from "./gen/twig/sessions/v1/sessions_pb.js";
+import { SessionService, SignUpResponseSchema } from "./gen/twig/sessions/v1/sessions_pb.js";
 import { ApiKeyService } from "./gen/twig/apikeys/v1/apikeys_pb.js";
 import { Scope } from "./gen/twig/auth/v1/principal_pb.js";
 
-const [baseUrl, origin] = process.argv.slice(2);
-if (!baseUrl || !origin) {
-  console.error("usage: node grpc_web_flow.mjs <base URL> <origin>");
+const [baseUrl, origin, email, password] = process.argv.slice(2);
+if (!baseUrl || !origin || !email || !password) {
+  console.error("usage: node grpc_web_flow.mjs <base URL> <origin> <email> <password>");
   process.exit(2);
 }
 
@@ -32,13 +37,17 @@ const transport = createGrpcWebTransport({
 const sessions = createClient(SessionService, transport);
 const keys = createClient(ApiKeyService, transport);
 
-const email = `node-${Date.now()}-${Math.random().toString(16).slice(2)}@example.com`;
-const password = "a long enough password for node";
+const newcomer = `node-${Date.now()}-${Math.random().toString(16).slice(2)}@example.com`;
 
 let corsAllowOrigin = null;
 let corsExposed = null;
-const signedUp = await sessions.signUp(
-  { email, password, displayName: "Node", organizationName: "Node org" },
+const started = await sessions.signUp(
+  {
+    email: newcomer,
+    password: "a long enough password for node",
+    displayName: "Node",
+    organizationName: "Node org",
+  },
   {
     onHeader(headers) {
       corsAllowOrigin = headers.get("access-control-allow-origin");
@@ -65,7 +74,9 @@ try {
 
 console.log(
   JSON.stringify({
-    userId: signedUp.user.id,
+    signUpAnswer: toJson(SignUpResponseSchema, started),
+    newcomer,
+    userId: login.user.id,
     organizationId: login.organizationId,
     keyId: created.key.id,
     secret: created.secret,

@@ -47,6 +47,7 @@ pub struct TestAppBuilder {
     config: Config,
     weak_hashing: bool,
     maildev: Option<Maildev>,
+    default_outbox: bool,
 }
 
 impl TestAppBuilder {
@@ -64,8 +65,8 @@ impl TestAppBuilder {
 
     /// Mail goes over SMTP to the test run's maildev ([`Maildev::from_env`];
     /// fails when it is not running), where [`TestApp::mail_to`] reads it
-    /// back. Without this, mail goes to the outbox folder beside the
-    /// SQLite database (and nowhere on PostgreSQL).
+    /// back. Without this, mail goes to the app's own outbox folder, read
+    /// the same way, on either backend.
     pub fn with_smtp(mut self) -> Self {
         let maildev = Maildev::from_env();
         self.config.mail.from = Some("Twig Tests <no-reply@twig.test>".into());
@@ -79,6 +80,15 @@ impl TestAppBuilder {
             ..Default::default()
         });
         self.maildev = Some(maildev);
+        self
+    }
+
+    /// Without SMTP, mail goes where the configuration's defaults put it
+    /// (`outbox/` beside the SQLite database; nowhere on PostgreSQL)
+    /// rather than into the app's own folder; [`TestApp::mail_to`] reads
+    /// it there.
+    pub fn default_outbox(mut self) -> Self {
+        self.default_outbox = true;
         self
     }
 
@@ -103,12 +113,24 @@ impl TestAppBuilder {
         // Without SMTP, mail goes to this app's own outbox folder, where
         // `mail_to` reads it.
         let outbox = tempfile::tempdir().expect("outbox folder");
+        let mut outbox_dir = outbox.path().to_path_buf();
         if config.mail.smtp.is_none() {
-            config.mail.outbox_dir = Some(outbox.path().to_path_buf());
-            config
-                .mail
-                .link_base
-                .get_or_insert_with(|| TEST_LINK_BASE.into());
+            if self.default_outbox {
+                if let Some(dir) = config
+                    .mail
+                    .outbox_dir
+                    .clone()
+                    .or_else(|| config.database.sqlite_folder().map(|d| d.join("outbox")))
+                {
+                    outbox_dir = dir;
+                }
+            } else {
+                config.mail.outbox_dir = Some(outbox_dir.clone());
+                config
+                    .mail
+                    .link_base
+                    .get_or_insert_with(|| TEST_LINK_BASE.into());
+            }
         }
         config.edit::<twig_secrets_vault::VaultConfig>(|vault| {
             if vault.master_keys.is_empty() && vault.master_keys_dir.is_none() {
@@ -181,7 +203,8 @@ impl TestAppBuilder {
             vault_service,
             mailer,
             maildev: self.maildev,
-            outbox,
+            _outbox: outbox,
+            outbox_dir,
             shutdown: Some(tx),
             server: Some(server),
             database: Some(database),
@@ -221,8 +244,10 @@ pub struct TestApp {
     /// The suite's one mailer, as every service gets it.
     pub mailer: twig_mail::Mailer,
     maildev: Option<Maildev>,
-    /// Where mail goes without SMTP.
-    outbox: tempfile::TempDir,
+    /// The app's own outbox folder, kept for its life.
+    _outbox: tempfile::TempDir,
+    /// Where mail goes without SMTP: `outbox`, or the configured default.
+    outbox_dir: std::path::PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     /// Dropped with the app (a PostgreSQL database is dropped then).
@@ -242,6 +267,7 @@ impl TestApp {
             config,
             weak_hashing: false,
             maildev: None,
+            default_outbox: false,
         }
     }
 
@@ -419,7 +445,7 @@ impl TestApp {
         self.mailer.flush().await;
         match &self.maildev {
             Some(maildev) => maildev.wait_for(address, count).await,
-            None => wait_for_outbox(self.outbox.path(), address, count).await,
+            None => wait_for_outbox(&self.outbox_dir, address, count).await,
         }
     }
 
@@ -428,12 +454,7 @@ impl TestApp {
     pub async fn link_token(&self, address: &str, subject: &str) -> String {
         for _ in 0..100 {
             let mail = self.mail_to(address).await;
-            if let Some(token) = mail
-                .iter()
-                .rev()
-                .filter(|m| m.subject.contains(subject))
-                .find_map(|m| m.links.iter().rev().find_map(|l| token_from_link(l)))
-            {
+            if let Some(token) = newest_link_token(&mail, subject) {
                 return token;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -547,6 +568,106 @@ pub async fn sign_up_on(channel: &Channel, email: &str) -> String {
         .tokens
         .expect("tokens")
         .access_token
+}
+
+/// The token of the newest link in the newest of `mail` whose subject
+/// contains `subject`.
+fn newest_link_token(mail: &[ReceivedMail], subject: &str) -> Option<String> {
+    mail.iter()
+        .rev()
+        .filter(|m| m.subject.contains(subject))
+        .find_map(|m| m.links.iter().rev().find_map(|l| token_from_link(l)))
+}
+
+/// An outbox folder for servers started with [`spawn_serve`]: give it to
+/// the command ([`Outbox::configure`]) and read the mail they send, as
+/// [`TestApp::link_token`] reads an app's.
+pub struct Outbox {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Outbox {
+    /// A fresh, empty folder.
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("outbox folder"),
+        }
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Makes `command`'s server write its mail here
+    /// (`TWIG__MAIL__OUTBOX_DIR`).
+    pub fn configure(&self, command: &mut std::process::Command) {
+        command.env("TWIG__MAIL__OUTBOX_DIR", self.path());
+    }
+
+    /// The token of the newest link in the newest mail to `address` whose
+    /// subject contains `subject`; waits up to 10 s for it.
+    pub async fn link_token(&self, address: &str, subject: &str) -> String {
+        for _ in 0..100 {
+            let mail = wait_for_outbox(self.path(), address, 1).await;
+            if let Some(token) = newest_link_token(&mail, subject) {
+                return token;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no mail to {address} about {subject:?} with a link in the outbox");
+    }
+}
+
+/// Makes `email` (an account with [`PASSWORD`]) a member of `org_id` with
+/// `role` on the server behind `channel`, whose mail goes to `outbox`:
+/// `inviter_token` invites, the invitee signs in and accepts the mailed
+/// invitation.
+pub async fn add_member_on(
+    channel: &Channel,
+    outbox: &Outbox,
+    inviter_token: &str,
+    org_id: &str,
+    email: &str,
+    role: pb::Role,
+) {
+    let mut client = SessionServiceClient::new(channel.clone());
+    client
+        .create_invitation(bearer(
+            inviter_token,
+            pb::CreateInvitationRequest {
+                organization_id: org_id.into(),
+                email: email.into(),
+                role: role as i32,
+            },
+        ))
+        .await
+        .expect("invite");
+    let token = outbox.link_token(email, "You are invited").await;
+    let invitee = client
+        .login(pb::LoginRequest {
+            email: email.into(),
+            password: PASSWORD.into(),
+            organization_id: String::new(),
+        })
+        .await
+        .expect("the invitee logs in")
+        .into_inner()
+        .tokens
+        .expect("tokens");
+    client
+        .accept_invitation(bearer(
+            &invitee.access_token,
+            pb::AcceptInvitationRequest { token },
+        ))
+        .await
+        .expect("accept the invitation");
 }
 
 /// Mail to `address` in an outbox folder, waiting up to 10 s for `count`.

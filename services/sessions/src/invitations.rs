@@ -24,7 +24,7 @@ use crate::entity::{invitation, organization, user};
 use crate::error::SessionError;
 use crate::identity::{IdentityStore, clean_name, insert_user};
 use crate::links::{self, LinkRefusal};
-use crate::members::{MembershipState, MembershipStatus, join};
+use crate::members::{MembershipState, MembershipStatus, join, lock_organization};
 use crate::sessions::{ClientContext, Issue, IssuedTokens, Sessions};
 
 type Result<T> = std::result::Result<T, SessionError>;
@@ -109,6 +109,11 @@ impl Sessions {
         .await?;
         let now = self.now();
         let txn = twig_db::begin_write(self.db()).await?;
+        // Invitations of one organisation are made one after another: on
+        // PostgreSQL two at once would otherwise both find no pending
+        // invitation of the email (and both fit under the cap) and both
+        // insert.
+        lock_organization(&txn, org_id).await?;
         let org = self
             .identity()
             .organization_in(&txn, org_id)

@@ -139,7 +139,7 @@ pub fn keys_may_work(account_disabled: bool, status: MembershipStatus) -> bool {
 /// membership changes of one organisation run one after another (two
 /// owners demoting each other cannot both pass [`require_another_owner`]).
 /// SQLite's write transactions are serial already.
-async fn lock_organization(txn: &impl ConnectionTrait, org_id: Uuid) -> Result<()> {
+pub(crate) async fn lock_organization(txn: &impl ConnectionTrait, org_id: Uuid) -> Result<()> {
     organization::Entity::find_by_id(org_id)
         .lock_exclusive()
         .one(txn)

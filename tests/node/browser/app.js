@@ -1,6 +1,10 @@
 // The page's script: Connect's gRPC-web transport on the browser's fetch,
 // talking to the API on another origin (so CORS is exercised).
 // Bundled by esbuild into dist/app.js.
+//
+// Two visits, as a person signs up: the first (`?api=…`) starts a sign-up
+// for a new address; the second (`?api=…&token=…`, the link mailed to that
+// address) finishes it, logs in, and manages an API key.
 
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
@@ -8,7 +12,10 @@ import { SessionService } from "../gen/twig/sessions/v1/sessions_pb.js";
 import { ApiKeyService } from "../gen/twig/apikeys/v1/apikeys_pb.js";
 import { Scope } from "../gen/twig/auth/v1/principal_pb.js";
 
-const api = new URLSearchParams(location.search).get("api");
+const params = new URLSearchParams(location.search);
+const api = params.get("api");
+const linkToken = params.get("token");
+const password = "a long enough password for a browser";
 const transport = createGrpcWebTransport({ baseUrl: api, useBinaryFormat: true });
 const sessions = createClient(SessionService, transport);
 const keys = createClient(ApiKeyService, transport);
@@ -17,11 +24,19 @@ const show = (id, text) => {
   document.getElementById(id).textContent = text;
 };
 
-async function run() {
-  show("status", "running");
+// The first visit: the sign-up form. The answer is the same for any
+// address; the link goes by mail.
+async function signUp() {
   const email = `browser-${Date.now()}-${Math.random().toString(16).slice(2)}@example.com`;
-  const password = "a long enough password for a browser";
   await sessions.signUp({ email, password, displayName: "Browser", organizationName: "Web" });
+  show("email", email);
+  return { step: "signed-up", email };
+}
+
+// The second visit, from the mailed link: the account is made, then used.
+async function run() {
+  const verified = await sessions.verifyEmail({ token: linkToken });
+  const email = verified.user.email;
   const login = await sessions.login({ email, password });
   const headers = { Authorization: `Bearer ${login.tokens.accessToken}` };
   const created = await keys.createApiKey({ name: "made in a browser", scopes: [Scope.READ] }, { headers });
@@ -61,6 +76,10 @@ async function run() {
     show("bad-token", `${badToken.code}: ${badToken.message}`);
   }
   return {
+    step: "verified",
+    email,
+    organizationId: verified.organization.id,
+    loginOrganizationId: login.organizationId,
     keyId: created.key.id,
     secret: created.secret,
     listedIds: listed.keys.map((k) => k.id),
@@ -71,7 +90,8 @@ async function run() {
 
 document.getElementById("run").addEventListener("click", async () => {
   try {
-    const result = await run();
+    show("status", "running");
+    const result = linkToken ? await run() : await signUp();
     show("result", JSON.stringify(result));
     show("status", "done");
   } catch (e) {
