@@ -32,6 +32,7 @@ macro_rules! on_both_backends {
 }
 
 mod access;
+mod accounts;
 mod api_keys;
 mod authorize;
 mod batched_writes;
@@ -49,6 +50,7 @@ mod field_bounds;
 mod forged_keys;
 mod h2_frames;
 mod http_json;
+mod invitations;
 mod ip_allowlists;
 mod mail;
 mod memberships;
