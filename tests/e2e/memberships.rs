@@ -312,6 +312,7 @@ async fn create_key(
         .create_api_key(bearer(
             token,
             kpb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: name.into(),
                 scopes: scopes.iter().map(|s| *s as i32).collect(),
                 expires_at: None,
@@ -2327,6 +2328,7 @@ async fn a_suspension_reaches_the_other_replica_within_a_second() {
         .create_api_key(bearer(
             &member_here,
             kpb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "replicated".into(),
                 scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,
@@ -2584,6 +2586,7 @@ async fn in_separate_processes_a_suspension_stops_the_members_keys() {
         .create_api_key(bearer(
             &member_here,
             kpb::CreateApiKeyRequest {
+                service_account_id: String::new(),
                 name: "split".into(),
                 scopes: vec![apb::Scope::Read as i32],
                 expires_at: None,
