@@ -249,6 +249,23 @@ async fn every_write_rpc_from_eight_clients_at_once(backend: Backend) {
                     max.requests = max.requests.max(1_000_000);
                 }
             }
+            // This test is about concurrent writes, not the brakes on
+            // public requests (tests/e2e/brakes.rs): eight clients at once
+            // from one address must all reach the write.
+            c.edit::<twig_sessions::SessionsConfig>(|s| {
+                for rule in [
+                    &mut s.brakes.sign_ups_per_address,
+                    &mut s.brakes.sign_ups_per_email,
+                    &mut s.brakes.resets_per_address,
+                    &mut s.brakes.resets_per_email,
+                    &mut s.brakes.invitations_per_address,
+                    &mut s.brakes.invitations_per_email,
+                    &mut s.brakes.refreshes_per_address,
+                    &mut s.brakes.link_attempts_per_address,
+                ] {
+                    rule.count = 1_000_000;
+                }
+            });
             c.edit::<twig_secrets_vault::VaultConfig>(|vault| {
                 vault
                     .master_keys

@@ -287,7 +287,13 @@ impl Sessions {
         .await?;
         let now = self.now();
         let txn = twig_db::begin_write(self.db()).await?;
+        lock_organization(&txn, org_id).await?;
         let row = self.own_invitation(&txn, principal, org_id, id).await?;
+        // Renewing an invitation grants what making it would: an owner's
+        // invitation is an owner's to send.
+        if role_of(&row)? == Role::Owner && !principal.roles.contains(&Role::Owner) {
+            return Err(SessionError::Forbidden("only an owner may invite an owner"));
+        }
         let email = Email::parse(&row.email).map_err(|r| SessionError::field("email", r))?;
         self.brake_email(
             "invitations_per_email",
@@ -296,7 +302,23 @@ impl Sessions {
         )
         .await?;
         match state_of(&row, now) {
-            InvitationState::Pending | InvitationState::Expired => {}
+            InvitationState::Pending => {}
+            InvitationState::Expired => {
+                // One pending invitation per email: a newer one made
+                // after this one expired stays the only one.
+                let newer = invitation::Entity::find()
+                    .filter(invitation::Column::OrgId.eq(org_id))
+                    .filter(invitation::Column::Email.eq(row.email.clone()))
+                    .filter(invitation::Column::Id.ne(row.id))
+                    .filter(invitation::Column::AcceptedAt.is_null())
+                    .filter(invitation::Column::RevokedAt.is_null())
+                    .filter(invitation::Column::ExpiresAt.gt(now))
+                    .count(&txn)
+                    .await?;
+                if newer > 0 {
+                    return Err(SessionError::AlreadyInvited);
+                }
+            }
             InvitationState::Accepted | InvitationState::Revoked => {
                 return Err(SessionError::MembershipState(
                     "only a pending or expired invitation can be sent again",
