@@ -314,7 +314,9 @@ pub(crate) async fn stored_text(app: &TestApp, tables: &[&str]) -> (usize, Strin
                 } else if let Ok(v) = row.try_get::<Option<Vec<u8>>>("", &column) {
                     let v = v.unwrap_or_default();
                     let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
-                    format!("{} {hex}", String::from_utf8_lossy(&v))
+                    // One line per value: a hash may hold a newline byte.
+                    let text = String::from_utf8_lossy(&v).replace(['\n', '\r'], " ");
+                    format!("{text} {hex}")
                 } else if let Ok(v) = row.try_get::<Option<uuid::Uuid>>("", &column) {
                     v.map(|v| v.to_string()).unwrap_or_default()
                 } else if let Ok(v) =
