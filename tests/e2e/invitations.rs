@@ -726,6 +726,7 @@ async fn used_expired_revoked_and_replaced_invitations_are_refused(backend: Back
         Some(format!("user:{}", gus.id).as_str())
     );
     assert_ne!(refused[0].details["reason"], serde_json::Value::Null);
+    assert_eq!(refused[0].details["reason"], "revoked");
     assert_eq!(
         memberships(&me(&app, &gus.token).await.unwrap()),
         [(gus.org.clone(), pb::Role::Owner)]

@@ -377,9 +377,8 @@ impl Sessions {
         match state_of(&row, now) {
             InvitationState::Pending => Ok(Ok(row)),
             InvitationState::Expired => Ok(Err((LinkRefusal::Expired, Some(row)))),
-            InvitationState::Accepted | InvitationState::Revoked => {
-                Ok(Err((LinkRefusal::Used, Some(row))))
-            }
+            InvitationState::Accepted => Ok(Err((LinkRefusal::Used, Some(row)))),
+            InvitationState::Revoked => Ok(Err((LinkRefusal::Revoked, Some(row)))),
         }
     }
 

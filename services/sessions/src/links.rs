@@ -74,6 +74,8 @@ pub enum LinkRefusal {
     Unknown,
     /// Used already, or voided by a newer link.
     Used,
+    /// Revoked by whoever issued it (an invitation).
+    Revoked,
     /// Past its expiry.
     Expired,
 }
@@ -84,6 +86,7 @@ impl LinkRefusal {
         match self {
             Self::Unknown => "unknown",
             Self::Used => "used",
+            Self::Revoked => "revoked",
             Self::Expired => "expired",
         }
     }
