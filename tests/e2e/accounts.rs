@@ -355,13 +355,23 @@ async fn sign_up(
         .map(|r| r.into_inner())
 }
 
+/// Follows a link given [`PASSWORD`] (what a sign-up link needs).
 pub(crate) async fn verify_email(
     app: &TestApp,
     token: &str,
 ) -> Result<pb::VerifyEmailResponse, Status> {
+    verify_email_with(app, token, PASSWORD).await
+}
+
+async fn verify_email_with(
+    app: &TestApp,
+    token: &str,
+    password: &str,
+) -> Result<pb::VerifyEmailResponse, Status> {
     app.sessions()
         .verify_email(pb::VerifyEmailRequest {
             token: token.into(),
+            password: password.into(),
         })
         .await
         .map(|r| r.into_inner())
@@ -604,38 +614,62 @@ async fn an_expired_sign_up_link_makes_nothing(backend: Backend) {
     app.stop().await;
 }
 
-async fn a_newer_sign_up_link_voids_the_older(backend: Backend) {
+/// Someone signs up an address that is not theirs, with a password of
+/// theirs; then the address's owner signs up. Each link finishes only its
+/// own sign-up, and only with the password chosen for it: the intruder's
+/// link, followed by the owner (who does not know that password), makes
+/// nothing; the owner's link makes the account and voids the intruder's.
+async fn each_sign_up_link_finishes_only_its_own_sign_up(backend: Backend) {
     let app = app_with_mail(backend).await;
     let ada = email("signup-twice");
-    let first_password = "the first password chosen";
-    sign_up(&app, &ada, first_password).await.unwrap();
-    let older = fresh_token(&app, &ada, "Verify your email", "/verify-email", &[]).await;
+    let intruder_password = "the intruder's own password";
+    sign_up(&app, &ada, intruder_password).await.unwrap();
+    let intruders = fresh_token(&app, &ada, "Verify your email", "/verify-email", &[]).await;
     sign_up(&app, &ada, PASSWORD).await.unwrap();
-    let newer = fresh_token(
+    let owners = fresh_token(
         &app,
         &ada,
         "Verify your email",
         "/verify-email",
-        &[older.as_str()],
+        &[intruders.as_str()],
     )
     .await;
-    assert_ne!(older, newer);
-    refused_token("the older sign-up link", verify_email(&app, &older).await);
-    assert!(find_user(&app, &ada).await.is_none());
-    let done = verify_email(&app, &newer).await.unwrap();
+    assert_ne!(intruders, owners);
+
+    for (what, password) in [
+        ("no password", ""),
+        ("the owner's password", PASSWORD),
+        ("a password too long to hash", &"x".repeat(5000)),
+    ] {
+        let refused = verify_email_with(&app, &intruders, password)
+            .await
+            .expect_err(what);
+        assert_eq!(refused.code(), Code::InvalidArgument, "{what}: {refused:?}");
+        assert_eq!(field_of(&refused), "password", "{what}: {refused:?}");
+    }
+    assert!(find_user(&app, &ada).await.is_none(), "no account");
+    let refusals = events(&app, "user.sign_up_refused").await;
+    assert_eq!(refusals.len(), 1, "the wrong password: {refusals:?}");
+    assert_eq!(refusals[0].details["reason"], "wrong_password");
+
+    let done = verify_email(&app, &owners).await.unwrap();
     assert_eq!(done.user.unwrap().email, ada);
-    // The newer sign-up's password is the account's.
     login_with(&app, &ada, PASSWORD, "").await.unwrap();
     assert_eq!(
-        login_with(&app, &ada, first_password, "")
+        login_with(&app, &ada, intruder_password, "")
             .await
             .unwrap_err()
             .code(),
         Code::Unauthenticated
     );
+    // The intruder's link is void now, even with the intruder's password.
     refused_token(
-        "the older link after the newer",
-        verify_email(&app, &older).await,
+        "the other sign-up link after the account was made",
+        verify_email_with(&app, &intruders, intruder_password).await,
+    );
+    assert_eq!(
+        count(&app, "SELECT COUNT(*) AS n FROM organizations").await,
+        1
     );
     app.stop().await;
 }
@@ -1064,12 +1098,24 @@ async fn sign_up_and_reset_over_http_json(backend: Backend) {
     assert_eq!(started.status, 200, "{}", started.text());
     assert_eq!(started.json(), serde_json::json!({}));
     let token = fresh_token(&app, &ada, "Verify your email", "/verify-email", &[]).await;
-    let verified = http(
+    // The link alone makes nothing: it needs the password chosen at
+    // sign-up (400, naming the field), and still works afterwards.
+    let without = http(
         &app,
         "POST",
         "/v1/sign-up:verify",
         None,
         Some(serde_json::json!({ "token": token })),
+    )
+    .await;
+    assert_eq!(without.status, 400, "{}", without.text());
+    assert_eq!(without.json()["fieldViolations"][0]["field"], "password");
+    let verified = http(
+        &app,
+        "POST",
+        "/v1/sign-up:verify",
+        None,
+        Some(serde_json::json!({ "token": token, "password": PASSWORD })),
     )
     .await;
     assert_eq!(verified.status, 200, "{}", verified.text());
@@ -1090,7 +1136,7 @@ async fn sign_up_and_reset_over_http_json(backend: Backend) {
         "POST",
         "/v1/sign-up:verify",
         None,
-        Some(serde_json::json!({ "token": token })),
+        Some(serde_json::json!({ "token": token, "password": PASSWORD })),
     )
     .await;
     refused_token_over_http("the sign-up link again", &again);
@@ -1269,7 +1315,9 @@ async fn emailed_tokens_are_stored_only_as_hashes(backend: Backend) {
     assert!(pending.contains(&ada), "{pending}");
     assert!(!pending.contains(&sign_up_token[8..]), "{pending}");
     assert!(!pending.contains(sign_up_password), "{pending}");
-    let done = verify_email(&app, &sign_up_token).await.unwrap();
+    let done = verify_email_with(&app, &sign_up_token, sign_up_password)
+        .await
+        .unwrap();
     let org = done.organization.unwrap().id;
 
     request_reset(&app, &ada).await.unwrap();
@@ -1413,7 +1461,7 @@ async fn emailed_tokens_are_stored_only_as_hashes(backend: Backend) {
 on_both_backends!(
     sign_up_by_mail_makes_the_account_when_the_link_is_followed,
     an_expired_sign_up_link_makes_nothing,
-    a_newer_sign_up_link_voids_the_older,
+    each_sign_up_link_finishes_only_its_own_sign_up,
     sign_up_for_an_existing_email_answers_alike_and_mails_a_note,
     password_reset_ends_every_session_and_mails_a_note,
     reset_tokens_that_do_not_work_change_nothing,

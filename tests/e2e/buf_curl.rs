@@ -140,7 +140,7 @@ fn buf_curl_walkthrough_on_the_embedded_defaults() {
         let (ok, out) = curl(
             &url,
             "VerifyEmail",
-            &format!(r#"{{"token":"{token}"}}"#),
+            &format!(r#"{{"token":"{token}","password":"correct horse battery staple"}}"#),
             &[],
         );
         assert!(ok && out.contains("accessToken"), "{out}");

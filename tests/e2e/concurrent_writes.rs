@@ -124,7 +124,10 @@ async fn sign_up(channel: Channel, who: String) -> Result<spb::SignUpResponse, S
 /// Follows a sign-up link: the new account, its organisation, a session.
 async fn verify_email(channel: Channel, token: String) -> Result<spb::VerifyEmailResponse, Status> {
     sessions(channel)
-        .verify_email(spb::VerifyEmailRequest { token })
+        .verify_email(spb::VerifyEmailRequest {
+            token,
+            password: PASSWORD.into(),
+        })
         .await
         .map(|r| r.into_inner())
 }

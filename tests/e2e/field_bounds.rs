@@ -477,11 +477,12 @@ async fn sign_up_through_link(
     request: spb::SignUpRequest,
 ) -> spb::VerifyEmailResponse {
     let address = request.email.clone();
+    let password = request.password.clone();
     let started = app.sessions().sign_up(request).await.unwrap().into_inner();
     assert_eq!(started, spb::SignUpResponse {});
     let token = app.link_token(&address, "Verify your email").await;
     app.sessions()
-        .verify_email(spb::VerifyEmailRequest { token })
+        .verify_email(spb::VerifyEmailRequest { token, password })
         .await
         .unwrap()
         .into_inner()

@@ -92,7 +92,7 @@ async fn a_developer_with_curl(backend: Backend) {
         "POST",
         format!("{base}/v1/sign-up:verify"),
         None,
-        Some(&format!(r#"{{"token":"{token}"}}"#)),
+        Some(&format!(r#"{{"token":"{token}","password":"{password}"}}"#)),
     )
     .await;
     assert_eq!(verified.status, 200, "{}", verified.json);
@@ -109,7 +109,7 @@ async fn a_developer_with_curl(backend: Backend) {
         "POST",
         format!("{base}/v1/sign-up:verify"),
         None,
-        Some(&format!(r#"{{"token":"{token}"}}"#)),
+        Some(&format!(r#"{{"token":"{token}","password":"{password}"}}"#)),
     )
     .await;
     assert_eq!(again.status, 400, "a link works once: {}", again.json);

@@ -193,7 +193,10 @@ async fn long_unicode_passwords_work_and_huge_ones_are_refused_unhashed(backend:
         .unwrap();
     let token = app.link_token(&ada, "Verify your email").await;
     client
-        .verify_email(pb::VerifyEmailRequest { token })
+        .verify_email(pb::VerifyEmailRequest {
+            token,
+            password: long.clone(),
+        })
         .await
         .unwrap();
     client.login(login_req(&ada, &long)).await.unwrap();

@@ -155,6 +155,7 @@ async fn logs_never_contain_tokens_or_passwords() {
     let first = client
         .verify_email(pb::VerifyEmailRequest {
             token: link.clone(),
+            password: password.into(),
         })
         .await
         .unwrap()

@@ -283,7 +283,10 @@ async fn grpc_web_over_http2() {
     assert_eq!(started, pb::SignUpResponse {});
     let link = app.link_token(&ada, "Verify your email").await;
     let signed_up = SessionServiceClient::with_origin(web.clone(), origin.clone())
-        .verify_email(pb::VerifyEmailRequest { token: link })
+        .verify_email(pb::VerifyEmailRequest {
+            token: link,
+            password: twig_tests::PASSWORD.into(),
+        })
         .await
         .expect("follow the sign-up link over gRPC-web on HTTP/2")
         .into_inner();

@@ -354,7 +354,10 @@ impl TestApp {
         let token = self.link_token(email, "Verify your email").await;
         let done = self
             .sessions()
-            .verify_email(pb::VerifyEmailRequest { token })
+            .verify_email(pb::VerifyEmailRequest {
+                token,
+                password: PASSWORD.into(),
+            })
             .await
             .expect("follow the sign-up link")
             .into_inner();

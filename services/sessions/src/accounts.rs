@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use twig_audit::{AuditEvent, Outcome};
 use twig_auth::Principal;
+use twig_crypto::VerifyOutcome;
 use twig_mail::{Mail, Template};
 use twig_module::SessionMethod;
 use uuid::Uuid;
 
 use crate::email::Email;
-use crate::entity::{organization, session, user};
+use crate::entity::{email_link, organization, session, user};
 use crate::error::SessionError;
 use crate::identity::clean_name;
 use crate::links::{self, LinkPurpose, LinkRefusal};
@@ -49,6 +50,11 @@ struct PendingSignUp {
 
 fn chrono(d: std::time::Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The sign-up a link was sent for.
+fn pending_sign_up(link: &email_link::Model) -> Result<PendingSignUp> {
+    serde_json::from_str(&link.details).map_err(|_| SessionError::InvalidLink)
 }
 
 fn parse_email(raw: &str) -> Result<Email> {
@@ -96,7 +102,8 @@ impl Sessions {
         self.in_background("sign_up", async move {
             this.send_sign_up_link(email, password, display_name, org_name, client)
                 .await
-        })
+        });
+        Ok(())
     }
 
     async fn send_sign_up_link(
@@ -107,6 +114,14 @@ impl Sessions {
         organization_name: String,
         client: ClientContext,
     ) -> Result<()> {
+        // The hash comes first, whatever the email: every sign-up costs the
+        // server the same work, so neither the next answers' times nor how
+        // fast the background jobs drain tell which emails have accounts.
+        let password_hash = self
+            .hasher()
+            .hash(password.expose())
+            .await
+            .map_err(|e| SessionError::password("password", e))?;
         if self.identity().user_by_email(&email).await?.is_some() {
             self.mailer().send(Mail::new(
                 email.as_str(),
@@ -117,11 +132,6 @@ impl Sessions {
             ));
             return Ok(());
         }
-        let password_hash = self
-            .hasher()
-            .hash(password.expose())
-            .await
-            .map_err(|e| SessionError::password("password", e))?;
         let details = serde_json::to_value(PendingSignUp {
             password_hash,
             display_name,
@@ -207,20 +217,32 @@ impl Sessions {
     // ----- verification ----------------------------------------------------
 
     /// Follows a verification link: a sign-up's makes the account, the
-    /// organisation it owns and its first session; an account's marks its
-    /// email verified.
-    pub async fn verify_email(&self, token: &str, client: &ClientContext) -> Result<Verified> {
+    /// organisation it owns and its first session — only with the
+    /// password chosen for that sign-up, so a link mailed to someone who
+    /// did not start the sign-up makes nothing; an account's marks its
+    /// email verified (`password` is not needed).
+    pub async fn verify_email(
+        &self,
+        token: &str,
+        password: &str,
+        client: &ClientContext,
+    ) -> Result<Verified> {
+        const PURPOSES: [LinkPurpose; 2] = [LinkPurpose::SignUp, LinkPurpose::VerifyEmail];
         self.brake_link_attempt(client).await?;
+        let link = match links::peek(self.db(), &PURPOSES, token, self.now()).await? {
+            Ok(link) => link,
+            Err((reason, _)) => {
+                return Err(self
+                    .refused_link("email_verification", reason, None, client)
+                    .await);
+            }
+        };
+        if link.purpose == LinkPurpose::SignUp.as_str() {
+            self.check_sign_up_password(&link, password, client).await?;
+        }
         let now = self.now();
         let txn = twig_db::begin_write(self.db()).await?;
-        let link = match links::consume(
-            &txn,
-            &[LinkPurpose::SignUp, LinkPurpose::VerifyEmail],
-            token,
-            now,
-        )
-        .await?
-        {
+        let link = match links::consume(&txn, &PURPOSES, token, now).await? {
             Ok(link) => link,
             Err((reason, _)) => {
                 drop(txn);
@@ -257,8 +279,10 @@ impl Sessions {
                 signed_up: None,
             });
         }
-        let pending: PendingSignUp =
-            serde_json::from_str(&link.details).map_err(|_| SessionError::InvalidLink)?;
+        let pending = pending_sign_up(&link)?;
+        // The first sign-up link followed makes the account; the others
+        // of the address are void.
+        links::void_others(&txn, LinkPurpose::SignUp, &email, now).await?;
         let (user, org) = self
             .identity()
             .create_user_with_org(
@@ -295,6 +319,46 @@ impl Sessions {
             user,
             signed_up: Some((org, tokens)),
         })
+    }
+
+    /// Is `password` the one chosen when the sign-up of `link` was
+    /// started? A wrong one is audited and refused; the link still works
+    /// with the right one.
+    async fn check_sign_up_password(
+        &self,
+        link: &email_link::Model,
+        password: &str,
+        client: &ClientContext,
+    ) -> Result<()> {
+        if password.is_empty() {
+            return Err(SessionError::field(
+                "password",
+                "enter the password you chose when you signed up",
+            ));
+        }
+        self.policy()
+            .check_presented(password)
+            .map_err(|e| SessionError::password("password", e))?;
+        let pending = pending_sign_up(link)?;
+        let outcome = self
+            .hasher()
+            .verify(password, Some(&pending.password_hash))
+            .await
+            .map_err(|e| SessionError::password("password", e))?;
+        if outcome != VerifyOutcome::Mismatch {
+            return Ok(());
+        }
+        AuditEvent::new("user.sign_up_refused", Outcome::Failure)
+            .actor("anonymous")
+            .ip(client.ip_string())
+            .details(serde_json::json!({ "reason": "wrong_password" }))
+            .record_at(self.db(), self.now())
+            .await?;
+        Err(SessionError::field(
+            "password",
+            "is not the password chosen for this sign-up; if you did not start it, \
+             ignore its link",
+        ))
     }
 
     /// Sends the caller a link that verifies their email; nothing when it
@@ -350,7 +414,8 @@ impl Sessions {
         let client = client.clone();
         self.in_background("password_reset", async move {
             this.send_reset_link(email, client).await
-        })
+        });
+        Ok(())
     }
 
     async fn send_reset_link(&self, email: Email, client: ClientContext) -> Result<()> {

@@ -57,10 +57,14 @@ pub struct SessionsConfig {
     /// Brakes on public requests, per client address and per email,
     /// counted by the quota service (shared by replicas through Redis).
     pub brakes: BrakesConfig,
-    /// Sign-ups and reset requests handled at once in the background;
-    /// beyond it they are refused with RESOURCE_EXHAUSTED (the same for
-    /// every email).
+    /// Sign-ups and reset requests worked on at once in the background
+    /// (each sign-up hashes a password); the others wait their turn.
     pub background_jobs: usize,
+    /// Sign-ups and reset requests admitted and not yet finished, at
+    /// most; past it a request still gets the same answer but is shed
+    /// (no mail is sent; `twig_sessions_background_shed_total` counts
+    /// them). The brakes keep any one client far below it.
+    pub background_queue: usize,
 }
 
 impl Default for SessionsConfig {
@@ -83,6 +87,7 @@ impl Default for SessionsConfig {
             invitation_ttl: Duration::from_secs(7 * 24 * 3600),
             max_pending_invitations: 500,
             background_jobs: 64,
+            background_queue: 10_000,
             brakes: BrakesConfig::default(),
         }
     }
@@ -223,6 +228,9 @@ impl Section for SessionsConfig {
         if self.background_jobs == 0 {
             problems.push("background_jobs must be at least 1".into());
         }
+        if self.background_queue < self.background_jobs || self.background_queue > 1_000_000 {
+            problems.push("background_queue must be from background_jobs to 1000000".into());
+        }
         for (name, rule) in self.brakes.all() {
             if rule.count == 0 || rule.count > 1_000_000_000 {
                 problems.push(format!("brakes.{name}.count must be 1 to 1000000000"));
@@ -288,6 +296,7 @@ mod tests {
             ),
             (|s| s.max_pending_invitations = 0, "max_pending_invitations"),
             (|s| s.background_jobs = 0, "background_jobs"),
+            (|s| s.background_queue = 1, "background_queue"),
             (
                 |s| s.brakes.resets_per_email.count = 0,
                 "brakes.resets_per_email.count",

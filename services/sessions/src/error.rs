@@ -66,9 +66,6 @@ pub enum SessionError {
          ask for a new one"
     )]
     InvalidLink,
-    /// Too much background work at once (sign-ups, reset requests).
-    #[error("the service is busy; retry in a moment")]
-    Busy,
     /// The current password given to ChangePassword is wrong.
     #[error("current password is wrong")]
     WrongCurrentPassword,
@@ -129,9 +126,6 @@ impl From<SessionError> for ApiError {
             | SessionError::MembershipState(_) => ApiError::failed_precondition(err.to_string()),
             SessionError::Remote(e) => e.clone(),
             SessionError::InvalidLink => ApiError::invalid_field("token", err.to_string()),
-            SessionError::Busy => {
-                ApiError::resource_exhausted(err.to_string(), Duration::from_secs(1))
-            }
             SessionError::WrongCurrentPassword => {
                 ApiError::invalid_field("current_password", "is wrong")
             }

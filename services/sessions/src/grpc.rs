@@ -182,7 +182,11 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
         let client = client(&request);
         let verified = self
             .inner
-            .verify_email(&request.get_ref().token, &client)
+            .verify_email(
+                &request.get_ref().token,
+                &request.get_ref().password,
+                &client,
+            )
             .await?;
         let (organization, tokens) = match &verified.signed_up {
             Some((org, tokens)) => (Some(org_to_pb(org)), Some(tokens_to_pb(tokens))),

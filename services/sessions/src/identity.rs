@@ -102,6 +102,30 @@ impl IdentityStore {
             .await?)
     }
 
+    /// Whether the account with this email (if any) is a member of the
+    /// organisation, active or suspended — in one query, the same whether
+    /// or not an account has the email, so the answer's timing does not
+    /// tell.
+    pub(crate) async fn is_member_by_email_in(
+        &self,
+        conn: &impl ConnectionTrait,
+        org_id: Uuid,
+        email: &Email,
+    ) -> Result<bool> {
+        let account = sea_orm::sea_query::Query::select()
+            .column(user::Column::Id)
+            .from(user::Entity)
+            .and_where(user::Column::Email.eq(email.as_str()))
+            .to_owned();
+        Ok(membership::Entity::find()
+            .filter(membership::Column::OrgId.eq(org_id))
+            .filter(membership::Column::UserId.in_subquery(account))
+            .filter(membership::Column::Status.ne(MembershipStatus::Removed.as_str()))
+            .count(conn)
+            .await?
+            > 0)
+    }
+
     /// Whether an account has this email.
     pub async fn email_taken(&self, email: &Email) -> Result<bool> {
         Ok(user::Entity::find()

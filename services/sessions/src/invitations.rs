@@ -24,7 +24,7 @@ use crate::entity::{invitation, organization, user};
 use crate::error::SessionError;
 use crate::identity::{IdentityStore, clean_name, insert_user};
 use crate::links::{self, LinkRefusal};
-use crate::members::{MembershipState, MembershipStatus, join, lock_organization};
+use crate::members::{join, lock_organization};
 use crate::sessions::{ClientContext, Issue, IssuedTokens, Sessions};
 
 type Result<T> = std::result::Result<T, SessionError>;
@@ -121,13 +121,10 @@ impl Sessions {
             .ok_or(SessionError::NotFound("organisation"))?;
         // The organisation's own members are its to see (ListMembers); an
         // account elsewhere is not revealed.
-        if let Some(user) = self.identity().user_by_email_in(&txn, &email).await?
-            && let Some(state) = crate::entity::membership::Entity::find_by_id((org_id, user.id))
-                .one(&txn)
-                .await?
-                .as_ref()
-                .and_then(MembershipState::of)
-            && state.status != MembershipStatus::Removed
+        if self
+            .identity()
+            .is_member_by_email_in(&txn, org_id, &email)
+            .await?
         {
             return Err(SessionError::AlreadyMember);
         }

@@ -2,8 +2,11 @@
 //! resetting a password — and **the one rule for their tokens**: a token
 //! is random (256 bits), stored only as its SHA-256, works once, expires,
 //! and a newer link of the same purpose to the same address voids the
-//! older ones. Invitations keep their own table ([`crate::invitations`])
-//! but the same token rules: [`new_token`], [`token_hash`].
+//! older ones — except sign-up links ([`LinkPurpose::newer_voids_older`]):
+//! each finishes only the sign-up it was sent for, with the password
+//! chosen for it, and the first followed voids the rest. Invitations keep
+//! their own table ([`crate::invitations`]) but the same token rules:
+//! [`new_token`], [`token_hash`].
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
@@ -43,6 +46,15 @@ impl LinkPurpose {
             "password_reset" => Some(Self::PasswordReset),
             _ => None,
         }
+    }
+
+    /// Does a newer link of this purpose to an address void the older
+    /// ones? Not for sign-ups: each carries the password of its own
+    /// sign-up, so whoever starts one for someone else's address cannot
+    /// void theirs, and the first one followed voids the others
+    /// ([`void_others`]).
+    pub fn newer_voids_older(self) -> bool {
+        !matches!(self, Self::SignUp)
     }
 
     /// The token kind of its links (its prefix tells them apart).
@@ -100,7 +112,8 @@ pub struct IssuedLink {
 }
 
 /// Issues a link for `purpose` to `email` inside `txn`, voiding the
-/// unused older links of the same purpose to the same address.
+/// unused older links of the same purpose to the same address when the
+/// purpose says so ([`LinkPurpose::newer_voids_older`]).
 pub async fn issue(
     txn: &impl ConnectionTrait,
     purpose: LinkPurpose,
@@ -110,13 +123,9 @@ pub async fn issue(
     now: DateTime<Utc>,
     ttl: chrono::Duration,
 ) -> Result<IssuedLink, sea_orm::DbErr> {
-    email_link::Entity::update_many()
-        .col_expr(email_link::Column::UsedAt, Expr::value(now))
-        .filter(email_link::Column::Purpose.eq(purpose.as_str()))
-        .filter(email_link::Column::Email.eq(email.as_str()))
-        .filter(email_link::Column::UsedAt.is_null())
-        .exec(txn)
-        .await?;
+    if purpose.newer_voids_older() {
+        void_others(txn, purpose, email, now).await?;
+    }
     let token = new_token(purpose.token_kind());
     let expires_at = now + ttl;
     email_link::ActiveModel {
@@ -134,25 +143,43 @@ pub async fn issue(
     Ok(IssuedLink { token })
 }
 
-/// Uses the link `presented` for one of `purposes` inside `txn`: the row
-/// when it was unused and unexpired (now used), else why not. The first
-/// of two concurrent uses wins (a conditional UPDATE decides).
-pub async fn consume(
+/// Voids the unused links of `purpose` to `email`.
+pub async fn void_others(
     txn: &impl ConnectionTrait,
+    purpose: LinkPurpose,
+    email: &Email,
+    now: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
+    email_link::Entity::update_many()
+        .col_expr(email_link::Column::UsedAt, Expr::value(now))
+        .filter(email_link::Column::Purpose.eq(purpose.as_str()))
+        .filter(email_link::Column::Email.eq(email.as_str()))
+        .filter(email_link::Column::UsedAt.is_null())
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// A presented link, or why it does not work.
+pub type Presented = Result<email_link::Model, (LinkRefusal, Option<email_link::Model>)>;
+
+/// The link `presented` for one of `purposes`, read through `conn`
+/// without using it: the row when it is unused and unexpired, else why
+/// not. A caller that must check something first (a sign-up's password)
+/// peeks, then [`consume`]s.
+pub async fn peek(
+    conn: &impl ConnectionTrait,
     purposes: &[LinkPurpose],
     presented: &str,
     now: DateTime<Utc>,
-) -> Result<Result<email_link::Model, (LinkRefusal, Option<email_link::Model>)>, sea_orm::DbErr> {
+) -> Result<Presented, sea_orm::DbErr> {
     let Some(kind) = purposes.first().map(|p| p.token_kind()) else {
         return Ok(Err((LinkRefusal::Unknown, None)));
     };
     let Some(hash) = token_hash(kind, presented) else {
         return Ok(Err((LinkRefusal::Unknown, None)));
     };
-    let Some(row) = email_link::Entity::find_by_id(hash.clone())
-        .one(txn)
-        .await?
-    else {
+    let Some(row) = email_link::Entity::find_by_id(hash).one(conn).await? else {
         return Ok(Err((LinkRefusal::Unknown, None)));
     };
     if !LinkPurpose::parse(&row.purpose).is_some_and(|p| purposes.contains(&p)) {
@@ -164,6 +191,23 @@ pub async fn consume(
     if row.expires_at <= now {
         return Ok(Err((LinkRefusal::Expired, Some(row))));
     }
+    Ok(Ok(row))
+}
+
+/// Uses the link `presented` for one of `purposes` inside `txn`: the row
+/// when it was unused and unexpired (now used), else why not. The first
+/// of two concurrent uses wins (a conditional UPDATE decides).
+pub async fn consume(
+    txn: &impl ConnectionTrait,
+    purposes: &[LinkPurpose],
+    presented: &str,
+    now: DateTime<Utc>,
+) -> Result<Presented, sea_orm::DbErr> {
+    let row = match peek(txn, purposes, presented, now).await? {
+        Ok(row) => row,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let hash = row.token_hash.clone();
     let won = email_link::Entity::update_many()
         .col_expr(email_link::Column::UsedAt, Expr::value(now))
         .filter(email_link::Column::TokenHash.eq(hash))

@@ -96,7 +96,15 @@ pub struct Sessions {
     keys: Needed<MemberKeys>,
     throttles: Needed<Throttles>,
     mailer: Mailer,
-    background: Arc<tokio::sync::Semaphore>,
+    background: Background,
+}
+
+/// Bounds on work done after a public request has been answered.
+struct Background {
+    /// Jobs running at once.
+    running: Arc<tokio::sync::Semaphore>,
+    /// Jobs admitted and not yet finished (running or waiting).
+    queued: Arc<tokio::sync::Semaphore>,
 }
 
 fn chrono(d: Duration) -> chrono::Duration {
@@ -118,7 +126,10 @@ impl Sessions {
         mailer: Mailer,
     ) -> Self {
         Self {
-            background: Arc::new(tokio::sync::Semaphore::new(config.background_jobs)),
+            background: Background {
+                running: Arc::new(tokio::sync::Semaphore::new(config.background_jobs)),
+                queued: Arc::new(tokio::sync::Semaphore::new(config.background_queue)),
+            },
             mailer,
             cache: VerifyCache::new(config.verify_cache_ttl, fanout.freshness()),
             fanout,
@@ -192,28 +203,33 @@ impl Sessions {
         &self.mailer
     }
 
-    /// Runs `job` in the background, at most `background_jobs` at once;
-    /// beyond that the request is refused — the same for every email, so
-    /// the answer never tells whether one has an account.
+    /// Runs `job` in the background: at most `background_jobs` at once,
+    /// the others waiting their turn. Past `background_queue` jobs not
+    /// yet finished, a new one is shed (logged and counted) — the caller's
+    /// answer is the same either way, so neither the answer nor a refusal
+    /// can tell whether an email has an account.
     pub(crate) fn in_background(
         &self,
         name: &'static str,
         job: impl std::future::Future<Output = Result<()>> + Send + 'static,
-    ) -> Result<()> {
-        let permit = self
-            .background
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| SessionError::Busy)?;
+    ) {
+        let Ok(queued) = self.background.queued.clone().try_acquire_owned() else {
+            tracing::warn!(job = name, "background queue full; request shed");
+            metrics::counter!("twig_sessions_background_shed_total", "job" => name).increment(1);
+            return;
+        };
+        let running = self.background.running.clone();
         tokio::spawn(async move {
+            let Ok(_running) = running.acquire_owned().await else {
+                return;
+            };
             if let Err(e) = job.await {
                 tracing::warn!(job = name, error = %e, "background job failed");
                 metrics::counter!("twig_sessions_background_failures_total", "job" => name)
                     .increment(1);
             }
-            drop(permit);
+            drop(queued);
         });
-        Ok(())
     }
 
     /// Drops cached tokens of sessions ended on any replica. Runs for the

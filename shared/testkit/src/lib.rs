@@ -203,18 +203,20 @@ pub fn redis_prefix() -> String {
     format!("twig-test:{}:", uuid::Uuid::new_v4().simple())
 }
 
-/// Logs go to the test output only when `TEST_LOG` is set.
+/// Logs go to the test output, which the test runner shows for a failed
+/// test: warnings and errors, or what `RUST_LOG` asks for when `TEST_LOG`
+/// is set.
 pub fn init_logs() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .with_test_writer()
-                .try_init();
-        }
+        let filter = match std::env::var_os("TEST_LOG") {
+            Some(_) => tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+            None => "warn".into(),
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
     });
 }

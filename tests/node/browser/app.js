@@ -35,7 +35,7 @@ async function signUp() {
 
 // The second visit, from the mailed link: the account is made, then used.
 async function run() {
-  const verified = await sessions.verifyEmail({ token: linkToken });
+  const verified = await sessions.verifyEmail({ token: linkToken, password });
   const email = verified.user.email;
   const login = await sessions.login({ email, password });
   const headers = { Authorization: `Bearer ${login.tokens.accessToken}` };
