@@ -290,55 +290,6 @@ pub(crate) async fn count(app: &TestApp, sql: &str) -> i64 {
     row.try_get::<i64>("", "n").unwrap()
 }
 
-/// Every value of every row of `tables`, as text: strings as they are,
-/// bytes both as lossy UTF-8 and as hex. A column of a type it cannot read
-/// fails the test (the dump is never silently empty).
-pub(crate) async fn stored_text(app: &TestApp, tables: &[&str]) -> (usize, String) {
-    let backend = app.db.get_database_backend();
-    let mut rows_seen = 0;
-    let mut text = String::new();
-    for table in tables {
-        let rows = app
-            .db
-            .query_all_raw(Statement::from_string(
-                backend,
-                format!("SELECT * FROM {table}"),
-            ))
-            .await
-            .unwrap();
-        rows_seen += rows.len();
-        for row in rows {
-            for column in row.column_names() {
-                let value = if let Ok(v) = row.try_get::<Option<String>>("", &column) {
-                    v.unwrap_or_default()
-                } else if let Ok(v) = row.try_get::<Option<Vec<u8>>>("", &column) {
-                    let v = v.unwrap_or_default();
-                    let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
-                    // One line per value: a hash may hold a newline byte.
-                    let text = String::from_utf8_lossy(&v).replace(['\n', '\r'], " ");
-                    format!("{text} {hex}")
-                } else if let Ok(v) = row.try_get::<Option<uuid::Uuid>>("", &column) {
-                    v.map(|v| v.to_string()).unwrap_or_default()
-                } else if let Ok(v) =
-                    row.try_get::<Option<chrono::DateTime<chrono::Utc>>>("", &column)
-                {
-                    v.map(|v| v.to_rfc3339()).unwrap_or_default()
-                } else if let Ok(v) = row.try_get::<Option<i64>>("", &column) {
-                    v.map(|v| v.to_string()).unwrap_or_default()
-                } else if let Ok(v) = row.try_get::<Option<i32>>("", &column) {
-                    v.map(|v| v.to_string()).unwrap_or_default()
-                } else if let Ok(v) = row.try_get::<Option<bool>>("", &column) {
-                    v.map(|v| v.to_string()).unwrap_or_default()
-                } else {
-                    panic!("{table}.{column}: a column the dump cannot read");
-                };
-                text.push_str(&format!("{table}.{column}={value}\n"));
-            }
-        }
-    }
-    (rows_seen, text)
-}
-
 async fn sign_up(
     app: &TestApp,
     address: &str,
@@ -1311,7 +1262,7 @@ async fn emailed_tokens_are_stored_only_as_hashes(backend: Backend) {
     sign_up(&app, &ada, sign_up_password).await.unwrap();
     let sign_up_token = fresh_token(&app, &ada, "Verify your email", "/verify-email", &[]).await;
     // While the sign-up is pending, too.
-    let (_, pending) = stored_text(&app, &["email_links"]).await;
+    let (_, pending) = app.stored_text(&["email_links"]).await;
     assert!(pending.contains(&ada), "{pending}");
     assert!(!pending.contains(&sign_up_token[8..]), "{pending}");
     assert!(!pending.contains(sign_up_password), "{pending}");
@@ -1397,7 +1348,7 @@ async fn emailed_tokens_are_stored_only_as_hashes(backend: Backend) {
         "users",
         "sessions",
     ];
-    let (rows, stored) = stored_text(&app, &tables).await;
+    let (rows, stored) = app.stored_text(&tables).await;
     assert!(rows > 10, "{rows} rows");
     // The dump reads values: it holds the addresses.
     for address in [&ada, &sam, &bea] {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use sea_orm::DatabaseConnection;
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Request;
@@ -255,6 +255,55 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// Every value of every row of `tables`, as text: strings as they are,
+    /// bytes both as lossy UTF-8 and as hex. A column of a type it cannot read
+    /// fails the test (the dump is never silently empty).
+    pub async fn stored_text(&self, tables: &[&str]) -> (usize, String) {
+        let backend = self.db.get_database_backend();
+        let mut rows_seen = 0;
+        let mut text = String::new();
+        for table in tables {
+            let rows = self
+                .db
+                .query_all_raw(sea_orm::Statement::from_string(
+                    backend,
+                    format!("SELECT * FROM {table}"),
+                ))
+                .await
+                .unwrap();
+            rows_seen += rows.len();
+            for row in rows {
+                for column in row.column_names() {
+                    let value = if let Ok(v) = row.try_get::<Option<String>>("", &column) {
+                        v.unwrap_or_default()
+                    } else if let Ok(v) = row.try_get::<Option<Vec<u8>>>("", &column) {
+                        let v = v.unwrap_or_default();
+                        let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
+                        // One line per value: a hash may hold a newline byte.
+                        let text = String::from_utf8_lossy(&v).replace(['\n', '\r'], " ");
+                        format!("{text} {hex}")
+                    } else if let Ok(v) = row.try_get::<Option<uuid::Uuid>>("", &column) {
+                        v.map(|v| v.to_string()).unwrap_or_default()
+                    } else if let Ok(v) =
+                        row.try_get::<Option<chrono::DateTime<chrono::Utc>>>("", &column)
+                    {
+                        v.map(|v| v.to_rfc3339()).unwrap_or_default()
+                    } else if let Ok(v) = row.try_get::<Option<i64>>("", &column) {
+                        v.map(|v| v.to_string()).unwrap_or_default()
+                    } else if let Ok(v) = row.try_get::<Option<i32>>("", &column) {
+                        v.map(|v| v.to_string()).unwrap_or_default()
+                    } else if let Ok(v) = row.try_get::<Option<bool>>("", &column) {
+                        v.map(|v| v.to_string()).unwrap_or_default()
+                    } else {
+                        panic!("{table}.{column}: a column the dump cannot read");
+                    };
+                    text.push_str(&format!("{table}.{column}={value}\n"));
+                }
+            }
+        }
+        (rows_seen, text)
+    }
+
     /// Default configuration on `backend`, with every organisation on the
     /// `enterprise` plan (every feature; the same 100 a minute per key by
     /// default as `free`), so that tests of features and limits need no
