@@ -577,3 +577,42 @@ fn verify_calls(admin: SocketAddr) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// A sessions process given no api-keys or quota address says at start
+/// that it goes without them (it cannot tell a deployment with no such
+/// service from a missing address), naming each port; given the
+/// addresses, it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_missing_a_service_address_says_so_at_start() {
+    const MISSING: &str = "no service in this process or at a remote.<service> address";
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let logs_of = async |env: &[(&str, &str)]| {
+        let mut command = process(&db.url, "sessions", env);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let (mut child, _, _) = spawn_serve_at(command, None).await;
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("the process's output");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let alone = logs_of(&[]).await;
+    for port in ["member keys", "throttles"] {
+        assert!(
+            alone
+                .lines()
+                .any(|l| l.contains(MISSING) && l.contains(&format!("\"{port}\""))),
+            "{port}: {alone}"
+        );
+    }
+    // Addresses nobody listens on yet still count: the clients are made.
+    let unused = free_addr();
+    let with = logs_of(&[
+        ("TWIG__REMOTE__API_KEYS", &format!("http://{unused}")),
+        ("TWIG__REMOTE__QUOTA", &format!("http://{unused}")),
+    ])
+    .await;
+    assert!(!with.contains(MISSING), "{with}");
+}

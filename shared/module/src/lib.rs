@@ -460,8 +460,8 @@ impl Context {
 
     /// A late handle to the port `P` from at most one provider.
     pub fn need<P: Port>(&mut self) -> Needed<P> {
-        self.declared("needs", P::NAME);
-        self.ports.need()
+        let module = self.declared("needs", P::NAME);
+        self.ports.need(module)
     }
 
     /// A late handle to every provider of `P`.

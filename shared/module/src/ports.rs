@@ -65,12 +65,25 @@ impl Ports {
             });
     }
 
-    /// A handle to the one provider of `P`, filled by [`Ports::resolve`].
-    pub(crate) fn need<P: Port>(&mut self) -> Needed<P> {
+    /// A handle to the one provider of `P` for `module`, filled by
+    /// [`Ports::resolve`]. A need nobody fills is said at start: in a
+    /// deployment split into processes it usually means a missing
+    /// `remote.<service>` address, and what needs the port is then off.
+    pub(crate) fn need<P: Port>(&mut self, module: &'static str) -> Needed<P> {
         let handle = Needed(Arc::new(OnceLock::new()));
         let slot = handle.0.clone();
         self.waiting.push(Box::new(move |ports: &Ports| {
-            let _ = slot.set(ports.one::<P>()?);
+            let provider = ports.one::<P>()?;
+            if provider.is_none() {
+                tracing::warn!(
+                    module,
+                    port = P::NAME,
+                    "no service in this process or at a remote.<service> address provides this \
+                     port; what needs it is off (set the address of the service that provides \
+                     it if the deployment has one)"
+                );
+            }
+            let _ = slot.set(provider);
             Ok(())
         }));
         handle
@@ -711,7 +724,7 @@ mod tests {
     #[test]
     fn a_local_provider_wins_over_a_remote_one() {
         let mut ports = Ports::default();
-        let needed = ports.need::<Colour>();
+        let needed = ports.need::<Colour>("test");
         let all = ports.need_all::<Colour>();
         assert_eq!(needed.get(), None, "nothing before resolution");
         ports.provide("far", Origin::Remote, Colour("blue"));
@@ -724,7 +737,7 @@ mod tests {
     #[test]
     fn an_unprovided_port_is_absent() {
         let mut ports = Ports::default();
-        let needed = ports.need::<Colour>();
+        let needed = ports.need::<Colour>("test");
         ports.resolve().unwrap();
         assert_eq!(needed.get(), None);
         assert!(ports.all::<Colour>().is_empty());
@@ -733,7 +746,7 @@ mod tests {
     #[test]
     fn two_local_providers_are_refused() {
         let mut ports = Ports::default();
-        let _needed = ports.need::<Colour>();
+        let _needed = ports.need::<Colour>("test");
         ports.provide("a", Origin::Local, Colour("red"));
         ports.provide("b", Origin::Local, Colour("green"));
         let err = ports.resolve().unwrap_err().to_string();
