@@ -595,6 +595,48 @@ async fn the_plan_decides_what_admins_may_set(backend: Backend) {
 /// `free`, allowed once the operator grants a plan with them. Clearing a
 /// list works on any plan, and a move back to `free` does not open a
 /// fence that stands.
+/// An admin sets a limit only enterprise admits while the operator moves
+/// the organisation to free, at once, again and again: the limit is set
+/// before the move (which removes it) or refused after it — never left
+/// above the plan the organisation ends on.
+async fn a_move_to_a_smaller_plan_never_leaves_a_limit_it_does_not_admit(backend: Backend) {
+    let app = app(backend).await;
+    let me = owner(&app).await;
+    let org_subject = format!("org:{}", me.org);
+    let (mut set, mut refused) = (0, 0);
+    for round in 0..12 {
+        app.set_plan(&me.org, "enterprise").await;
+        let move_to_free = async {
+            app.quota()
+                .set_organization_plan(app.operator(pb::SetOrganizationPlanRequest {
+                    organization_id: me.org.clone(),
+                    plan: "free".into(),
+                }))
+                .await
+        };
+        let (limit_set, moved) = tokio::join!(
+            set_limit(&app, &me.token, limit(&org_subject, 500_000 + round, 60)),
+            move_to_free,
+        );
+        moved.expect("the move to free");
+        match limit_set {
+            Ok(_) => set += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+                refused += 1;
+            }
+        }
+        let left = crate::accounts::count(
+            &app,
+            &format!("SELECT COUNT(*) AS n FROM quota_limits WHERE subject = '{org_subject}'"),
+        )
+        .await;
+        assert_eq!(left, 0, "round {round}: a limit free does not admit");
+    }
+    assert_eq!(set + refused, 12);
+    app.stop().await;
+}
+
 async fn allowlists_need_a_plan_with_them(backend: Backend) {
     let app = app(backend).await;
     let me = owner(&app).await;
@@ -714,4 +756,5 @@ on_both_backends!(
     only_the_operator_moves_plans_and_sets_limits_beyond_them,
     the_plan_decides_what_admins_may_set,
     allowlists_need_a_plan_with_them,
+    a_move_to_a_smaller_plan_never_leaves_a_limit_it_does_not_admit,
 );

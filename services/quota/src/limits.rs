@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::entity::quota_limit;
 use crate::error::QuotaError;
-use crate::plans::OrgPlans;
+use crate::plans::{OrgPlans, Plan};
 use crate::subject::Subject;
 use crate::window::Limit;
 
@@ -59,17 +59,26 @@ pub struct Rule {
     pub shadow: bool,
 }
 
-/// Who changes a limit, when, and how it stands to the plan.
+/// Who changes a limit, and when.
 #[derive(Debug, Clone)]
 pub struct Change {
     /// The actor of the audit event (`user:…`, `key:…`, `operator:…`).
     pub actor: String,
     /// When.
     pub now: DateTime<Utc>,
-    /// The organisation's plan.
-    pub plan: String,
-    /// The operator set it above what the plan lets admins set.
-    pub beyond_plan: bool,
+}
+
+/// Whether a limit may be set on the organisation's plan, as decided by
+/// whoever sets it against the plan read inside the write.
+pub enum Admission {
+    /// Set it; `beyond_plan`: above what the plan lets admins set (only
+    /// the operator's may be).
+    Admit {
+        /// Above what the plan lets admins set.
+        beyond_plan: bool,
+    },
+    /// Refuse it with this error; the short reason goes to the audit log.
+    Refuse(QuotaError, &'static str),
 }
 
 /// Where a rule comes from.
@@ -184,23 +193,35 @@ impl Limits {
         Ok(rule)
     }
 
-    /// Stores `rule` as the subject's own limit (in `org`, on `plan`),
-    /// with an audit event in the same transaction, and tells every
-    /// replica. `beyond_plan`: the operator set it above what the plan
-    /// lets admins set.
+    /// Stores `rule` as the subject's own limit in `org`, with an audit
+    /// event in the same transaction, and tells every replica — when
+    /// `admit` admits it on the organisation's plan, read in that
+    /// transaction under the plan lock (so a concurrent move to a smaller
+    /// plan either sees this limit, and removes it, or comes first and is
+    /// seen here). A refusal is audited and returned.
     pub async fn set(
         &self,
         org: Uuid,
         subject: &Subject,
         rule: Rule,
         change: Change,
+        admit: impl FnOnce(&Plan) -> Admission,
     ) -> Result<quota_limit::Model, QuotaError> {
-        let Change {
-            actor,
-            now,
-            plan,
-            beyond_plan,
-        } = change;
+        let Change { actor, now } = change;
+        let txn = twig_db::begin_write(&self.db)
+            .await
+            .map_err(QuotaError::from)?;
+        let plan = self.plans.lock_in(&txn, org).await?;
+        let beyond_plan = match admit(&plan) {
+            Admission::Admit { beyond_plan } => beyond_plan,
+            Admission::Refuse(refusal, reason) => {
+                drop(txn);
+                self.record_refusal(org, subject, rule, &actor, now, &plan.name, reason)
+                    .await?;
+                return Err(refusal);
+            }
+        };
+        let plan = plan.name.clone();
         let model = quota_limit::ActiveModel {
             subject: Set(subject.as_str().to_string()),
             org_id: Set(org),
@@ -211,9 +232,6 @@ impl Limits {
             updated_at: Set(now),
             updated_by: Set(actor.clone()),
         };
-        let txn = twig_db::begin_write(&self.db)
-            .await
-            .map_err(QuotaError::from)?;
         quota_limit::Entity::insert(model)
             .on_conflict(
                 sea_orm::sea_query::OnConflict::column(quota_limit::Column::Subject)
@@ -257,12 +275,15 @@ impl Limits {
 
     /// Records a refused attempt to set the subject's own limit beyond
     /// the plan (its own transaction: nothing else is written).
-    pub async fn record_refusal(
+    #[allow(clippy::too_many_arguments)]
+    async fn record_refusal(
         &self,
         org: Uuid,
         subject: &Subject,
         rule: Rule,
-        change: Change,
+        actor: &str,
+        now: DateTime<Utc>,
+        plan: &str,
         reason: &str,
     ) -> Result<(), QuotaError> {
         let txn = twig_db::begin_write(&self.db)
@@ -270,16 +291,16 @@ impl Limits {
             .map_err(QuotaError::from)?;
         AuditEvent::new("quota.limit_refused", Outcome::Failure)
             .org(org)
-            .actor(change.actor)
+            .actor(actor)
             .target(subject.as_str())
             .details(serde_json::json!({
                 "limit": rule.limit.limit(),
                 "period_ms": rule.limit.period_ms(),
                 "shadow": rule.shadow,
-                "plan": change.plan,
+                "plan": plan,
                 "reason": reason,
             }))
-            .record_at(&txn, change.now)
+            .record_at(&txn, now)
             .await
             .map_err(QuotaError::from)?;
         txn.commit().await.map_err(QuotaError::from)

@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QuerySelect,
 };
 use twig_audit::{AuditEvent, Outcome};
 use twig_cache::BoundedCache;
@@ -30,6 +31,10 @@ use crate::error::QuotaError;
 use crate::limits::{Rule, rule_of};
 use crate::subject::Subject;
 use crate::window::{Limit, LimitError};
+
+/// The lock a plan change and an admin's limit change of one organisation
+/// take ([`twig_db::lock_key`]).
+const PLAN_LOCK: &str = "quota.plan";
 
 /// The fan-out announcement of an organisation moved to another plan:
 /// every replica forgets the plan it cached for it.
@@ -239,6 +244,28 @@ impl OrgPlans {
         Ok(plan)
     }
 
+    /// The plan of `org` read inside `txn`, with the organisation's plan
+    /// lock held until `txn` ends: a plan change (which takes the same
+    /// lock in [`OrgPlans::set`]) waits, so what `txn` writes against this
+    /// plan cannot land after a move to a smaller one.
+    pub async fn lock_in(
+        &self,
+        txn: &impl ConnectionTrait,
+        org: Uuid,
+    ) -> Result<Arc<Plan>, QuotaError> {
+        twig_db::lock_key(txn, PLAN_LOCK, org)
+            .await
+            .map_err(QuotaError::from)?;
+        let row = quota_org_plan::Entity::find_by_id(org)
+            .one(txn)
+            .await
+            .map_err(QuotaError::from)?;
+        Ok(match &row {
+            Some(row) => self.resolve(org, &row.plan),
+            None => self.default.clone(),
+        })
+    }
+
     /// The plan of `org` and the operator's assignment, read now.
     pub async fn assignment(&self, org: Uuid) -> Result<Assignment, QuotaError> {
         let stored = quota_org_plan::Entity::find_by_id(org)
@@ -277,6 +304,9 @@ impl OrgPlans {
             ));
         };
         let txn = twig_db::begin_write(&self.db)
+            .await
+            .map_err(QuotaError::from)?;
+        twig_db::lock_key(&txn, PLAN_LOCK, org)
             .await
             .map_err(QuotaError::from)?;
         let previous = quota_org_plan::Entity::find_by_id(org)

@@ -14,7 +14,7 @@ use crate::error::QuotaError;
 use uuid::Uuid;
 
 use crate::entity::quota_limit;
-use crate::limits::{Change, Limits, Rule, Source};
+use crate::limits::{Admission, Change, Limits, Rule, Source};
 use crate::plans::{Assignment, Plan};
 use crate::store::Store;
 use crate::subject::Subject;
@@ -335,27 +335,27 @@ impl Quota {
     ) -> Result<quota_limit::Model, QuotaError> {
         let subject = self.own_subject(principal, subject, Scope::Admin).await?;
         let org = principal.org_id;
-        let plan = self.limits.plans().plan_of(org).await?;
         let change = Change {
             actor: principal.actor(),
             now: self.clock.now(),
-            plan: plan.name.clone(),
-            beyond_plan: false,
         };
-        if let Some((refusal, reason)) = self.beyond_plan(&plan, &rule) {
-            self.limits
-                .record_refusal(org, &subject, rule, change, reason)
-                .await?;
-            tracing::info!(
-                org_id = %org,
-                subject = subject.as_str(),
-                plan = %plan.name,
-                reason,
-                "a limit beyond the organisation's plan was refused"
-            );
-            return Err(refusal);
-        }
-        self.limits.set(org, &subject, rule, change).await
+        self.limits
+            .set(org, &subject, rule, change, |plan| {
+                match self.beyond_plan(plan, &rule) {
+                    None => Admission::Admit { beyond_plan: false },
+                    Some((refusal, reason)) => {
+                        tracing::info!(
+                            org_id = %org,
+                            subject = subject.as_str(),
+                            plan = %plan.name,
+                            reason,
+                            "a limit beyond the organisation's plan was refused"
+                        );
+                        Admission::Refuse(refusal, reason)
+                    }
+                }
+            })
+            .await
     }
 
     /// Why an organisation's admin may not set `rule` on `plan`, if they
@@ -416,23 +416,25 @@ impl Quota {
         rule: Rule,
     ) -> Result<quota_limit::Model, QuotaError> {
         let subject = self.subject_of_org(org, subject).await?;
-        let plan = self.limits.plans().plan_of(org).await?;
         let change = Change {
             actor: format!("operator:{operator}"),
             now: self.clock.now(),
-            beyond_plan: rule.shadow || !plan.admits(&rule.limit),
-            plan: plan.name.clone(),
         };
-        tracing::info!(
-            org_id = %org,
-            subject = subject.as_str(),
-            limit = rule.limit.limit(),
-            period_s = rule.limit.period().as_secs(),
-            beyond_plan = change.beyond_plan,
-            operator,
-            "the operator set a limit"
-        );
-        self.limits.set(org, &subject, rule, change).await
+        self.limits
+            .set(org, &subject, rule, change, |plan| {
+                let beyond_plan = rule.shadow || !plan.admits(&rule.limit);
+                tracing::info!(
+                    org_id = %org,
+                    subject = subject.as_str(),
+                    limit = rule.limit.limit(),
+                    period_s = rule.limit.period().as_secs(),
+                    beyond_plan,
+                    operator,
+                    "the operator set a limit"
+                );
+                Admission::Admit { beyond_plan }
+            })
+            .await
     }
 
     /// `subject` checked as `org:<org>` or one of the organisation's keys,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use sea_orm::sqlx;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
-    SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    SqlErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use twig_errors::ApiError;
@@ -118,6 +118,38 @@ pub async fn begin_write<C: TransactionTrait>(db: &C) -> Result<C::Transaction, 
         ..TransactionOptions::default()
     })
     .await
+}
+
+/// Orders the write transactions about one thing — `id` in `namespace`
+/// (`"quota.plan"` and an organisation) — that may find no row to lock:
+/// inside `txn`, waits until no other transaction holds the same lock,
+/// and holds it until `txn` ends. On PostgreSQL a transaction-scoped
+/// advisory lock; on SQLite nothing more is needed, as [`begin_write`]
+/// already runs writers one after another.
+pub async fn lock_key(
+    txn: &impl ConnectionTrait,
+    namespace: &str,
+    id: uuid::Uuid,
+) -> Result<(), DbErr> {
+    if !is_postgres(txn) {
+        return Ok(());
+    }
+    // FNV-1a over the namespace and the id: a stable 64-bit key.
+    let mut key: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in namespace
+        .bytes()
+        .chain([0])
+        .chain(id.as_bytes().iter().copied())
+    {
+        key = (key ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    txn.query_one_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_advisory_xact_lock($1)",
+        [i64::from_ne_bytes(key.to_ne_bytes()).into()],
+    ))
+    .await?;
+    Ok(())
 }
 
 /// Applies every pending migration of one service's migrator.
