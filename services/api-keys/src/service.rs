@@ -200,10 +200,6 @@ fn count_refusal(reason: &'static str) {
     metrics::counter!("twig_apikey_refusals_total", "reason" => reason).increment(1);
 }
 
-fn chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
 /// The longest key name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
 
@@ -697,7 +693,7 @@ impl ApiKeys {
             return Err(KeyError::Revoked);
         }
         let now = self.clock.now();
-        let old_until = now + chrono(overlap);
+        let old_until = now + twig_clock::span(overlap);
         let secret = Token::generate(TokenKind::ApiKey);
         let prefix = Token::public_prefix(secret.expose());
         let txn = twig_db::begin_write(&self.db).await?;

@@ -48,10 +48,6 @@ struct PendingSignUp {
     organization_name: String,
 }
 
-fn chrono(d: std::time::Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
 /// The sign-up a link was sent for.
 fn pending_sign_up(link: &email_link::Model) -> Result<PendingSignUp> {
     serde_json::from_str(&link.details).map_err(|_| SessionError::InvalidLink)
@@ -147,7 +143,7 @@ impl Sessions {
             None,
             details,
             now,
-            chrono(self.config().verification_link_ttl),
+            twig_clock::span(self.config().verification_link_ttl),
         )
         .await?;
         AuditEvent::new("user.sign_up_started", Outcome::Success)
@@ -382,7 +378,7 @@ impl Sessions {
             Some(user.id),
             serde_json::Value::Null,
             now,
-            chrono(self.config().verification_link_ttl),
+            twig_clock::span(self.config().verification_link_ttl),
         )
         .await?;
         txn.commit().await?;
@@ -435,7 +431,7 @@ impl Sessions {
             Some(user.id),
             serde_json::Value::Null,
             now,
-            chrono(ttl),
+            twig_clock::span(ttl),
         )
         .await?;
         for org in self.identity().organizations_or_none(&txn, user.id).await? {

@@ -71,10 +71,6 @@ pub struct InvitedSignUp {
     pub tokens: IssuedTokens,
 }
 
-fn chrono(d: std::time::Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
 fn role_of(row: &invitation::Model) -> Result<Role> {
     Role::parse(&row.role).ok_or(SessionError::InvalidLink)
 }
@@ -156,7 +152,7 @@ impl Sessions {
             token_hash: Set(token.hash().as_bytes().to_vec()),
             invited_by: Set(principal.user_id),
             created_at: Set(now),
-            expires_at: Set(now + chrono(self.config().invitation_ttl)),
+            expires_at: Set(now + twig_clock::span(self.config().invitation_ttl)),
             accepted_at: Set(None),
             accepted_by: Set(None),
             revoked_at: Set(None),
@@ -282,6 +278,19 @@ impl Sessions {
             client,
         )
         .await?;
+        // The brakes first, outside the transaction: they may ask another
+        // process, and the organisation's lock is held only for the write.
+        let email = self
+            .own_invitation(self.db(), principal, org_id, id)
+            .await?
+            .email;
+        let email = Email::parse(&email).map_err(|r| SessionError::field("email", r))?;
+        self.brake_email(
+            "invitations_per_email",
+            brakes.invitations_per_email,
+            &email,
+        )
+        .await?;
         let now = self.now();
         let txn = twig_db::begin_write(self.db()).await?;
         lock_organization(&txn, org_id).await?;
@@ -291,13 +300,6 @@ impl Sessions {
         if role_of(&row)? == Role::Owner && !principal.roles.contains(&Role::Owner) {
             return Err(SessionError::Forbidden("only an owner may invite an owner"));
         }
-        let email = Email::parse(&row.email).map_err(|r| SessionError::field("email", r))?;
-        self.brake_email(
-            "invitations_per_email",
-            brakes.invitations_per_email,
-            &email,
-        )
-        .await?;
         match state_of(&row, now) {
             InvitationState::Pending => {}
             InvitationState::Expired => {
@@ -323,7 +325,7 @@ impl Sessions {
             }
         }
         let token = links::new_token(TokenKind::Invitation);
-        let expires_at = now + chrono(self.config().invitation_ttl);
+        let expires_at = now + twig_clock::span(self.config().invitation_ttl);
         invitation::Entity::update_many()
             .col_expr(
                 invitation::Column::TokenHash,

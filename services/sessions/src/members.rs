@@ -208,6 +208,24 @@ pub(crate) async fn join(
     Ok(())
 }
 
+/// How a membership ends: suspended (it may be reinstated) or removed
+/// (by an admin, or left).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Suspend,
+    Remove,
+}
+
+impl Ending {
+    /// The status the membership gets.
+    fn status(self) -> MembershipStatus {
+        match self {
+            Self::Suspend => MembershipStatus::Suspended,
+            Self::Remove => MembershipStatus::Removed,
+        }
+    }
+}
+
 /// May the membership of `user_id` in `org_id` end as `to`? Only a
 /// current membership ends; only an active one is suspended; the last
 /// active owner never goes. The membership as it is.
@@ -215,10 +233,10 @@ async fn check_end(
     conn: &impl ConnectionTrait,
     org_id: Uuid,
     user_id: Uuid,
-    to: MembershipStatus,
+    to: Ending,
 ) -> Result<MembershipState> {
     let state = current_membership(conn, org_id, user_id).await?;
-    if to == MembershipStatus::Suspended && state.status != MembershipStatus::Active {
+    if to == Ending::Suspend && state.status != MembershipStatus::Active {
         return Err(SessionError::MembershipState(
             "the member is suspended already; reinstate or remove them",
         ));
@@ -290,14 +308,13 @@ impl Sessions {
         actor: &Principal,
         org_id: Uuid,
         user_id: Uuid,
-        to: MembershipStatus,
+        to: Ending,
         client: &ClientContext,
     ) -> Result<Ended> {
         let (action, reason) = match to {
-            MembershipStatus::Suspended => ("member.suspended", "member_suspended"),
-            MembershipStatus::Removed if actor.user_id == user_id => ("member.left", "member_left"),
-            MembershipStatus::Removed => ("member.removed", "member_removed"),
-            MembershipStatus::Active => unreachable!("ending a membership never makes it active"),
+            Ending::Suspend => ("member.suspended", "member_suspended"),
+            Ending::Remove if actor.user_id == user_id => ("member.left", "member_left"),
+            Ending::Remove => ("member.removed", "member_removed"),
         };
         check_end(self.db(), org_id, user_id, to).await?;
         let stopped = self
@@ -313,7 +330,7 @@ impl Sessions {
                 return Err(refused);
             }
         };
-        let keys = if to == MembershipStatus::Removed {
+        let keys = if to == Ending::Remove {
             // Stopped keys become revoked; if this fails they stay stopped.
             match self
                 .change_member_keys(org_id, user_id, MemberKeysChange::Revoke)
@@ -340,7 +357,7 @@ impl Sessions {
         actor: &Principal,
         org_id: Uuid,
         user_id: Uuid,
-        to: MembershipStatus,
+        to: Ending,
         (action, reason): (&'static str, &'static str),
         client: &ClientContext,
     ) -> Result<u64> {
@@ -354,7 +371,7 @@ impl Sessions {
             user_id,
             MembershipState {
                 role: state.role,
-                status: to,
+                status: to.status(),
             },
         )
         .await?;
@@ -417,14 +434,8 @@ impl Sessions {
     ) -> Result<Ended> {
         let state = self.target(principal, org_id, user_id).await?;
         require_may_act_on(principal, org_id, user_id, state.role)?;
-        self.end_membership(
-            principal,
-            org_id,
-            user_id,
-            MembershipStatus::Suspended,
-            client,
-        )
-        .await
+        self.end_membership(principal, org_id, user_id, Ending::Suspend, client)
+            .await
     }
 
     /// Removes a member (active or suspended) of the caller's organisation.
@@ -437,14 +448,8 @@ impl Sessions {
     ) -> Result<Ended> {
         let state = self.target(principal, org_id, user_id).await?;
         require_may_act_on(principal, org_id, user_id, state.role)?;
-        self.end_membership(
-            principal,
-            org_id,
-            user_id,
-            MembershipStatus::Removed,
-            client,
-        )
-        .await
+        self.end_membership(principal, org_id, user_id, Ending::Remove, client)
+            .await
     }
 
     /// The caller leaves an organisation (its last owner cannot).
@@ -457,14 +462,8 @@ impl Sessions {
         if principal.org_id != org_id {
             return Err(SessionError::NotFound("organisation"));
         }
-        self.end_membership(
-            principal,
-            org_id,
-            principal.user_id,
-            MembershipStatus::Removed,
-            client,
-        )
-        .await
+        self.end_membership(principal, org_id, principal.user_id, Ending::Remove, client)
+            .await
     }
 
     /// Makes a suspended member active again; their keys there work again.

@@ -5,7 +5,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::config::SessionsConfig;
 use chrono::{DateTime, Utc};
@@ -105,10 +104,6 @@ struct Background {
     running: Arc<tokio::sync::Semaphore>,
     /// Jobs admitted and not yet finished (running or waiting).
     queued: Arc<tokio::sync::Semaphore>,
-}
-
-fn chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 fn email_hash(email: &Email) -> Vec<u8> {
@@ -393,7 +388,7 @@ impl Sessions {
     }
 
     async fn recent_failures(&self, email: &Email) -> Result<u32> {
-        let cutoff = self.clock.now() - chrono(self.config.login_failure_window);
+        let cutoff = self.clock.now() - twig_clock::span(self.config.login_failure_window);
         Ok(login_failure::Entity::find_by_id(email_hash(email))
             .one(&self.db)
             .await?
@@ -422,7 +417,7 @@ impl Sessions {
             None => vec![None],
         };
         let now = self.clock.now();
-        let cutoff = now - chrono(self.config.login_failure_window);
+        let cutoff = now - twig_clock::span(self.config.login_failure_window);
         let hash = email_hash(email);
         let txn = twig_db::begin_write(&self.db).await?;
         // Restart the count if the last failure is outside the window,
@@ -552,11 +547,12 @@ impl Sessions {
                 "the user is not a member of this organisation",
             ));
         }
-        let absolute = now + chrono(self.config.refresh_absolute_ttl);
+        let absolute = now + twig_clock::span(self.config.refresh_absolute_ttl);
         let access = Token::generate(TokenKind::SessionAccess);
         let refresh = Token::generate(TokenKind::SessionRefresh);
-        let access_expires_at = (now + chrono(self.config.access_ttl)).min(absolute);
-        let refresh_expires_at = (now + chrono(self.config.refresh_idle_ttl)).min(absolute);
+        let access_expires_at = (now + twig_clock::span(self.config.access_ttl)).min(absolute);
+        let refresh_expires_at =
+            (now + twig_clock::span(self.config.refresh_idle_ttl)).min(absolute);
         let id = Uuid::now_v7();
         session::ActiveModel {
             id: Set(id),
@@ -649,7 +645,7 @@ impl Sessions {
             if sess.revoked_at.is_some() {
                 return Err(SessionError::InvalidToken);
             }
-            if now - used_at <= chrono(self.config.refresh_reuse_grace) {
+            if now - used_at <= twig_clock::span(self.config.refresh_reuse_grace) {
                 return Err(SessionError::RefreshRace);
             }
             revoke_sessions(
@@ -679,9 +675,9 @@ impl Sessions {
         let access = Token::generate(TokenKind::SessionAccess);
         let refresh = Token::generate(TokenKind::SessionRefresh);
         let access_expires_at =
-            (now + chrono(self.config.access_ttl)).min(sess.absolute_expires_at);
+            (now + twig_clock::span(self.config.access_ttl)).min(sess.absolute_expires_at);
         let refresh_expires_at =
-            (now + chrono(self.config.refresh_idle_ttl)).min(sess.absolute_expires_at);
+            (now + twig_clock::span(self.config.refresh_idle_ttl)).min(sess.absolute_expires_at);
         session::Entity::update_many()
             .col_expr(
                 session::Column::AccessTokenHash,

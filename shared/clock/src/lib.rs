@@ -6,6 +6,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+/// `d` as a `chrono` duration, for arithmetic on [`Clock::now`]; a span
+/// too long for `chrono` is the longest it has (a lifetime that never
+/// ends within any real time).
+pub fn span(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
 /// A source of the current time.
 pub trait Clock: Send + Sync + 'static {
     /// Now.
