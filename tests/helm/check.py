@@ -45,6 +45,14 @@ SPLIT_CREDS = {"database": {"url": DB_URL}, "auth": {"internalToken": TOKEN, "ed
 REDIS_URL = "redis://:redis-pw-93c1a7@redis.example:6379"
 REDIS = {"redis": {"enabled": True, "url": REDIS_URL}}
 VAULT = {"vault": {"masterKeysSecret": "twig-vault-keys"}}
+SMTP_PASSWORD = "smtp-pw-81d0c4f2a9"
+MAIL = {
+    "mail": {
+        "from": "Acme <no-reply@acme.example>",
+        "linkBase": "https://app.acme.example",
+        "smtp": {"host": "smtp.acme.example", "port": 2587, "username": "twig", "password": SMTP_PASSWORD},
+    }
+}
 
 VALUE_SETS = {
     "default (split, sessions)": CREDS,
@@ -110,6 +118,7 @@ VALUE_SETS = {
         },
     },
     "metrics off": {**CREDS, "metrics": {"enabled": False}},
+    "mail over SMTP with a login": {**CREDS, **MAIL},
     "metrics port 9100, scraper pods in a labelled namespace": {
         **CREDS,
         "metrics": {"port": 9100},
@@ -384,7 +393,7 @@ def _():
             text = json.dumps(obj)
             redis = VALUE_SETS[label].get("redis", {}).get("enabled", False)
             if obj["kind"] != "Secret":
-                plain = any(secret in text for secret in (DB_URL, TOKEN, EDGE_TOKEN, REDIS_URL))
+                plain = any(secret in text for secret in (DB_URL, TOKEN, EDGE_TOKEN, REDIS_URL, SMTP_PASSWORD))
                 expect(not plain, f"{label}: plain credential in {obj['kind']}")
             else:
                 expect(not obj.get("stringData"), f"{label}: stringData in {obj['metadata']['name']}")
@@ -394,6 +403,8 @@ def _():
                     expected["edge-token"] = EDGE_TOKEN
                 if redis:
                     expected["redis-url"] = REDIS_URL
+                if VALUE_SETS[label].get("mail", {}).get("smtp", {}).get("username"):
+                    expected["smtp-password"] = SMTP_PASSWORD
                 expect(data == expected, f"{label}: Secret data {sorted(data)}")
         for spec in pod_specs(label):
             env = env_of(spec["containers"][0])
@@ -407,6 +418,44 @@ def _():
                 expect("value" not in env[var] and ref.get("key") == key, f"{label}: {var} is {env[var]}")
                 if secret_name:
                     expect(ref["name"] == secret_name, f"{label}: {var} reads {ref['name']}")
+
+
+@check("mail: SMTP settings from values, the password through the Secret; none without mail.smtp.host; bad combinations fail rendering")
+def _():
+    for label in VALUE_SETS:
+        for spec in pod_specs(label):
+            env = env_of(spec["containers"][0])
+            if label != "mail over SMTP with a login":
+                expect(not any(k.startswith("TWIG__MAIL__") for k in env), f"{label}: mail env without smtp.host")
+                continue
+            values = {k: v.get("value") for k, v in env.items() if k.startswith("TWIG__MAIL__")}
+            expect(
+                values
+                == {
+                    "TWIG__MAIL__FROM": "Acme <no-reply@acme.example>",
+                    "TWIG__MAIL__LINK_BASE": "https://app.acme.example",
+                    "TWIG__MAIL__SMTP__HOST": "smtp.acme.example",
+                    "TWIG__MAIL__SMTP__TLS": "starttls",
+                    "TWIG__MAIL__SMTP__PORT": "2587",
+                    "TWIG__MAIL__SMTP__USERNAME": "twig",
+                    "TWIG__MAIL__SMTP__PASSWORD": None,
+                },
+                f"{label}: {values}",
+            )
+            ref = env["TWIG__MAIL__SMTP__PASSWORD"]["valueFrom"]["secretKeyRef"]
+            expect(ref["key"] == "smtp-password", f"{label}: the SMTP password reads {ref}")
+    err = helm.HelmRenderError
+    host_only = {"mail": {"smtp": {"host": "smtp.acme.example"}}}
+    expect_failure({**CREDS, **host_only}, err, "mail.from", "mail.linkBase")
+    no_password = {"mail": {**MAIL["mail"], "smtp": {"host": "smtp.acme.example", "username": "twig"}}}
+    expect_failure({**CREDS, **no_password}, err, "mail.smtp.password")
+    no_user = {"mail": {**MAIL["mail"], "smtp": {"host": "smtp.acme.example", "password": SMTP_PASSWORD}}}
+    expect_failure({**CREDS, **no_user}, err, "mail.smtp.username")
+    expect_failure({"existingSecret": "x", **MAIL}, err, "leave mail.smtp.password empty")
+    expect_failure({**CREDS, "mail": {"smtp": {"tls": "ssl3"}}}, helm.HelmValuesError, "/mail/smtp/tls")
+    # With existingSecret the password is read from its key.
+    out = render({"existingSecret": "creds", "mail": {**MAIL["mail"], "smtp": {"host": "h", "username": "u"}}})
+    expect("smtp-password" in json.dumps(list(out.values())), "existingSecret: no smtp-password key read")
 
 
 @check("quota: counts in Redis when redis.enabled, else in memory; limits and policy from values")
@@ -888,7 +937,7 @@ def _():
         expect(re.search(needed, text, re.M), f"Dockerfile lacks {needed}")
 
 
-@check("deploy/compose.yaml: twig-identity on PostgreSQL 16, Redis 7 and an OTLP collector, metrics on 127.0.0.1:9464")
+@check("deploy/compose.yaml: twig-identity on PostgreSQL 16, Redis 7, an OTLP collector and a mail catcher, metrics on 127.0.0.1:9464")
 def _():
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     svc = compose["services"]
@@ -904,6 +953,11 @@ def _():
     expect(env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317", "OTLP endpoint")
     expect(svc["postgres"]["image"] == "postgres:16" and svc["redis"]["image"] == "redis:7", "images")
     expect(svc["otel-collector"]["image"].startswith("otel/opentelemetry-collector:"), "collector image")
+    expect(env["TWIG__MAIL__SMTP__HOST"] == "maildev" and env["TWIG__MAIL__SMTP__PORT"] == "1025", "mail relay")
+    expect(env["TWIG__MAIL__SMTP__TLS"] == "none" and env["TWIG__MAIL__SMTP__ALLOW_PLAINTEXT"] == "true", "mail TLS")
+    expect(env["TWIG__MAIL__FROM"] and env["TWIG__MAIL__LINK_BASE"].startswith("http://localhost"), "mail from, links")
+    expect(svc["maildev"]["image"].startswith("maildev/maildev:"), "mail catcher image")
+    expect(svc["maildev"]["ports"] == ["127.0.0.1:1080:1080"], f"mail catcher ports {svc['maildev'].get('ports')}")
     mount = svc["otel-collector"]["volumes"][0].split(":")
     expect((DEPLOY / mount[0]).resolve() == DEPLOY / "otel-collector.yaml", f"collector config {mount}")
     expect(f"--config={mount[1]}" in svc["otel-collector"]["command"], "collector reads the mounted config")

@@ -98,6 +98,20 @@ Messages never repeat a secret value.
 {{- if and .Values.existingSecret .Values.redis.url -}}
 {{- fail "existingSecret is set: leave redis.url empty (the Secret holds it under secretKeys.redisUrl)" -}}
 {{- end -}}
+{{- with .Values.mail.smtp.host -}}
+{{- if not (and $.Values.mail.from $.Values.mail.linkBase) -}}
+{{- fail "mail.smtp.host is set: set mail.from (e.g. \"Acme <no-reply@acme.example>\") and mail.linkBase (the public https:// URL links start with) too" -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.mail.smtp.password (not .Values.mail.smtp.username) -}}
+{{- fail "mail.smtp.password is set without mail.smtp.username: set both or neither" -}}
+{{- end -}}
+{{- if and .Values.existingSecret .Values.mail.smtp.password -}}
+{{- fail "existingSecret is set: leave mail.smtp.password empty (the Secret holds it under secretKeys.smtpPassword)" -}}
+{{- end -}}
+{{- if and .Values.mail.smtp.username (not .Values.existingSecret) (not .Values.mail.smtp.password) -}}
+{{- fail "mail.smtp.username is set: set mail.smtp.password too (stored in the Secret), or set existingSecret" -}}
+{{- end -}}
 {{- /* Read from what runs, so services absent from the values count as off. */ -}}
 {{- range (include "twig.components" . | fromJson).items -}}
 {{- if and (has .component (list "monolith" "secrets-vault")) (not $.Values.vault.masterKeysSecret) -}}
@@ -268,6 +282,29 @@ top context), "secret" (the Secret to read credentials from) and, optional,
   value: {{ $plan.features | toJson | quote }}
 {{- end }}
 {{- end }}
+{{- with $v.mail.smtp.host }}
+- name: TWIG__MAIL__FROM
+  value: {{ $v.mail.from | quote }}
+- name: TWIG__MAIL__LINK_BASE
+  value: {{ $v.mail.linkBase | quote }}
+- name: TWIG__MAIL__SMTP__HOST
+  value: {{ . | quote }}
+- name: TWIG__MAIL__SMTP__TLS
+  value: {{ $v.mail.smtp.tls | quote }}
+{{- with $v.mail.smtp.port }}
+- name: TWIG__MAIL__SMTP__PORT
+  value: {{ . | int | toString | quote }}
+{{- end }}
+{{- with $v.mail.smtp.username }}
+- name: TWIG__MAIL__SMTP__USERNAME
+  value: {{ . | quote }}
+- name: TWIG__MAIL__SMTP__PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $.secret }}
+      key: {{ $v.secretKeys.smtpPassword }}
+{{- end }}
+{{- end }}
 {{- with $v.telemetry.otlpEndpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
@@ -286,6 +323,9 @@ top context), "secret" (the Secret to read credentials from) and, optional,
 {{- end }}
 {{- if .Values.redis.enabled }}
 {{ .Values.secretKeys.redisUrl }}: {{ .Values.redis.url | b64enc | quote }}
+{{- end }}
+{{- if and .Values.mail.smtp.host .Values.mail.smtp.username }}
+{{ .Values.secretKeys.smtpPassword }}: {{ .Values.mail.smtp.password | b64enc | quote }}
 {{- end }}
 {{- end -}}
 
