@@ -1,15 +1,21 @@
 //! Outbound mail through the suite's one mailer (`twig_mail::Mailer`, as
 //! every service gets it from its `Context`): to a real SMTP server —
-//! maildev, started once by `scripts/test` — or into the outbox folder
+//! maildev, started once by `scripts/test`, or one of a test's own for TLS
+//! with a login to a relay of a private CA — or into the outbox folder
 //! beside the SQLite database; a relay that is down or stuck never slows
 //! the caller.
 
+use std::ffi::OsStr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use twig_config::{Config, SmtpConfig, SmtpTls};
+use twig_config::{Config, Secret, SmtpConfig, SmtpTls};
 use twig_mail::{Enqueued, Mail, Template};
-use twig_tests::{Backend, Maildev, ReceivedMail, TestApp, email, metric_value, token_from_link};
+use twig_tests::{
+    Backend, Maildev, PrivateMaildev, ReceivedMail, TestApp, TestCertificates, email, metric_value,
+    token_from_link,
+};
 
 use crate::twig_binary;
 
@@ -306,6 +312,7 @@ fn mail_settings_are_checked_before_the_server_starts() {
         )
         .env("TWIG__MAIL__SMTP__HOST", "smtp.example.com")
         .env("TWIG__MAIL__SMTP__TLS", "none")
+        .env("TWIG__MAIL__SMTP__CA_FILE", "/etc/twig/relay-ca.pem")
         .env("TWIG__MAIL__LINK_BASE", "http://app.example.com")
         .stdin(Stdio::null())
         .arg("serve")
@@ -317,8 +324,241 @@ fn mail_settings_are_checked_before_the_server_starts() {
         "mail.smtp.tls = \"none\" to \"smtp.example.com\"",
         "mail.from is required",
         "mail.link_base: \"http://app.example.com\" must use https://",
+        "mail.smtp.ca_file \"/etc/twig/relay-ca.pem\" is set but smtp.tls = \"none\" uses no TLS",
     ] {
         assert!(err.contains(expected), "{expected} not in {err}");
     }
     assert!(!dir.exists(), "nothing was created before the check");
+}
+
+/// The login of the private TLS relay.
+const RELAY_USER: &str = "twig-relay";
+const RELAY_PASSWORD: &str = "relay password 7Qx!";
+
+/// A user name and password to log in to the relay with, or none.
+type Login<'a> = Option<(&'a str, &'a str)>;
+
+/// A maildev of this test's own speaking SMTPS (TLS from the first byte)
+/// with a certificate for `localhost` from a CA of the test's own, and
+/// taking mail only after a login.
+async fn tls_relay_with_login() -> (TestCertificates, PrivateMaildev) {
+    let certificates = TestCertificates::new(&["localhost"]);
+    let relay = PrivateMaildev::start([
+        OsStr::new("--incoming-secure"),
+        OsStr::new("--incoming-cert"),
+        certificates.cert.as_os_str(),
+        OsStr::new("--incoming-key"),
+        certificates.key.as_os_str(),
+        OsStr::new("--incoming-user"),
+        OsStr::new(RELAY_USER),
+        OsStr::new("--incoming-pass"),
+        OsStr::new(RELAY_PASSWORD),
+    ])
+    .await;
+    (certificates, relay)
+}
+
+/// The private relay at `localhost` (the name its certificate holds) with
+/// `tls = "tls"`, trusting `ca_file` besides the webpki roots, logging in
+/// with `login` (user and password); one attempt.
+fn tls_relay_at(config: &mut Config, relay: &PrivateMaildev, ca_file: Option<&Path>, login: Login) {
+    relay_at(config, relay.maildev.smtp.port(), 1);
+    let smtp = config.mail.smtp.as_mut().expect("relay_at sets smtp");
+    smtp.host = "localhost".into();
+    smtp.tls = SmtpTls::Tls;
+    smtp.ca_file = ca_file.map(Path::to_path_buf);
+    smtp.username = login.map(|(user, _)| user.to_string());
+    smtp.password = login.map(|(_, password)| Secret::new(password));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_over_tls_with_a_login_reaches_a_relay_of_a_private_ca() {
+    let sent = r#"twig_mail_messages_total{template="reset_password",outcome="sent"}"#;
+    let before = metric_value(&twig_tests::metrics_page(), sent);
+    let (certificates, relay) = tls_relay_with_login().await;
+    // A bundle: another CA first, then the relay's; every one is trusted.
+    let other = TestCertificates::new(&["localhost"]);
+    let bundle = certificates.folder().join("bundle.pem");
+    std::fs::write(
+        &bundle,
+        std::fs::read_to_string(&other.ca).unwrap()
+            + &std::fs::read_to_string(&certificates.ca).unwrap(),
+    )
+    .unwrap();
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|c| tls_relay_at(c, &relay, Some(&bundle), Some((RELAY_USER, RELAY_PASSWORD))))
+        .spawn()
+        .await;
+    let to = email("mail-tls-login");
+    let link = app.mailer.link("/reset-password", "twig_rt_over_tls");
+    assert_eq!(
+        app.mailer
+            .send(Mail::new(&to, reset(link.clone())).with_name("Ann")),
+        Enqueued::Queued
+    );
+    app.mailer.flush().await;
+    let page = twig_tests::metrics_page();
+    assert_eq!(metric_value(&page, sent) - before, 1.0, "{page}");
+
+    let received = relay.maildev.wait_for(&to, 1).await;
+    assert_eq!(received.len(), 1, "{received:#?}");
+    let mail = &received[0];
+    assert_eq!(mail.subject, "Reset your twig password");
+    assert_eq!(mail.from, "no-reply@twig.test");
+    assert!(
+        mail.to.contains(&to) && mail.to.contains("Ann"),
+        "{}",
+        mail.to
+    );
+    assert_eq!(mail.links, std::slice::from_ref(&link));
+    assert_eq!(
+        token_from_link(&mail.links[0]).as_deref(),
+        Some("twig_rt_over_tls")
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_to_a_tls_relay_that_is_not_trusted_or_refuses_the_login_is_counted_not_delivered() {
+    let series = |outcome: &str| {
+        format!(r#"twig_mail_messages_total{{template="reset_password",outcome="{outcome}"}}"#)
+    };
+    let (failed, rejected, sent) = (series("failed"), series("rejected"), series("sent"));
+    twig_tests::metrics_page();
+    let (certificates, relay) = tls_relay_with_login().await;
+    let right = Some((RELAY_USER, RELAY_PASSWORD));
+    // Each case: how the app reaches the relay, and the outcome it counts.
+    let cases: [(&str, Option<&Path>, Login, &str); 4] = [
+        // The relay's certificate is from a CA the webpki roots do not
+        // hold: the TLS handshake fails (UnknownIssuer), a failure a retry
+        // might get past, so "failed" (after the one attempt) rather than
+        // "rejected".
+        ("untrusted", None, right, &failed),
+        // The relay answers 535 to the login: refused for good.
+        (
+            "wrong-password",
+            Some(&certificates.ca),
+            Some((RELAY_USER, "not the password")),
+            &rejected,
+        ),
+        // The relay answers 530 to MAIL FROM without a login.
+        ("no-login", Some(&certificates.ca), None, &rejected),
+        // The control: the same relay takes mail set up right.
+        ("right", Some(&certificates.ca), right, &sent),
+    ];
+    for (case, ca_file, login, counted) in cases {
+        let before = twig_tests::metrics_page();
+        let app = TestApp::builder(Backend::Sqlite)
+            .config(|c| tls_relay_at(c, &relay, ca_file, login))
+            .spawn()
+            .await;
+        let to = email(&format!("mail-tls-{case}"));
+        assert_eq!(
+            app.mailer.send(Mail::new(&to, reset("l".into()))),
+            Enqueued::Queued
+        );
+        app.mailer.flush().await;
+        let page = twig_tests::metrics_page();
+        for series in [&failed, &rejected, &sent] {
+            let expected = if series == counted { 1.0 } else { 0.0 };
+            assert_eq!(
+                metric_value(&page, series) - metric_value(&before, series),
+                expected,
+                "{case}: {series}\n{page}"
+            );
+        }
+        let arrived = if case == "right" {
+            relay.maildev.wait_for(&to, 1).await
+        } else {
+            relay.maildev.received(&to).await
+        };
+        assert_eq!(
+            arrived.len(),
+            usize::from(case == "right"),
+            "{case}: {arrived:#?}\nmaildev: {}",
+            relay.log()
+        );
+        app.stop().await;
+    }
+}
+
+/// Runs `serve` with `mail.smtp.ca_file = ca_file` for a TLS relay; returns
+/// its exit code and what it wrote to stderr (it must stop on its own).
+fn serve_with_a_relay_ca_file(ca_file: &Path) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(twig_binary())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/twig.db?mode=rwc", dir.path().display()),
+        )
+        .env("TWIG__SERVER__LISTEN", "127.0.0.1:0")
+        .env("TWIG__SERVER__ADMIN_LISTEN", "127.0.0.1:0")
+        .env("TWIG__MAIL__FROM", "no-reply@twig.test")
+        .env("TWIG__MAIL__LINK_BASE", twig_tests::TEST_LINK_BASE)
+        .env("TWIG__MAIL__SMTP__HOST", "localhost")
+        .env("TWIG__MAIL__SMTP__TLS", "tls")
+        .env("TWIG__MAIL__SMTP__CA_FILE", ca_file)
+        .env("TWIG__MAIL__SMTP__USERNAME", RELAY_USER)
+        .env("TWIG__MAIL__SMTP__PASSWORD", RELAY_PASSWORD)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .arg("serve")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "serve did not stop within 60 s: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_mail_ca_file_that_is_not_pem_or_missing_stops_the_start_with_a_clear_error() {
+    use base64::Engine;
+    let certificates = TestCertificates::new(&["localhost"]);
+    let folder = certificates.folder();
+    // The relay's CA, in DER rather than PEM: a likely mistake.
+    let pem = std::fs::read_to_string(&certificates.ca).unwrap();
+    let base64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = folder.join("relay-ca.der");
+    std::fs::write(
+        &der,
+        base64::engine::general_purpose::STANDARD
+            .decode(base64)
+            .unwrap(),
+    )
+    .unwrap();
+    // Text, and no certificate in it.
+    let text = folder.join("relay-ca.txt");
+    std::fs::write(&text, "this is the CA, trust me\n").unwrap();
+    let missing = folder.join("no-such-ca.pem");
+    for (file, problem) in [
+        (&der, "is not PEM text"),
+        (&text, "holds no certificate"),
+        (&missing, "cannot be read"),
+    ] {
+        let (code, err) = serve_with_a_relay_ca_file(file);
+        assert_eq!(code, Some(1), "{err}");
+        let expected = format!(
+            "setting up outbound mail ([mail]): mail.smtp.ca_file {}: {problem}",
+            file.display()
+        );
+        assert!(err.contains(&expected), "{expected} not in {err}");
+        assert!(!err.contains(RELAY_PASSWORD), "{err}");
+    }
 }

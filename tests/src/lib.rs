@@ -1049,6 +1049,175 @@ impl Maildev {
     }
 }
 
+/// A maildev of one test's own, beside the shared one of
+/// [`Maildev::from_env`]: for relay settings the shared one does not have
+/// (TLS, a login). On free ports of 127.0.0.1, with its mail in a folder
+/// of its own; killed when dropped.
+pub struct PrivateMaildev {
+    /// Where it listens; read its mail back through [`Maildev::received`].
+    pub maildev: Maildev,
+    child: std::process::Child,
+    folder: tempfile::TempDir,
+}
+
+impl PrivateMaildev {
+    /// `tests/node/…/maildev.js`, installed by `npm ci` in `tests/node`.
+    fn script() -> std::path::PathBuf {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("node/node_modules/maildev/dist/bin/maildev.js");
+        assert!(
+            script.exists(),
+            "{} is missing: run `npm ci` in tests/node (scripts/test does)",
+            script.display()
+        );
+        script
+    }
+
+    /// Starts maildev with `options` besides the addresses, ports and
+    /// folder (e.g. `--incoming-secure`, `--incoming-user`), and waits (at
+    /// most 10 s) until its SMTP port accepts connections and its API
+    /// answers. Tries other ports if the free ones it picked were taken
+    /// meanwhile.
+    pub async fn start<I, S>(options: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let options: Vec<std::ffi::OsString> = options
+            .into_iter()
+            .map(|o| o.as_ref().to_os_string())
+            .collect();
+        let script = Self::script();
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let folder = tempfile::tempdir().expect("maildev folder");
+            let log = std::fs::File::create(folder.path().join("maildev.log")).expect("log file");
+            let (smtp, web) = (free_addr(), free_addr());
+            let mut child = std::process::Command::new("node")
+                .arg(&script)
+                .args(["--ip", "127.0.0.1", "--web-ip", "127.0.0.1"])
+                .arg("--smtp")
+                .arg(smtp.port().to_string())
+                .arg("--web")
+                .arg(web.port().to_string())
+                .arg("--mail-directory")
+                .arg(folder.path().join("mail"))
+                .args(&options)
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone().expect("log file"))
+                .stderr(log)
+                .spawn()
+                .expect("run node (tests/node needs it)");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let started = loop {
+                if child.try_wait().expect("maildev status").is_some() {
+                    break false;
+                }
+                if tokio::net::TcpStream::connect(smtp).await.is_ok()
+                    && tokio::net::TcpStream::connect(web).await.is_ok()
+                {
+                    break true;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break false;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            };
+            if started {
+                let relay = Self {
+                    maildev: Maildev { smtp, web },
+                    child,
+                    folder,
+                };
+                let (status, _, _) = http1(web, "GET /api/healthz HTTP/1.1", b"").await;
+                assert!(status.contains(" 200 "), "maildev healthz: {status}");
+                return relay;
+            }
+            last_log =
+                std::fs::read_to_string(folder.path().join("maildev.log")).unwrap_or_default();
+        }
+        panic!("maildev {options:?} did not start: {last_log}");
+    }
+
+    /// What maildev wrote so far (nothing with `--silent`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.folder.path().join("maildev.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PrivateMaildev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A certificate authority of a test's own and a server certificate it
+/// signed, as PEM files in a folder of their own (removed when dropped):
+/// for a TLS peer no system trusts.
+pub struct TestCertificates {
+    /// The CA's certificate.
+    pub ca: std::path::PathBuf,
+    /// The server's certificate, signed by the CA.
+    pub cert: std::path::PathBuf,
+    /// The server's private key.
+    pub key: std::path::PathBuf,
+    folder: tempfile::TempDir,
+}
+
+impl TestCertificates {
+    /// A new CA, and a certificate it signed for `names` (host names or
+    /// IP addresses).
+    pub fn new(names: &[&str]) -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "twig tests private CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::new(ca, ca_key);
+
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut server = CertificateParams::new(names.clone()).expect("server parameters");
+        server.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
+        server.use_authority_key_identifier_extension = true;
+        server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_key = KeyPair::generate().expect("server key");
+        let server_cert = server
+            .signed_by(&server_key, &issuer)
+            .expect("server certificate");
+
+        let folder = tempfile::tempdir().expect("certificate folder");
+        let write = |name: &str, pem: String| {
+            let path = folder.path().join(name);
+            std::fs::write(&path, pem).expect("write a PEM file");
+            path
+        };
+        Self {
+            ca: write("ca.pem", ca_cert.pem()),
+            cert: write("server.pem", server_cert.pem()),
+            key: write("server-key.pem", server_key.serialize_pem()),
+            folder,
+        }
+    }
+
+    /// The folder of the files, for others beside them.
+    pub fn folder(&self) -> &std::path::Path {
+        self.folder.path()
+    }
+}
+
 /// A message as received: from maildev ([`TestApp::mail_to`]) or from an
 /// `.eml` file of the outbox folder ([`ReceivedMail::from_eml`]).
 #[derive(Debug, Clone, Default)]

@@ -26,6 +26,7 @@ pub const MAX_ATTEMPTS: u32 = 10;
 /// [mail.smtp]
 /// host = "smtp.acme.example"
 /// tls = "starttls"          # none | starttls | tls
+/// ca_file = "/etc/twig/relay-ca.pem"   # optional: a private relay's CA
 /// username = "twig"
 /// password = "…"            # TWIG__MAIL__SMTP__PASSWORD
 /// ```
@@ -99,6 +100,11 @@ pub struct SmtpConfig {
     pub port: Option<u16>,
     /// `none`, `starttls` (default) or `tls`.
     pub tls: SmtpTls,
+    /// A PEM file of one or more CA certificates trusted for the relay
+    /// besides the webpki roots (a private relay with its own CA). Read
+    /// when the mailer starts, which fails if the file cannot be read or
+    /// holds no certificate.
+    pub ca_file: Option<PathBuf>,
     /// Login name, with `password`.
     pub username: Option<String>,
     /// Password, with `username`.
@@ -117,6 +123,7 @@ impl Default for SmtpConfig {
             host: String::new(),
             port: None,
             tls: SmtpTls::default(),
+            ca_file: None,
             username: None,
             password: None,
             timeout: Duration::from_secs(10),
@@ -241,6 +248,20 @@ impl MailConfig {
                  smtp.allow_plaintext = true for a relay on a trusted network",
                 smtp.host
             ));
+        }
+        if let Some(file) = &smtp.ca_file {
+            if file.as_os_str().is_empty() {
+                problems.push(
+                    "smtp.ca_file must not be empty (leave it out to trust the webpki roots only)"
+                        .into(),
+                );
+            } else if smtp.tls == SmtpTls::None {
+                problems.push(format!(
+                    "smtp.ca_file {:?} is set but smtp.tls = \"none\" uses no TLS: use \
+                     \"starttls\" or \"tls\", or leave ca_file out",
+                    file.display().to_string()
+                ));
+            }
         }
         match (&smtp.username, &smtp.password) {
             (Some(_), None) | (None, Some(_)) => {
@@ -390,6 +411,33 @@ mod tests {
             s.username = Some("twig".into());
         }
         assert!(problems(&config).contains("go together"));
+    }
+
+    #[test]
+    fn mail_ca_file_is_a_path_and_needs_tls() {
+        let mut config = smtp("smtp.acme.example", SmtpTls::Tls);
+        if let Some(s) = config.smtp.as_mut() {
+            s.ca_file = Some("/etc/twig/relay-ca.pem".into());
+        }
+        assert_eq!(problems(&config), "");
+        if let Some(s) = config.smtp.as_mut() {
+            s.tls = SmtpTls::Starttls;
+        }
+        assert_eq!(problems(&config), "");
+        if let Some(s) = config.smtp.as_mut() {
+            s.ca_file = Some(PathBuf::new());
+        }
+        let err = problems(&config);
+        assert!(err.contains("smtp.ca_file must not be empty"), "{err}");
+        let mut config = smtp("127.0.0.1", SmtpTls::None);
+        if let Some(s) = config.smtp.as_mut() {
+            s.ca_file = Some("/etc/twig/relay-ca.pem".into());
+        }
+        let err = problems(&config);
+        assert!(
+            err.contains("smtp.ca_file \"/etc/twig/relay-ca.pem\" is set but smtp.tls = \"none\""),
+            "{err}"
+        );
     }
 
     #[test]

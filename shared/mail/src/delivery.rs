@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::transport::smtp::{self, PoolConfig};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::sync::{Semaphore, mpsc};
@@ -83,6 +83,14 @@ pub enum MailError {
         /// Why.
         source: smtp::Error,
     },
+    /// `mail.smtp.ca_file` cannot be read or holds no usable certificate.
+    #[error("mail.smtp.ca_file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The outbox folder cannot be created.
     #[error("cannot create the mail outbox folder {path} (mail.outbox_dir): {source}")]
     Outbox {
@@ -125,8 +133,18 @@ impl Worker {
         let transport = match (&mail.smtp, &mail.outbox_dir) {
             (Some(smtp), _) => {
                 let host = smtp.host_bare().to_string();
+                // Read even with `tls = "none"` (which the configuration
+                // check refuses beside it): a bad file always fails here.
+                let extra_roots = match &smtp.ca_file {
+                    Some(path) => ca_certificates(path, &host)?,
+                    None => Vec::new(),
+                };
                 let tls = |host: &str| {
-                    TlsParameters::new(host.to_string()).map_err(|source| MailError::Tls {
+                    let mut builder = TlsParameters::builder(host.to_string());
+                    for root in &extra_roots {
+                        builder = builder.add_root_certificate(root.clone());
+                    }
+                    builder.build_rustls().map_err(|source| MailError::Tls {
                         host: host.to_string(),
                         source,
                     })
@@ -148,6 +166,8 @@ impl Worker {
                     host = %smtp.host,
                     port = smtp.port(),
                     tls = ?smtp.tls,
+                    extra_ca_certificates = extra_roots.len(),
+                    login = smtp.username.is_some(),
                     "mail: delivered to the SMTP relay"
                 );
                 Transport::Smtp {
@@ -373,6 +393,53 @@ fn describe(error: &smtp::Error) -> String {
     text
 }
 
+/// The certificates of the PEM file `path` (`mail.smtp.ca_file`), one
+/// lettre [`Certificate`] each, every one checked on its own as a root a
+/// TLS connection to `host` could trust: the error names the file and
+/// which certificate is wrong, rather than failing later on the first
+/// connection.
+fn ca_certificates(path: &Path, host: &str) -> Result<Vec<Certificate>, MailError> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let fail = |reason: String| MailError::CaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        fail("is not PEM text (DER? `openssl x509 -inform der` converts it)".into())
+    })?;
+    let mut certificates = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let number = certificates.len() + 1;
+        let block = &rest[start..];
+        let Some(end) = block.find(END) else {
+            return Err(fail(format!("certificate {number} has no {END} line")));
+        };
+        let block = &block[..end + END.len()];
+        let certificate = Certificate::from_pem(block.as_bytes())
+            .map_err(|e| fail(format!("certificate {number} is not valid PEM: {e}")))?;
+        TlsParameters::builder(host.to_string())
+            .certificate_store(CertificateStore::None)
+            .add_root_certificate(certificate.clone())
+            .build_rustls()
+            .map_err(|e| {
+                fail(format!(
+                    "certificate {number} is not a usable CA certificate: {e}"
+                ))
+            })?;
+        certificates.push(certificate);
+        rest = &rest[start + end + END.len()..];
+    }
+    if certificates.is_empty() {
+        return Err(fail(format!(
+            "holds no certificate: expected PEM ({BEGIN} … {END})"
+        )));
+    }
+    Ok(certificates)
+}
+
 /// Creates `dir` (and its parents) if missing, the folder itself readable
 /// by the owner only: messages hold sign-in links.
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -548,6 +615,113 @@ mod tests {
             assert!(page.contains(line), "{line} not in\n{page}");
         }
         assert!(!page.contains("example.com"), "{page}");
+    }
+
+    /// A relay over TLS at `smtp.acme.example` trusting `ca_file`.
+    fn tls_config(dir: &Path, ca_file: PathBuf) -> Config {
+        let mut config = outbox_config(dir);
+        config.mail.smtp = Some(twig_config::SmtpConfig {
+            host: "smtp.acme.example".into(),
+            tls: SmtpTls::Tls,
+            ca_file: Some(ca_file),
+            username: Some("twig".into()),
+            password: Some(twig_config::Secret::new("relay-secret-9")),
+            ..Default::default()
+        });
+        config
+    }
+
+    fn ca_file_error(config: &Config) -> String {
+        match Worker::new(config, Arc::new(twig_clock::SystemClock)) {
+            Err(error @ MailError::CaFile { .. }) => error.to_string(),
+            Err(other) => panic!("not a ca_file error: {other}"),
+            Ok(_) => panic!("the mailer started"),
+        }
+    }
+
+    // The relay's connection pool needs the runtime.
+    #[tokio::test]
+    async fn mail_ca_file_of_several_certificates_is_trusted_besides_the_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bundle = String::from("# two CAs of the relay\n");
+        for name in ["Relay CA 1", "Relay CA 2"] {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let key = rcgen::KeyPair::generate().unwrap();
+            bundle.push_str(&params.self_signed(&key).unwrap().pem());
+            // A key beside them is not a certificate, and not an error.
+            bundle.push_str(&key.serialize_pem());
+        }
+        let file = dir.path().join("relay-ca.pem");
+        std::fs::write(&file, &bundle).unwrap();
+        assert_eq!(
+            ca_certificates(&file, "smtp.acme.example").unwrap().len(),
+            2
+        );
+        let config = tls_config(dir.path(), file.clone());
+        let worker = Worker::new(&config, Arc::new(twig_clock::SystemClock)).unwrap();
+        assert!(matches!(worker.transport, Transport::Smtp { .. }));
+        // STARTTLS reads it the same.
+        let mut config = tls_config(dir.path(), file);
+        config.mail.smtp.as_mut().unwrap().tls = SmtpTls::Starttls;
+        assert!(Worker::new(&config, Arc::new(twig_clock::SystemClock)).is_ok());
+    }
+
+    #[test]
+    fn mail_ca_file_that_is_missing_or_holds_no_certificate_fails_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = ca_file_error(&tls_config(dir.path(), missing.clone()));
+        assert!(
+            err.starts_with(&format!(
+                "mail.smtp.ca_file {}: cannot be read: ",
+                missing.display()
+            )),
+            "{err}"
+        );
+        let cases = [
+            ("empty.pem", &b""[..], "holds no certificate"),
+            ("text.pem", b"not a certificate\n", "holds no certificate"),
+            (
+                "binary.der",
+                &[0x30, 0x82, 0xff, 0xfe][..],
+                "is not PEM text",
+            ),
+            (
+                "key-only.pem",
+                b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                "holds no certificate",
+            ),
+            (
+                "cut.pem",
+                b"-----BEGIN CERTIFICATE-----\nMIIB\n",
+                "certificate 1 has no -----END CERTIFICATE----- line",
+            ),
+            (
+                "bad-base64.pem",
+                b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+                "certificate 1 is not valid PEM",
+            ),
+            (
+                "not-der.pem",
+                b"-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+                "certificate 1 is not a usable CA certificate",
+            ),
+        ];
+        for (name, bytes, expected) in cases {
+            let file = dir.path().join(name);
+            std::fs::write(&file, bytes).unwrap();
+            let err = ca_file_error(&tls_config(dir.path(), file.clone()));
+            assert!(
+                err.starts_with(&format!("mail.smtp.ca_file {}: ", file.display()))
+                    && err.contains(expected),
+                "{name}: {expected} not in {err}"
+            );
+            assert!(!err.contains("relay-secret-9"), "{err}");
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! address has an account.
 //!
 //! A worker task delivers the queue: to the SMTP relay of `[mail.smtp]`
-//! (lettre over rustls: plain, STARTTLS or TLS; optional login), or, with
+//! (lettre over rustls: plain, STARTTLS or TLS, trusting the webpki roots
+//! and the CA certificates of `mail.smtp.ca_file`; optional login), or, with
 //! no relay, as one `.eml` file per message into an outbox folder
 //! (beside the embedded SQLite database by default), written atomically.
 //! Transient failures are retried with doubling waits. Each message's
