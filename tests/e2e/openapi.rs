@@ -152,7 +152,7 @@ async fn newly_routed_rpcs_over_http(backend: Backend) {
         "POST",
         "/v1/sign-up:verify",
         None,
-        &format!(r#"{{"token":"{token}"}}"#),
+        &format!(r#"{{"token":"{token}","password":"{PASSWORD}"}}"#),
     )
     .await;
     assert_eq!(status, 200, "{signed_up}");
