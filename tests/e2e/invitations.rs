@@ -1511,7 +1511,8 @@ async fn one_pending_invitation_per_email_even_through_a_resend(backend: Backend
 
 /// "An owner role only by an owner" holds for sending an invitation again
 /// too: an admin who may not invite an owner may not renew an owner's
-/// invitation (a new link and a new week), pending or expired.
+/// invitation (a new link and a new week), pending or expired, nor revoke
+/// it.
 async fn an_admin_cannot_renew_an_owner_invitation(backend: Backend) {
     let app = app_with_mail(backend).await;
     let owner = account(&app, "inv-renew-owner").await;
@@ -1563,6 +1564,19 @@ async fn an_admin_cannot_renew_an_owner_invitation(backend: Backend) {
         .await
         .unwrap();
     let renewed = invitation_token(&app, &co_owner, &[first.as_str()]).await;
+    // Nor may the admin revoke it: the link still works afterwards.
+    let admin_later = login_with(&app, &admin, PASSWORD, &owner.org)
+        .await
+        .unwrap()
+        .access_token;
+    assert_eq!(
+        revoke(&app, &admin_later, &owner.org, &invitation.id)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied,
+        "an admin revoking an owner's invitation"
+    );
     let done = sign_up_invited(&app, &renewed, "").await.unwrap();
     let who = me(&app, &done.tokens.unwrap().access_token).await.unwrap();
     assert_eq!(memberships(&who), [(owner.org.clone(), pb::Role::Owner)]);

@@ -1211,6 +1211,42 @@ async fn a_suspended_owner_does_not_count_as_an_owner(backend: Backend) {
     );
 }
 
+/// Who may list an organisation's members: its members, and its API keys
+/// with the read scope — not a key that may only execute (the listing
+/// holds every member's email).
+async fn listing_members_needs_the_read_scope(backend: Backend) {
+    let app = app(backend).await;
+    let owner = person(&app, "lister").await;
+    let org = owner.home.clone();
+    let list = async |credential: &str| {
+        app.sessions()
+            .list_members(bearer(
+                credential,
+                pb::ListMembersRequest {
+                    organization_id: org.clone(),
+                },
+            ))
+            .await
+    };
+    let execute = create_key(&app, &owner.home_token, "exec", &[apb::Scope::Execute])
+        .await
+        .unwrap();
+    assert_refused(
+        "an execute-only key lists members",
+        list(&execute.secret).await,
+        &[Code::PermissionDenied],
+    );
+    let read = create_key(&app, &owner.home_token, "read", &[apb::Scope::Read])
+        .await
+        .unwrap();
+    let listed = list(&read.secret).await.unwrap().into_inner().members;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].user.as_ref().unwrap().email, owner.email);
+    let listed = list(&owner.home_token).await.unwrap().into_inner().members;
+    assert_eq!(listed.len(), 1);
+    app.stop().await;
+}
+
 async fn another_organisations_ids_are_not_found(backend: Backend) {
     let app = app(backend).await;
     let mallory = person(&app, "mallory").await;
@@ -2185,6 +2221,7 @@ async fn members_are_governed_over_http_json(backend: Backend) {
 
 on_both_backends!(
     a_stranger_governs_only_their_own_organisation,
+    listing_members_needs_the_read_scope,
     suspension_ends_sessions_and_stops_keys_in_that_organisation_only,
     removal_revokes_keys_for_good,
     a_member_leaves_an_organisation,

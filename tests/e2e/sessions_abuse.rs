@@ -394,6 +394,10 @@ async fn look_alike_emails_are_one_account_or_none(backend: Backend) {
         format!("jo\u{34f}s\u{e9}-{suffix}@example.com"),
         format!("jo\u{fe0f}s\u{e9}-{suffix}@example.com"),
         format!("jos\u{e9}\u{e0100}-{suffix}@example.com"),
+        format!("\"jos\u{e9}-{suffix}\"@example.com"),
+        format!("jos\u{e9}(c)-{suffix}@example.com"),
+        format!(".jos\u{e9}-{suffix}@example.com"),
+        format!("jos\u{e9}-{suffix}@[127.0.0.1]"),
     ] {
         let err = app
             .sessions()
@@ -413,6 +417,31 @@ async fn look_alike_emails_are_one_account_or_none(backend: Backend) {
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{look_alike:?}: {err:?}");
     }
+
+    // An internationalised domain written in Punycode is the same domain:
+    // the same account signs in, and a sign-up mails the note.
+    let unicode = format!("u-{suffix}@b\u{fc}cher.example");
+    let punycode = format!("u-{suffix}@xn--bcher-kva.example");
+    let made = app.sign_up(&unicode).await.user.unwrap();
+    let tokens = app.login(&punycode).await;
+    assert_eq!(
+        app.verify(&tokens.access_token).await.unwrap().user_id,
+        made.id
+    );
+    app.sessions()
+        .sign_up(pb::SignUpRequest {
+            email: punycode.to_uppercase(),
+            password: PASSWORD.into(),
+            display_name: String::new(),
+            organization_name: String::new(),
+        })
+        .await
+        .unwrap();
+    let mail = app.mail_to(&unicode).await;
+    assert!(
+        mail.len() == 1 && mail[0].subject.contains("You already have"),
+        "{mail:?}"
+    );
     app.stop().await;
 }
 

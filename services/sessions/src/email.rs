@@ -53,6 +53,13 @@ impl Email {
         if local.is_empty() || local.contains('@') {
             return Err("must have exactly one @ with a name before it");
         }
+        if !is_dot_atom(local) {
+            return Err(
+                "must have a name before @ of letters, digits and . ! # $ % & ' * + / = ? ^ _ ` \
+                 { | } ~ - only (no quotes, comments or backslashes; no dot first, last or twice \
+                 in a row)",
+            );
+        }
         if domain.len() < 3
             || !domain.contains('.')
             || domain.starts_with('.')
@@ -61,6 +68,29 @@ impl Email {
         {
             return Err("must end in a domain such as example.com");
         }
+        // One domain, one form: an internationalised domain written in
+        // Punycode (xn--…) is the same domain as its Unicode form, which is
+        // the one kept. Letters, digits and hyphens only: no IP address.
+        let (unicode, checked) = idna::uts46::Uts46::new().to_unicode(
+            domain.as_bytes(),
+            idna::uts46::AsciiDenyList::STD3,
+            idna::uts46::Hyphens::Check,
+        );
+        if checked.is_err() {
+            return Err(
+                "must end in a domain name such as example.com (letters, digits and hyphens; \
+                 no IP address)",
+            );
+        }
+        let email = if unicode == domain {
+            email.clone()
+        } else {
+            format!("{local}@{unicode}").nfc().collect()
+        };
+        if email.len() > Self::MAX_LEN {
+            return Err("must be at most 254 characters");
+        }
+        let (local, domain) = email.rsplit_once('@').unwrap_or_default();
         if !email.is_ascii()
             && (!local.is_single_script() || domain.split('.').any(|l| !l.is_single_script()))
         {
@@ -81,6 +111,23 @@ impl Email {
     pub fn local_part(&self) -> &str {
         self.0.rsplit_once('@').map_or("", |(l, _)| l)
     }
+}
+
+/// The name before @ as RFC 5322's dot-atom, with letters and marks of
+/// any script (RFC 6531): no quoted strings, comments or escapes, no dot
+/// first, last or twice in a row.
+fn is_dot_atom(local: &str) -> bool {
+    const SPECIALS: &str = "!#$%&'*+/=?^_`{|}~-";
+    !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || c == '.'
+                || SPECIALS.contains(c)
+                || (!c.is_ascii()
+                    && (c.is_alphanumeric() || unicode_normalization::char::is_combining_mark(c)))
+        })
 }
 
 impl fmt::Display for Email {
@@ -112,6 +159,16 @@ mod tests {
             composed,
             "case folded too"
         );
+    }
+
+    #[test]
+    fn a_punycode_domain_is_its_unicode_form() {
+        let unicode = Email::parse("u1@b\u{fc}cher.example").unwrap();
+        assert_eq!(Email::parse("u1@xn--bcher-kva.example").unwrap(), unicode);
+        assert_eq!(Email::parse("U1@XN--BCHER-KVA.EXAMPLE").unwrap(), unicode);
+        assert_eq!(unicode.as_str(), "u1@b\u{fc}cher.example");
+        // A Punycode label that decodes to a look-alike is refused too.
+        assert!(Email::parse("ada@xn--exmple-4nf.com").is_err());
     }
 
     #[test]
@@ -160,6 +217,17 @@ mod tests {
             "ada\0@example.com",
             "ada\u{202E}@example.com",
             "a\u{200B}da@example.com",
+            "\"ada\"@example.com",
+            "a(comment)@example.com",
+            "a\\b@example.com",
+            ".ada@example.com",
+            "ada.@example.com",
+            "a..da@example.com",
+            "a,da@example.com",
+            "ada@[127.0.0.1]",
+            "ada@exa_mple.com",
+            "ada@-example.com",
+            "ada@xn--zz.example",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }

@@ -75,6 +75,17 @@ fn role_of(row: &invitation::Model) -> Result<Role> {
     Role::parse(&row.role).ok_or(SessionError::InvalidLink)
 }
 
+/// An invitation to `role` is the caller's to make, renew or revoke only
+/// when they could grant the role: an owner's invitation is an owner's.
+fn require_may_handle(principal: &Principal, role: Role) -> Result<()> {
+    if role == Role::Owner && !principal.roles.contains(&Role::Owner) {
+        return Err(SessionError::Forbidden(
+            "only an owner may invite an owner, or renew or revoke such an invitation",
+        ));
+    }
+    Ok(())
+}
+
 impl Sessions {
     /// Invites `email` to the caller's organisation with `role`.
     pub async fn create_invitation(
@@ -86,9 +97,7 @@ impl Sessions {
         client: &ClientContext,
     ) -> Result<invitation::Model> {
         IdentityStore::require_manager(principal, org_id)?;
-        if role == Role::Owner && !principal.roles.contains(&Role::Owner) {
-            return Err(SessionError::Forbidden("only an owner may invite an owner"));
-        }
+        require_may_handle(principal, role)?;
         let email = Email::parse(email).map_err(|r| SessionError::field("email", r))?;
         let brakes = &self.config().brakes;
         self.brake_address(
@@ -238,6 +247,7 @@ impl Sessions {
         let now = self.now();
         let txn = twig_db::begin_write(self.db()).await?;
         let row = self.own_invitation(&txn, principal, org_id, id).await?;
+        require_may_handle(principal, role_of(&row)?)?;
         match state_of(&row, now) {
             InvitationState::Pending | InvitationState::Expired => {}
             InvitationState::Accepted => {
@@ -295,11 +305,8 @@ impl Sessions {
         let txn = twig_db::begin_write(self.db()).await?;
         lock_organization(&txn, org_id).await?;
         let row = self.own_invitation(&txn, principal, org_id, id).await?;
-        // Renewing an invitation grants what making it would: an owner's
-        // invitation is an owner's to send.
-        if role_of(&row)? == Role::Owner && !principal.roles.contains(&Role::Owner) {
-            return Err(SessionError::Forbidden("only an owner may invite an owner"));
-        }
+        // Renewing an invitation grants what making it would.
+        require_may_handle(principal, role_of(&row)?)?;
         match state_of(&row, now) {
             InvitationState::Pending => {}
             InvitationState::Expired => {

@@ -614,9 +614,6 @@ impl Sessions {
         if principal.org_id != org_id {
             return Err(SessionError::NotFound("organisation"));
         }
-        if user_id == principal.user_id {
-            return Err(SessionError::Forbidden("you own this organisation already"));
-        }
         let now = self.now();
         let txn = twig_db::begin_write(self.db()).await?;
         lock_organization(&txn, org_id).await?;
@@ -625,6 +622,9 @@ impl Sessions {
             return Err(SessionError::Forbidden(
                 "only an owner may hand over ownership",
             ));
+        }
+        if user_id == principal.user_id {
+            return Err(SessionError::Forbidden("you own this organisation already"));
         }
         let them = current_membership(&txn, org_id, user_id).await?;
         if them.status != MembershipStatus::Active {

@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddMembershipStatus),
             Box::new(AddEmailLinksAndInvitations),
             Box::new(AddNotifySignIn),
+            Box::new(NormaliseEmailDomains),
         ]
     }
 }
@@ -451,47 +452,79 @@ impl MigrationName for NormaliseEmails {
 #[async_trait::async_trait]
 impl MigrationTrait for NormaliseEmails {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        let backend = manager.get_database_backend();
-        let select = Query::select()
-            .columns([Users::Id, Users::Email])
-            .from(Users::Table)
-            .to_owned();
-        let mut rows = Vec::new();
-        for row in db.query_all_raw(backend.build(&select)).await? {
-            let id: uuid::Uuid = row.try_get("", "id")?;
-            let email: String = row.try_get("", "email")?;
-            rows.push((id, email));
-        }
-        let mut taken: std::collections::HashSet<String> =
-            rows.iter().map(|(_, email)| email.clone()).collect();
-        for (id, stored) in rows {
-            let Ok(normal) = crate::email::Email::parse(&stored) else {
-                continue;
-            };
-            let normal = normal.as_str();
-            if normal == stored {
-                continue;
-            }
-            if taken.contains(normal) {
-                tracing::warn!(
-                    %id,
-                    "an account's email is another account's in normal form; left as it is \
-                     (decide which account stays)"
-                );
-                continue;
-            }
-            let update = Query::update()
-                .table(Users::Table)
-                .value(Users::Email, normal)
-                .and_where(Expr::col(Users::Id).eq(id))
-                .to_owned();
-            db.execute_raw(backend.build(&update)).await?;
-            taken.remove(&stored);
-            taken.insert(normal.to_string());
-        }
-        Ok(())
+        normalise_stored_emails(manager).await
     }
+}
+
+/// `m0007`: the email rule learned that a Punycode domain (`xn--…`) is its
+/// Unicode form, and refuses quoted names, comments and IP-literal
+/// domains; stored emails take today's form again, as in `m0003` (a
+/// form another account holds, or one the rule now refuses, is left and
+/// logged).
+struct NormaliseEmailDomains;
+
+impl MigrationName for NormaliseEmailDomains {
+    fn name(&self) -> &str {
+        "m0007_normalise_email_domains"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for NormaliseEmailDomains {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        normalise_stored_emails(manager).await
+    }
+}
+
+/// Rewrites every stored account email to [`crate::email::Email`]'s form
+/// of today. An address whose new form another account holds is left as
+/// it is and logged (an operator decides which account stays); one the
+/// rule refuses is left as it is and logged.
+async fn normalise_stored_emails(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    let backend = manager.get_database_backend();
+    let select = Query::select()
+        .columns([Users::Id, Users::Email])
+        .from(Users::Table)
+        .to_owned();
+    let mut rows = Vec::new();
+    for row in db.query_all_raw(backend.build(&select)).await? {
+        let id: uuid::Uuid = row.try_get("", "id")?;
+        let email: String = row.try_get("", "email")?;
+        rows.push((id, email));
+    }
+    let mut taken: std::collections::HashSet<String> =
+        rows.iter().map(|(_, email)| email.clone()).collect();
+    for (id, stored) in rows {
+        let Ok(normal) = crate::email::Email::parse(&stored) else {
+            tracing::warn!(
+                %id,
+                "an account's stored email is not a valid address by today's rule; left as it is"
+            );
+            continue;
+        };
+        let normal = normal.as_str();
+        if normal == stored {
+            continue;
+        }
+        if taken.contains(normal) {
+            tracing::warn!(
+                %id,
+                "an account's email is another account's in normal form; left as it is \
+                 (decide which account stays)"
+            );
+            continue;
+        }
+        let update = Query::update()
+            .table(Users::Table)
+            .value(Users::Email, normal)
+            .and_where(Expr::col(Users::Id).eq(id))
+            .to_owned();
+        db.execute_raw(backend.build(&update)).await?;
+        taken.remove(&stored);
+        taken.insert(normal.to_string());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -553,6 +586,65 @@ mod tests {
         );
         assert_eq!(email_of(rows[2].0).await, "ren\u{e9}@example.com");
         assert_eq!(email_of(rows[3].0).await, "\u{ff41}da@example.com");
+    }
+
+    async fn punycode_domains_take_their_unicode_form(backend: Backend) {
+        let database = TestDatabase::new(backend).await;
+        let db = Database::connect(&database.url).await.unwrap();
+        Migrator::up(&db, Some(6)).await.unwrap();
+        let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut ids = Vec::new();
+        // A Punycode domain; a Punycode twin of a stored Unicode address;
+        // a quoted name the rule now refuses.
+        for email in [
+            "u1@xn--bcher-kva.example",
+            "u2@xn--bcher-kva.example",
+            "u2@b\u{fc}cher.example",
+            "\"q\"@example.com",
+        ] {
+            let id = uuid::Uuid::new_v4();
+            let query = Query::insert()
+                .into_table(Users::Table)
+                .columns([
+                    Users::Id,
+                    Users::Email,
+                    Users::DisplayName,
+                    Users::PasswordHash,
+                    Users::CreatedAt,
+                ])
+                .values_panic([id.into(), email.into(), "".into(), "".into(), now.into()])
+                .to_owned();
+            db.execute_raw(db.get_database_backend().build(&query))
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        Migrator::up(&db, None).await.unwrap();
+        let mut emails = Vec::new();
+        for id in &ids {
+            let row = user::Entity::find_by_id(*id).one(&db).await.unwrap();
+            emails.push(row.unwrap().email);
+        }
+        assert_eq!(
+            emails,
+            [
+                "u1@b\u{fc}cher.example",
+                "u2@xn--bcher-kva.example",
+                "u2@b\u{fc}cher.example",
+                "\"q\"@example.com",
+            ],
+            "the twin and the refused address are left as they were"
+        );
+    }
+
+    #[tokio::test]
+    async fn punycode_domains_take_their_unicode_form_on_sqlite() {
+        punycode_domains_take_their_unicode_form(Backend::Sqlite).await
+    }
+
+    #[tokio::test]
+    async fn punycode_domains_take_their_unicode_form_on_postgres() {
+        punycode_domains_take_their_unicode_form(Backend::Postgres).await
     }
 
     #[tokio::test]
