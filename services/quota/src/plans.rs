@@ -253,7 +253,7 @@ impl OrgPlans {
         txn: &impl ConnectionTrait,
         org: Uuid,
     ) -> Result<Arc<Plan>, QuotaError> {
-        twig_db::lock_key(txn, PLAN_LOCK, org)
+        twig_db::lock_key(txn, PLAN_LOCK, org.as_bytes())
             .await
             .map_err(QuotaError::from)?;
         let row = quota_org_plan::Entity::find_by_id(org)
@@ -306,7 +306,7 @@ impl OrgPlans {
         let txn = twig_db::begin_write(&self.db)
             .await
             .map_err(QuotaError::from)?;
-        twig_db::lock_key(&txn, PLAN_LOCK, org)
+        twig_db::lock_key(&txn, PLAN_LOCK, org.as_bytes())
             .await
             .map_err(QuotaError::from)?;
         let previous = quota_org_plan::Entity::find_by_id(org)

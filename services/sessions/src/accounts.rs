@@ -238,6 +238,12 @@ impl Sessions {
         }
         let now = self.now();
         let txn = twig_db::begin_write(self.db()).await?;
+        if link.purpose == LinkPurpose::SignUp.as_str() {
+            // Sign-ups of one address finish one at a time: each voids
+            // the others' links, which two at once would lock in crossing
+            // orders.
+            twig_db::lock_key(&txn, "sessions.sign_up", link.email.as_bytes()).await?;
+        }
         let link = match links::consume(&txn, &PURPOSES, token, now).await? {
             Ok(link) => link,
             Err((reason, _)) => {

@@ -121,26 +121,20 @@ pub async fn begin_write<C: TransactionTrait>(db: &C) -> Result<C::Transaction, 
 }
 
 /// Orders the write transactions about one thing — `id` in `namespace`
-/// (`"quota.plan"` and an organisation) — that may find no row to lock:
+/// (`"quota.plan"` and an organisation's id, `"sessions.sign_up"` and an
+/// email) — that may find no row to lock, or would lock rows in an order
+/// two of them could cross:
 /// inside `txn`, waits until no other transaction holds the same lock,
 /// and holds it until `txn` ends. On PostgreSQL a transaction-scoped
 /// advisory lock; on SQLite nothing more is needed, as [`begin_write`]
 /// already runs writers one after another.
-pub async fn lock_key(
-    txn: &impl ConnectionTrait,
-    namespace: &str,
-    id: uuid::Uuid,
-) -> Result<(), DbErr> {
+pub async fn lock_key(txn: &impl ConnectionTrait, namespace: &str, id: &[u8]) -> Result<(), DbErr> {
     if !is_postgres(txn) {
         return Ok(());
     }
     // FNV-1a over the namespace and the id: a stable 64-bit key.
     let mut key: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in namespace
-        .bytes()
-        .chain([0])
-        .chain(id.as_bytes().iter().copied())
-    {
+    for byte in namespace.bytes().chain([0]).chain(id.iter().copied()) {
         key = (key ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
     }
     txn.query_one_raw(Statement::from_sql_and_values(
