@@ -482,6 +482,130 @@ async fn mail_to_a_tls_relay_that_is_not_trusted_or_refuses_the_login_is_counted
     }
 }
 
+/// An aiosmtpd relay of this test's own (`tests/smtp/relay.py`, in the
+/// venv `scripts/test` makes): in `starttls` mode it offers STARTTLS with
+/// a certificate for `localhost`, requires it first and takes mail only
+/// after the login; in `plain` mode it offers no STARTTLS at all. Each
+/// message it takes is a file in its folder. Killed when dropped.
+struct StarttlsRelay {
+    port: u16,
+    out: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl StarttlsRelay {
+    fn start(mode: &str, certificates: &TestCertificates) -> Self {
+        let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp/.venv/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: run scripts/test (it installs PyPI aiosmtpd into tests/smtp/.venv)",
+            python.display()
+        );
+        let out = tempfile::tempdir().unwrap();
+        let port = twig_tests::free_addr().port();
+        let mut child = Command::new(python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp/relay.py"))
+            .args(["--port", &port.to_string(), "--mode", mode])
+            .arg("--out")
+            .arg(out.path())
+            .arg("--cert")
+            .arg(&certificates.cert)
+            .arg("--key")
+            .arg(&certificates.key)
+            .args(["--user", RELAY_USER, "--password", RELAY_PASSWORD])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the aiosmtpd relay");
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        assert_eq!(ready.trim(), "ready", "the relay did not start");
+        Self { port, out, child }
+    }
+
+    /// The envelopes of the messages it took (`tls`, `login`, `to`).
+    fn taken(&self) -> Vec<serde_json::Value> {
+        let mut files: Vec<_> = std::fs::read_dir(self.out.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for StarttlsRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The default mode, `starttls`, end to end: with the relay's CA and the
+/// login the message goes over TLS after the login; a wrong password is
+/// refused for good; a relay that offers no STARTTLS gets nothing — the
+/// mailer never falls back to plain text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_over_starttls_with_a_login_and_never_in_the_clear() {
+    let series = |outcome: &str| {
+        format!(r#"twig_mail_messages_total{{template="reset_password",outcome="{outcome}"}}"#)
+    };
+    let (failed, rejected, sent) = (series("failed"), series("rejected"), series("sent"));
+    twig_tests::metrics_page();
+    let certificates = TestCertificates::new(&["localhost"]);
+    let starttls = StarttlsRelay::start("starttls", &certificates);
+    let plain = StarttlsRelay::start("plain", &certificates);
+    let cases: [(&str, &StarttlsRelay, &str, &str); 3] = [
+        ("right", &starttls, RELAY_PASSWORD, &sent),
+        ("wrong-password", &starttls, "not the password", &rejected),
+        ("no-starttls", &plain, RELAY_PASSWORD, &failed),
+    ];
+    for (case, relay, password, counted) in cases {
+        let before = twig_tests::metrics_page();
+        let app = TestApp::builder(Backend::Sqlite)
+            .config(|c| {
+                relay_at(c, relay.port, 1);
+                let smtp = c.mail.smtp.as_mut().expect("relay_at sets smtp");
+                smtp.host = "localhost".into();
+                smtp.tls = SmtpTls::Starttls;
+                smtp.ca_file = Some(certificates.ca.clone());
+                smtp.username = Some(RELAY_USER.into());
+                smtp.password = Some(Secret::new(password));
+            })
+            .spawn()
+            .await;
+        let to = email(&format!("mail-stls-{case}"));
+        assert_eq!(
+            app.mailer.send(Mail::new(&to, reset("l".into()))),
+            Enqueued::Queued
+        );
+        app.mailer.flush().await;
+        let page = twig_tests::metrics_page();
+        for series in [&failed, &rejected, &sent] {
+            let expected = if series == counted { 1.0 } else { 0.0 };
+            assert_eq!(
+                metric_value(&page, series) - metric_value(&before, series),
+                expected,
+                "{case}: {series}\n{page}"
+            );
+        }
+        app.stop().await;
+    }
+    let taken = starttls.taken();
+    assert_eq!(taken.len(), 1, "only the right login's message: {taken:?}");
+    assert_eq!(taken[0]["tls"], true, "{taken:?}");
+    assert_eq!(taken[0]["login"], true, "{taken:?}");
+    assert!(plain.taken().is_empty(), "nothing in the clear");
+}
+
 /// Runs `serve` with `mail.smtp.ca_file = ca_file` for a TLS relay; returns
 /// its exit code and what it wrote to stderr (it must stop on its own).
 fn serve_with_a_relay_ca_file(ca_file: &Path) -> (Option<i32>, String) {
