@@ -57,7 +57,7 @@ async fn spans_reach_the_otlp_collector_in_the_callers_trace() {
         .env("RUST_LOG", "info")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     let (child, channel) = twig_tests::spawn_serve(command).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_id = "00f067aa0ba902b7";
@@ -89,7 +89,13 @@ async fn spans_reach_the_otlp_collector_in_the_callers_trace() {
         .await
         .unwrap()
         .unwrap();
-    assert!(output.status.success());
+    assert!(
+        output.status.success(),
+        "the server exited with {}:\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let spans = collector.0.lock().unwrap().clone();
     let span = spans
