@@ -849,18 +849,59 @@ pub async fn spawn_serve_at(
     let mut child = command.arg("serve").spawn().expect("start twig-identity");
     let endpoint = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
-        if let Ok(channel) = Channel::from_shared(endpoint.clone())
-            .expect("uri")
-            .connect()
-            .await
+        // The port was free when chosen, but another test's server may
+        // have taken it since: wait until this process listens on it, so
+        // the test never talks to someone else's server.
+        if listens_on(child.id(), port)
+            && let Ok(channel) = Channel::from_shared(endpoint.clone())
+                .expect("uri")
+                .connect()
+                .await
         {
             return (child, channel, ([127, 0, 0, 1], port).into());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "twig-identity serve exited ({status}) before listening on 127.0.0.1:{port} \
+                 (its output says why; a port another process took meanwhile is one reason)"
+            );
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let _ = child.kill();
     let _ = child.wait();
-    panic!("twig-identity serve did not accept connections within 10 s");
+    panic!("twig-identity serve did not listen on 127.0.0.1:{port} within 10 s");
+}
+
+/// Does process `pid` hold a socket listening on 127.0.0.1:`port` (or any
+/// address)? Read from /proc: the listening sockets of `/proc/net/tcp`
+/// against the sockets among the process's open files.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local = fields.get(1)?;
+            let (_, local_port) = local.split_once(':')?;
+            let listening = fields.get(3) == Some(&"0A");
+            (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| fields.get(9).map(|i| format!("socket:[{i}]")))
+                .flatten()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
 }
 
 /// `GET /metrics` from an admin port: the whole HTTP response.
