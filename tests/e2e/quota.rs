@@ -578,6 +578,41 @@ async fn replicas_sharing_redis_hold_one_limit() {
     );
 }
 
+/// Two replicas whose clocks stand seconds apart — as replicas' batches
+/// reach Redis out of order around every slice boundary, only more — on
+/// one key: the later clock counts first, the earlier one next. The
+/// window's bookkeeping must not go backwards (its newest slice before its
+/// oldest), or every refusal after the limit fails in the script and is
+/// admitted uncounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_clocks_apart_hold_one_limit() {
+    let prefix = twig_testkit::redis_prefix();
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        apps.push(
+            TestApp::builder(Backend::Sqlite)
+                .config(|c| {
+                    c.redis.url = Some(twig_config::Secret::new(twig_testkit::redis_url()));
+                    c.redis.key_prefix = prefix.clone();
+                    c.edit::<twig_quota::QuotaConfig>(|s| s.store = QuotaStore::Redis);
+                    c.edit::<twig_quota::QuotaConfig>(|s| s.redis_timeout = Duration::from_secs(5));
+                })
+                .spawn()
+                .await,
+        );
+    }
+    apps[0].clock.advance(Duration::from_secs(3));
+    let (mut admitted, mut failed_open) = (0, 0);
+    for round in 0..150 {
+        // The later clock first, then the earlier one.
+        let decision = check(&apps[round % 2], "key:skewed", 1).await.unwrap();
+        admitted += u64::from(decision.allowed);
+        failed_open += u64::from(decision.fail_open);
+    }
+    assert_eq!(failed_open, 0, "refusals the script failed on, admitted");
+    assert_eq!(admitted, 100, "150 checks against 100 per minute");
+}
+
 /// Redis stopped mid-test with `quota.on_store_error = closed`: checks
 /// fail with UNAVAILABLE until Redis is back, then count again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

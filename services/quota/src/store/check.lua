@@ -78,8 +78,15 @@ for i, key in ipairs(KEYS) do
         leased = math.min(extra, math.floor((limit - used) / LEASE_SHARE))
       end
       redis.call('HINCRBY', key, current, cost + leased)
-      low = low or current
-      newest = current
+      -- Batches of replicas reach Redis out of order (around a slice
+      -- boundary, or with clocks apart): the kept range only widens, so
+      -- `o` never passes `n`.
+      if low == nil or current < low then
+        low = current
+      end
+      if newest == nil or current > newest then
+        newest = current
+      end
       redis.call('HSET', key, 's', used + leased, 'o', low, 'n', newest)
     elseif pruned then
       redis.call('HSET', key, 's', used, 'o', low)
