@@ -358,6 +358,20 @@ async fn tls_relay_with_login() -> (TestCertificates, PrivateMaildev) {
     (certificates, relay)
 }
 
+/// Since the metrics page `before`, of the `outcomes` series of one
+/// template, `counted` went up by one and every other stayed.
+fn assert_counted_once(case: &str, before: &str, outcomes: &[&String], counted: &str) {
+    let page = twig_tests::metrics_page();
+    for series in outcomes {
+        let expected = if series.as_str() == counted { 1.0 } else { 0.0 };
+        assert_eq!(
+            metric_value(&page, series) - metric_value(before, series),
+            expected,
+            "{case}: {series}\n{page}"
+        );
+    }
+}
+
 /// The private relay at `localhost` (the name its certificate holds) with
 /// `tls = "tls"`, trusting `ca_file` besides the webpki roots, logging in
 /// with `login` (user and password); one attempt.
@@ -458,15 +472,7 @@ async fn mail_to_a_tls_relay_that_is_not_trusted_or_refuses_the_login_is_counted
             Enqueued::Queued
         );
         app.mailer.flush().await;
-        let page = twig_tests::metrics_page();
-        for series in [&failed, &rejected, &sent] {
-            let expected = if series == counted { 1.0 } else { 0.0 };
-            assert_eq!(
-                metric_value(&page, series) - metric_value(&before, series),
-                expected,
-                "{case}: {series}\n{page}"
-            );
-        }
+        assert_counted_once(case, &before, &[&failed, &rejected, &sent], counted);
         let arrived = if case == "right" {
             relay.maildev.wait_for(&to, 1).await
         } else {
@@ -588,15 +594,7 @@ async fn mail_over_starttls_with_a_login_and_never_in_the_clear() {
             Enqueued::Queued
         );
         app.mailer.flush().await;
-        let page = twig_tests::metrics_page();
-        for series in [&failed, &rejected, &sent] {
-            let expected = if series == counted { 1.0 } else { 0.0 };
-            assert_eq!(
-                metric_value(&page, series) - metric_value(&before, series),
-                expected,
-                "{case}: {series}\n{page}"
-            );
-        }
+        assert_counted_once(case, &before, &[&failed, &rejected, &sent], counted);
         app.stop().await;
     }
     let taken = starttls.taken();

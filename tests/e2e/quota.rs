@@ -523,6 +523,24 @@ on_both_backends!(
     shadow_limits_count_but_never_refuse,
 );
 
+/// A replica counting in the shared Redis under `prefix` (replicas given
+/// the same prefix share counts).
+async fn redis_replica(prefix: &str) -> TestApp {
+    TestApp::builder(Backend::Sqlite)
+        .config(|c| {
+            c.redis.url = Some(twig_config::Secret::new(twig_testkit::redis_url()));
+            c.redis.key_prefix = prefix.to_string();
+            c.edit::<twig_quota::QuotaConfig>(|s| s.store = QuotaStore::Redis);
+            // These tests are about sharing one limit, not about a slow
+            // store: with the whole suite running at once a Redis answer
+            // can take longer than the default 100 ms, and a check that
+            // times out is admitted (fail open).
+            c.edit::<twig_quota::QuotaConfig>(|s| s.redis_timeout = Duration::from_secs(5));
+        })
+        .spawn()
+        .await
+}
+
 /// Three replicas (each its own process state) on one Redis, driven at
 /// once: together they admit the limit, not three times it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -530,22 +548,7 @@ async fn replicas_sharing_redis_hold_one_limit() {
     let prefix = twig_testkit::redis_prefix();
     let mut apps = Vec::new();
     for _ in 0..3 {
-        apps.push(
-            TestApp::builder(Backend::Sqlite)
-                .config(|c| {
-                    c.redis.url = Some(twig_config::Secret::new(twig_testkit::redis_url()));
-                    c.redis.key_prefix = prefix.clone();
-                    c.edit::<twig_quota::QuotaConfig>(|s| s.store = QuotaStore::Redis);
-                    // This test is about sharing one limit, not about a
-                    // slow store: with the whole suite running at once a
-                    // Redis answer can take longer than the default
-                    // 100 ms, and a check that times out is admitted
-                    // (fail open).
-                    c.edit::<twig_quota::QuotaConfig>(|s| s.redis_timeout = Duration::from_secs(5));
-                })
-                .spawn()
-                .await,
-        );
+        apps.push(redis_replica(&prefix).await);
     }
     let apps = std::sync::Arc::new(apps);
     let mut tasks = Vec::new();
@@ -589,17 +592,7 @@ async fn replicas_with_clocks_apart_hold_one_limit() {
     let prefix = twig_testkit::redis_prefix();
     let mut apps = Vec::new();
     for _ in 0..2 {
-        apps.push(
-            TestApp::builder(Backend::Sqlite)
-                .config(|c| {
-                    c.redis.url = Some(twig_config::Secret::new(twig_testkit::redis_url()));
-                    c.redis.key_prefix = prefix.clone();
-                    c.edit::<twig_quota::QuotaConfig>(|s| s.store = QuotaStore::Redis);
-                    c.edit::<twig_quota::QuotaConfig>(|s| s.redis_timeout = Duration::from_secs(5));
-                })
-                .spawn()
-                .await,
-        );
+        apps.push(redis_replica(&prefix).await);
     }
     apps[0].clock.advance(Duration::from_secs(3));
     let (mut admitted, mut failed_open) = (0, 0);

@@ -535,26 +535,33 @@ mod tests {
     use super::*;
     use crate::entity::user;
 
+    /// A user row with `email`, as an earlier version stored it: its id
+    /// and the statement that inserts it.
+    fn insert_user(
+        db: &sea_orm::DatabaseConnection,
+        email: &str,
+    ) -> (uuid::Uuid, sea_orm::Statement) {
+        let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let id = uuid::Uuid::new_v4();
+        let query = Query::insert()
+            .into_table(Users::Table)
+            .columns([
+                Users::Id,
+                Users::Email,
+                Users::DisplayName,
+                Users::PasswordHash,
+                Users::CreatedAt,
+            ])
+            .values_panic([id.into(), email.into(), "".into(), "".into(), now.into()])
+            .to_owned();
+        (id, db.get_database_backend().build(&query))
+    }
+
     async fn stored_emails_take_todays_form(backend: Backend) {
         let database = TestDatabase::new(backend).await;
         let db = Database::connect(&database.url).await.unwrap();
         Migrator::up(&db, Some(2)).await.unwrap();
-        let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        let insert = |email: &str| {
-            let id = uuid::Uuid::new_v4();
-            let query = Query::insert()
-                .into_table(Users::Table)
-                .columns([
-                    Users::Id,
-                    Users::Email,
-                    Users::DisplayName,
-                    Users::PasswordHash,
-                    Users::CreatedAt,
-                ])
-                .values_panic([id.into(), email.into(), "".into(), "".into(), now.into()])
-                .to_owned();
-            (id, db.get_database_backend().build(&query))
-        };
+        let insert = |email: &str| insert_user(&db, email);
         // Stored by the old rule: decomposed; a decomposed twin of a
         // composed address; an address the rule now refuses.
         let rows = [
@@ -592,7 +599,6 @@ mod tests {
         let database = TestDatabase::new(backend).await;
         let db = Database::connect(&database.url).await.unwrap();
         Migrator::up(&db, Some(6)).await.unwrap();
-        let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let mut ids = Vec::new();
         // A Punycode domain; a Punycode twin of a stored Unicode address;
         // a quoted name the rule now refuses.
@@ -602,21 +608,8 @@ mod tests {
             "u2@b\u{fc}cher.example",
             "\"q\"@example.com",
         ] {
-            let id = uuid::Uuid::new_v4();
-            let query = Query::insert()
-                .into_table(Users::Table)
-                .columns([
-                    Users::Id,
-                    Users::Email,
-                    Users::DisplayName,
-                    Users::PasswordHash,
-                    Users::CreatedAt,
-                ])
-                .values_panic([id.into(), email.into(), "".into(), "".into(), now.into()])
-                .to_owned();
-            db.execute_raw(db.get_database_backend().build(&query))
-                .await
-                .unwrap();
+            let (id, statement) = insert_user(&db, email);
+            db.execute_raw(statement).await.unwrap();
             ids.push(id);
         }
         Migrator::up(&db, None).await.unwrap();
