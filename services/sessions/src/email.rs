@@ -20,6 +20,9 @@ pub struct Email(String);
 impl Email {
     /// Longest address (RFC 5321 path limit).
     pub const MAX_LEN: usize = 254;
+    /// Longest name before @, in bytes (RFC 5321): mail to a longer one
+    /// cannot be sent.
+    pub const MAX_LOCAL_LEN: usize = 64;
 
     /// Checks and normalises `raw`; the error says what is wrong.
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
@@ -52,6 +55,9 @@ impl Email {
         };
         if local.is_empty() || local.contains('@') {
             return Err("must have exactly one @ with a name before it");
+        }
+        if local.len() > Self::MAX_LOCAL_LEN {
+            return Err("must have a name before @ of at most 64 characters");
         }
         if !is_dot_atom(local) {
             return Err(
@@ -232,5 +238,8 @@ mod tests {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Email::parse(&format!("{}@example.com", "a".repeat(250))).is_err());
+        assert!(Email::parse(&format!("{}@example.com", "a".repeat(64))).is_ok());
+        let long = Email::parse(&format!("{}@example.com", "a".repeat(65))).unwrap_err();
+        assert!(long.contains("at most 64"), "{long}");
     }
 }
