@@ -26,6 +26,7 @@ pub static MODULES: &[&dyn Module] = &[
     &twig_api_keys::MODULE,
     &twig_quota::MODULE,
     &twig_secrets_vault::MODULE,
+    &twig_sso_federation::MODULE,
     &twig_edge::MODULE,
 ];
 

@@ -70,6 +70,8 @@ mod sessions_flow;
 mod sessions_issuing;
 mod sessions_tokens;
 mod split;
+mod sso_domains;
+mod sso_oidc;
 mod telemetry;
 mod vault;
 mod vault_logs;

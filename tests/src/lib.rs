@@ -1,6 +1,11 @@
 //! Helpers for the end-to-end tests: [`TestApp`] starts the real suite on
 //! 127.0.0.1 port 0 with its own fresh database and gives typed clients.
 
+pub mod curl;
+pub mod dns;
+pub mod forging_idp;
+pub mod oidc_peer;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -41,6 +46,9 @@ pub const OPERATOR: &str = "test-operator";
 /// A strong-enough password for tests.
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// A change to the configuration that needs the server's own origin.
+type AtOrigin = Box<dyn FnOnce(&mut Config, &str) + Send>;
+
 /// How a [`TestApp`] is set up.
 pub struct TestAppBuilder {
     backend: Backend,
@@ -48,9 +56,21 @@ pub struct TestAppBuilder {
     weak_hashing: bool,
     maildev: Option<Maildev>,
     default_outbox: bool,
+    at_origin: Option<AtOrigin>,
 }
 
 impl TestAppBuilder {
+    /// Changes the configuration before start with the server's own
+    /// origin (`http://127.0.0.1:<port>`), known before it starts: for
+    /// settings that name it (public origins, redirect URIs).
+    pub fn config_at_origin(
+        mut self,
+        change: impl FnOnce(&mut Config, &str) + Send + 'static,
+    ) -> Self {
+        self.at_origin = Some(Box::new(change));
+        self
+    }
+
     /// Changes the configuration before start.
     pub fn config(mut self, change: impl FnOnce(&mut Config)) -> Self {
         change(&mut self.config);
@@ -97,6 +117,13 @@ impl TestAppBuilder {
         twig_testkit::init_logs();
         let database = TestDatabase::new(self.backend).await;
         let mut config = self.config;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        if let Some(change) = self.at_origin {
+            change(&mut config, &format!("http://{addr}"));
+        }
         config.database.url = Secret::new(database.url.clone());
         config.database.max_connections = 8;
         let internal_token = format!("internal-{}", uuid::Uuid::new_v4().simple());
@@ -169,10 +196,6 @@ impl TestAppBuilder {
         let api_keys_service = suite.handle().expect("api-keys runs");
         let quota_service = suite.handle().expect("quota runs");
         let vault_service = suite.handle().expect("the vault runs");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
         let (tx, rx) = oneshot::channel::<()>();
         let drain = config.server.drain_timeout;
         let server = tokio::spawn(async move {
@@ -317,6 +340,7 @@ impl TestApp {
             weak_hashing: false,
             maildev: None,
             default_outbox: false,
+            at_origin: None,
         }
     }
 
@@ -373,6 +397,11 @@ impl TestApp {
         &self,
     ) -> twig_proto::quota::v1::quota_service_client::QuotaServiceClient<Channel> {
         twig_proto::quota::v1::quota_service_client::QuotaServiceClient::new(self.channel.clone())
+    }
+
+    /// A single sign-on client.
+    pub fn sso(&self) -> twig_proto::sso::v1::sso_service_client::SsoServiceClient<Channel> {
+        twig_proto::sso::v1::sso_service_client::SsoServiceClient::new(self.channel.clone())
     }
 
     /// An audit client.

@@ -14,7 +14,6 @@ mod error;
 mod grpc;
 mod migration;
 mod module;
-mod refusals;
 mod remote;
 mod scopes;
 mod service;

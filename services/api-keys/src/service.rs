@@ -25,8 +25,8 @@ use crate::cache::{Cached, KeyCache, Verified};
 use crate::cidrs;
 use crate::entity::{api_key, api_key_secret, api_key_usage, org_ip_allowlist};
 use crate::error::KeyError;
-use crate::refusals::{Refusals, Source, Summary};
 use crate::scopes;
+use twig_audit::refusals::{Refusals, Source, Summary};
 
 type Result<T> = std::result::Result<T, KeyError>;
 

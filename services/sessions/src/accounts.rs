@@ -16,12 +16,12 @@ use twig_mail::{Mail, Template};
 use twig_module::SessionMethod;
 use uuid::Uuid;
 
-use crate::email::Email;
 use crate::entity::{email_link, organization, session, user};
 use crate::error::SessionError;
 use crate::identity::clean_name;
 use crate::links::{self, LinkPurpose, LinkRefusal};
 use crate::sessions::{ClientContext, Issue, IssuedTokens, Sessions, revoke_sessions};
+use twig_email::Email;
 
 type Result<T> = std::result::Result<T, SessionError>;
 
@@ -91,6 +91,8 @@ impl Sessions {
         self.brake_address("sign_ups_per_address", brakes.sign_ups_per_address, client)
             .await?;
         self.brake_email("sign_ups_per_email", brakes.sign_ups_per_email, &email)
+            .await?;
+        self.require_password_allowed(&email, "sign_up", client)
             .await?;
         let password = twig_config::Secret::new(password);
         let this = self.clone();
@@ -234,6 +236,10 @@ impl Sessions {
             }
         };
         if link.purpose == LinkPurpose::SignUp.as_str() {
+            // Single sign-on enforced since the sign-up started: the
+            // account is not made with a password.
+            self.require_password_allowed(&parse_email(&link.email)?, "sign_up", client)
+                .await?;
             self.check_sign_up_password(&link, password, client).await?;
         }
         let now = self.now();
@@ -412,6 +418,8 @@ impl Sessions {
             .await?;
         self.brake_email("resets_per_email", brakes.resets_per_email, &email)
             .await?;
+        self.require_password_allowed(&email, "password_reset", client)
+            .await?;
         let this = self.clone();
         let client = client.clone();
         self.in_background("password_reset", async move {
@@ -471,6 +479,14 @@ impl Sessions {
         client: &ClientContext,
     ) -> Result<u64> {
         self.brake_link_attempt(client).await?;
+        // Single sign-on enforced since the link was sent: no password is
+        // set, and the link stays as it was.
+        if let Ok(link) =
+            links::peek(self.db(), &[LinkPurpose::PasswordReset], token, self.now()).await?
+        {
+            self.require_password_allowed(&parse_email(&link.email)?, "password_reset", client)
+                .await?;
+        }
         self.policy()
             .check_new(new_password)
             .map_err(|e| SessionError::password("new_password", e))?;

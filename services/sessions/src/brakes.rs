@@ -11,9 +11,9 @@ use std::net::IpAddr;
 use twig_module::{Brake, Throttles};
 
 use crate::config::PerPeriod;
-use crate::email::Email;
 use crate::error::SessionError;
 use crate::sessions::{ClientContext, Sessions};
+use twig_email::Email;
 
 type Result<T> = std::result::Result<T, SessionError>;
 

@@ -66,6 +66,12 @@ pub enum SessionError {
          ask for a new one"
     )]
     InvalidLink,
+    /// The email's organisation enforces single sign-on: no password.
+    #[error(
+        "this email's organisation signs in through single sign-on; sign in at {0} instead of \
+         using a password"
+    )]
+    UseSso(String),
     /// The current password given to ChangePassword is wrong.
     #[error("current password is wrong")]
     WrongCurrentPassword,
@@ -123,7 +129,8 @@ impl From<SessionError> for ApiError {
             SessionError::Forbidden(_) => ApiError::permission_denied(err.to_string()),
             SessionError::UserDisabled
             | SessionError::LastOwner
-            | SessionError::MembershipState(_) => ApiError::failed_precondition(err.to_string()),
+            | SessionError::MembershipState(_)
+            | SessionError::UseSso(_) => ApiError::failed_precondition(err.to_string()),
             SessionError::Remote(e) => e.clone(),
             SessionError::InvalidLink => ApiError::invalid_field("token", err.to_string()),
             SessionError::WrongCurrentPassword => {

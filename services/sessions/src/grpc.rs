@@ -692,7 +692,7 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
                 self.identity.user(parse_id("user_id", &id)?).await?
             }
             Some(pb::find_user_request::By::Email(email)) => {
-                let email = crate::email::Email::parse(&email)
+                let email = crate::Email::parse(&email)
                     .map_err(|reason| ApiError::invalid_field("email", reason))?;
                 self.identity.user_by_email(&email).await?
             }

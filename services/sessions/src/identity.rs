@@ -21,10 +21,10 @@ use twig_errors::ApiError;
 use twig_module::{DirectoryUser, ProvisionedUser, UserDirectory};
 use uuid::Uuid;
 
-use crate::email::Email;
 use crate::entity::{membership, organization, user};
 use crate::error::SessionError;
 use crate::members::{MembershipState, MembershipStatus};
+use twig_email::Email;
 
 type Result<T> = std::result::Result<T, SessionError>;
 

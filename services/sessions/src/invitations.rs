@@ -19,13 +19,13 @@ use twig_mail::{Mail, Template};
 use twig_module::SessionMethod;
 use uuid::Uuid;
 
-use crate::email::Email;
 use crate::entity::{invitation, organization, user};
 use crate::error::SessionError;
 use crate::identity::{IdentityStore, clean_name, insert_user};
 use crate::links::{self, LinkRefusal};
 use crate::members::{join, lock_organization};
 use crate::sessions::{ClientContext, Issue, IssuedTokens, Sessions};
+use twig_email::Email;
 
 type Result<T> = std::result::Result<T, SessionError>;
 
@@ -535,6 +535,13 @@ impl Sessions {
         client: &ClientContext,
     ) -> Result<InvitedSignUp> {
         self.brake_link_attempt(client).await?;
+        // An invitation to an address whose organisation enforces single
+        // sign-on is accepted by signing in there, not with a password.
+        if let Ok(row) = self.take_invitation(self.db(), token, self.now()).await? {
+            let email = Email::parse(&row.email).map_err(|r| SessionError::field("email", r))?;
+            self.require_password_allowed(&email, "sign_up_with_invitation", client)
+                .await?;
+        }
         self.policy()
             .check_new(password)
             .map_err(|e| SessionError::password("password", e))?;

@@ -20,7 +20,6 @@ mod accounts;
 mod brakes;
 mod cache;
 mod config;
-mod email;
 pub mod entity;
 mod error;
 mod grpc;
@@ -33,6 +32,7 @@ mod migration;
 mod module;
 mod remote;
 mod sessions;
+mod sso_rule;
 mod throttle;
 
 use std::sync::Arc;
@@ -41,7 +41,6 @@ use twig_auth::{Authenticator, principal::AuthFuture};
 use twig_errors::ApiError;
 
 pub use config::{BrakesConfig, PerPeriod, SessionsConfig};
-pub use email::Email;
 pub use error::SessionError;
 pub use grpc::SessionsGrpc;
 pub use identity::IdentityStore;
@@ -51,6 +50,7 @@ pub use module::{MODULE, SessionsModule};
 pub use remote::{RemoteSessionAuthenticator, RemoteSessionIssuer, RemoteUserDirectory};
 pub use sessions::{ClientContext, IssuedTokens, SessionSummary, Sessions};
 pub use twig_clock::{Clock, ManualClock, SystemClock};
+pub use twig_email::Email;
 pub use twig_module::SessionMethod;
 
 /// The fully-qualified gRPC service name.

@@ -14,8 +14,8 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use twig_crypto::{Token, TokenHash, TokenKind};
 use uuid::Uuid;
 
-use crate::email::Email;
 use crate::entity::email_link;
+use twig_email::Email;
 
 /// What a link is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

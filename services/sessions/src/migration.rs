@@ -435,7 +435,7 @@ impl MigrationTrait for AddNotifySignIn {
     }
 }
 
-/// Stored emails in today's form ([`crate::email::Email`]): addresses
+/// Stored emails in today's form ([`crate::Email`]): addresses
 /// stored before the rule took Unicode composition (NFC) into account
 /// are rewritten, so their owners still sign in. An address whose new
 /// form another account already holds is left as it is and logged (two
@@ -476,7 +476,7 @@ impl MigrationTrait for NormaliseEmailDomains {
     }
 }
 
-/// Rewrites every stored account email to [`crate::email::Email`]'s form
+/// Rewrites every stored account email to [`crate::Email`]'s form
 /// of today. An address whose new form another account holds is left as
 /// it is and logged (an operator decides which account stays); one the
 /// rule refuses is left as it is and logged.
@@ -496,7 +496,7 @@ async fn normalise_stored_emails(manager: &SchemaManager<'_>) -> Result<(), DbEr
     let mut taken: std::collections::HashSet<String> =
         rows.iter().map(|(_, email)| email.clone()).collect();
     for (id, stored) in rows {
-        let Ok(normal) = crate::email::Email::parse(&stored) else {
+        let Ok(normal) = crate::Email::parse(&stored) else {
             tracing::warn!(
                 %id,
                 "an account's stored email is not a valid address by today's rule; left as it is"

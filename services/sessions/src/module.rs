@@ -8,8 +8,8 @@ use sea_orm::{DatabaseConnection, DbErr};
 use twig_config::Owners;
 use twig_crypto::TokenKind;
 use twig_module::{
-    Context, CredentialCheck, MemberKeys, Module, ModuleError, Port, RemoteContext, SessionIssuer,
-    Throttles, Users,
+    Context, CredentialCheck, MemberKeys, Module, ModuleError, PasswordRules, Port, RemoteContext,
+    SessionIssuer, Throttles, Users,
 };
 use twig_proto::sessions::v1::session_service_server::SessionServiceServer;
 
@@ -48,7 +48,7 @@ impl Module for SessionsModule {
     }
 
     fn needs(&self) -> &'static [&'static str] {
-        &[MemberKeys::NAME, Throttles::NAME]
+        &[MemberKeys::NAME, Throttles::NAME, PasswordRules::NAME]
     }
 
     fn provides(&self) -> &'static [&'static str] {
@@ -63,6 +63,7 @@ impl Module for SessionsModule {
                 .map_err(|e| ModuleError::setup(self.name(), "cannot read [sessions]", e))?;
             let member_keys = cx.need::<MemberKeys>();
             let throttles = cx.need::<Throttles>();
+            let password_rules = cx.need::<PasswordRules>();
             let sessions = Arc::new(
                 Sessions::new(
                     cx.db().clone(),
@@ -73,7 +74,8 @@ impl Module for SessionsModule {
                     cx.mailer().clone(),
                 )
                 .with_member_keys(member_keys)
-                .with_throttles(throttles),
+                .with_throttles(throttles)
+                .with_password_rules(password_rules),
             );
             cx.workers().listen(
                 "ended sessions",

@@ -20,7 +20,6 @@ use twig_crypto::{PasswordHasher, PasswordPolicy, Token, TokenHash, TokenKind, V
 use uuid::Uuid;
 
 use crate::cache::VerifyCache;
-use crate::email::Email;
 use crate::entity::{login_failure, organization, refresh_token, session, user};
 use crate::error::SessionError;
 use crate::identity::IdentityStore;
@@ -30,12 +29,13 @@ use crate::throttle::{IpLimiter, account_delay};
 use futures::future::BoxFuture;
 use twig_clock::Clock;
 use twig_config::Secret;
+use twig_email::Email;
 use twig_errors::ApiError;
 use twig_fanout::{Fanout, Heard};
 use twig_mail::{Mail, Mailer, Template};
 use twig_module::{
-    IssuedSession, KeyDescription, MemberKeys, Needed, SessionClient, SessionIssuing,
-    SessionMethod, Throttles,
+    IssuedSession, KeyDescription, MemberKeys, Needed, PasswordRules, SessionClient,
+    SessionIssuing, SessionMethod, Throttles,
 };
 
 type Result<T> = std::result::Result<T, SessionError>;
@@ -94,6 +94,7 @@ pub struct Sessions {
     identity: Arc<IdentityStore>,
     keys: Needed<MemberKeys>,
     throttles: Needed<Throttles>,
+    password_rules: Needed<PasswordRules>,
     mailer: Mailer,
     background: Background,
 }
@@ -145,7 +146,19 @@ impl Sessions {
             clock,
             keys: Needed::ready(None),
             throttles: Needed::ready(None),
+            password_rules: Needed::ready(None),
         }
+    }
+
+    /// Single sign-on's password rule, when single sign-on runs.
+    pub fn with_password_rules(mut self, rules: Needed<PasswordRules>) -> Self {
+        self.password_rules = rules;
+        self
+    }
+
+    /// Single sign-on's password rule.
+    pub(crate) fn password_rules(&self) -> &Needed<PasswordRules> {
+        &self.password_rules
     }
 
     /// Counts public requests against the brakes with `throttles` (the
@@ -304,6 +317,8 @@ impl Sessions {
         self.policy
             .check_presented(password)
             .map_err(|e| SessionError::password("password", e))?;
+        self.require_password_allowed(&email, "login", client)
+            .await?;
 
         let failures = self.recent_failures(&email).await?;
         let delay = account_delay(

@@ -8,6 +8,7 @@
 mod entity;
 pub mod grpc;
 mod migration;
+pub mod refusals;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{

@@ -36,6 +36,7 @@ pub use ports::{
     DirectoryUser, InvalidSessionMethod, IssuedSession, OAuthProvider, ProvisionedUser,
     SessionClient, SessionIssuer, SessionIssuing, SessionMethod, UserDirectory, Users,
 };
+pub use ports::{PasswordPolicy, PasswordRules, PasswordSignIn};
 
 /// A service of the suite.
 pub trait Module: Send + Sync + 'static {

@@ -589,6 +589,42 @@ impl Port for Users {
     const NAME: &'static str = "user directory";
 }
 
+// ----- single sign-on (the sso-federation service) -------------------
+
+/// Whether an email may use a password, from single sign-on's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSignIn {
+    /// It may (no connection enforces its domain).
+    Allowed,
+    /// Its domain's connection is enforced: sign in there.
+    UseSso {
+        /// The organisation whose connection it is.
+        org_id: uuid::Uuid,
+        /// Where a browser starts that sign-in (a path on this service).
+        start_path: String,
+    },
+}
+
+/// Asked by the sessions service before a password sign-in, sign-up or
+/// reset: an email in a domain whose connection is enforced must use it.
+/// The answer depends on the email's domain only, never on whether an
+/// account exists.
+pub trait PasswordPolicy: Send + Sync {
+    /// Whether `email` may use a password.
+    fn password_sign_in<'a>(
+        &'a self,
+        email: &'a str,
+    ) -> BoxFuture<'a, Result<PasswordSignIn, ApiError>>;
+}
+
+/// The [`PasswordPolicy`] port (sso-federation).
+#[derive(Clone)]
+pub struct PasswordRules(pub Arc<dyn PasswordPolicy>);
+
+impl Port for PasswordRules {
+    const NAME: &'static str = "password rules";
+}
+
 // ----- plans (the quota service) -------------------------------------
 
 /// An organisation's plan, as the services that gate a feature on it need

@@ -15,12 +15,15 @@
 //! - [`forward`]: [`BrowserForward`], the edge's forwarding of a remote
 //!   module's browser prefix to its process.
 //! - [`mount`]: every module's browser routes as one router.
+//! - [`session`]: the browser session's refresh cookie, one definition
+//!   for every module that signs a browser in.
 
 pub mod cookie;
 pub mod csrf;
 pub mod forward;
 pub mod mount;
 pub mod prefix;
+pub mod session;
 pub mod trust;
 
 pub use cookie::{Cookie, CookieError, SameSite};

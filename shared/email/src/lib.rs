@@ -1,7 +1,8 @@
 //! Email addresses as users type them, normalised: one address, one
 //! identity. The rule every path that takes an email follows (sign-up,
-//! login, provisioning by another service through the `UserDirectory`
-//! port, and the paths still to come).
+//! login, provisioning through the `UserDirectory` port, SSO), and the
+//! rule for the domain after @ ([`EmailDomain`]: domains an organisation
+//! claims for single sign-on are compared with emails in this form).
 
 use std::fmt;
 
@@ -66,40 +67,12 @@ impl Email {
                  in a row)",
             );
         }
-        if domain.len() < 3
-            || !domain.contains('.')
-            || domain.starts_with('.')
-            || domain.ends_with('.')
-            || domain.contains("..")
-        {
-            return Err("must end in a domain such as example.com");
-        }
-        // One domain, one form: an internationalised domain written in
-        // Punycode (xn--…) is the same domain as its Unicode form, which is
-        // the one kept. Letters, digits and hyphens only: no IP address.
-        let (unicode, checked) = idna::uts46::Uts46::new().to_unicode(
-            domain.as_bytes(),
-            idna::uts46::AsciiDenyList::STD3,
-            idna::uts46::Hyphens::Check,
-        );
-        if checked.is_err() {
-            return Err(
-                "must end in a domain name such as example.com (letters, digits and hyphens; \
-                 no IP address)",
-            );
-        }
-        let email = if unicode == domain {
-            email.clone()
-        } else {
-            format!("{local}@{unicode}").nfc().collect()
-        };
+        let domain = normal_domain(domain)?;
+        let email: String = format!("{local}@{domain}").nfc().collect();
         if email.len() > Self::MAX_LEN {
             return Err("must be at most 254 characters");
         }
-        let (local, domain) = email.rsplit_once('@').unwrap_or_default();
-        if !email.is_ascii()
-            && (!local.is_single_script() || domain.split('.').any(|l| !l.is_single_script()))
-        {
+        if !local.is_ascii() && !local.is_single_script() {
             return Err(
                 "must not mix scripts within its name or a domain label (such as a Cyrillic а \
                  among Latin letters): such an address looks like another one",
@@ -117,6 +90,114 @@ impl Email {
     pub fn local_part(&self) -> &str {
         self.0.rsplit_once('@').map_or("", |(l, _)| l)
     }
+
+    /// The domain after @, in the same normalised form as
+    /// [`EmailDomain`]'s.
+    pub fn domain(&self) -> EmailDomain {
+        EmailDomain(self.0.rsplit_once('@').map_or("", |(_, d)| d).to_string())
+    }
+}
+
+/// The domain of an email address, normalised as [`Email::parse`]
+/// normalises the part after @ (lower case, Unicode form of a Punycode
+/// label, UTS 46 with STD3 rules): `Bücher.Example` and
+/// `xn--bcher-kva.example` are one domain. [`EmailDomain::parse`] is the
+/// only way to build one from text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EmailDomain(String);
+
+impl EmailDomain {
+    /// Checks and normalises `raw` (a domain, without `@`); the error says
+    /// what is wrong.
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let raw = raw.trim();
+        if raw.contains('@') {
+            return Err("must be a domain such as example.com, without @");
+        }
+        let lowered: String = raw.to_lowercase().nfc().collect();
+        if lowered.chars().any(|c| {
+            c.is_whitespace()
+                || twig_errors::fields::is_invisible(c)
+                || twig_errors::fields::is_default_ignorable(c)
+        }) {
+            return Err("must not contain spaces or invisible characters");
+        }
+        if !lowered.is_ascii() && !lowered.nfkc().eq(lowered.chars()) {
+            return Err(
+                "must not contain fullwidth letters, ligatures or other compatibility forms",
+            );
+        }
+        if lowered.len() > Email::MAX_LEN - 2 {
+            return Err("must be at most 252 characters");
+        }
+        normal_domain(&lowered).map(Self)
+    }
+
+    /// The normalised text (Unicode form).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The ASCII (Punycode) form, as DNS is asked.
+    pub fn to_ascii(&self) -> String {
+        idna::domain_to_ascii(&self.0).unwrap_or_else(|_| self.0.clone())
+    }
+}
+
+impl fmt::Display for EmailDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The rule for a domain after @ (already lower-cased, NFC, free of
+/// invisible characters and compatibility forms): at least two labels,
+/// letters, digits and hyphens under UTS 46 with STD3 rules (no IP
+/// address), kept in its Unicode form (a Punycode label decoded), one
+/// script per label.
+fn normal_domain(domain: &str) -> Result<String, &'static str> {
+    if domain.len() < 3
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+        || domain.contains("..")
+    {
+        return Err("must end in a domain such as example.com");
+    }
+    // One domain, one form: an internationalised domain written in
+    // Punycode (xn--…) is the same domain as its Unicode form, which is
+    // the one kept. Letters, digits and hyphens only: no IP address.
+    let (unicode, checked) = idna::uts46::Uts46::new().to_unicode(
+        domain.as_bytes(),
+        idna::uts46::AsciiDenyList::STD3,
+        idna::uts46::Hyphens::Check,
+    );
+    if checked.is_err() {
+        return Err(
+            "must end in a domain name such as example.com (letters, digits and hyphens; \
+             no IP address)",
+        );
+    }
+    // A top-level label is never all digits (RFC 3696 §2): what ends
+    // in one is an IPv4 address, not a domain.
+    if unicode
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(
+            "must end in a domain name such as example.com (letters, digits and hyphens; \
+             no IP address)",
+        );
+    }
+    let unicode: String = unicode.nfc().collect();
+    if !unicode.is_ascii() && unicode.split('.').any(|l| !l.is_single_script()) {
+        return Err(
+            "must not mix scripts within its name or a domain label (such as a Cyrillic а \
+             among Latin letters): such an address looks like another one",
+        );
+    }
+    Ok(unicode)
 }
 
 /// The name before @ as RFC 5322's dot-atom, with letters and marks of
@@ -145,6 +226,36 @@ impl fmt::Display for Email {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_domain_has_the_form_of_the_part_after_at() {
+        let domain = EmailDomain::parse(" B\u{fc}cher.Example ").unwrap();
+        assert_eq!(domain.as_str(), "b\u{fc}cher.example");
+        assert_eq!(EmailDomain::parse("XN--BCHER-KVA.example").unwrap(), domain);
+        assert_eq!(domain.to_ascii(), "xn--bcher-kva.example");
+        assert_eq!(
+            Email::parse("u1@xn--bcher-kva.example").unwrap().domain(),
+            domain
+        );
+        for bad in [
+            "",
+            "example",
+            "a@example.com",
+            "127.0.0.1",
+            "[::1]",
+            "exa_mple.com",
+            "-example.com",
+            "ex\u{430}mple.com",
+            "ex\u{200b}ample.com",
+            "ex\u{ff41}mple.com",
+            ".example.com",
+            "example..com",
+            "example.com.",
+        ] {
+            assert!(EmailDomain::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(EmailDomain::parse(&format!("{}.com", "a.".repeat(130))).is_err());
+    }
 
     #[test]
     fn normalises_case_and_spaces() {
@@ -231,6 +342,8 @@ mod tests {
             "a..da@example.com",
             "a,da@example.com",
             "ada@[127.0.0.1]",
+            "ada@127.0.0.1",
+            "ada@example.123",
             "ada@exa_mple.com",
             "ada@-example.com",
             "ada@xn--zz.example",

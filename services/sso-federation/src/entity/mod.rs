@@ -1,0 +1,4 @@
+//! The tables of single sign-on.
+
+pub mod connection;
+pub mod domain;
