@@ -40,6 +40,7 @@ mod binary;
 mod brakes;
 mod browser;
 mod browser_routes;
+mod browser_sessions;
 mod buf_curl;
 mod concurrent_writes;
 mod connections;

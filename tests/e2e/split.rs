@@ -599,7 +599,7 @@ async fn a_process_missing_a_service_address_says_so_at_start() {
         )
     };
     let alone = logs_of(&[]).await;
-    for port in ["member keys", "throttles"] {
+    for port in ["member keys", "throttles", "password rules"] {
         assert!(
             alone
                 .lines()
@@ -612,6 +612,7 @@ async fn a_process_missing_a_service_address_says_so_at_start() {
     let with = logs_of(&[
         ("TWIG__REMOTE__API_KEYS", &format!("http://{unused}")),
         ("TWIG__REMOTE__QUOTA", &format!("http://{unused}")),
+        ("TWIG__REMOTE__SSO_FEDERATION", &format!("http://{unused}")),
     ])
     .await;
     assert!(!with.contains(MISSING), "{with}");

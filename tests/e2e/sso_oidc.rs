@@ -211,20 +211,24 @@ pub fn refresh_token_of(hop: &Hop) -> String {
         .to_string()
 }
 
-/// The session behind a refresh token: who, in which organisation.
-pub async fn whoami(app: &TestApp, refresh: &str) -> spb::GetCurrentUserResponse {
-    let tokens = app
+/// The session a browser holds, as its page finds it: `POST
+/// /auth/refresh` with the session cookie (same origin, CSRF header),
+/// then the access token used.
+pub async fn whoami(s: &Setup, browser: &CurlBrowser) -> spb::GetCurrentUserResponse {
+    let refreshed = browser
+        .request(
+            "POST",
+            &format!("{}/auth/refresh", s.origin),
+            &[("Origin", s.origin.as_str()), ("x-twig-csrf", "1")],
+            None,
+        )
+        .await;
+    assert_eq!(refreshed.status, 200, "{refreshed:#?}");
+    let answer: serde_json::Value = serde_json::from_str(&refreshed.body).unwrap();
+    let token = answer["access_token"].as_str().unwrap();
+    s.app
         .sessions()
-        .refresh(spb::RefreshRequest {
-            refresh_token: refresh.into(),
-        })
-        .await
-        .expect("the session works")
-        .into_inner()
-        .tokens
-        .unwrap();
-    app.sessions()
-        .get_current_user(bearer(&tokens.access_token, spb::GetCurrentUserRequest {}))
+        .get_current_user(bearer(token, spb::GetCurrentUserRequest {}))
         .await
         .unwrap()
         .into_inner()
@@ -340,7 +344,8 @@ async fn an_organisation_pilots_then_enforces_sign_in(backend: Backend) {
     ] {
         assert!(to_idp.contains(part), "{part} in {to_idp}");
     }
-    let me = whoami(&s.app, &refresh_token_of(last)).await;
+    refresh_token_of(last);
+    let me = whoami(&s, &browser).await;
     assert_eq!(me.user.as_ref().unwrap().email, alice);
     assert_eq!(me.organization_id, org);
     let membership = me
@@ -448,8 +453,10 @@ async fn an_organisation_pilots_then_enforces_sign_in(backend: Backend) {
     let found = discover(bob.clone()).await;
     assert_eq!(found.method, pb::SignInMethod::Sso as i32);
     assert!(!found.password_allowed);
-    let hops = sign_in(&s, &CurlBrowser::new(), &found.start_path).await;
-    let me = whoami(&s.app, &refresh_token_of(hops.last().unwrap())).await;
+    let bob_browser = CurlBrowser::new();
+    let hops = sign_in(&s, &bob_browser, &found.start_path).await;
+    refresh_token_of(hops.last().unwrap());
+    let me = whoami(&s, &bob_browser).await;
     assert_eq!(me.user.as_ref().unwrap().email, bob);
     assert_eq!(me.organization_id, org);
     assert_eq!(

@@ -230,7 +230,13 @@ export class SessionKeeper {
   }
 
   private async doRefresh(epoch: number): Promise<SessionInfo> {
-    const res = await this.post("refresh");
+    let res = await this.post("refresh");
+    // 409: another tab of this browser traded the same cookie a moment
+    // ago; its answer has set the newer one, so one retry succeeds.
+    for (let retries = 0; res.status === 409 && retries < 2; retries++) {
+      await delay(RACE_RETRY_MS * (retries + 1));
+      res = await this.post("refresh");
+    }
     if (res.status === 401) {
       const err = await errorFrom("refresh", res);
       if (epoch === this.epoch) this.signOut();
@@ -331,6 +337,13 @@ async function errorFrom(route: AuthRoute, res: Response): Promise<AuthRequestEr
   }
   if (!message) message = `${route}: HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`;
   return new AuthRequestError(route, res.status, message, code ?? codeFromStatus(res.status));
+}
+
+/** How long to wait before retrying a refresh that lost a race (409). */
+const RACE_RETRY_MS = 150;
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function codeFromStatus(status: number): Code {

@@ -46,6 +46,8 @@ export class FakeTwig {
   logoutStatus = 204;
   /** Status /auth/refresh answers instead of doing its work (e.g. 503), when set. */
   refreshFailure: number | undefined;
+  /** How many next /auth/refresh calls lose a race with another tab (409). */
+  refreshRaces = 0;
   rpcMode: RpcMode = "normal";
 
   private seq = 0;
@@ -174,6 +176,10 @@ export class FakeTwig {
       case "/auth/refresh": {
         this.counts.refresh++;
         if (this.refreshDelayMs > 0) await new Promise((r) => setTimeout(r, this.refreshDelayMs));
+        if (this.refreshRaces > 0) {
+          this.refreshRaces--;
+          return json(res, 409, { code: "refresh_race", message: "another tab refreshed; retry" });
+        }
         if (this.refreshFailure !== undefined) {
           return json(res, this.refreshFailure, { code: "unavailable", message: "store unreachable" });
         }

@@ -251,6 +251,19 @@ describe("refresh", () => {
     assert.equal(h.server.counts.refresh, 2);
   });
 
+  test("a refresh that lost a race with another tab (409) is retried, and the session kept", async () => {
+    const h = await harness();
+    await h.client.keeper.login(EMAIL, PASSWORD);
+    h.server.refreshRaces = 1;
+    await h.client.keeper.refresh();
+    assert.equal(h.client.keeper.status, "signed-in");
+    assert.equal(h.server.counts.refresh, 2);
+    h.server.refreshRaces = 5;
+    await assert.rejects(h.client.keeper.refresh());
+    assert.equal(h.server.counts.refresh, 5, "two retries at most");
+    assert.equal(h.client.keeper.status, "signed-in", "a lost race is never a sign-out");
+  });
+
   test("(d) refresh answering 401 signs out; the caller gets Unauthenticated; no retry loop", async () => {
     const h = await harness();
     await h.client.keeper.login(EMAIL, PASSWORD);

@@ -18,6 +18,7 @@
 
 mod accounts;
 mod brakes;
+pub mod browser;
 mod cache;
 mod config;
 pub mod entity;

@@ -47,6 +47,10 @@ impl Module for SessionsModule {
         Box::pin(twig_db::migrate::<Migrator>(db))
     }
 
+    fn browser_prefix(&self) -> Option<&'static str> {
+        Some(crate::browser::PREFIX)
+    }
+
     fn needs(&self) -> &'static [&'static str] {
         &[MemberKeys::NAME, Throttles::NAME, PasswordRules::NAME]
     }
@@ -101,6 +105,11 @@ impl Module for SessionsModule {
                         }
                     }
                 });
+            let csrf = twig_web::Csrf::from_config(cx.config());
+            cx.browser_routes(
+                crate::browser::PREFIX,
+                crate::browser::router(sessions.clone(), &csrf),
+            );
             let max_message = cx.max_message_bytes();
             cx.serve(
                 SessionServiceServer::new(crate::grpc::SessionsGrpc::new(sessions.clone()))

@@ -826,6 +826,58 @@ impl Sessions {
         Ok(())
     }
 
+    /// Ends the session a browser's refresh token belongs to (whether or
+    /// not that token was already traded: an older token of the session
+    /// still names it). An unknown token ends nothing.
+    pub async fn logout_with_refresh(
+        &self,
+        refresh_token: &str,
+        client: &ClientContext,
+    ) -> Result<()> {
+        if Token::check_format(TokenKind::SessionRefresh, refresh_token).is_err() {
+            return Ok(());
+        }
+        let hash = TokenHash::of(refresh_token).as_bytes().to_vec();
+        let Some(token) = refresh_token::Entity::find_by_id(hash)
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(());
+        };
+        let Some(sess) = session::Entity::find_by_id(token.session_id)
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(());
+        };
+        if sess.revoked_at.is_some() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let txn = twig_db::begin_write(&self.db).await?;
+        revoke_sessions(&txn, session::Column::Id.eq(sess.id), "logout", now).await?;
+        AuditEvent::new("session.logout", Outcome::Success)
+            .org(sess.org_id)
+            .actor(format!("user:{}", sess.user_id))
+            .target(format!("session:{}", sess.id))
+            .ip(client.ip_string())
+            .details(serde_json::json!({"by": "browser"}))
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        self.ended_session(sess.id).await;
+        Ok(())
+    }
+
+    /// The user and organisation of session `id`.
+    pub async fn owner_of(&self, id: Uuid) -> Result<(Uuid, Uuid)> {
+        let sess = session::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or(SessionError::InvalidToken)?;
+        Ok((sess.user_id, sess.org_id))
+    }
+
     /// Ends every session of the caller.
     pub async fn logout_everywhere(
         &self,
