@@ -30,12 +30,17 @@ pub fn return_url(origin: &str) -> String {
     format!("{origin}/app/")
 }
 
-pub async fn setup(backend: Backend) -> Setup {
+/// With `extra`, a module of the test's own runs too.
+pub async fn setup(backend: Backend, extra: Option<&'static dyn twig_module::Module>) -> Setup {
     let dns = DnsPeer::start().await;
     let idp = OidcPeer::start(&[("acme", "/acme"), ("other", "/other")]).await;
     let server = dns.addr();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let app = TestApp::builder(backend)
+    let mut builder = TestApp::builder(backend);
+    if let Some(module) = extra {
+        builder = builder.with_module(module);
+    }
+    let app = builder
         .weak_hashing()
         .config_at_origin(move |c, origin| {
             c.server.public_origins = vec![origin.to_string()];
@@ -244,7 +249,7 @@ async fn sso_events(app: &TestApp) -> Vec<(String, serde_json::Value)> {
 }
 
 async fn an_organisation_pilots_then_enforces_sign_in(backend: Backend) {
-    let mut s = setup(backend).await;
+    let mut s = setup(backend, None).await;
     let (token, org) = owner(&s.app).await;
     let domain = proved_domain(&mut s, &token, "acme").await;
     let alice = format!("alice@{domain}");
@@ -485,7 +490,7 @@ async fn an_organisation_pilots_then_enforces_sign_in(backend: Backend) {
 }
 
 async fn a_provider_cannot_sign_anyone_into_an_unproved_domain(backend: Backend) {
-    let mut s = setup(backend).await;
+    let mut s = setup(backend, None).await;
     let (token, org) = owner(&s.app).await;
     let domain = proved_domain(&mut s, &token, "acme").await;
     // Another organisation proves a domain of its own.

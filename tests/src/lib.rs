@@ -57,9 +57,17 @@ pub struct TestAppBuilder {
     maildev: Option<Maildev>,
     default_outbox: bool,
     at_origin: Option<AtOrigin>,
+    extra_modules: Vec<&'static dyn twig_module::Module>,
 }
 
 impl TestAppBuilder {
+    /// Runs `module` too, beside the binary's (a test's own browser
+    /// routes, say).
+    pub fn with_module(mut self, module: &'static dyn twig_module::Module) -> Self {
+        self.extra_modules.push(module);
+        self
+    }
+
     /// Changes the configuration before start with the server's own
     /// origin (`http://127.0.0.1:<port>`), known before it starts: for
     /// settings that name it (public origins, redirect URIs).
@@ -186,7 +194,9 @@ impl TestAppBuilder {
             clock: clock.clone(),
             hasher,
         };
-        let suite = twig_identity::build(&config, db.clone(), twig_identity::MODULES, deps)
+        let mut modules = twig_identity::MODULES.to_vec();
+        modules.extend(self.extra_modules.iter().copied());
+        let suite = twig_identity::build_known(&config, db.clone(), &modules, &modules, deps)
             .await
             .expect("build the suite");
         let mailer = suite.handle().expect("every suite has a mailer");
@@ -341,6 +351,7 @@ impl TestApp {
             maildev: None,
             default_outbox: false,
             at_origin: None,
+            extra_modules: Vec::new(),
         }
     }
 

@@ -14,6 +14,11 @@ export { createTwigClient, type TwigClient, type TwigClientOptions, type TwigSer
 
 export { services } from "./gen/services.js";
 
+// Connect's error type and codes, from the one copy the clients use, so
+// `instanceof ConnectError` and `err.code === Code.Unauthenticated` hold in
+// the application too.
+export { Code, ConnectError } from "@connectrpc/connect";
+
 // The generated messages, enums and service descriptors, one namespace per
 // proto package: sessionsV1, apikeysV1, authV1 (principal), auditV1,
 // quotaV1, vaultV1, ssoV1, edgeV1 — whatever proto/ holds (written by
