@@ -74,6 +74,7 @@ mod split;
 mod sso_browser;
 mod sso_domains;
 mod sso_oidc;
+mod sso_social;
 mod telemetry;
 mod vault;
 mod vault_logs;

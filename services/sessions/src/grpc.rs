@@ -724,4 +724,33 @@ impl pb::session_service_server::SessionService for SessionsGrpc {
             joined,
         }))
     }
+
+    async fn create_federated_account(
+        &self,
+        request: Request<pb::CreateFederatedAccountRequest>,
+    ) -> Result<Response<pb::CreateFederatedAccountResponse>, Status> {
+        require_internal(&request)?;
+        let r = request.into_inner();
+        let (user, org) = self
+            .identity
+            .create_federated_account(&r.email, &r.display_name, "federated")
+            .await?;
+        Ok(Response::new(pb::CreateFederatedAccountResponse {
+            user: Some(user_to_pb(&user)),
+            organization: Some(org_to_pb(&org)),
+        }))
+    }
+
+    async fn get_sign_in_facts(
+        &self,
+        request: Request<pb::GetSignInFactsRequest>,
+    ) -> Result<Response<pb::GetSignInFactsResponse>, Status> {
+        require_internal(&request)?;
+        let user = parse_id("user_id", &request.get_ref().user_id)?;
+        let facts = self.identity.sign_in_facts(user).await?;
+        Ok(Response::new(pb::GetSignInFactsResponse {
+            has_password: facts.has_password,
+            home_organization_id: facts.home_org.map(|o| o.to_string()).unwrap_or_default(),
+        }))
+    }
 }

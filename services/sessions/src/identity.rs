@@ -305,6 +305,68 @@ impl IdentityStore {
         Ok(())
     }
 
+    // ----- federated accounts --------------------------------------------
+
+    /// An account for `email` (seen verified by the caller's provider),
+    /// without a password, owning a new organisation; audited as
+    /// `user.signed_up` with the method.
+    pub async fn create_federated_account(
+        &self,
+        email: &str,
+        display_name: &str,
+        method: &str,
+    ) -> Result<(user::Model, organization::Model)> {
+        let email = parse_email(email)?;
+        let display_name =
+            clean_name("display_name", display_name, email.local_part().to_string())?;
+        let org_name = format!("{display_name}'s organisation")
+            .chars()
+            .take(MAX_NAME_CHARS)
+            .collect::<String>();
+        let now = self.clock.now();
+        let txn = twig_db::begin_write(&self.db).await?;
+        if self.user_by_email_in(&txn, &email).await?.is_some() {
+            return Err(SessionError::EmailTaken);
+        }
+        let (user, org) = self
+            .create_user_with_org(&txn, &email, &display_name, NO_PASSWORD, &org_name, now)
+            .await
+            .map_err(|e| {
+                if twig_db::is_unique_violation(&e) {
+                    SessionError::EmailTaken
+                } else {
+                    e.into()
+                }
+            })?;
+        AuditEvent::new("user.signed_up", Outcome::Success)
+            .org(org.id)
+            .actor(format!("user:{}", user.id))
+            .target(format!("user:{}", user.id))
+            .details(serde_json::json!({"method": method}))
+            .record_at(&txn, now)
+            .await?;
+        txn.commit().await?;
+        Ok((user, org))
+    }
+
+    /// Whether `user_id` has a password, and their oldest active
+    /// membership's organisation.
+    pub async fn sign_in_facts(&self, user_id: Uuid) -> Result<twig_module::SignInFacts> {
+        let user = self
+            .user(user_id)
+            .await?
+            .ok_or(SessionError::NotFound("user"))?;
+        let home = self
+            .memberships_of(user_id)
+            .await?
+            .first()
+            .map(|m| m.org_id);
+        Ok(twig_module::SignInFacts {
+            has_password: password_hash(&user).is_some(),
+            home_org: home,
+        })
+    }
+
     // ----- provisioning ----------------------------------------------------
 
     /// Makes the user with `email` a member of `org_id` with `role`,
@@ -604,5 +666,25 @@ impl UserDirectory for IdentityStore {
                 joined,
             })
         })
+    }
+
+    fn create_federated_account<'a>(
+        &'a self,
+        email: &'a str,
+        display_name: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<(DirectoryUser, Uuid), ApiError>> {
+        Box::pin(async move {
+            let (user, org) = self
+                .create_federated_account(email, display_name, "federated")
+                .await?;
+            Ok((directory_user(&user), org.id))
+        })
+    }
+
+    fn sign_in_facts<'a>(
+        &'a self,
+        user_id: Uuid,
+    ) -> BoxFuture<'a, std::result::Result<twig_module::SignInFacts, ApiError>> {
+        Box::pin(async move { Ok(self.sign_in_facts(user_id).await?) })
     }
 }

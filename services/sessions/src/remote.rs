@@ -122,6 +122,36 @@ impl SessionIssuing for RemoteSessionIssuer {
             issued_of(tokens).ok_or_else(unreadable)
         })
     }
+
+    /// The public `Login`, called on the person's behalf. (Per-address
+    /// brakes see this process's address, not the person's.)
+    fn sign_in_with_password<'a>(
+        &'a self,
+        email: &'a str,
+        password: &'a str,
+        _client: &'a SessionClient,
+    ) -> BoxFuture<'a, Result<(Uuid, Uuid, IssuedSession), ApiError>> {
+        Box::pin(async move {
+            let answer = self
+                .client
+                .clone()
+                .login(pb::LoginRequest {
+                    email: email.to_string(),
+                    password: password.to_string(),
+                    organization_id: String::new(),
+                })
+                .await
+                .map_err(|status| ApiError::from_remote("sessions", &status))?
+                .into_inner();
+            let user = answer
+                .user
+                .and_then(|u| Uuid::parse_str(&u.id).ok())
+                .ok_or_else(unreadable)?;
+            let org = Uuid::parse_str(&answer.organization_id).map_err(|_| unreadable())?;
+            let session = answer.tokens.and_then(issued_of).ok_or_else(unreadable)?;
+            Ok((user, org, session))
+        })
+    }
 }
 
 fn issued_of(t: pb::SessionTokens) -> Option<IssuedSession> {
@@ -225,6 +255,63 @@ impl UserDirectory for RemoteUserDirectory {
                 role,
                 created_user: answer.created_user,
                 joined: answer.joined,
+            })
+        })
+    }
+
+    fn create_federated_account<'a>(
+        &'a self,
+        email: &'a str,
+        display_name: &'a str,
+    ) -> BoxFuture<'a, Result<(DirectoryUser, Uuid), ApiError>> {
+        Box::pin(async move {
+            let request = self.credential.request(pb::CreateFederatedAccountRequest {
+                email: email.to_string(),
+                display_name: display_name.to_string(),
+            });
+            let answer = self
+                .client
+                .clone()
+                .create_federated_account(request)
+                .await
+                .map_err(|status| ApiError::from_remote("sessions", &status))?
+                .into_inner();
+            let user = answer
+                .user
+                .as_ref()
+                .and_then(user_of)
+                .ok_or_else(unreadable)?;
+            let org = answer
+                .organization
+                .and_then(|o| Uuid::parse_str(&o.id).ok())
+                .ok_or_else(unreadable)?;
+            Ok((user, org))
+        })
+    }
+
+    fn sign_in_facts<'a>(
+        &'a self,
+        user_id: Uuid,
+    ) -> BoxFuture<'a, Result<twig_module::SignInFacts, ApiError>> {
+        Box::pin(async move {
+            let request = self.credential.request(pb::GetSignInFactsRequest {
+                user_id: user_id.to_string(),
+            });
+            let answer = self
+                .client
+                .clone()
+                .get_sign_in_facts(request)
+                .await
+                .map_err(|status| ApiError::from_remote("sessions", &status))?
+                .into_inner();
+            let home_org = if answer.home_organization_id.is_empty() {
+                None
+            } else {
+                Some(Uuid::parse_str(&answer.home_organization_id).map_err(|_| unreadable())?)
+            };
+            Ok(twig_module::SignInFacts {
+                has_password: answer.has_password,
+                home_org,
             })
         })
     }

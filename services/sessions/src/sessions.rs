@@ -1172,6 +1172,18 @@ impl SessionIssuing for Sessions {
             Ok(issued_session(&tokens))
         })
     }
+
+    fn sign_in_with_password<'a>(
+        &'a self,
+        email: &'a str,
+        password: &'a str,
+        client: &'a SessionClient,
+    ) -> BoxFuture<'a, std::result::Result<(Uuid, Uuid, IssuedSession), ApiError>> {
+        Box::pin(async move {
+            let (user, org, tokens) = self.login(email, password, None, &client.into()).await?;
+            Ok((user.id, org, issued_session(&tokens)))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ use twig_module::{
     Needed, SealContext, Sealer, SessionClient, SessionIssuer, SessionMethod, Users,
 };
 use twig_redis::SeenOnce;
-use twig_web::{ClientInfo, Cookie, SameSite};
+use twig_web::{ClientInfo, Cookie, Csrf, SameSite};
 use uuid::Uuid;
 
 use crate::connection::{Protocol, Stage};
@@ -46,6 +46,7 @@ use crate::connections::{Connection, Connections};
 use crate::oidc::{OidcProviders, authorization_url};
 use crate::return_to::ReturnUrls;
 use crate::signin;
+use crate::social::{Identities, SocialProvider, SocialProviders, verified_email};
 
 /// The module's browser prefix.
 pub const PREFIX: &str = "/sso/";
@@ -74,10 +75,29 @@ pub fn start_path(connection: Uuid, email: Option<&Email>) -> String {
     }
 }
 
+/// What a sign-in is through: an organisation's connection, or a social
+/// provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Target {
+    Connection { id: Uuid },
+    Social { provider: String },
+}
+
+impl Target {
+    /// The record the vault binds the pending cookie to.
+    fn record(&self) -> String {
+        match self {
+            Self::Connection { id } => format!("connection-{}", id.simple()),
+            Self::Social { provider } => format!("social-{provider}"),
+        }
+    }
+}
+
 /// What the callback needs, sealed into the pending cookie.
 #[derive(Debug, Serialize, Deserialize)]
 struct Pending {
-    connection: Uuid,
+    target: Target,
     state: String,
     nonce: String,
     verifier: String,
@@ -85,6 +105,30 @@ struct Pending {
     /// Unix seconds.
     expires: i64,
 }
+
+/// A social identity waiting for its account's password, sealed into
+/// the link cookie.
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingLink {
+    user_id: Uuid,
+    provider: String,
+    subject: String,
+    email: String,
+    return_to: String,
+    /// Unix seconds.
+    expires: i64,
+}
+
+/// The cookie of a social identity waiting to be linked: `Strict`, read
+/// only by the same-site page's `POST /sso/social/link`.
+fn link_cookie() -> Cookie {
+    Cookie::scoped("twig_sso_link", PREFIX)
+        .expect("a valid cookie")
+        .same_site(SameSite::Strict)
+}
+
+/// What the vault binds a pending link to.
+const LINK_PURPOSE: &str = "sso-pending-link";
 
 /// Who a pre-authentication refusal is counted under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -130,12 +174,19 @@ pub struct SignIns {
     pub sign_in_timeout: Duration,
     /// Refusals before authentication, counted.
     early: Refusals<Early>,
+    /// "Sign in with …" providers.
+    pub socials: SocialProviders,
+    /// Linked social identities.
+    pub identities: Arc<Identities>,
+    /// The CSRF check of the link route.
+    pub csrf: Csrf,
 }
 
 /// What the start route takes.
 #[derive(Debug, Deserialize)]
 pub struct StartQuery {
     connection: Option<String>,
+    provider: Option<String>,
     email: Option<String>,
     login_hint: Option<String>,
     return_to: Option<String>,
@@ -209,8 +260,14 @@ impl SignIns {
         return_urls: ReturnUrls,
         sign_in_timeout: Duration,
         refusal_period: Duration,
+        socials: SocialProviders,
+        identities: Arc<Identities>,
+        csrf: Csrf,
     ) -> Self {
         Self {
+            socials,
+            identities,
+            csrf,
             connections,
             providers,
             sealer,
@@ -228,9 +285,13 @@ impl SignIns {
 
     /// The routes, to be mounted under [`PREFIX`].
     pub fn router(self: Arc<Self>) -> axum::Router {
+        let link = axum::Router::new()
+            .route("/social/link", axum::routing::post(link))
+            .route_layer(self.csrf.layer());
         axum::Router::new()
             .route("/start", axum::routing::get(start))
             .route("/oidc/callback", axum::routing::get(callback))
+            .merge(link)
             .with_state(self)
     }
 
@@ -322,148 +383,173 @@ impl SignIns {
             .map(Email::parse)
             .transpose()
             .map_err(|why| Refused::new(StatusCode::BAD_REQUEST, format!("the email {why}")))?;
-        let connection = match (&query.connection, &query.email) {
-            (Some(id), _) => {
-                let id = Uuid::parse_str(id).map_err(|_| {
-                    Refused::new(StatusCode::BAD_REQUEST, "connection must be a UUID")
-                })?;
-                self.connections
-                    .find(id)
-                    .await
-                    .map_err(|e| Refused::new(api_status(&e), e.message().to_string()))?
-            }
-            (None, Some(_)) => {
-                let email = hint.as_ref().ok_or_else(|| {
-                    Refused::new(StatusCode::BAD_REQUEST, "email or connection is required")
-                })?;
-                self.connections
-                    .serving(&email.domain())
-                    .await
-                    .map_err(|e| Refused::new(api_status(&e), e.message().to_string()))?
-            }
-            (None, None) => {
-                return Err(Refused::new(
-                    StatusCode::BAD_REQUEST,
-                    "email or connection is required",
-                ));
-            }
-        };
-        let connection = connection
-            .filter(|c| c.stage != Stage::Off)
-            .ok_or_else(|| {
-                Refused::new(
-                    StatusCode::NOT_FOUND,
-                    "no single sign-on connection is available for this sign-in",
-                )
-            })?;
         let return_to = self
             .return_urls
             .check(query.return_to.as_deref().unwrap_or_default())
             .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-        let Protocol::Oidc(oidc) = &connection.protocol;
-        let issuer = oidc.issuer(self.connections.presets());
+        let (target, org, issuer, client_id, scopes) = match &query.provider {
+            Some(name) => {
+                let provider = self.socials.get(name).ok_or_else(|| {
+                    Refused::new(StatusCode::NOT_FOUND, "no such sign-in provider")
+                })?;
+                (
+                    Target::Social {
+                        provider: provider.name.clone(),
+                    },
+                    Uuid::nil(),
+                    provider.issuer.clone(),
+                    provider.client_id.clone(),
+                    provider.scopes.clone(),
+                )
+            }
+            None => {
+                let connection = self.connection_for(&query, hint.as_ref()).await?;
+                let Protocol::Oidc(oidc) = &connection.protocol;
+                let mut scopes = vec!["email".to_string(), "profile".to_string()];
+                scopes.extend(oidc.extra_scopes.iter().cloned());
+                (
+                    Target::Connection { id: connection.id },
+                    connection.org_id,
+                    oidc.issuer(self.connections.presets()),
+                    oidc.client_id.clone(),
+                    scopes,
+                )
+            }
+        };
         let provider = self.providers.provider(&issuer).await.map_err(|e| {
-            tracing::warn!(connection = %connection.id, error = %e, "identity provider unusable");
+            tracing::warn!(issuer = issuer.as_str(), error = %e, "identity provider unusable");
             Refused::new(StatusCode::BAD_GATEWAY, e.to_string())
         })?;
-        let mut scopes = vec!["email".to_string(), "profile".to_string()];
-        scopes.extend(oidc.extra_scopes.iter().cloned());
         let authorization = authorization_url(
             &provider,
-            &oidc.client_id,
+            &client_id,
             &redirect_uri,
             &scopes,
             hint.as_ref().map(Email::as_str),
         )
         .map_err(|e| Refused::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
         let pending = Pending {
-            connection: connection.id,
+            target,
             state: authorization.state,
             nonce: authorization.nonce,
             verifier: authorization.verifier,
             return_to: return_to.to_string(),
-            expires: (self.clock.now()
-                + chrono::Duration::from_std(self.sign_in_timeout).unwrap_or_default())
-            .timestamp(),
+            expires: self.expiry(),
         };
+        let cookie = self
+            .seal_cookie(
+                &pending_cookie(),
+                PENDING_PURPOSE,
+                org,
+                &pending.target.record(),
+                &pending,
+            )
+            .await?;
+        Ok((authorization.url, cookie))
+    }
+
+    /// The connection a start names, by id or by the email's domain; not
+    /// off.
+    async fn connection_for(
+        &self,
+        query: &StartQuery,
+        hint: Option<&Email>,
+    ) -> Result<Connection, Refused> {
+        let found = match (&query.connection, hint) {
+            (Some(id), _) => {
+                let id = Uuid::parse_str(id).map_err(|_| {
+                    Refused::new(StatusCode::BAD_REQUEST, "connection must be a UUID")
+                })?;
+                self.connections.find(id).await
+            }
+            (None, Some(email)) if query.email.is_some() => {
+                self.connections.serving(&email.domain()).await
+            }
+            _ => {
+                return Err(Refused::new(
+                    StatusCode::BAD_REQUEST,
+                    "email, connection or provider is required",
+                ));
+            }
+        }
+        .map_err(|e| Refused::new(api_status(&e), e.message().to_string()))?;
+        found.filter(|c| c.stage != Stage::Off).ok_or_else(|| {
+            Refused::new(
+                StatusCode::NOT_FOUND,
+                "no single sign-on connection is available for this sign-in",
+            )
+        })
+    }
+
+    fn expiry(&self) -> i64 {
+        (self.clock.now() + chrono::Duration::from_std(self.sign_in_timeout).unwrap_or_default())
+            .timestamp()
+    }
+
+    /// `value` sealed by the vault for (`org`, `purpose`, `record`), as
+    /// `cookie`'s `Set-Cookie`: `<org>.<record>.<sealed>`.
+    async fn seal_cookie(
+        &self,
+        cookie: &Cookie,
+        purpose: &str,
+        org: Uuid,
+        record: &str,
+        value: &impl Serialize,
+    ) -> Result<HeaderValue, Refused> {
         let Sealer(sealer) = self.sealer()?;
         let sealed = sealer
             .seal(
-                &pending_context(connection.org_id, connection.id),
-                &serde_json::to_vec(&pending).expect("pending sign-in serialises"),
+                &seal_context(org, purpose, record),
+                &serde_json::to_vec(value).expect("a sign-in's state serialises"),
             )
             .await
             .map_err(|e| Refused::new(api_status(&e), e.message().to_string()))?;
         let value = format!(
-            "{}.{}.{}",
-            connection.org_id.simple(),
-            connection.id.simple(),
+            "{}.{record}.{}",
+            org.simple(),
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
         );
-        let cookie = pending_cookie()
+        cookie
             .set(&value, self.sign_in_timeout)
-            .map_err(|e| Refused::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        Ok((authorization.url, cookie))
+            .map_err(|e| Refused::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     }
 
-    /// The pending sign-in this browser's cookie holds, unsealed; the
-    /// connection it names.
-    async fn pending(&self, headers: &HeaderMap) -> Result<(Connection, Pending), Refused> {
-        let bad = |reason: &'static str, message: &str| {
-            self.refuse_early(
-                None,
-                reason,
-                "",
-                Refused::new(StatusCode::BAD_REQUEST, message),
-            )
+    /// What `cookie` holds, unsealed: its organisation, record and value;
+    /// `None` when absent or unreadable (tampered, another purpose's).
+    async fn open_cookie<T: serde::de::DeserializeOwned>(
+        &self,
+        cookie: &Cookie,
+        purpose: &str,
+        headers: &HeaderMap,
+    ) -> Result<Option<(Uuid, String, T)>, Refused> {
+        let Ok(Some(value)) = cookie.read(headers) else {
+            return Ok(None);
         };
-        let value = pending_cookie()
-            .read(headers)
-            .map_err(|_| bad("bad_cookie", "the sign-in cookie is not readable"))?
-            .ok_or_else(|| {
-                bad(
-                    "no_pending_sign_in",
-                    "no sign-in was started in this browser (or it took too long); start again",
-                )
-            })?;
         let mut parts = value.splitn(3, '.');
-        let (Some(org), Some(id), Some(sealed)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("bad_cookie", "the sign-in cookie is not readable"));
+        let (Some(org), Some(record), Some(sealed)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Ok(None);
         };
-        let (Ok(org), Ok(id)) = (Uuid::parse_str(org), Uuid::parse_str(id)) else {
-            return Err(bad("bad_cookie", "the sign-in cookie is not readable"));
+        let Ok(org) = Uuid::parse_str(org) else {
+            return Ok(None);
         };
-        let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        let Some(sealed) = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(sealed)
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| bad("bad_cookie", "the sign-in cookie is not readable"))?;
+        else {
+            return Ok(None);
+        };
         let Sealer(sealer) = self.sealer()?;
-        let opened = sealer
-            .unseal(&pending_context(org, id), &sealed)
+        let Ok(opened) = sealer
+            .unseal(&seal_context(org, purpose, record), &sealed)
             .await
-            .map_err(|_| bad("bad_cookie", "the sign-in cookie is not readable"))?;
-        let pending: Pending = serde_json::from_slice(&opened)
-            .map_err(|_| bad("bad_cookie", "the sign-in cookie is not readable"))?;
-        let connection = self
-            .connections
-            .find(id)
-            .await
-            .map_err(|e| Refused::new(api_status(&e), e.message().to_string()))?
-            .filter(|c| c.org_id == org && pending.connection == id)
-            .ok_or_else(|| bad("connection_gone", "the connection no longer exists"))?;
-        if pending.expires < self.clock.now().timestamp() {
-            return Err(self.refuse_early(
-                Some(&connection),
-                "sign_in_expired",
-                "",
-                Refused::new(
-                    StatusCode::BAD_REQUEST,
-                    "the sign-in took too long; start again",
-                ),
-            ));
-        }
-        Ok((connection, pending))
+        else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice(&opened)
+            .ok()
+            .map(|v| (org, record.to_string(), v)))
     }
 
     async fn finish(
@@ -472,15 +558,56 @@ impl SignIns {
         headers: &HeaderMap,
         client: &ClientInfo,
     ) -> Result<Response, Refused> {
-        let (connection, pending) = self.pending(headers).await?;
+        let bad = |reason: &'static str, message: &str| {
+            self.refuse_early(
+                None,
+                reason,
+                "",
+                Refused::new(StatusCode::BAD_REQUEST, message),
+            )
+        };
+        let Some((org, record, pending)) = self
+            .open_cookie::<Pending>(&pending_cookie(), PENDING_PURPOSE, headers)
+            .await?
+        else {
+            let reason = match pending_cookie().read(headers) {
+                Ok(None) => "no_pending_sign_in",
+                _ => "bad_cookie",
+            };
+            return Err(bad(
+                reason,
+                "no sign-in was started in this browser (or it took too long); start again",
+            ));
+        };
+        if pending.target.record() != record {
+            return Err(bad("bad_cookie", "the sign-in cookie is not readable"));
+        }
+        let connection = match &pending.target {
+            Target::Connection { id } => Some(
+                self.connections
+                    .find(*id)
+                    .await
+                    .map_err(|e| Refused::new(api_status(&e), e.message().to_string()))?
+                    .filter(|c| c.org_id == org)
+                    .ok_or_else(|| bad("connection_gone", "the connection no longer exists"))?,
+            ),
+            Target::Social { .. } => None,
+        };
         let early = |reason: &'static str, status: StatusCode, message: String| {
             self.refuse_early(
-                Some(&connection),
+                connection.as_ref(),
                 reason,
                 &client.ip.map(|ip| ip.to_string()).unwrap_or_default(),
                 Refused::new(status, message),
             )
         };
+        if pending.expires < self.clock.now().timestamp() {
+            return Err(early(
+                "sign_in_expired",
+                StatusCode::BAD_REQUEST,
+                "the sign-in took too long; start again".into(),
+            ));
+        }
         let state = query.state.unwrap_or_default();
         if state.is_empty() || !bool::from(state.as_bytes().ct_eq(pending.state.as_bytes())) {
             return Err(early(
@@ -530,13 +657,51 @@ impl SignIns {
                 "the provider sent no code".into(),
             )
         })?;
+        let redirect_uri = self.redirect_uri()?;
+        let oidc_refusal = |e: crate::oidc::OidcError| {
+            tracing::info!(error = %e, "sign-in refused");
+            let status = match e {
+                crate::oidc::OidcError::Unreachable(_) | crate::oidc::OidcError::BadMetadata(_) => {
+                    StatusCode::BAD_GATEWAY
+                }
+                _ => StatusCode::FORBIDDEN,
+            };
+            early(e.reason(), status, e.to_string())
+        };
+        let Some(connection) = connection.as_ref() else {
+            let Target::Social { provider } = &pending.target else {
+                unreachable!("a pending sign-in without a connection is a social one")
+            };
+            let provider = self.socials.get(provider).cloned().ok_or_else(|| {
+                early(
+                    "provider_gone",
+                    StatusCode::NOT_FOUND,
+                    "the sign-in provider is no longer configured".into(),
+                )
+            })?;
+            let claims = self
+                .providers
+                .finish(
+                    &provider.issuer,
+                    &provider.client_id,
+                    provider.client_secret.expose(),
+                    &redirect_uri,
+                    &code,
+                    &pending.verifier,
+                    &pending.nonce,
+                )
+                .await
+                .map_err(oidc_refusal)?;
+            return self
+                .finish_social(&provider, &claims, &pending, client, headers, early)
+                .await;
+        };
         let Protocol::Oidc(oidc) = &connection.protocol;
         let secret = self
             .connections
-            .client_secret(&connection)
+            .client_secret(connection)
             .await
             .map_err(|e| Refused::new(api_status(&e), e.message().to_string()))?;
-        let redirect_uri = self.redirect_uri()?;
         let claims = self
             .providers
             .finish(
@@ -549,25 +714,17 @@ impl SignIns {
                 &pending.nonce,
             )
             .await
-            .map_err(|e| {
-                tracing::info!(connection = %connection.id, error = %e, "sign-in refused");
-                let status = match e {
-                    crate::oidc::OidcError::Unreachable(_)
-                    | crate::oidc::OidcError::BadMetadata(_) => StatusCode::BAD_GATEWAY,
-                    _ => StatusCode::FORBIDDEN,
-                };
-                early(e.reason(), status, e.to_string())
-            })?;
+            .map_err(oidc_refusal)?;
         let ip = client.ip.map(|ip| ip.to_string());
         let subject = claims
             .get("sub")
             .and_then(|v| v.as_str())
             .unwrap_or_default();
-        let mapped = match signin::admit(&connection, &claims) {
+        let mapped = match signin::admit(connection, &claims) {
             Ok(mapped) => mapped,
             Err(refusal) => {
                 self.audit_refused(
-                    &connection,
+                    connection,
                     ip,
                     subject,
                     &claims,
@@ -579,12 +736,12 @@ impl SignIns {
             }
         };
         let issued = match self
-            .provision_and_issue(&connection, &mapped, client, headers)
+            .provision_and_issue(connection, &mapped, client, headers)
             .await
         {
             Ok(issued) => issued,
             Err((reason, e)) => {
-                self.audit_refused(&connection, ip, subject, &claims, reason, e.message())
+                self.audit_refused(connection, ip, subject, &claims, reason, e.message())
                     .await;
                 return Err(Refused::new(api_status(&e), e.message().to_string()));
             }
@@ -614,28 +771,292 @@ impl SignIns {
         }
         metrics::counter!("twig_sso_sign_ins_total", "outcome" => "accepted", "reason" => "")
             .increment(1);
+        self.signed_in(&session, &pending.return_to, &[pending_cookie().clear()])
+    }
+
+    /// A 303 to `return_to` with the session cookie (and `also`).
+    fn signed_in(
+        &self,
+        session: &twig_module::IssuedSession,
+        return_to: &str,
+        also: &[HeaderValue],
+    ) -> Result<Response, Refused> {
         let lifetime = (session.refresh_expires_at - self.clock.now())
             .to_std()
             .unwrap_or_default();
         let cookie = twig_web::session::set_refresh(session.refresh_token.expose(), lifetime)
             .map_err(|e| Refused::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let mut response = (
-            StatusCode::SEE_OTHER,
-            [
-                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-                (
-                    header::LOCATION,
-                    HeaderValue::from_str(&pending.return_to).map_err(|_| {
-                        Refused::new(StatusCode::INTERNAL_SERVER_ERROR, "bad return URL")
-                    })?,
+        let mut response = see_other(return_to)?;
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+        for header in also {
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, header.clone());
+        }
+        Ok(response)
+    }
+
+    /// A social sign-in, its ID token checked: the linked account signed
+    /// in; else a new account made for a verified email nobody has; else
+    /// (an account has the email) a link waiting for that account's
+    /// password, and no session.
+    async fn finish_social(
+        &self,
+        provider: &SocialProvider,
+        claims: &serde_json::Map<String, serde_json::Value>,
+        pending: &Pending,
+        client: &ClientInfo,
+        headers: &HeaderMap,
+        early: impl Fn(&'static str, StatusCode, String) -> Refused,
+    ) -> Result<Response, Refused> {
+        let unavailable = |e: ApiError| Refused::new(api_status(&e), e.message().to_string());
+        let (Some(Users(users)), Some(SessionIssuer(sessions))) =
+            (self.users.get(), self.sessions.get())
+        else {
+            return Err(Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the sessions service is not reachable from this process",
+            ));
+        };
+        let subject = claims
+            .get("sub")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty() && s.len() <= 255)
+            .ok_or_else(|| {
+                early(
+                    "no_subject",
+                    StatusCode::FORBIDDEN,
+                    "the provider named no subject".into(),
+                )
+            })?;
+        let method = SessionMethod::oauth(&provider.name)
+            .map_err(|e| Refused::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let session_client = SessionClient {
+            ip: client.ip,
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        };
+        let ip = client.ip.map(|ip| ip.to_string());
+        // A linked identity signs its account in.
+        if let Some(linked) = self
+            .identities
+            .find(provider.issuer.as_str(), subject)
+            .await
+            .map_err(unavailable)?
+        {
+            let facts = users
+                .sign_in_facts(linked.user_id)
+                .await
+                .map_err(unavailable)?;
+            let org = facts.home_org.ok_or_else(|| {
+                Refused::new(
+                    StatusCode::FORBIDDEN,
+                    "the account belongs to no organisation any more",
+                )
+            })?;
+            let session = sessions
+                .issue_session(linked.user_id, org, &method, &session_client)
+                .await
+                .map_err(unavailable)?;
+            self.audit_social(org, linked.user_id, provider, ip, "linked")
+                .await?;
+            return self.signed_in(&session, &pending.return_to, &[pending_cookie().clear()]);
+        }
+        let email = verified_email(claims).ok_or_else(|| {
+            early(
+                "email_unverified",
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} did not say the account's email is verified",
+                    provider.display_name
                 ),
-            ],
+            )
+        })?;
+        match users
+            .find_user_by_email(email.as_str())
+            .await
+            .map_err(unavailable)?
+        {
+            None => {
+                let name = claims
+                    .get("name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(100)
+                    .collect::<String>();
+                let (user, org) = users
+                    .create_federated_account(email.as_str(), &name)
+                    .await
+                    .map_err(unavailable)?;
+                self.identities
+                    .link(user.id, Some(org), provider, subject, &email, "sign_up")
+                    .await
+                    .map_err(unavailable)?;
+                let session = sessions
+                    .issue_session(user.id, org, &method, &session_client)
+                    .await
+                    .map_err(unavailable)?;
+                self.audit_social(org, user.id, provider, ip, "signed_up")
+                    .await?;
+                self.signed_in(&session, &pending.return_to, &[pending_cookie().clear()])
+            }
+            Some(user) => {
+                // Never silently: the account's password proves it is
+                // the same person.
+                let link = PendingLink {
+                    user_id: user.id,
+                    provider: provider.name.clone(),
+                    subject: subject.to_string(),
+                    email: email.as_str().to_string(),
+                    return_to: pending.return_to.clone(),
+                    expires: self.expiry(),
+                };
+                let cookie = self
+                    .seal_cookie(
+                        &link_cookie(),
+                        LINK_PURPOSE,
+                        Uuid::nil(),
+                        &format!("link-{}", user.id.simple()),
+                        &link,
+                    )
+                    .await?;
+                metrics::counter!("twig_sso_sign_ins_total", "outcome" => "link_required", "reason" => "")
+                    .increment(1);
+                let mut back = url::Url::parse(&pending.return_to).map_err(|_| {
+                    Refused::new(StatusCode::INTERNAL_SERVER_ERROR, "bad return URL")
+                })?;
+                back.query_pairs_mut()
+                    .append_pair("twig_link", &provider.name);
+                let mut response = see_other(back.as_str())?;
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+                response
+                    .headers_mut()
+                    .append(header::SET_COOKIE, pending_cookie().clear());
+                Ok(response)
+            }
+        }
+    }
+
+    /// Records a social sign-in in the account's organisation.
+    async fn audit_social(
+        &self,
+        org: Uuid,
+        user: Uuid,
+        provider: &SocialProvider,
+        ip: Option<String>,
+        how: &'static str,
+    ) -> Result<(), Refused> {
+        AuditEvent::new("sso.social_sign_in", Outcome::Success)
+            .org(org)
+            .actor(format!("user:{user}"))
+            .ip(ip)
+            .details(serde_json::json!({"provider": provider.name, "how": how}))
+            .record_at(&self.db, self.clock.now())
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot record a social sign-in");
+                Refused::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "sign-in is unavailable for a moment; try again",
+                )
+            })?;
+        metrics::counter!("twig_sso_sign_ins_total", "outcome" => "accepted", "reason" => "")
+            .increment(1);
+        Ok(())
+    }
+
+    /// `POST /sso/social/link`: the password of the account a social
+    /// identity waits for; right, the identity is linked and the browser
+    /// signed in.
+    async fn link(
+        &self,
+        password: &str,
+        headers: &HeaderMap,
+        client: &ClientInfo,
+    ) -> Result<Response, ApiError> {
+        let Some((_, record, pending)) = self
+            .open_cookie::<PendingLink>(&link_cookie(), LINK_PURPOSE, headers)
+            .await
+            .map_err(|r| ApiError::unavailable(r.message))?
+        else {
+            return Err(ApiError::failed_precondition(
+                "no sign-in method is waiting to be linked in this browser; sign in with the \
+                 provider again",
+            ));
+        };
+        if record != format!("link-{}", pending.user_id.simple())
+            || pending.expires < self.clock.now().timestamp()
+        {
+            return Err(ApiError::failed_precondition(
+                "the link took too long; sign in with the provider again",
+            ));
+        }
+        let provider = self
+            .socials
+            .get(&pending.provider)
+            .cloned()
+            .ok_or_else(|| ApiError::failed_precondition("the provider is no longer configured"))?;
+        let (Some(Users(users)), Some(SessionIssuer(sessions))) =
+            (self.users.get(), self.sessions.get())
+        else {
+            return Err(ApiError::unavailable(
+                "the sessions service is not reachable from this process",
+            ));
+        };
+        let user = users
+            .find_user(pending.user_id)
+            .await?
+            .ok_or_else(|| ApiError::failed_precondition("the account no longer exists"))?;
+        let session_client = SessionClient {
+            ip: client.ip,
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        };
+        // A password sign-in with its brakes, delays and audit: only the
+        // account's own password links.
+        let (user_id, org, session) = sessions
+            .sign_in_with_password(&user.email, password, &session_client)
+            .await?;
+        if user_id != pending.user_id {
+            return Err(ApiError::failed_precondition(
+                "the account changed; start again",
+            ));
+        }
+        let email = Email::parse(&pending.email)
+            .map_err(|why| ApiError::failed_precondition(format!("the email {why}")))?;
+        self.identities
+            .link(
+                user_id,
+                Some(org),
+                &provider,
+                &pending.subject,
+                &email,
+                "password_proof",
+            )
+            .await?;
+        let lifetime = (session.refresh_expires_at - self.clock.now())
+            .to_std()
+            .unwrap_or_default();
+        let cookie = twig_web::session::set_refresh(session.refresh_token.expose(), lifetime)
+            .map_err(|e| ApiError::internal(&e))?;
+        let mut response = (
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            axum::Json(serde_json::json!({
+                "linked": provider.name,
+                "return_to": pending.return_to,
+            })),
         )
             .into_response();
         response.headers_mut().append(header::SET_COOKIE, cookie);
         response
             .headers_mut()
-            .append(header::SET_COOKIE, pending_cookie().clear());
+            .append(header::SET_COOKIE, link_cookie().clear());
         Ok(response)
     }
 
@@ -734,12 +1155,26 @@ impl SignIns {
     }
 }
 
-fn pending_context(org: Uuid, connection: Uuid) -> SealContext {
+fn seal_context(org: Uuid, purpose: &str, record: &str) -> SealContext {
     SealContext {
         org,
-        purpose: PENDING_PURPOSE.into(),
-        record: connection.to_string(),
+        purpose: purpose.into(),
+        record: record.to_string(),
     }
+}
+
+/// A 303 to `to`, not kept by caches.
+fn see_other(to: &str) -> Result<Response, Refused> {
+    let location = HeaderValue::from_str(to)
+        .map_err(|_| Refused::new(StatusCode::INTERNAL_SERVER_ERROR, "bad return URL"))?;
+    Ok((
+        StatusCode::SEE_OTHER,
+        [
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::LOCATION, location),
+        ],
+    )
+        .into_response())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -770,6 +1205,37 @@ async fn start(State(sign_ins): State<Arc<SignIns>>, Query(query): Query<StartQu
         }
         .into_response(),
     }
+}
+
+/// `POST /sso/social/link`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkBody {
+    password: String,
+}
+
+async fn link(
+    State(sign_ins): State<Arc<SignIns>>,
+    client: ClientInfo,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let answer = match serde_json::from_slice::<LinkBody>(&body) {
+        Ok(body) => sign_ins.link(&body.password, &headers, &client).await,
+        Err(e) => Err(ApiError::invalid_field(
+            "body",
+            format!("must be JSON with the password: {e}"),
+        )),
+    };
+    answer.unwrap_or_else(|e| {
+        let code = twig_errors::grpc_code_name(e.code().grpc()).to_ascii_lowercase();
+        (
+            e.code().http(),
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            axum::Json(serde_json::json!({"code": code, "message": e.message()})),
+        )
+            .into_response()
+    })
 }
 
 async fn callback(

@@ -10,6 +10,27 @@ use twig_config::{Config, Section};
 use crate::connection::{IssuerUrl, PresetEndpoints};
 use crate::return_to::ReturnUrls;
 
+/// A provider of "Sign in with …" for individual accounts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocialProviderConfig {
+    /// Its issuer (OpenID Connect discovery). Empty for the built-in
+    /// `google` (`google_issuer`) and `microsoft` (personal accounts:
+    /// `<microsoft_authority>/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0`).
+    pub issuer: String,
+    /// What the sign-in button says; the name by default.
+    pub display_name: String,
+    /// Our client there.
+    pub client_id: String,
+    /// Its secret.
+    pub client_secret: Option<twig_config::Secret>,
+    /// Scopes besides `openid email profile`.
+    pub extra_scopes: Vec<String>,
+}
+
+/// The directory (tenant) of personal Microsoft accounts.
+pub const MICROSOFT_CONSUMERS: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+
 /// Single sign-on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -50,6 +71,11 @@ pub struct SsoConfig {
     /// once per this period, per connection and reason.
     #[serde(with = "humantime_serde")]
     pub refusal_audit_period: Duration,
+    /// "Sign in with …" providers for individual accounts, by name
+    /// (`google`, `microsoft`, or any name of a-z, 0-9, `-`, `_`): each
+    /// with a client id and secret; the issuer is needed except for the
+    /// built-in two.
+    pub social_providers: std::collections::BTreeMap<String, SocialProviderConfig>,
 }
 
 impl SsoConfig {
@@ -61,6 +87,25 @@ impl SsoConfig {
             microsoft_authority: IssuerUrl::parse(&self.microsoft_authority)
                 .map_err(|why| format!("microsoft_authority {why}"))?,
         })
+    }
+
+    /// The issuer of the social provider `name`: its own, else the
+    /// built-in one's.
+    pub fn social_issuer(
+        &self,
+        name: &str,
+        provider: &SocialProviderConfig,
+    ) -> Result<IssuerUrl, String> {
+        let raw = match (name, provider.issuer.as_str()) {
+            (_, issuer) if !issuer.is_empty() => issuer.to_string(),
+            ("google", _) => self.google_issuer.clone(),
+            ("microsoft", _) => format!(
+                "{}/{MICROSOFT_CONSUMERS}/v2.0",
+                self.microsoft_authority.trim_end_matches('/')
+            ),
+            _ => return Err(format!("social_providers.{name}.issuer is required")),
+        };
+        IssuerUrl::parse(&raw).map_err(|why| format!("social_providers.{name}.issuer {why}"))
     }
 
     /// The public URL: `public_url`, else the first public origin.
@@ -86,6 +131,7 @@ impl Default for SsoConfig {
             jwks_refresh_gap: Duration::from_secs(30),
             sign_in_timeout: Duration::from_secs(600),
             refusal_audit_period: Duration::from_secs(60),
+            social_providers: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -119,6 +165,27 @@ impl Section for SsoConfig {
         }
         if let Err(problem) = self.preset_endpoints() {
             problems.push(problem);
+        }
+        for (name, provider) in &self.social_providers {
+            if twig_module::OAuthProvider::new(name).is_err() {
+                problems.push(format!(
+                    "social_providers.{name}: a name is 1 to 32 of a-z, 0-9, '-', '_', starting \
+                     with a letter"
+                ));
+            }
+            if let Err(problem) = self.social_issuer(name, provider) {
+                problems.push(problem);
+            }
+            if provider.client_id.trim().is_empty()
+                || provider
+                    .client_secret
+                    .as_ref()
+                    .is_none_or(|s| s.expose().is_empty())
+            {
+                problems.push(format!(
+                    "social_providers.{name}: client_id and client_secret are required"
+                ));
+            }
         }
         for (name, value, low, high) in [
             ("metadata_ttl", self.metadata_ttl, 1, 86_400),

@@ -22,6 +22,8 @@ use crate::connections::{Connection, ConnectionSpec, Connections};
 use crate::domains::{Domains, txt_record_name, txt_record_value};
 use crate::entity::domain;
 use crate::policy::SignInPolicy;
+use crate::social::{Identities, SocialProviders};
+use twig_module::{Needed, Users};
 
 /// The gRPC face of single sign-on.
 #[derive(Clone)]
@@ -29,16 +31,39 @@ pub struct SsoGrpc {
     domains: Arc<Domains>,
     connections: Arc<Connections>,
     policy: SignInPolicy,
+    socials: SocialProviders,
+    identities: Arc<Identities>,
+    users: Needed<Users>,
 }
 
 impl SsoGrpc {
     /// Wraps the services.
-    pub fn new(domains: Arc<Domains>, connections: Arc<Connections>) -> Self {
+    pub fn new(
+        domains: Arc<Domains>,
+        connections: Arc<Connections>,
+        socials: SocialProviders,
+        identities: Arc<Identities>,
+        users: Needed<Users>,
+    ) -> Self {
         Self {
             policy: SignInPolicy::new(connections.clone()),
             domains,
             connections,
+            socials,
+            identities,
+            users,
         }
+    }
+
+    /// Whether the signed-in user has a password.
+    async fn has_password(&self, user: Uuid) -> Result<bool, Status> {
+        let Some(Users(users)) = self.users.get() else {
+            return Err(ApiError::unavailable(
+                "the sessions service is not reachable from this process",
+            )
+            .into());
+        };
+        Ok(users.sign_in_facts(user).await?.has_password)
     }
 }
 
@@ -417,6 +442,57 @@ impl pb::sso_service_server::SsoService for SsoGrpc {
             start_path: found.sso_start.unwrap_or_default(),
             password_allowed: found.password_allowed,
         }))
+    }
+
+    async fn list_sign_in_providers(
+        &self,
+        _request: Request<pb::ListSignInProvidersRequest>,
+    ) -> Result<Response<pb::ListSignInProvidersResponse>, Status> {
+        Ok(Response::new(pb::ListSignInProvidersResponse {
+            providers: self
+                .socials
+                .all()
+                .map(|p| pb::SignInProvider {
+                    name: p.name.clone(),
+                    display_name: p.display_name.clone(),
+                    start_path: crate::social::start_path(&p.name),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_sign_in_methods(
+        &self,
+        request: Request<pb::ListSignInMethodsRequest>,
+    ) -> Result<Response<pb::ListSignInMethodsResponse>, Status> {
+        let me = me(&request)?;
+        let linked = self.identities.of(me.user_id).await?;
+        Ok(Response::new(pb::ListSignInMethodsResponse {
+            has_password: self.has_password(me.user_id).await?,
+            linked: linked
+                .iter()
+                .map(|i| pb::LinkedIdentity {
+                    id: i.id.to_string(),
+                    provider: i.provider.clone(),
+                    email: i.email.clone(),
+                    created_at: Some(ts(i.created_at)),
+                    last_used_at: i.last_used_at.map(ts),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn remove_sign_in_method(
+        &self,
+        request: Request<pb::RemoveSignInMethodRequest>,
+    ) -> Result<Response<pb::RemoveSignInMethodResponse>, Status> {
+        let me = me(&request)?;
+        let id = parse_id("method_id", &request.get_ref().method_id)?;
+        let has_password = self.has_password(me.user_id).await?;
+        self.identities
+            .remove(me.user_id, me.org_id, id, has_password)
+            .await?;
+        Ok(Response::new(pb::RemoveSignInMethodResponse {}))
     }
 
     async fn check_password_sign_in(

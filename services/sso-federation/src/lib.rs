@@ -18,6 +18,9 @@
 //! - [`return_to`]: the exact allowlist of return URLs;
 //! - [`policy`]: home-realm discovery and the password rule (the
 //!   `PasswordRules` port the sessions service asks);
+//! - [`social`]: "Sign in with Google / Microsoft / …" for individual
+//!   accounts: providers from configuration, linked identities, linking
+//!   only after the account's password;
 //! - `gate`: the plan gate; `grpc`: the wire;
 //! - `entity/`, [`migration`]: `sso_domains`, `sso_connections`.
 
@@ -36,8 +39,9 @@ pub mod oidc;
 pub mod policy;
 pub mod return_to;
 pub mod signin;
+pub mod social;
 
-pub use config::SsoConfig;
+pub use config::{SocialProviderConfig, SsoConfig};
 pub use connections::Connections;
 pub use domains::Domains;
 pub use migration::Migrator;

@@ -13,7 +13,11 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateDomains), Box::new(CreateConnections)]
+        vec![
+            Box::new(CreateDomains),
+            Box::new(CreateConnections),
+            Box::new(CreateIdentities),
+        ]
     }
 }
 
@@ -159,6 +163,68 @@ impl MigrationTrait for CreateConnections {
                     .name("sso_domains_connection")
                     .table(SsoDomainsConnection::Table)
                     .col(SsoDomainsConnection::ConnectionId)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum SsoIdentities {
+    Table,
+    Id,
+    UserId,
+    Provider,
+    Issuer,
+    Subject,
+    Email,
+    CreatedAt,
+    LastUsedAt,
+}
+
+struct CreateIdentities;
+
+impl MigrationName for CreateIdentities {
+    fn name(&self) -> &str {
+        "m0003_create_sso_identities"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateIdentities {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(SsoIdentities::Table)
+                    .col(uuid(SsoIdentities::Id).primary_key())
+                    .col(uuid(SsoIdentities::UserId))
+                    .col(string(SsoIdentities::Provider))
+                    .col(text(SsoIdentities::Issuer))
+                    .col(text(SsoIdentities::Subject))
+                    .col(string(SsoIdentities::Email))
+                    .col(timestamp_with_time_zone(SsoIdentities::CreatedAt))
+                    .col(timestamp_with_time_zone_null(SsoIdentities::LastUsedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("sso_identities_issuer_subject")
+                    .table(SsoIdentities::Table)
+                    .col(SsoIdentities::Issuer)
+                    .col(SsoIdentities::Subject)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("sso_identities_user")
+                    .table(SsoIdentities::Table)
+                    .col(SsoIdentities::UserId)
                     .to_owned(),
             )
             .await

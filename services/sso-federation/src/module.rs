@@ -24,6 +24,7 @@ use crate::dns::HickoryTxt;
 use crate::oidc::OidcProviders;
 use crate::policy::SignInPolicy;
 use crate::return_to::ReturnUrls;
+use crate::social::{Identities, SocialProviders};
 use crate::{Connections, Domains, Migrator, SERVICE_NAME, SsoConfig};
 
 /// How often counted sign-in refusals are written.
@@ -109,6 +110,11 @@ impl Module for SsoModule {
                 presets,
                 config.max_connections_per_org,
             ));
+            let socials =
+                SocialProviders::from_config(&config).map_err(|e| ModuleError::invalid(name, e))?;
+            let identities = Arc::new(Identities::new(cx.db().clone(), cx.clock()));
+            let social_list = socials.clone();
+            let users = cx.need::<Users>();
             let seen = match cx.fanout().redis_handle() {
                 Some(redis) => SeenOnce::redis(redis.clone()),
                 None => SeenOnce::memory(MEMORY_STATES),
@@ -117,7 +123,7 @@ impl Module for SsoModule {
                 connections.clone(),
                 providers,
                 sealer,
-                cx.need::<Users>(),
+                users.clone(),
                 cx.need::<SessionIssuer>(),
                 seen,
                 cx.db().clone(),
@@ -126,6 +132,9 @@ impl Module for SsoModule {
                 return_urls,
                 config.sign_in_timeout,
                 config.refusal_audit_period,
+                socials,
+                identities.clone(),
+                twig_web::Csrf::from_config(cx.config()),
             ));
             let writer = sign_ins.clone();
             cx.workers()
@@ -147,6 +156,9 @@ impl Module for SsoModule {
                 SsoServiceServer::new(crate::grpc::SsoGrpc::new(
                     domains.clone(),
                     connections.clone(),
+                    social_list,
+                    identities,
+                    users,
                 ))
                 .max_decoding_message_size(max_message),
             );

@@ -34,7 +34,7 @@ pub use ports::{
 };
 pub use ports::{
     DirectoryUser, InvalidSessionMethod, IssuedSession, OAuthProvider, ProvisionedUser,
-    SessionClient, SessionIssuer, SessionIssuing, SessionMethod, UserDirectory, Users,
+    SessionClient, SessionIssuer, SessionIssuing, SessionMethod, SignInFacts, UserDirectory, Users,
 };
 pub use ports::{PasswordPolicy, PasswordRules, PasswordSignIn};
 

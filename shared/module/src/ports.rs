@@ -515,6 +515,17 @@ pub trait SessionIssuing: Send + Sync {
         method: &'a SessionMethod,
         client: &'a SessionClient,
     ) -> BoxFuture<'a, Result<IssuedSession, ApiError>>;
+
+    /// A password sign-in, as `Login` does it (brakes, delays, audit):
+    /// the user, the organisation and the session. Another service uses
+    /// it when a person proves their password to it (linking a sign-in
+    /// method to their account).
+    fn sign_in_with_password<'a>(
+        &'a self,
+        email: &'a str,
+        password: &'a str,
+        client: &'a SessionClient,
+    ) -> BoxFuture<'a, Result<(uuid::Uuid, uuid::Uuid, IssuedSession), ApiError>>;
 }
 
 /// The [`SessionIssuing`] port (sessions).
@@ -579,6 +590,30 @@ pub trait UserDirectory: Send + Sync {
         org_id: uuid::Uuid,
         role: Role,
     ) -> BoxFuture<'a, Result<ProvisionedUser, ApiError>>;
+
+    /// An account for `email`, which the caller has seen verified,
+    /// without a password, owning a new organisation (its id returned).
+    /// ALREADY_EXISTS when the email has an account.
+    fn create_federated_account<'a>(
+        &'a self,
+        email: &'a str,
+        display_name: &'a str,
+    ) -> BoxFuture<'a, Result<(DirectoryUser, uuid::Uuid), ApiError>>;
+
+    /// Whether the user has a password, and their home organisation.
+    fn sign_in_facts<'a>(
+        &'a self,
+        user_id: uuid::Uuid,
+    ) -> BoxFuture<'a, Result<SignInFacts, ApiError>>;
+}
+
+/// What a sign-in through another service needs to know of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInFacts {
+    /// Whether the account has a password.
+    pub has_password: bool,
+    /// The organisation a sign-in lands in: the oldest active membership.
+    pub home_org: Option<uuid::Uuid>,
 }
 
 /// The [`UserDirectory`] port (sessions).
