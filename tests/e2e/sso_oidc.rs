@@ -587,4 +587,247 @@ async fn a_provider_cannot_sign_anyone_into_an_unproved_domain(backend: Backend)
 on_both_backends!(
     an_organisation_pilots_then_enforces_sign_in,
     a_provider_cannot_sign_anyone_into_an_unproved_domain,
+    the_entra_preset_and_the_mapping_dry_run,
 );
+
+async fn the_entra_preset_and_the_mapping_dry_run(backend: Backend) {
+    let tenant = "2b7c6f1e-4d1a-4c1e-9a55-0d6f3c2b8a11";
+    let dns = DnsPeer::start().await;
+    let idp = OidcPeer::start(&[("entra", &format!("/ms/{tenant}/v2.0"))]).await;
+    let server = dns.addr();
+    let authority = format!("{}/ms", idp.base());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let app = TestApp::builder(backend)
+        .weak_hashing()
+        .config_at_origin(move |c, origin| {
+            c.server.public_origins = vec![origin.to_string()];
+            c.outbound.allow_networks = vec!["127.0.0.1/32".parse().unwrap()];
+            c.edit::<SsoConfig>(|s| {
+                s.dns_servers = vec![server];
+                s.return_urls = vec![return_url(origin)];
+                s.microsoft_authority = authority;
+            });
+            let _ = tx.send(origin.to_string());
+        })
+        .spawn()
+        .await;
+    let origin = rx.await.unwrap();
+    let mut s = Setup {
+        app,
+        origin,
+        dns,
+        idp,
+    };
+    let (token, org) = owner(&s.app).await;
+    let domain = proved_domain(&mut s, &token, "contoso").await;
+    s.idp
+        .add_client(
+            "entra",
+            "twig-entra",
+            "entra-secret-0123456789",
+            &format!("{}/sso/oidc/callback", s.origin),
+        )
+        .await;
+    for (sub, tid, who) in [
+        ("e-ok", tenant, "ok"),
+        ("e-other", "00000000-0000-4000-8000-000000000001", "other"),
+    ] {
+        s.idp
+            .add_user(
+                "entra",
+                serde_json::json!({"sub": sub, "email": format!("{who}@{domain}"),
+                    "claims": {"tid": tid}, "groups": ["g-admins"]}),
+            )
+            .await;
+    }
+    let spec = |tenant: &str| pb::ConnectionSpec {
+        name: "Entra".into(),
+        protocol: Some(pb::connection_spec::Protocol::Oidc(pb::OidcSettings {
+            preset: pb::OidcPreset::MicrosoftEntra as i32,
+            issuer: String::new(),
+            tenant: tenant.into(),
+            client_id: "twig-entra".into(),
+            client_secret: "entra-secret-0123456789".into(),
+            client_secret_set: false,
+            extra_scopes: vec!["groups".into()],
+        })),
+        mapping: Some(pb::AttributeMapping {
+            group_roles: vec![pb::GroupRole {
+                group: "g-admins".into(),
+                role: spb::Role::Admin as i32,
+            }],
+            ..Default::default()
+        }),
+        pilot: None,
+        domains: vec![domain.clone()],
+    };
+    // A preset needs a directory id, and derives its issuer from it.
+    let bad = s
+        .app
+        .sso()
+        .create_connection(bearer(
+            &token,
+            pb::CreateConnectionRequest {
+                connection: Some(spec("contoso")),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    let owner_role = pb::CreateConnectionRequest {
+        connection: Some(pb::ConnectionSpec {
+            mapping: Some(pb::AttributeMapping {
+                group_roles: vec![pb::GroupRole {
+                    group: "g-admins".into(),
+                    role: spb::Role::Owner as i32,
+                }],
+                ..Default::default()
+            }),
+            ..spec(tenant)
+        }),
+    };
+    let refused = s
+        .app
+        .sso()
+        .create_connection(bearer(&token, owner_role))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::InvalidArgument,
+        "never OWNER: {refused:?}"
+    );
+    let connection = s
+        .app
+        .sso()
+        .create_connection(bearer(
+            &token,
+            pb::CreateConnectionRequest {
+                connection: Some(spec(tenant)),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .connection
+        .unwrap();
+    let Some(pb::connection::Protocol::Oidc(oidc)) = &connection.protocol else {
+        panic!("OIDC");
+    };
+    assert_eq!(oidc.issuer, s.idp.issuer("entra"));
+
+    // The dry run: what claims would map to, and why not.
+    let dry = |claims: serde_json::Value| {
+        let app = &s.app;
+        let token = token.clone();
+        let id = connection.id.clone();
+        async move {
+            app.sso()
+                .test_mapping(bearer(
+                    &token,
+                    pb::TestMappingRequest {
+                        connection_id: id,
+                        claims_json: claims.to_string(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    // At stage off nobody is let in, but the mapping still shows.
+    let off = dry(
+        serde_json::json!({"email": format!("Ok@{domain}"), "tid": tenant, "groups": ["g-admins"]}),
+    )
+    .await;
+    assert!(!off.accepted);
+    assert_eq!(off.email, format!("ok@{domain}"));
+    set_stage(
+        &s.app,
+        &token,
+        &connection.id,
+        pb::ConnectionStage::Enforced,
+    )
+    .await
+    .unwrap();
+    let ok = dry(
+        serde_json::json!({"email": format!("ok@{domain}"), "tid": tenant,
+        "groups": ["g-admins"], "name": "Ok"}),
+    )
+    .await;
+    assert!(ok.accepted, "{ok:?}");
+    assert_eq!(ok.role, spb::Role::Admin as i32);
+    assert_eq!(ok.groups, ["g-admins"]);
+    let wrong_tenant = dry(serde_json::json!({"email": format!("ok@{domain}"), "tid": "x"})).await;
+    assert!(
+        !wrong_tenant.accepted && wrong_tenant.refusal.contains("tid"),
+        "{wrong_tenant:?}"
+    );
+    let elsewhere = dry(serde_json::json!({"email": "ok@elsewhere.test", "tid": tenant})).await;
+    assert!(
+        !elsewhere.accepted && elsewhere.refusal.contains("domain"),
+        "{elsewhere:?}"
+    );
+    let bad_json = s
+        .app
+        .sso()
+        .test_mapping(bearer(
+            &token,
+            pb::TestMappingRequest {
+                connection_id: connection.id.clone(),
+                claims_json: "[1, 2]".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_json.code(), Code::InvalidArgument);
+    // The dry run made nobody.
+    assert!(
+        s.app
+            .user_directory
+            .0
+            .find_user_by_email(&format!("ok@{domain}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // The real thing: the tenant's user is let in as an admin; a user of
+    // another directory is refused.
+    let browser = CurlBrowser::new();
+    let hops = sign_in(
+        &s,
+        &browser,
+        &format!(
+            "/sso/start?connection={}&login_hint=ok%40{domain}",
+            connection.id
+        ),
+    )
+    .await;
+    assert_eq!(hops.last().unwrap().status, 303, "{hops:#?}");
+    let me = whoami(&s, &browser).await;
+    let here = me
+        .memberships
+        .iter()
+        .find(|m| m.organization.as_ref().unwrap().id == org)
+        .unwrap();
+    assert_eq!(here.role, spb::Role::Admin as i32);
+    let hops = sign_in(
+        &s,
+        &CurlBrowser::new(),
+        &format!(
+            "/sso/start?connection={}&login_hint=other%40{domain}",
+            connection.id
+        ),
+    )
+    .await;
+    assert_eq!(hops.last().unwrap().status, 403, "{hops:#?}");
+    let events = sso_events(&s.app).await;
+    assert!(
+        events
+            .iter()
+            .any(|(o, d)| o == "failure" && d["reason"] == "wrong_tenant"),
+        "{events:?}"
+    );
+    s.app.stop().await;
+}

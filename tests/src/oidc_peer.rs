@@ -37,7 +37,12 @@ impl OidcPeer {
     pub async fn start(paths: &[(&str, &str)]) -> Self {
         let providers: Vec<serde_json::Value> = paths
             .iter()
-            .map(|(name, path)| serde_json::json!({"name": name, "path": path, "clients": [], "users": []}))
+            .map(|(name, path)| {
+                serde_json::json!({"name": name, "path": path, "clients": [], "users": [],
+                    // Claims users added later may carry (Google's hd,
+                    // Microsoft's tid and oid).
+                    "claim_names": ["hd", "tid", "oid"]})
+            })
             .collect();
         let mut config = tempfile::NamedTempFile::new().expect("config file");
         serde_json::to_writer(
@@ -119,7 +124,8 @@ impl OidcPeer {
     }
 
     /// Adds (or replaces, by `sub`) a user of `provider`: `user` holds
-    /// `sub`, `email`, `email_verified`, `name`, `groups`, `claims`.
+    /// `sub`, `email`, `email_verified`, `name`, `groups`, `claims` (of
+    /// these other claims only `hd`, `tid` and `oid` are issued).
     pub async fn add_user(&self, provider: &str, user: serde_json::Value) {
         self.admin(
             "/_admin/users",
