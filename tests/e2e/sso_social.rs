@@ -24,9 +24,13 @@ struct Social {
 }
 
 async fn setup(backend: Backend) -> Social {
-    let idp = OidcPeer::start(&[
-        ("google", "/google"),
-        ("microsoft", &format!("/ms/{CONSUMERS}/v2.0")),
+    // Microsoft's built-in issuer is its multi-tenant `common` address,
+    // whose discovery names `…/{tenantid}/v2.0`; the peer's consumers
+    // tenant answers there too.
+    let idp = OidcPeer::start_providers(vec![
+        serde_json::json!({"name": "google", "path": "/google"}),
+        serde_json::json!({"name": "microsoft", "path": format!("/ms/{CONSUMERS}/v2.0"),
+            "tenant_alias": {"path": "/ms/common/v2.0", "tenant": CONSUMERS}}),
     ])
     .await;
     let google_issuer = idp.issuer("google");
@@ -201,11 +205,33 @@ async fn a_first_sign_in_makes_an_account_and_the_next_signs_it_in(backend: Back
     let again = s.me(&s.access_token(&other).await).await;
     assert_eq!(again.user.unwrap().id, carol_id);
 
-    // Microsoft (personal accounts, the built-in issuer) works the same.
+    // Microsoft (the built-in multi-tenant issuer; a personal account's
+    // token names the consumers directory) works the same.
     let browser = CurlBrowser::new();
     s.sign_in(&browser, "microsoft", &dave).await;
     let me = s.me(&s.access_token(&browser).await).await;
     assert_eq!(me.user.unwrap().email, dave);
+
+    // A token whose tid names another directory than its issuer's does
+    // not pass, nor one without a tid.
+    for (sub, claims) in [
+        (
+            "m-liar",
+            serde_json::json!({"tid": "11111111-2222-4333-8444-555555555555"}),
+        ),
+        ("m-none", serde_json::json!({})),
+    ] {
+        let who = email(sub);
+        idp.add_user(
+            "microsoft",
+            serde_json::json!({"sub": sub, "email": who, "email_verified": true, "claims": claims}),
+        )
+        .await;
+        let hops = s.sign_in(&CurlBrowser::new(), "microsoft", &who).await;
+        let last = hops.last().unwrap();
+        assert_eq!(last.status, 403, "{sub}: {hops:#?}");
+        assert!(!has_session_cookie(last));
+    }
 
     let events = twig_audit::events_with_action(&s.app.db, "sso.social_sign_in")
         .await

@@ -39,6 +39,12 @@
 //           // picture, locale (scope "profile"). Absent fields are left out.
 //         ],
 //         "extra_claims": {"tid": "tenant-1"},  // optional; in every ID token
+//         "tenant_alias": {"path": "/ms/common/v2.0", "tenant": "<tid>"},
+//                                    // optional: Microsoft's multi-tenant
+//                                    // discovery, served at <path>/.well-known/
+//                                    // openid-configuration: this provider's
+//                                    // document with <tid> in its issuer
+//                                    // replaced by "{tenantid}"
 //         "claim_names": ["oid"]                // optional, see below
 //       }
 //     ]
@@ -341,6 +347,7 @@ function policy() {
 
 async function makeProvider(spec, issuer) {
   const state = {
+    spec,
     name: spec.name,
     path: spec.path ?? `/${spec.name}`,
     issuer,
@@ -592,6 +599,19 @@ async function dispatch(req, res) {
   try {
     if (path === "/_admin" || path.startsWith("/_admin/")) {
       await handleAdmin(providers, path, req, res);
+      return;
+    }
+    // Microsoft's multi-tenant discovery: at a path of its own, the
+    // document of a tenant's provider with the issuer as a template
+    // ("…/{tenantid}/v2.0"); tokens still come from the tenant's issuer.
+    const aliased = providers.find(
+      (p) => p.spec.tenant_alias && path === `${p.spec.tenant_alias.path}/.well-known/openid-configuration`,
+    );
+    if (aliased) {
+      const own = await fetch(`${aliased.issuer}/.well-known/openid-configuration`);
+      const doc = await own.json();
+      doc.issuer = aliased.issuer.replace(aliased.spec.tenant_alias.tenant, "{tenantid}");
+      sendJson(res, 200, doc);
       return;
     }
     const state = byPath.find((p) => path === p.path || path.startsWith(`${p.path}/`));

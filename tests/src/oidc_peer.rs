@@ -35,15 +35,26 @@ impl OidcPeer {
     /// Starts providers at `paths` (name → path, e.g. `("acme", "/acme")`),
     /// each with no client and no user yet.
     pub async fn start(paths: &[(&str, &str)]) -> Self {
-        let providers: Vec<serde_json::Value> = paths
-            .iter()
-            .map(|(name, path)| {
-                serde_json::json!({"name": name, "path": path, "clients": [], "users": [],
-                    // Claims users added later may carry (Google's hd,
-                    // Microsoft's tid and oid).
-                    "claim_names": ["hd", "tid", "oid"]})
-            })
-            .collect();
+        Self::start_providers(
+            paths
+                .iter()
+                .map(|(name, path)| serde_json::json!({"name": name, "path": path}))
+                .collect(),
+        )
+        .await
+    }
+
+    /// Starts `providers` as the peer's configuration gives them (name,
+    /// path, and e.g. `tenant_alias` for a multi-tenant discovery); none
+    /// has a client or a user yet.
+    pub async fn start_providers(mut providers: Vec<serde_json::Value>) -> Self {
+        for provider in &mut providers {
+            provider["clients"] = serde_json::json!([]);
+            provider["users"] = serde_json::json!([]);
+            // Claims users added later may carry (Google's hd, Microsoft's
+            // tid and oid).
+            provider["claim_names"] = serde_json::json!(["hd", "tid", "oid"]);
+        }
         let mut config = tempfile::NamedTempFile::new().expect("config file");
         serde_json::to_writer(
             &mut config,

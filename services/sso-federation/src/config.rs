@@ -15,8 +15,9 @@ use crate::return_to::ReturnUrls;
 #[serde(default, deny_unknown_fields)]
 pub struct SocialProviderConfig {
     /// Its issuer (OpenID Connect discovery). Empty for the built-in
-    /// `google` (`google_issuer`) and `microsoft` (personal accounts:
-    /// `<microsoft_authority>/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0`).
+    /// `google` (`google_issuer`) and `microsoft` (personal and work
+    /// accounts: `<microsoft_authority>/common/v2.0`, whose ID tokens name
+    /// their own directory's issuer).
     pub issuer: String,
     /// What the sign-in button says; the name by default.
     pub display_name: String,
@@ -27,9 +28,6 @@ pub struct SocialProviderConfig {
     /// Scopes besides `openid email profile`.
     pub extra_scopes: Vec<String>,
 }
-
-/// The directory (tenant) of personal Microsoft accounts.
-pub const MICROSOFT_CONSUMERS: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
 
 /// Single sign-on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,7 +98,7 @@ impl SsoConfig {
             (_, issuer) if !issuer.is_empty() => issuer.to_string(),
             ("google", _) => self.google_issuer.clone(),
             ("microsoft", _) => format!(
-                "{}/{MICROSOFT_CONSUMERS}/v2.0",
+                "{}/common/v2.0",
                 self.microsoft_authority.trim_end_matches('/')
             ),
             _ => return Err(format!("social_providers.{name}.issuer is required")),

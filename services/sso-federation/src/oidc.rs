@@ -90,6 +90,46 @@ impl OidcError {
 pub struct Provider {
     /// The discovery document, with the fetched keys set.
     pub metadata: CoreProviderMetadata,
+    /// A multi-tenant provider's issuer template (Microsoft's
+    /// `…/{tenantid}/v2.0`): each ID token's issuer is it with the token's
+    /// `tid`.
+    pub issuer_template: Option<String>,
+}
+
+/// The placeholder of a multi-tenant issuer.
+const TENANT_PLACEHOLDER: &str = "{tenantid}";
+
+/// Whether `named` (a discovery document's issuer) is `asked` — or, for a
+/// multi-tenant provider asked at its `common`, `organizations` or
+/// `consumers` address, the template of it (Microsoft's
+/// `https://login.microsoftonline.com/{tenantid}/v2.0` for
+/// `https://login.microsoftonline.com/common/v2.0`).
+pub fn issuer_matches(named: &str, asked: &str) -> bool {
+    named == asked
+        || (named.matches(TENANT_PLACEHOLDER).count() == 1
+            && ["common", "organizations", "consumers"]
+                .iter()
+                .any(|tenant| named.replace(TENANT_PLACEHOLDER, tenant) == asked))
+}
+
+/// The issuer an ID token must name: the provider's, or its template with
+/// the token's own `tid` (a directory id, read before the signature is
+/// checked — the issuer check and the signature check then both apply).
+fn expected_issuer(provider: &Provider, jwt: &str) -> Result<openidconnect::IssuerUrl, OidcError> {
+    let Some(template) = &provider.issuer_template else {
+        return Ok(provider.metadata.issuer().clone());
+    };
+    let claims = payload(jwt)?;
+    let tid = claims
+        .get("tid")
+        .and_then(|v| v.as_str())
+        .and_then(|t| uuid::Uuid::parse_str(t).ok())
+        .filter(|t| !t.is_nil())
+        .ok_or_else(|| OidcError::Token("the ID token names no directory (tid)".into()))?;
+    openidconnect::IssuerUrl::new(
+        template.replace(TENANT_PLACEHOLDER, &tid.hyphenated().to_string()),
+    )
+    .map_err(|e| OidcError::Token(format!("the issuer is not a URL: {e}")))
 }
 
 /// Discovery documents and keys, cached per issuer.
@@ -145,7 +185,7 @@ impl OidcProviders {
         })?;
         // OpenID Connect Discovery §4.3: the issuer must be exactly the
         // one asked for.
-        if metadata.issuer().as_str() != issuer.as_str() {
+        if !issuer_matches(metadata.issuer().as_str(), issuer.as_str()) {
             return Err(OidcError::BadMetadata(format!(
                 "the discovery document names issuer {:?}, not {:?}",
                 metadata.issuer().as_str(),
@@ -153,8 +193,11 @@ impl OidcProviders {
             )));
         }
         let keys = self.fetch_keys(&metadata).await?;
+        let issuer_template = (metadata.issuer().as_str() != issuer.as_str())
+            .then(|| metadata.issuer().as_str().to_string());
         let provider = Arc::new(Provider {
             metadata: metadata.set_jwks(keys),
+            issuer_template,
         });
         self.providers.insert(
             issuer.as_str().to_string(),
@@ -222,12 +265,13 @@ impl OidcProviders {
             .map_err(|e| OidcError::Exchange(exchange_error(&e)))?;
         let id_token = response.id_token().ok_or(OidcError::NoIdToken)?.clone();
         let nonce = Nonce::new(nonce.to_string());
-        let checked = self.verify(&provider, client_id, &id_token, &nonce);
+        let expected = expected_issuer(&provider, &id_token.to_string())?;
+        let checked = self.verify(&provider, &expected, client_id, &id_token, &nonce);
         let checked = match checked {
             Err(ClaimsVerificationError::SignatureVerification(
                 SignatureVerificationError::NoMatchingKey,
             )) => match self.refetch_keys(issuer).await? {
-                Some(fresh) => self.verify(&fresh, client_id, &id_token, &nonce),
+                Some(fresh) => self.verify(&fresh, &expected, client_id, &id_token, &nonce),
                 None => checked,
             },
             other => other,
@@ -251,6 +295,7 @@ impl OidcProviders {
     fn verify(
         &self,
         provider: &Provider,
+        issuer: &openidconnect::IssuerUrl,
         client_id: &str,
         id_token: &openidconnect::core::CoreIdToken,
         nonce: &Nonce,
@@ -259,7 +304,7 @@ impl OidcProviders {
         let latest_iat = now + chrono::Duration::from_std(MAX_FUTURE_IAT).unwrap_or_default();
         let verifier = CoreIdTokenVerifier::new_public_client(
             ClientId::new(client_id.to_string()),
-            provider.metadata.issuer().clone(),
+            issuer.clone(),
             provider.metadata.jwks().clone(),
         )
         .set_allowed_algs(ALLOWED_ALGS)
@@ -356,5 +401,37 @@ fn exchange_error<RE: std::error::Error + 'static>(
         openidconnect::RequestTokenError::Request(e) => format!("request failed: {e}"),
         openidconnect::RequestTokenError::Parse(e, _) => format!("unreadable answer: {e}"),
         openidconnect::RequestTokenError::Other(e) => e.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multi_tenant_template_matches_its_shared_addresses_only() {
+        let template = "https://login.microsoftonline.com/{tenantid}/v2.0";
+        for asked in ["common", "organizations", "consumers"] {
+            assert!(issuer_matches(
+                template,
+                &format!("https://login.microsoftonline.com/{asked}/v2.0")
+            ));
+        }
+        assert!(issuer_matches(
+            "https://idp.example/",
+            "https://idp.example/"
+        ));
+        for (named, asked) in [
+            (template, "https://login.microsoftonline.com/contoso/v2.0"),
+            (template, "https://login.microsoftonline.com/common/v2.0/"),
+            (
+                "https://evil.example/{tenantid}/v2.0",
+                "https://login.microsoftonline.com/common/v2.0",
+            ),
+            ("https://idp.example", "https://idp.example/"),
+            ("https://{tenantid}/{tenantid}", "https://common/common"),
+        ] {
+            assert!(!issuer_matches(named, asked), "{named} for {asked}");
+        }
     }
 }
