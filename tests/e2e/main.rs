@@ -71,6 +71,7 @@ mod sessions_flow;
 mod sessions_issuing;
 mod sessions_tokens;
 mod split;
+mod sso_attacks;
 mod sso_browser;
 mod sso_domains;
 mod sso_oidc;

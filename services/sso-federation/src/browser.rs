@@ -570,14 +570,16 @@ impl SignIns {
             .open_cookie::<Pending>(&pending_cookie(), PENDING_PURPOSE, headers)
             .await?
         else {
-            let reason = match pending_cookie().read(headers) {
-                Ok(None) => "no_pending_sign_in",
-                _ => "bad_cookie",
-            };
-            return Err(bad(
-                reason,
-                "no sign-in was started in this browser (or it took too long); start again",
-            ));
+            return Err(match pending_cookie().read(headers) {
+                Ok(None) => bad(
+                    "no_pending_sign_in",
+                    "no sign-in was started in this browser (or it took too long); start again",
+                ),
+                _ => bad(
+                    "bad_cookie",
+                    "the sign-in cookie is not readable; start again",
+                ),
+            });
         };
         if pending.target.record() != record {
             return Err(bad("bad_cookie", "the sign-in cookie is not readable"));

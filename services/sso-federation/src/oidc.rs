@@ -192,6 +192,18 @@ impl OidcProviders {
                 issuer.as_str()
             )));
         }
+        // The endpoints a sign-in will call pass the outbound rules now
+        // (scheme, credentials, literal addresses), so a connection that
+        // would call a private address is refused when it is made.
+        let endpoints = [
+            Some(metadata.authorization_endpoint().url().as_str()),
+            metadata.token_endpoint().map(|u| u.url().as_str()),
+        ];
+        for url in endpoints.into_iter().flatten() {
+            self.outbound.check_url(url).map_err(|e| {
+                OidcError::BadMetadata(format!("the discovery document names {url}: {e}"))
+            })?;
+        }
         let keys = self.fetch_keys(&metadata).await?;
         let issuer_template = (metadata.issuer().as_str() != issuer.as_str())
             .then(|| metadata.issuer().as_str().to_string());
@@ -262,7 +274,15 @@ impl OidcProviders {
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()))
             .request_async(&http)
             .await
-            .map_err(|e| OidcError::Exchange(exchange_error(&e)))?;
+            .map_err(|e| match e {
+                // The answer came but does not read: openidconnect parses
+                // the ID token's claims with it, so a token whose claims
+                // have the wrong types lands here — a refused token.
+                openidconnect::RequestTokenError::Parse(e, _) => {
+                    OidcError::Token(format!("the token response is not readable: {e}"))
+                }
+                e => OidcError::Exchange(exchange_error(&e)),
+            })?;
         let id_token = response.id_token().ok_or(OidcError::NoIdToken)?.clone();
         let nonce = Nonce::new(nonce.to_string());
         let expected = expected_issuer(&provider, &id_token.to_string())?;
