@@ -1030,6 +1030,18 @@ async fn discovery_and_keys_never_reach_private_addresses(backend: Backend) {
         "nothing stored"
     );
     assert_eq!(s.idp.token_requests(), 0);
+    // Every refused provider is in the organisation's audit log, with why.
+    let refused = twig_audit::events_with_action(&s.app.db, "sso.connection_refused")
+        .await
+        .unwrap();
+    assert!(!refused.is_empty());
+    assert!(refused.iter().all(|e| e.outcome == "failure"));
+    let reasons: Vec<Value> = refused
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(&e.details).unwrap()["reason"].clone())
+        .collect();
+    assert!(reasons.contains(&json!("idp_unreachable")), "{reasons:?}");
+    assert!(reasons.contains(&json!("idp_metadata")), "{reasons:?}");
     s.app.stop().await;
 }
 
@@ -1136,6 +1148,12 @@ async fn return_urls_outside_the_allowlist_are_refused(backend: Backend) {
         );
         assert_signed_in(&good, &hops, &good);
     }
+    // Each refused return URL is counted, with a few of them as samples.
+    let targets = counted_refusals(&s.app, &[("bad_return_url", bad.len() as u64)]).await;
+    assert!(
+        targets["bad_return_url"].iter().all(String::is_empty),
+        "no connection: {targets:?}"
+    );
     assert!(audited_refusals(&s.app).await.is_empty());
     s.app.stop().await;
 }

@@ -845,8 +845,30 @@ pub async fn spawn_serve(command: std::process::Command) -> (std::process::Child
     (child, channel)
 }
 
-/// A port on 127.0.0.1 that nothing listens on now.
+/// A port on 127.0.0.1 that nothing listens on now, chosen at random
+/// below the system's ephemeral range: every listener that asks the
+/// system for a port (port 0: the tests' own servers, the npm peers,
+/// clients' outgoing connections) gets one from that range, so none of
+/// them can take this port between now and when the test binds it.
 pub fn free_addr() -> SocketAddr {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const FROM: u16 = 10_000;
+    if low > FROM + 1000 {
+        for _ in 0..100 {
+            let random = u16::from_le_bytes(
+                uuid::Uuid::new_v4().as_bytes()[..2]
+                    .try_into()
+                    .expect("two bytes"),
+            );
+            let port = FROM + random % (low - FROM);
+            if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                return listener.local_addr().expect("address");
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("free port")
         .local_addr()

@@ -15,9 +15,10 @@
 //!
 //! Every accepted sign-in, and every refusal after the provider
 //! authenticated someone, is an audit event with the reason; refusals
-//! before that (no or expired cookie, wrong or replayed state, failed
-//! exchange or token) are counted per connection, reason and minute
-//! (`twig_audit::refusals`), since anyone can cause them at will.
+//! before that (a return URL outside the allowlist, no or expired cookie,
+//! wrong or replayed state, failed exchange or token) are counted per
+//! connection, reason and minute (`twig_audit::refusals`), since anyone
+//! can cause them at will.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -383,10 +384,16 @@ impl SignIns {
             .map(Email::parse)
             .transpose()
             .map_err(|why| Refused::new(StatusCode::BAD_REQUEST, format!("the email {why}")))?;
-        let return_to = self
-            .return_urls
-            .check(query.return_to.as_deref().unwrap_or_default())
-            .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        let asked = query.return_to.as_deref().unwrap_or_default();
+        let return_to = self.return_urls.check(asked).map_err(|e| {
+            let sample: String = asked.chars().take(200).collect();
+            self.refuse_early(
+                None,
+                "bad_return_url",
+                &sample,
+                Refused::new(StatusCode::BAD_REQUEST, e.to_string()),
+            )
+        })?;
         let (target, org, issuer, client_id, scopes) = match &query.provider {
             Some(name) => {
                 let provider = self.socials.get(name).ok_or_else(|| {

@@ -187,17 +187,39 @@ impl Connections {
         Ok(Secret::new(text))
     }
 
-    /// Refuses a provider whose discovery document cannot be used.
-    async fn check_provider(&self, protocol: &Protocol) -> Result<(), ApiError> {
+    /// Refuses a provider whose discovery document cannot be used (an
+    /// address the outbound rules refuse, a redirect, another issuer, …),
+    /// with an audit event naming why.
+    async fn check_provider(
+        &self,
+        principal: &Principal,
+        target: &str,
+        protocol: &Protocol,
+    ) -> Result<(), ApiError> {
         let Protocol::Oidc(oidc) = protocol;
         let issuer = oidc.issuer(&self.presets);
-        self.providers.fetch(&issuer).await.map_err(|e| {
-            ApiError::failed_precondition(format!(
-                "the identity provider at {} cannot be used: {e}",
-                issuer.as_str()
-            ))
-        })?;
-        Ok(())
+        let Err(e) = self.providers.fetch(&issuer).await else {
+            return Ok(());
+        };
+        let message = format!(
+            "the identity provider at {} cannot be used: {e}",
+            issuer.as_str()
+        );
+        let txn = twig_db::begin_write(&self.db).await.map_err(db)?;
+        AuditEvent::new("sso.connection_refused", Outcome::Failure)
+            .org(principal.org_id)
+            .actor(principal.actor())
+            .target(target.to_string())
+            .details(serde_json::json!({
+                "issuer": issuer.as_str(),
+                "reason": e.reason(),
+                "message": message,
+            }))
+            .record_at(&txn, self.clock.now())
+            .await
+            .map_err(db)?;
+        txn.commit().await.map_err(db)?;
+        Err(ApiError::failed_precondition(message))
     }
 
     /// Makes a connection (at stage off).
@@ -217,7 +239,8 @@ impl Connections {
         let secret = spec.client_secret.as_ref().ok_or_else(|| {
             ApiError::invalid_field("connection.oidc.client_secret", "is required")
         })?;
-        self.check_provider(&spec.protocol).await?;
+        self.check_provider(principal, "connection:new", &spec.protocol)
+            .await?;
         let org = principal.org_id;
         let id = Uuid::now_v7();
         let Sealer(sealer) = self.sealer()?;
@@ -287,7 +310,8 @@ impl Connections {
         )
         .await?;
         if before.protocol != spec.protocol {
-            self.check_provider(&spec.protocol).await?;
+            self.check_provider(principal, &format!("connection:{id}"), &spec.protocol)
+                .await?;
         }
         let org = principal.org_id;
         let sealed = match &spec.client_secret {
