@@ -22,7 +22,10 @@ use twig_tests::dns::DnsPeer;
 use twig_tests::forging_idp::{Forgery, ForgingIdp, OTHER_AUDIENCE, WRONG_ISSUER};
 use twig_tests::{Backend, PASSWORD, TestApp, bearer};
 
-use crate::sso_oidc::{owner, refresh_token_of, return_url, set_stage};
+use crate::sso_oidc::{
+    oidc_spec, owner, prove, proved_domain, refresh_token_of, return_url, set_stage, sign_in,
+    whoami,
+};
 
 /// The session cookie a sign-in sets.
 const REFRESH_COOKIE: &str = "__Secure-twig_refresh";
@@ -77,49 +80,6 @@ async fn setup(backend: Backend, allow_loopback: bool) -> Setup {
     }
 }
 
-/// A fresh domain under `.test`, claimed and proved by `token`'s
-/// organisation (as `sso_oidc::proved_domain`, for this file's setup).
-async fn proved_domain(s: &mut Setup, token: &str, name: &str) -> String {
-    let domain = format!(
-        "{name}-{}.test",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    );
-    prove(s, token, &domain).await;
-    domain
-}
-
-/// Claims and proves `domain` for `token`'s organisation: the claim's id.
-async fn prove(s: &mut Setup, token: &str, domain: &str) -> String {
-    let claimed = s
-        .app
-        .sso()
-        .claim_domain(bearer(
-            token,
-            pb::ClaimDomainRequest {
-                domain: domain.to_string(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .domain
-        .unwrap();
-    s.dns
-        .set_txt(&[(&claimed.txt_record_name, &claimed.txt_record_value)])
-        .await;
-    s.app
-        .sso()
-        .verify_domain(bearer(
-            token,
-            pb::VerifyDomainRequest {
-                domain_id: claimed.id.clone(),
-            },
-        ))
-        .await
-        .unwrap();
-    claimed.id
-}
-
 /// `CreateConnection` to `issuer` (generic) or to the Google Workspace
 /// preset for `tenant`, with a fresh client; admins → ADMIN.
 async fn create(
@@ -149,27 +109,15 @@ async fn create(
         .create_connection(bearer(
             token,
             pb::CreateConnectionRequest {
-                connection: Some(pb::ConnectionSpec {
-                    name: format!("forging IdP {}", uuid::Uuid::new_v4().simple()),
-                    protocol: Some(pb::connection_spec::Protocol::Oidc(pb::OidcSettings {
-                        preset: preset as i32,
-                        issuer,
-                        tenant,
-                        client_id,
-                        client_secret: secret,
-                        client_secret_set: false,
-                        extra_scopes: vec!["groups".into()],
-                    })),
-                    mapping: Some(pb::AttributeMapping {
-                        group_roles: vec![pb::GroupRole {
-                            group: "admins".into(),
-                            role: spb::Role::Admin as i32,
-                        }],
-                        ..Default::default()
-                    }),
-                    pilot: Some(pb::Pilot::default()),
-                    domains: domains.iter().map(|d| d.to_string()).collect(),
-                }),
+                connection: Some(oidc_spec(
+                    &format!("forging IdP {}", uuid::Uuid::new_v4().simple()),
+                    preset,
+                    issuer,
+                    tenant,
+                    (client_id, secret),
+                    domains,
+                    pb::Pilot::default(),
+                )),
             },
         ))
         .await
@@ -190,25 +138,12 @@ async fn enforced(s: &Setup, token: &str, tenant: Option<&str>, domain: &str) ->
 /// provider serving it, and Alice of that domain at the provider.
 async fn organisation(s: &mut Setup) -> (String, String, String, pb::Connection) {
     let (token, org) = owner(&s.app).await;
-    let domain = proved_domain(s, &token, "acme").await;
+    let domain = proved_domain(&s.app, &mut s.dns, &token, "acme").await;
     let connection = enforced(s, &token, None, &domain).await;
     s.idp
         .set_user(json!({"sub": "u1", "email": format!("alice@{domain}"),
         "email_verified": true, "name": "Alice", "groups": ["staff"]}));
     (token, org, domain, connection)
-}
-
-/// Follows a sign-in from `start_path` through the provider and back, up
-/// to (not including) the return URL: every hop.
-async fn sign_in(s: &Setup, browser: &CurlBrowser, start_path: &str) -> Vec<Hop> {
-    let back = return_url(&s.origin);
-    browser
-        .follow(
-            &format!("{}{start_path}", s.origin),
-            |next| next.starts_with(&back),
-            10,
-        )
-        .await
 }
 
 /// Starts a sign-in and lets the provider authorize it: the callback URL
@@ -394,28 +329,6 @@ fn assert_signed_in(what: &str, hops: &[Hop], to: &str) {
     refresh_token_of(last);
 }
 
-/// The session a browser holds, as its page finds it (as
-/// `sso_oidc::whoami`, for this file's setup).
-async fn whoami(s: &Setup, browser: &CurlBrowser) -> spb::GetCurrentUserResponse {
-    let refreshed = browser
-        .request(
-            "POST",
-            &format!("{}/auth/refresh", s.origin),
-            &[("Origin", s.origin.as_str()), ("x-twig-csrf", "1")],
-            None,
-        )
-        .await;
-    assert_eq!(refreshed.status, 200, "{refreshed:#?}");
-    let answer: Value = serde_json::from_str(&refreshed.body).unwrap();
-    let token = answer["access_token"].as_str().unwrap();
-    s.app
-        .sessions()
-        .get_current_user(bearer(token, spb::GetCurrentUserRequest {}))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 async fn members(s: &Setup, token: &str, org: &str) -> Vec<spb::Member> {
     s.app
         .sessions()
@@ -551,7 +464,7 @@ async fn forged_id_tokens_are_refused_and_counted(backend: Backend) {
         let tokens_before = s.idp.token_requests();
         let keys_before = s.idp.jwks_fetches();
         let browser = CurlBrowser::new();
-        let hops = sign_in(&s, &browser, &connection.start_path).await;
+        let hops = sign_in(&s.origin, &browser, &connection.start_path).await;
         let what = format!("{forgery:?}");
         assert_refused(&what, &hops, &browser, 403);
         let body = &hops.last().unwrap().body;
@@ -583,9 +496,9 @@ async fn forged_id_tokens_are_refused_and_counted(backend: Backend) {
     // The same provider, honest, signs Alice in.
     s.idp.set_forgery(Forgery::Honest);
     let browser = CurlBrowser::new();
-    let hops = sign_in(&s, &browser, &connection.start_path).await;
+    let hops = sign_in(&s.origin, &browser, &connection.start_path).await;
     assert_signed_in("honest", &hops, &return_url(&s.origin));
-    let me = whoami(&s, &browser).await;
+    let me = whoami(&s.app, &s.origin, &browser).await;
     assert_eq!(me.user.unwrap().email, format!("alice@{domain}"));
     assert_eq!(me.organization_id, org);
     assert_eq!(members(&s, &token, &org).await.len(), 2);
@@ -598,14 +511,14 @@ async fn rotated_keys_are_fetched_again_at_most_once_per_gap(backend: Backend) {
     // Making the connection fetched the document and the keys.
     assert_eq!(s.idp.discovery_fetches(), 1);
     assert_eq!(s.idp.jwks_fetches(), 1);
-    let hops = sign_in(&s, &CurlBrowser::new(), &connection.start_path).await;
+    let hops = sign_in(&s.origin, &CurlBrowser::new(), &connection.start_path).await;
     assert_signed_in("before the rotation", &hops, &return_url(&s.origin));
     assert_eq!(s.idp.jwks_fetches(), 1, "the kept keys were used");
 
     // The provider rotates its key (the old one is gone from its JWKS):
     // the unknown kid fetches the keys again, and the token is accepted.
     s.idp.rotate_key(false);
-    let hops = sign_in(&s, &CurlBrowser::new(), &connection.start_path).await;
+    let hops = sign_in(&s.origin, &CurlBrowser::new(), &connection.start_path).await;
     assert_signed_in("after the rotation", &hops, &return_url(&s.origin));
     assert_eq!(s.idp.jwks_fetches(), 2, "one fetch for the new kid");
 
@@ -613,14 +526,14 @@ async fn rotated_keys_are_fetched_again_at_most_once_per_gap(backend: Backend) {
     // again (at most one fetch per jwks_refresh_gap per provider).
     s.idp.set_forgery(Forgery::UnknownKid);
     let browser = CurlBrowser::new();
-    let hops = sign_in(&s, &browser, &connection.start_path).await;
+    let hops = sign_in(&s.origin, &browser, &connection.start_path).await;
     assert_refused("unknown kid", &hops, &browser, 403);
     assert_eq!(s.idp.jwks_fetches(), 2, "no fetch within the gap");
     // Even a real rotation within the gap waits for it.
     s.idp.set_forgery(Forgery::Honest);
     s.idp.rotate_key(false);
     let browser = CurlBrowser::new();
-    let hops = sign_in(&s, &browser, &connection.start_path).await;
+    let hops = sign_in(&s.origin, &browser, &connection.start_path).await;
     assert_refused("rotated again within the gap", &hops, &browser, 403);
     assert_eq!(s.idp.jwks_fetches(), 2, "no fetch within the gap");
     assert_eq!(successes(&s.app).await.len(), 2);
@@ -692,7 +605,7 @@ async fn states_codes_cookies_and_nonces_are_bound_and_used_once(backend: Backen
     let claims = jwt_payload(&earlier);
     s.idp.set_forgery(Forgery::Claims(claims));
     let browser = CurlBrowser::new();
-    let hops = sign_in(&s, &browser, &start).await;
+    let hops = sign_in(&s.origin, &browser, &start).await;
     assert_refused("replayed ID token", &hops, &browser, 403);
     assert!(
         hops.last()
@@ -1015,7 +928,7 @@ async fn discovery_and_keys_never_reach_private_addresses(backend: Backend) {
         "token_endpoint",
         Some(json!("http://169.254.169.254/latest/meta-data/iam/token")),
     );
-    let domain = proved_domain(&mut s, &token, "acme").await;
+    let domain = proved_domain(&s.app, &mut s.dns, &token, "acme").await;
     let refused = create(&s, &token, &issuer, None, &[&domain])
         .await
         .unwrap_err();
@@ -1163,7 +1076,7 @@ async fn a_provider_cannot_take_over_an_account_of_another_domain(backend: Backe
     let (token, org, domain, connection) = organisation(&mut s).await;
     // Another organisation proves a domain; a victim has an account there.
     let (other_token, other_org) = owner(&s.app).await;
-    let theirs = proved_domain(&mut s, &other_token, "theirs").await;
+    let theirs = proved_domain(&s.app, &mut s.dns, &other_token, "theirs").await;
     let victim = format!("victim@{theirs}");
     s.app.sign_up(&victim).await;
     let unproved = format!("unproved-{}.test", uuid::Uuid::new_v4().simple());
@@ -1217,7 +1130,7 @@ async fn a_provider_cannot_take_over_an_account_of_another_domain(backend: Backe
         claims["sub"] = json!(format!("u-{}", uuid::Uuid::new_v4().simple()));
         s.idp.set_forgery(Forgery::Claims(claims.clone()));
         let browser = CurlBrowser::new();
-        let hops = sign_in(&s, &browser, &connection.start_path).await;
+        let hops = sign_in(&s.origin, &browser, &connection.start_path).await;
         assert_refused(&claims.to_string(), &hops, &browser, 403);
     }
     let refusals = audited_refusals(&s.app).await;
@@ -1249,14 +1162,14 @@ async fn a_provider_cannot_take_over_an_account_of_another_domain(backend: Backe
         claims["groups"] = json!(["admins"]);
         s.idp.set_forgery(Forgery::Claims(claims.clone()));
         let browser = CurlBrowser::new();
-        let hops = sign_in(&s, &browser, &connection.start_path).await;
+        let hops = sign_in(&s.origin, &browser, &connection.start_path).await;
         assert_refused(&claims.to_string(), &hops, &browser, 403);
     }
     counted_refusals(&s.app, &[("id_token", unreadable.len() as u64)]).await;
 
     // A domain this organisation proved and served, then released, and
     // that the other organisation has proved since: no longer served.
-    let released = proved_domain(&mut s, &token, "released").await;
+    let released = proved_domain(&s.app, &mut s.dns, &token, "released").await;
     let spec = |domains: Vec<String>| pb::ConnectionSpec {
         name: connection.name.clone(),
         protocol: connection.protocol.clone().map(|p| match p {
@@ -1303,14 +1216,14 @@ async fn a_provider_cannot_take_over_an_account_of_another_domain(backend: Backe
         ))
         .await
         .unwrap();
-    prove(&mut s, &other_token, &released).await;
+    prove(&s.app, &mut s.dns, &other_token, &released).await;
     let taken_over = format!("ceo@{released}");
     s.app.sign_up(&taken_over).await;
     s.idp.set_forgery(Forgery::Claims(
         json!({"email": taken_over, "groups": ["admins"]}),
     ));
     let browser = CurlBrowser::new();
-    let hops = sign_in(&s, &browser, &connection.start_path).await;
+    let hops = sign_in(&s.origin, &browser, &connection.start_path).await;
     assert_refused("released domain", &hops, &browser, 403);
     let last = audited_refusals(&s.app).await.pop().unwrap();
     assert_eq!(last["reason"], "domain_not_proved", "{last}");
@@ -1360,7 +1273,7 @@ async fn a_provider_cannot_take_over_an_account_of_another_domain(backend: Backe
 async fn google_workspace_tokens_must_name_the_tenant(backend: Backend) {
     let mut s = setup(backend, true).await;
     let (token, org) = owner(&s.app).await;
-    let domain = proved_domain(&mut s, &token, "workspace").await;
+    let domain = proved_domain(&s.app, &mut s.dns, &token, "workspace").await;
     let connection = enforced(&s, &token, Some(&domain), &domain).await;
     let Some(pb::connection::Protocol::Oidc(oidc)) = &connection.protocol else {
         panic!("an OIDC connection");
@@ -1381,7 +1294,7 @@ async fn google_workspace_tokens_must_name_the_tenant(backend: Backend) {
     ] {
         s.idp.set_forgery(Forgery::Claims(json!({ "hd": hd })));
         let browser = CurlBrowser::new();
-        let hops = sign_in(&s, &browser, &connection.start_path).await;
+        let hops = sign_in(&s.origin, &browser, &connection.start_path).await;
         assert_refused(&format!("hd {hd}"), &hops, &browser, 403);
     }
     let refusals = audited_refusals(&s.app).await;
@@ -1395,9 +1308,9 @@ async fn google_workspace_tokens_must_name_the_tenant(backend: Backend) {
     s.idp
         .set_forgery(Forgery::Claims(json!({ "hd": domain.to_uppercase() })));
     let browser = CurlBrowser::new();
-    let hops = sign_in(&s, &browser, &connection.start_path).await;
+    let hops = sign_in(&s.origin, &browser, &connection.start_path).await;
     assert_signed_in("the tenant's hd", &hops, &return_url(&s.origin));
-    let me = whoami(&s, &browser).await;
+    let me = whoami(&s.app, &s.origin, &browser).await;
     assert_eq!(me.user.unwrap().email, format!("alice@{domain}"));
     assert_eq!(me.organization_id, org);
     assert_eq!(successes(&s.app).await.len(), 1);

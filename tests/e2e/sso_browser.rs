@@ -94,7 +94,7 @@ async fn a_person_signs_in_through_the_provider_and_stays_signed_in(backend: Bac
     let dir = page_dir();
     let mut s = setup(backend, Some(&PAGES)).await;
     let (token, org) = owner(&s.app).await;
-    let domain = proved_domain(&mut s, &token, "acme").await;
+    let domain = proved_domain(&s.app, &mut s.dns, &token, "acme").await;
     let alice = format!("alice@{domain}");
     s.idp
         .add_user(

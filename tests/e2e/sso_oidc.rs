@@ -72,19 +72,25 @@ pub async fn owner(app: &TestApp) -> (String, String) {
 }
 
 /// A fresh domain under `.test`, claimed and proved by `token`'s
-/// organisation.
-pub async fn proved_domain(s: &mut Setup, token: &str, name: &str) -> String {
+/// organisation through `dns`.
+pub async fn proved_domain(app: &TestApp, dns: &mut DnsPeer, token: &str, name: &str) -> String {
     let domain = format!(
         "{name}-{}.test",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     );
-    let claimed = s
-        .app
+    prove(app, dns, token, &domain).await;
+    domain
+}
+
+/// Claims and proves `domain` for `token`'s organisation, publishing its
+/// record in `dns`: the claim's id.
+pub async fn prove(app: &TestApp, dns: &mut DnsPeer, token: &str, domain: &str) -> String {
+    let claimed = app
         .sso()
         .claim_domain(bearer(
             token,
             pb::ClaimDomainRequest {
-                domain: domain.clone(),
+                domain: domain.into(),
             },
         ))
         .await
@@ -92,20 +98,18 @@ pub async fn proved_domain(s: &mut Setup, token: &str, name: &str) -> String {
         .into_inner()
         .domain
         .unwrap();
-    s.dns
-        .set_txt(&[(&claimed.txt_record_name, &claimed.txt_record_value)])
+    dns.set_txt(&[(&claimed.txt_record_name, &claimed.txt_record_value)])
         .await;
-    s.app
-        .sso()
+    app.sso()
         .verify_domain(bearer(
             token,
             pb::VerifyDomainRequest {
-                domain_id: claimed.id,
+                domain_id: claimed.id.clone(),
             },
         ))
         .await
         .unwrap();
-    domain
+    claimed.id
 }
 
 /// A generic OIDC connection to the peer's `provider`, with a client
@@ -132,27 +136,15 @@ pub async fn connect(
         .create_connection(bearer(
             token,
             pb::CreateConnectionRequest {
-                connection: Some(pb::ConnectionSpec {
-                    name: format!("{provider} IdP"),
-                    protocol: Some(pb::connection_spec::Protocol::Oidc(pb::OidcSettings {
-                        preset: pb::OidcPreset::Generic as i32,
-                        issuer: s.idp.issuer(provider),
-                        tenant: String::new(),
-                        client_id,
-                        client_secret: secret,
-                        client_secret_set: false,
-                        extra_scopes: vec!["groups".into()],
-                    })),
-                    mapping: Some(pb::AttributeMapping {
-                        group_roles: vec![pb::GroupRole {
-                            group: "admins".into(),
-                            role: spb::Role::Admin as i32,
-                        }],
-                        ..Default::default()
-                    }),
-                    pilot: Some(pilot),
-                    domains: domains.iter().map(|d| d.to_string()).collect(),
-                }),
+                connection: Some(oidc_spec(
+                    &format!("{provider} IdP"),
+                    pb::OidcPreset::Generic,
+                    s.idp.issuer(provider),
+                    String::new(),
+                    (client_id, secret),
+                    domains,
+                    pilot,
+                )),
             },
         ))
         .await
@@ -160,6 +152,41 @@ pub async fn connect(
         .into_inner()
         .connection
         .unwrap()
+}
+
+/// A connection's settings for OpenID Connect: `preset` with `issuer` (or
+/// `tenant`), the client `(id, secret)`, the `groups` scope, and the
+/// mapping of the tests (group `admins` → ADMIN).
+pub fn oidc_spec(
+    name: &str,
+    preset: pb::OidcPreset,
+    issuer: String,
+    tenant: String,
+    (client_id, client_secret): (String, String),
+    domains: &[&str],
+    pilot: pb::Pilot,
+) -> pb::ConnectionSpec {
+    pb::ConnectionSpec {
+        name: name.into(),
+        protocol: Some(pb::connection_spec::Protocol::Oidc(pb::OidcSettings {
+            preset: preset as i32,
+            issuer,
+            tenant,
+            client_id,
+            client_secret,
+            client_secret_set: false,
+            extra_scopes: vec!["groups".into()],
+        })),
+        mapping: Some(pb::AttributeMapping {
+            group_roles: vec![pb::GroupRole {
+                group: "admins".into(),
+                role: spb::Role::Admin as i32,
+            }],
+            ..Default::default()
+        }),
+        pilot: Some(pilot),
+        domains: domains.iter().map(|d| d.to_string()).collect(),
+    }
 }
 
 pub async fn set_stage(
@@ -180,13 +207,13 @@ pub async fn set_stage(
         .map(|r| r.into_inner().connection.unwrap())
 }
 
-/// Signs in through the start path: every hop up to (not including) the
-/// return URL.
-pub async fn sign_in(s: &Setup, browser: &CurlBrowser, start_path: &str) -> Vec<Hop> {
-    let back = return_url(&s.origin);
+/// Signs in through the start path on the server at `origin`: every hop
+/// up to (not including) the return URL.
+pub async fn sign_in(origin: &str, browser: &CurlBrowser, start_path: &str) -> Vec<Hop> {
+    let back = return_url(origin);
     browser
         .follow(
-            &format!("{}{start_path}", s.origin),
+            &format!("{origin}{start_path}"),
             |next| next.starts_with(&back),
             10,
         )
@@ -219,20 +246,23 @@ pub fn refresh_token_of(hop: &Hop) -> String {
 /// The session a browser holds, as its page finds it: `POST
 /// /auth/refresh` with the session cookie (same origin, CSRF header),
 /// then the access token used.
-pub async fn whoami(s: &Setup, browser: &CurlBrowser) -> spb::GetCurrentUserResponse {
+pub async fn whoami(
+    app: &TestApp,
+    origin: &str,
+    browser: &CurlBrowser,
+) -> spb::GetCurrentUserResponse {
     let refreshed = browser
         .request(
             "POST",
-            &format!("{}/auth/refresh", s.origin),
-            &[("Origin", s.origin.as_str()), ("x-twig-csrf", "1")],
+            &format!("{origin}/auth/refresh"),
+            &[("Origin", origin), ("x-twig-csrf", "1")],
             None,
         )
         .await;
     assert_eq!(refreshed.status, 200, "{refreshed:#?}");
     let answer: serde_json::Value = serde_json::from_str(&refreshed.body).unwrap();
     let token = answer["access_token"].as_str().unwrap();
-    s.app
-        .sessions()
+    app.sessions()
         .get_current_user(bearer(token, spb::GetCurrentUserRequest {}))
         .await
         .unwrap()
@@ -251,7 +281,7 @@ async fn sso_events(app: &TestApp) -> Vec<(String, serde_json::Value)> {
 async fn an_organisation_pilots_then_enforces_sign_in(backend: Backend) {
     let mut s = setup(backend, None).await;
     let (token, org) = owner(&s.app).await;
-    let domain = proved_domain(&mut s, &token, "acme").await;
+    let domain = proved_domain(&s.app, &mut s.dns, &token, "acme").await;
     let alice = format!("alice@{domain}");
     let bob = format!("bob@{domain}");
     s.idp
@@ -328,7 +358,7 @@ async fn an_organisation_pilots_then_enforces_sign_in(backend: Backend) {
     assert_eq!(outsider.method, pb::SignInMethod::Password as i32);
     assert!(outsider.start_path.is_empty());
 
-    let hops = sign_in(&s, &browser, &found.start_path).await;
+    let hops = sign_in(&s.origin, &browser, &found.start_path).await;
     let last = hops.last().unwrap();
     assert_eq!(last.status, 303, "{hops:#?}");
     assert_eq!(last.location().unwrap(), return_url(&s.origin));
@@ -350,7 +380,7 @@ async fn an_organisation_pilots_then_enforces_sign_in(backend: Backend) {
         assert!(to_idp.contains(part), "{part} in {to_idp}");
     }
     refresh_token_of(last);
-    let me = whoami(&s, &browser).await;
+    let me = whoami(&s.app, &s.origin, &browser).await;
     assert_eq!(me.user.as_ref().unwrap().email, alice);
     assert_eq!(me.organization_id, org);
     let membership = me
@@ -364,7 +394,7 @@ async fn an_organisation_pilots_then_enforces_sign_in(backend: Backend) {
     // joins nothing.
     let bob_start = for_bob.start_path.clone();
     assert!(!bob_start.is_empty());
-    let hops = sign_in(&s, &CurlBrowser::new(), &bob_start).await;
+    let hops = sign_in(&s.origin, &CurlBrowser::new(), &bob_start).await;
     let last = hops.last().unwrap();
     assert_eq!(last.status, 403, "{hops:#?}");
     assert!(last.body.contains("pilot"), "{}", last.body);
@@ -459,9 +489,9 @@ async fn an_organisation_pilots_then_enforces_sign_in(backend: Backend) {
     assert_eq!(found.method, pb::SignInMethod::Sso as i32);
     assert!(!found.password_allowed);
     let bob_browser = CurlBrowser::new();
-    let hops = sign_in(&s, &bob_browser, &found.start_path).await;
+    let hops = sign_in(&s.origin, &bob_browser, &found.start_path).await;
     refresh_token_of(hops.last().unwrap());
-    let me = whoami(&s, &bob_browser).await;
+    let me = whoami(&s.app, &s.origin, &bob_browser).await;
     assert_eq!(me.user.as_ref().unwrap().email, bob);
     assert_eq!(me.organization_id, org);
     assert_eq!(
@@ -492,10 +522,10 @@ async fn an_organisation_pilots_then_enforces_sign_in(backend: Backend) {
 async fn a_provider_cannot_sign_anyone_into_an_unproved_domain(backend: Backend) {
     let mut s = setup(backend, None).await;
     let (token, org) = owner(&s.app).await;
-    let domain = proved_domain(&mut s, &token, "acme").await;
+    let domain = proved_domain(&s.app, &mut s.dns, &token, "acme").await;
     // Another organisation proves a domain of its own.
     let (other_token, _) = owner(&s.app).await;
-    let theirs = proved_domain(&mut s, &other_token, "theirs").await;
+    let theirs = proved_domain(&s.app, &mut s.dns, &other_token, "theirs").await;
     let connection = connect(&s, &token, "acme", &[&domain], pb::Pilot::default()).await;
     set_stage(
         &s.app,
@@ -528,7 +558,7 @@ async fn a_provider_cannot_sign_anyone_into_an_unproved_domain(backend: Backend)
             connection.id,
             claimed.replace('@', "%40")
         );
-        let hops = sign_in(&s, &CurlBrowser::new(), &start).await;
+        let hops = sign_in(&s.origin, &CurlBrowser::new(), &start).await;
         let last = hops.last().unwrap();
         assert_eq!(last.status, 403, "{claimed}: {hops:#?}");
         assert!(
@@ -619,7 +649,7 @@ async fn the_entra_preset_and_the_mapping_dry_run(backend: Backend) {
         idp,
     };
     let (token, org) = owner(&s.app).await;
-    let domain = proved_domain(&mut s, &token, "contoso").await;
+    let domain = proved_domain(&s.app, &mut s.dns, &token, "contoso").await;
     s.idp
         .add_client(
             "entra",
@@ -796,7 +826,7 @@ async fn the_entra_preset_and_the_mapping_dry_run(backend: Backend) {
     // another directory is refused.
     let browser = CurlBrowser::new();
     let hops = sign_in(
-        &s,
+        &s.origin,
         &browser,
         &format!(
             "/sso/start?connection={}&login_hint=ok%40{domain}",
@@ -805,7 +835,7 @@ async fn the_entra_preset_and_the_mapping_dry_run(backend: Backend) {
     )
     .await;
     assert_eq!(hops.last().unwrap().status, 303, "{hops:#?}");
-    let me = whoami(&s, &browser).await;
+    let me = whoami(&s.app, &s.origin, &browser).await;
     let here = me
         .memberships
         .iter()
@@ -813,7 +843,7 @@ async fn the_entra_preset_and_the_mapping_dry_run(backend: Backend) {
         .unwrap();
     assert_eq!(here.role, spb::Role::Admin as i32);
     let hops = sign_in(
-        &s,
+        &s.origin,
         &CurlBrowser::new(),
         &format!(
             "/sso/start?connection={}&login_hint=other%40{domain}",
