@@ -12,6 +12,7 @@ use twig_proto::sso::v1 as pb;
 use twig_sso_federation::SocialProviderConfig;
 use twig_sso_federation::SsoConfig;
 use twig_tests::curl::{CurlBrowser, Hop};
+use twig_tests::dns::DnsPeer;
 use twig_tests::oidc_peer::OidcPeer;
 use twig_tests::{Backend, PASSWORD, TestApp, bearer, email};
 
@@ -21,6 +22,7 @@ struct Social {
     app: TestApp,
     origin: String,
     _idp: OidcPeer,
+    dns: DnsPeer,
 }
 
 async fn setup(backend: Backend) -> Social {
@@ -35,6 +37,8 @@ async fn setup(backend: Backend) -> Social {
     .await;
     let google_issuer = idp.issuer("google");
     let authority = format!("{}/ms", idp.base());
+    let dns = DnsPeer::start().await;
+    let server = dns.addr();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let app = TestApp::builder(backend)
         .weak_hashing()
@@ -42,6 +46,8 @@ async fn setup(backend: Backend) -> Social {
             c.server.public_origins = vec![origin.to_string()];
             c.outbound.allow_networks = vec!["127.0.0.1/32".parse().unwrap()];
             c.edit::<SsoConfig>(|s| {
+                s.dns_servers = vec![server];
+                s.refusal_audit_period = std::time::Duration::from_secs(1);
                 s.return_urls = vec![format!("{origin}/app/")];
                 s.google_issuer = google_issuer;
                 s.microsoft_authority = authority;
@@ -76,6 +82,7 @@ async fn setup(backend: Backend) -> Social {
         app,
         origin,
         _idp: idp,
+        dns,
     }
 }
 
@@ -394,8 +401,106 @@ async fn an_unverified_email_makes_and_finds_nothing(backend: Backend) {
     s.app.stop().await;
 }
 
+async fn enforced_single_sign_on_shuts_social_sign_in_out(backend: Backend) {
+    let mut s = setup(backend).await;
+    let (token, _) = crate::sso_oidc::owner(&s.app).await;
+    let domain = format!(
+        "corp-{}.test",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    crate::sso_oidc::prove(&s.app, &mut s.dns, &token, &domain).await;
+    let alice = format!("alice@{domain}");
+    let bob = format!("bob@{domain}");
+    for (sub, who) in [("g-alice", &alice), ("g-bob", &bob)] {
+        s._idp
+            .add_user(
+                "google",
+                serde_json::json!({"sub": sub, "email": who, "email_verified": true}),
+            )
+            .await;
+    }
+    // Before the organisation enforces its sign-in, Alice signs up with
+    // Google.
+    let browser = CurlBrowser::new();
+    let hops = s.sign_in(&browser, "google", &alice).await;
+    assert!(has_session_cookie(hops.last().unwrap()), "{hops:#?}");
+
+    // The organisation enforces single sign-on for the domain (through
+    // its own provider; the peer's Google provider serves as one here).
+    let connection = s
+        .app
+        .sso()
+        .create_connection(bearer(
+            &token,
+            pb::CreateConnectionRequest {
+                connection: Some(crate::sso_oidc::oidc_spec(
+                    "Corp IdP",
+                    pb::OidcPreset::Generic,
+                    s._idp.issuer("google"),
+                    String::new(),
+                    ("twig-google".into(), "secret-of-google-0123456789".into()),
+                    &[&domain],
+                    pb::Pilot::default(),
+                )),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .connection
+        .unwrap();
+    crate::sso_oidc::set_stage(
+        &s.app,
+        &token,
+        &connection.id,
+        pb::ConnectionStage::Enforced,
+    )
+    .await
+    .unwrap();
+
+    // Now neither Alice's linked Google identity nor a new one in the
+    // domain gets in past it.
+    for who in [&alice, &bob] {
+        let browser = CurlBrowser::new();
+        let hops = s.sign_in(&browser, "google", who).await;
+        let last = hops.last().unwrap();
+        assert_eq!(last.status, 403, "{who}: {hops:#?}");
+        assert!(last.body.contains("single sign-on"), "{}", last.body);
+        assert!(!has_session_cookie(last));
+    }
+    assert!(
+        s.app
+            .user_directory
+            .0
+            .find_user_by_email(&bob)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Counted among the refused sign-ins.
+    s.app.clock.advance(std::time::Duration::from_secs(2));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let counted: u64 = twig_audit::events_with_action(&s.app.db, "sso.sign_in")
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::from_str::<serde_json::Value>(&e.details).unwrap())
+            .filter(|d| d["reason"] == "sso_enforced")
+            .map(|d| d["count"].as_u64().unwrap_or(0))
+            .sum();
+        if counted == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "counted {counted}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    s.app.stop().await;
+}
+
 on_both_backends!(
     a_first_sign_in_makes_an_account_and_the_next_signs_it_in,
     an_existing_account_is_linked_only_with_its_password,
     an_unverified_email_makes_and_finds_nothing,
+    enforced_single_sign_on_shuts_social_sign_in_out,
 );

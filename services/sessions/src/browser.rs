@@ -77,26 +77,15 @@ fn client_of(client: &ClientInfo, headers: &HeaderMap) -> ClientContext {
     }
 }
 
-/// An error as JSON, with its HTTP status; a 401 also clears the cookie.
+/// An error as JSON (`twig_web::json_error`); a 401 also clears the
+/// cookie.
 fn error(e: ApiError) -> Response {
-    let status = e.code().http();
-    let code = twig_errors::grpc_code_name(e.code().grpc()).to_ascii_lowercase();
-    let mut response = (
-        status,
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        axum::Json(serde_json::json!({"code": code, "message": e.message()})),
-    )
-        .into_response();
-    if status == StatusCode::UNAUTHORIZED {
+    let mut response = twig_web::json_error(&e);
+    if response.status() == StatusCode::UNAUTHORIZED {
         response.headers_mut().append(
             header::SET_COOKIE,
             twig_web::session::refresh_cookie().clear(),
         );
-    }
-    if let Some(retry) = e.retry_after()
-        && let Ok(value) = HeaderValue::from_str(&twig_errors::whole_seconds_up(retry).to_string())
-    {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
 }

@@ -45,6 +45,7 @@ use uuid::Uuid;
 use crate::connection::{Protocol, Stage};
 use crate::connections::{Connection, Connections};
 use crate::oidc::{OidcProviders, authorization_url};
+use crate::policy::SignInPolicy;
 use crate::return_to::ReturnUrls;
 use crate::signin;
 use crate::social::{Identities, SocialProvider, SocialProviders, verified_email};
@@ -848,6 +849,27 @@ impl SignIns {
                 .map(str::to_string),
         };
         let ip = client.ip.map(|ip| ip.to_string());
+        // Single sign-on enforced for an email's domain is the only way in
+        // for it: a social identity neither signs such an account in nor
+        // makes one.
+        let enforced = |email: &Email| {
+            let policy = SignInPolicy::new(self.connections.clone());
+            let email = email.clone();
+            async move {
+                match policy.discover(&email).await {
+                    Ok(found) if !found.password_allowed => Err(Refused::new(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "this email's organisation signs in through single sign-on; sign in \
+                             at {}",
+                            found.sso_start.unwrap_or_default()
+                        ),
+                    )),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(Refused::new(api_status(&e), e.message().to_string())),
+                }
+            }
+        };
         // A linked identity signs its account in.
         if let Some(linked) = self
             .identities
@@ -855,6 +877,18 @@ impl SignIns {
             .await
             .map_err(unavailable)?
         {
+            let account = users
+                .find_user(linked.user_id)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| {
+                    Refused::new(StatusCode::FORBIDDEN, "the linked account no longer exists")
+                })?;
+            if let Ok(email) = Email::parse(&account.email)
+                && let Err(refused) = enforced(&email).await
+            {
+                return Err(early("sso_enforced", refused.status, refused.message));
+            }
             let facts = users
                 .sign_in_facts(linked.user_id)
                 .await
@@ -883,6 +917,9 @@ impl SignIns {
                 ),
             )
         })?;
+        if let Err(refused) = enforced(&email).await {
+            return Err(early("sso_enforced", refused.status, refused.message));
+        }
         match users
             .find_user_by_email(email.as_str())
             .await
@@ -938,7 +975,16 @@ impl SignIns {
                 let mut back = url::Url::parse(&pending.return_to).map_err(|_| {
                     Refused::new(StatusCode::INTERNAL_SERVER_ERROR, "bad return URL")
                 })?;
+                // The page learns the provider from this one parameter:
+                // any it already carried is dropped.
+                let kept: Vec<(String, String)> = back
+                    .query_pairs()
+                    .filter(|(k, _)| k != "twig_link")
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
                 back.query_pairs_mut()
+                    .clear()
+                    .extend_pairs(kept)
                     .append_pair("twig_link", &provider.name);
                 let mut response = see_other(back.as_str())?;
                 response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -1236,15 +1282,7 @@ async fn link(
             format!("must be JSON with the password: {e}"),
         )),
     };
-    answer.unwrap_or_else(|e| {
-        let code = twig_errors::grpc_code_name(e.code().grpc()).to_ascii_lowercase();
-        (
-            e.code().http(),
-            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-            axum::Json(serde_json::json!({"code": code, "message": e.message()})),
-        )
-            .into_response()
-    })
+    answer.unwrap_or_else(|e| twig_web::json_error(&e))
 }
 
 async fn callback(

@@ -4,7 +4,9 @@
 //! A return URL is accepted only when, parsed as a browser parses it, it
 //! is `http(s)` with exactly the scheme, host and port of an allowed
 //! entry and a path equal to the entry's (or under it, for an entry
-//! ending in `/`), with no user name, password or fragment. Before
+//! ending in `/`), with no user name, password or fragment, and no path
+//! a front end might read otherwise (an empty segment, an encoded slash,
+//! backslash or dot). Before
 //! parsing, anything a browser might read differently from us is refused
 //! outright: backslashes, whitespace and controls, and URLs that do not
 //! start with `https://` or `http://` (`//evil`, `https:evil`,
@@ -105,6 +107,13 @@ impl ReturnUrls {
         if url.fragment().is_some() {
             return Err(ReturnRefusal::NotAllowed);
         }
+        // A path a front end or proxy might read as another path or host:
+        // an empty segment (`//evil`), or an encoded slash, backslash or
+        // dot (`..%2f`).
+        let path = url.path().to_ascii_lowercase();
+        if path.contains("//") || ["%2f", "%5c", "%2e"].iter().any(|e| path.contains(e)) {
+            return Err(ReturnRefusal::NotAllowed);
+        }
         let allowed = self.allowed.iter().any(|entry| {
             entry.scheme() == url.scheme()
                 && entry.host() == url.host()
@@ -182,6 +191,10 @@ mod tests {
             "https://app.example.com/\u{0}",
             "https://app.example.com/\nx",
             "https://xn--pp-ula.example.com/",
+            "https://app.example.com/..%2f..%2fauth/",
+            "https://app.example.com//evil.example",
+            "https://app.example.com/%2F%2Fevil.example",
+            "https://app.example.com/x%5c..",
         ] {
             assert_eq!(r.check(bad), Err(ReturnRefusal::NotAllowed), "{bad:?}");
         }

@@ -112,12 +112,12 @@ pub fn admit(
         .and_then(|v| v.as_str())
         .ok_or_else(|| Refusal::NoEmail(mapping.email_claim.clone()))?;
     let email = Email::parse(raw).map_err(Refusal::BadEmail)?;
-    // Absent is accepted (Entra ID sends none); false never is.
-    let verified = claims.get("email_verified");
-    if matches!(verified, Some(serde_json::Value::Bool(false)))
-        || matches!(verified, Some(serde_json::Value::String(s)) if s != "true")
-    {
-        return Err(Refusal::Unverified);
+    // Absent is accepted (Entra ID sends none); anything but true (or
+    // the string "true") is not.
+    match claims.get("email_verified") {
+        None | Some(serde_json::Value::Bool(true)) => {}
+        Some(serde_json::Value::String(s)) if s == "true" => {}
+        Some(_) => return Err(Refusal::Unverified),
     }
     let domain = email.domain();
     if !connection.domains.iter().any(|d| d == domain.as_str()) {
@@ -208,6 +208,18 @@ mod tests {
             ),
             (
                 json!({"email": "bob@acme.test", "email_verified": "false"}),
+                "email_unverified",
+            ),
+            (
+                json!({"email": "bob@acme.test", "email_verified": 0}),
+                "email_unverified",
+            ),
+            (
+                json!({"email": "bob@acme.test", "email_verified": null}),
+                "email_unverified",
+            ),
+            (
+                json!({"email": "bob@acme.test", "email_verified": "1"}),
                 "email_unverified",
             ),
             (json!({"email": "bob@other.test"}), "domain_not_proved"),

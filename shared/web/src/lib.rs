@@ -2,6 +2,7 @@
 //! browsers (redirects to identity providers, form POSTs back, metadata,
 //! cookies), beside gRPC and the HTTP/JSON surface on the one port.
 //!
+//! - [`answer`]: [`json_error`], the one JSON error of browser routes.
 //! - [`cookie`]: `Set-Cookie` for session and state cookies
 //!   ([`Cookie`]), and reading a named cookie exactly once.
 //! - [`csrf`]: [`Csrf`], the one check for cookie-authenticated
@@ -18,6 +19,7 @@
 //! - [`session`]: the browser session's refresh cookie, one definition
 //!   for every module that signs a browser in.
 
+pub mod answer;
 pub mod cookie;
 pub mod csrf;
 pub mod forward;
@@ -26,6 +28,7 @@ pub mod prefix;
 pub mod session;
 pub mod trust;
 
+pub use answer::json_error;
 pub use cookie::{Cookie, CookieError, SameSite};
 pub use csrf::{CSRF_HEADER, Csrf, CsrfLayer, CsrfRefusal};
 pub use forward::BrowserForward;
