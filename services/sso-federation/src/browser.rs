@@ -36,7 +36,8 @@ use twig_clock::Clock;
 use twig_email::Email;
 use twig_errors::ApiError;
 use twig_module::{
-    Needed, SealContext, Sealer, SessionClient, SessionIssuer, SessionMethod, Users,
+    Needed, PasswordPolicy as _, PasswordSignIn, SealContext, Sealer, SessionClient, SessionIssuer,
+    SessionMethod, Users,
 };
 use twig_redis::SeenOnce;
 use twig_web::{ClientInfo, Cookie, Csrf, SameSite};
@@ -182,6 +183,8 @@ pub struct SignIns {
     pub identities: Arc<Identities>,
     /// The CSRF check of the link route.
     pub csrf: Csrf,
+    /// Which emails must sign in through their organisation's connection.
+    pub policy: SignInPolicy,
 }
 
 /// What the start route takes.
@@ -265,8 +268,10 @@ impl SignIns {
         socials: SocialProviders,
         identities: Arc<Identities>,
         csrf: Csrf,
+        policy: SignInPolicy,
     ) -> Self {
         Self {
+            policy,
             socials,
             identities,
             csrf,
@@ -850,24 +855,21 @@ impl SignIns {
         };
         let ip = client.ip.map(|ip| ip.to_string());
         // Single sign-on enforced for an email's domain is the only way in
-        // for it: a social identity neither signs such an account in nor
-        // makes one.
-        let enforced = |email: &Email| {
-            let policy = SignInPolicy::new(self.connections.clone());
-            let email = email.clone();
-            async move {
-                match policy.discover(&email).await {
-                    Ok(found) if !found.password_allowed => Err(Refused::new(
-                        StatusCode::FORBIDDEN,
-                        format!(
-                            "this email's organisation signs in through single sign-on; sign in \
-                             at {}",
-                            found.sso_start.unwrap_or_default()
-                        ),
-                    )),
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(Refused::new(api_status(&e), e.message().to_string())),
-                }
+        // for it (the rule passwords follow): a social identity neither
+        // signs such an account in nor makes one.
+        let early = &early;
+        let enforced = |email: Email| async move {
+            match self.policy.password_sign_in(email.as_str()).await {
+                Ok(PasswordSignIn::Allowed) => Ok(()),
+                Ok(PasswordSignIn::UseSso { start_path, .. }) => Err(early(
+                    "sso_enforced",
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "this email's organisation signs in through single sign-on; sign in at \
+                         {start_path}"
+                    ),
+                )),
+                Err(e) => Err(Refused::new(api_status(&e), e.message().to_string())),
             }
         };
         // A linked identity signs its account in.
@@ -884,10 +886,8 @@ impl SignIns {
                 .ok_or_else(|| {
                     Refused::new(StatusCode::FORBIDDEN, "the linked account no longer exists")
                 })?;
-            if let Ok(email) = Email::parse(&account.email)
-                && let Err(refused) = enforced(&email).await
-            {
-                return Err(early("sso_enforced", refused.status, refused.message));
+            if let Ok(email) = Email::parse(&account.email) {
+                enforced(email).await?;
             }
             let facts = users
                 .sign_in_facts(linked.user_id)
@@ -903,6 +903,7 @@ impl SignIns {
                 .issue_session(linked.user_id, org, &method, &session_client)
                 .await
                 .map_err(unavailable)?;
+            self.identities.used(&linked).await.map_err(unavailable)?;
             self.audit_social(org, linked.user_id, provider, ip, "linked")
                 .await?;
             return self.signed_in(&session, &pending.return_to, &[pending_cookie().clear()]);
@@ -917,9 +918,7 @@ impl SignIns {
                 ),
             )
         })?;
-        if let Err(refused) = enforced(&email).await {
-            return Err(early("sso_enforced", refused.status, refused.message));
-        }
+        enforced(email.clone()).await?;
         match users
             .find_user_by_email(email.as_str())
             .await

@@ -44,9 +44,10 @@ impl SsoGrpc {
         socials: SocialProviders,
         identities: Arc<Identities>,
         users: Needed<Users>,
+        policy: SignInPolicy,
     ) -> Self {
         Self {
-            policy: SignInPolicy::new(connections.clone()),
+            policy,
             domains,
             connections,
             socials,

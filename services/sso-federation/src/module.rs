@@ -114,6 +114,7 @@ impl Module for SsoModule {
                 SocialProviders::from_config(&config).map_err(|e| ModuleError::invalid(name, e))?;
             let identities = Arc::new(Identities::new(cx.db().clone(), cx.clock()));
             let social_list = socials.clone();
+            let policy = SignInPolicy::new(connections.clone());
             let users = cx.need::<Users>();
             let seen = match cx.fanout().redis_handle() {
                 Some(redis) => SeenOnce::redis(redis.clone()),
@@ -135,6 +136,7 @@ impl Module for SsoModule {
                 socials,
                 identities.clone(),
                 twig_web::Csrf::from_config(cx.config()),
+                policy.clone(),
             ));
             let writer = sign_ins.clone();
             cx.workers()
@@ -148,9 +150,7 @@ impl Module for SsoModule {
                     }
                 });
             cx.browser_routes(PREFIX, sign_ins.clone().router());
-            cx.provide(PasswordRules(Arc::new(SignInPolicy::new(
-                connections.clone(),
-            ))));
+            cx.provide(PasswordRules(Arc::new(policy.clone())));
             let max_message = cx.max_message_bytes();
             cx.serve(
                 SsoServiceServer::new(crate::grpc::SsoGrpc::new(
@@ -159,6 +159,7 @@ impl Module for SsoModule {
                     social_list,
                     identities,
                     users,
+                    policy,
                 ))
                 .max_decoding_message_size(max_message),
             );

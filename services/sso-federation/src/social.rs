@@ -125,24 +125,26 @@ impl Identities {
         Self { db, clock }
     }
 
-    /// The identity `subject` at `issuer`, if linked; its last use noted.
+    /// The identity `subject` at `issuer`, if linked.
     pub async fn find(
         &self,
         issuer: &str,
         subject: &str,
     ) -> Result<Option<identity::Model>, ApiError> {
-        let found = identity::Entity::find()
+        identity::Entity::find()
             .filter(identity::Column::Issuer.eq(issuer))
             .filter(identity::Column::Subject.eq(subject))
             .one(&self.db)
             .await
-            .map_err(db)?;
-        if let Some(found) = &found {
-            let mut used: identity::ActiveModel = found.clone().into();
-            used.last_used_at = Set(Some(self.clock.now()));
-            used.update(&self.db).await.map_err(db)?;
-        }
-        Ok(found)
+            .map_err(db)
+    }
+
+    /// Notes that `linked` has just signed its account in.
+    pub async fn used(&self, linked: &identity::Model) -> Result<(), ApiError> {
+        let mut used: identity::ActiveModel = linked.clone().into();
+        used.last_used_at = Set(Some(self.clock.now()));
+        used.update(&self.db).await.map_err(db)?;
+        Ok(())
     }
 
     /// Links `subject` at `provider` to `user_id`, audited in `org` (the
