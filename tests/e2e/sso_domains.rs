@@ -126,10 +126,33 @@ async fn a_domain_is_proved_by_its_txt_record(backend: Backend) {
         Code::FailedPrecondition
     );
 
-    // Published beside another record: proved.
+    // Near misses prove nothing: junk before or after the value, the
+    // token in another case or alone, the value on the domain itself.
+    let bare = value.trim_start_matches("twig-domain-verification=");
+    for (name, near) in [
+        (claimed.txt_record_name.clone(), format!("x{value}")),
+        (claimed.txt_record_name.clone(), format!("{value}x")),
+        (
+            claimed.txt_record_name.clone(),
+            format!("twig-domain-verification={}", bare.to_uppercase()),
+        ),
+        (claimed.txt_record_name.clone(), bare.to_string()),
+        (claimed.domain.clone(), value.clone()),
+    ] {
+        dns.set_txt(&[(&name, &near)]).await;
+        assert_eq!(
+            verify(&app, &token, &claimed.id).await.unwrap_err().code(),
+            Code::FailedPrecondition,
+            "{name} = {near}"
+        );
+    }
+
+    // Published beside another record, the value split over two
+    // character-strings (joined, as RFC 7208 §3.3 joins them): proved.
+    let split = format!("twig-domain-verification=,{bare}");
     dns.set_txt(&[
         (&claimed.txt_record_name, "v=spf1 -all"),
-        (&claimed.txt_record_name, &value),
+        (&claimed.txt_record_name, &split),
     ])
     .await;
     let proved = verify(&app, &token, &claimed.id).await.unwrap();
@@ -167,6 +190,11 @@ async fn a_domain_is_proved_by_its_txt_record(backend: Backend) {
         reasons,
         [
             ("failure".to_string(), "no record".to_string()),
+            ("failure".into(), "wrong value".into()),
+            ("failure".into(), "no record".into()),
+            ("failure".into(), "wrong value".into()),
+            ("failure".into(), "wrong value".into()),
+            ("failure".into(), "wrong value".into()),
             ("failure".into(), "wrong value".into()),
             ("failure".into(), "no record".into()),
             ("success".into(), String::new()),
